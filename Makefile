@@ -1,0 +1,56 @@
+# smsdispatch: PGXS build of the extension, plus the project's own
+# `check` (every test suite) and `demo` targets.
+
+EXTENSION = smsdispatch
+EXTVERSION = 1.0
+
+MODULE_big = smsdispatch
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA_built = smsdispatch--$(EXTVERSION).sql
+DATA = $(wildcard smsdispatch--*--*.sql)
+
+# pg_regress suites: every sql/*.sql, in name order
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --temp-config=test/regress.conf
+
+PG_CONFIG ?= pg_config
+XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null)
+PG_CPPFLAGS = -Isrc $(XML2_CFLAGS)
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers
+SHLIB_LINK = -lcurl -lxml2
+
+EXTRA_CLEAN = smsdispatch--$(EXTVERSION).sql
+
+PGXS := $(wildcard $(shell $(PG_CONFIG) --pgxs 2>/dev/null))
+ifeq ($(PGXS),)
+# Nothing can be built yet: only the targets that install what is missing.
+.DEFAULT_GOAL := check
+check demo: deps
+	$(MAKE) $@
+deps:
+	./install-deps.sh
+.PHONY: check demo deps
+else
+include $(PGXS)
+
+smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+.PHONY: deps check demo
+
+deps:
+	./install-deps.sh
+
+# Everything: regression, isolation, TAP, fuzz smoke. The suites run as an
+# unprivileged user when make runs as root (PostgreSQL refuses root).
+check: deps
+	$(MAKE) all
+	$(MAKE) install
+	PG_CONFIG=$(PG_CONFIG) test/run-checks.sh
+
+demo: deps
+	$(MAKE) all
+	$(MAKE) install
+	PG_CONFIG=$(PG_CONFIG) test/demo.sh
+endif

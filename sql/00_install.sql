@@ -1,0 +1,16 @@
+-- The extension installs, with its schemas, tables and roles.
+CREATE EXTENSION smsdispatch;
+SELECT extname, extversion FROM pg_extension WHERE extname = 'smsdispatch';
+SELECT rolname FROM pg_roles WHERE rolname LIKE 'smsdispatch%' ORDER BY 1;
+SELECT sms_normalize_phone('+380 (50) 123-45-67');
+SELECT * FROM sms_segments('hello');
+SELECT sms_send('+380501234567', 'Your code: 4812', 'verification');
+SELECT phone_number, type, body, send_state, channel FROM verification.sms_log;
+SELECT sms_list_create('oncall', 'Database on-call');
+SELECT sms_list_add('oncall', '+380501111111', 1, '30 s', 'Alice');
+SELECT sms_list_add('oncall', '+380502222222', 2, '30 s', 'Bob');
+SELECT sms_enqueue('Disk full on db1', 'oncall');
+SELECT number, state, level FROM smsdispatch.message;
+SELECT phone, level, status, sms_log_id IS NOT NULL AS handed FROM smsdispatch.message_recipient ORDER BY level;
+SELECT sms_receive('+380501111111', 'ok 0000 on it');
+SELECT number, state, acked_by FROM smsdispatch.message;

@@ -1,0 +1,258 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *	  Queueing single SMS: sms_send() and the verification trigger. Both are
+ *	  on the application's hot path, so both go through one prepared INSERT.
+ *
+ * The abuse guard lives here too: past smsdispatch.max_per_phone_per_hour
+ * SMS to one number in the last hour, the row is still written (nothing is
+ * lost, the caller's transaction goes on) but as failed, with the reason.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "smsdispatch.h"
+
+PG_FUNCTION_INFO_V1(sms_send);
+PG_FUNCTION_INFO_V1(sms_verification_trigger);
+
+/* advisory lock class of the per-phone abuse guard ("SMSD") */
+#define SMS_GUARD_LOCK_CLASS 0x534D5344
+
+static const char *const sms_types[] = {
+	"verification", "medication_request", "text", "2FA"
+};
+
+/*
+ * One statement counts the recent SMS to the phone (stopping at the limit)
+ * and writes the row, queued or refused by the guard.
+ */
+static const char insert_sql[] =
+"WITH recent AS ("
+"  SELECT count(*) AS n FROM ("
+"    SELECT 1 FROM verification.sms_log"
+"     WHERE phone_number = $1 AND inserted_at > now() - interval '1 hour'"
+"       AND NOT (send_state = 'failed' AND attempts = 0)"
+"     LIMIT $6) AS s)"
+" INSERT INTO verification.sms_log"
+"   (phone_number, type, body, channel, verification_id, send_state, last_error)"
+" SELECT $1, $2, $3, $4, $5,"
+"   CASE WHEN $7 IS NOT NULL OR ($6 > 0 AND n >= $6) THEN 'failed' ELSE 'queued' END,"
+"   CASE WHEN $7 IS NOT NULL THEN $7"
+"        WHEN $6 > 0 AND n >= $6 THEN"
+"     format('abuse guard: %s SMS to %s in the last hour reached smsdispatch.max_per_phone_per_hour', n, $1)"
+"   END"
+"   FROM recent"
+" RETURNING id";
+
+static SPIPlanPtr insert_plan = NULL;
+
+/* The channel a call asked for, or smsdispatch.default_channel. */
+const char *
+sms_resolve_channel(const char *channel)
+{
+	if (channel == NULL)
+		return sms_default_channel;
+	if (strcmp(channel, "ip2sms") != 0 && strcmp(channel, "modem") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown channel \"%s\"", channel),
+				 errhint("Channels are ip2sms and modem.")));
+	return channel;
+}
+
+/* Refuses an SMS type the log's CHECK would refuse, with a better message. */
+static void
+check_type(const char *type)
+{
+	int			i;
+
+	if (type == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("type of an SMS must not be NULL")));
+	for (i = 0; i < lengthof(sms_types); i++)
+		if (strcmp(type, sms_types[i]) == 0)
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown SMS type \"%s\"", type),
+			 errhint("Types are verification, medication_request, text and 2FA.")));
+}
+
+/*
+ * Writes one sms_log row for an already checked body; returns its id. With a
+ * refusal, the row is written failed with that reason and nothing is sent.
+ * The caller must be connected to SPI.
+ */
+int64
+sms_queue_insert(const char *phone, const char *body, const char *type,
+				 const char *channel, const char *verification_id,
+				 const char *refusal)
+{
+	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			ret;
+
+	if (insert_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(insert_sql, 7, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		insert_plan = plan;
+	}
+
+	/* serialise senders to one number so the guard's count is exact */
+	if (sms_max_per_phone_per_hour > 0 && refusal == NULL)
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SMS_GUARD_LOCK_CLASS,
+							 hash_bytes((const unsigned char *) phone, strlen(phone)), 2);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	}
+
+	values[0] = CStringGetTextDatum(phone);
+	values[1] = CStringGetTextDatum(type);
+	values[2] = CStringGetTextDatum(body);
+	values[3] = CStringGetTextDatum(channel);
+	if (verification_id)
+		values[4] = CStringGetTextDatum(verification_id);
+	else
+		nulls[4] = 'n';
+	values[5] = Int32GetDatum(sms_max_per_phone_per_hour);
+	if (refusal)
+		values[6] = CStringGetTextDatum(refusal);
+	else
+		nulls[6] = 'n';
+
+	ret = SPI_execute_plan(insert_plan, values, nulls, false, 1);
+	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "inserting into verification.sms_log failed: %s",
+			 SPI_result_code_string(ret));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* SQL: sms_send(phone, body, type, channel) -> sms_log id */
+Datum
+sms_send(PG_FUNCTION_ARGS)
+{
+	char	   *phone;
+	char	   *body = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *type = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	const char *channel;
+	int64		id;
+
+	phone = sms_normalize_phone_text(PG_ARGISNULL(0) ? NULL :
+									 text_to_cstring(PG_GETARG_TEXT_PP(0)), "phone");
+	sms_check_body_text(body, "body");
+	check_type(type);
+	channel = sms_resolve_channel(PG_ARGISNULL(3) ? NULL :
+								  text_to_cstring(PG_GETARG_TEXT_PP(3)));
+
+	SPI_connect();
+	id = sms_queue_insert(phone, body, type, channel, NULL, NULL);
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * The text of a column of the trigger's row, or NULL; errors when the table
+ * has no such column (it was dropped or renamed after watching began).
+ */
+static char *
+column_text(TriggerData *trigdata, const char *column)
+{
+	TupleDesc	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	int			attnum = SPI_fnumber(tupdesc, column);
+
+	if (attnum == SPI_ERROR_NOATTRIBUTE)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" does not exist in table \"%s\"",
+						column, RelationGetRelationName(trigdata->tg_relation)),
+				 errhint("Attach the trigger again with smsdispatch.watch_verifications() naming the right columns.")));
+	return SPI_getvalue(trigdata->tg_trigtuple, tupdesc, attnum);
+}
+
+/* The verification text: the template with every {code} replaced. */
+static char *
+verification_body(const char *code)
+{
+	StringInfoData buf;
+	const char *p = sms_verification_template;
+	const char *hit;
+
+	initStringInfo(&buf);
+	while ((hit = strstr(p, "{code}")) != NULL)
+	{
+		appendBinaryStringInfo(&buf, p, hit - p);
+		appendStringInfoString(&buf, code);
+		p = hit + strlen("{code}");
+	}
+	appendStringInfoString(&buf, p);
+	return buf.data;
+}
+
+/*
+ * AFTER INSERT row trigger on a verifications table; arguments are the phone
+ * and the code column. Queues one verification SMS per new row. A row whose
+ * phone cannot be made E.164 is logged as failed with the reason rather than
+ * aborting the application's insert.
+ */
+Datum
+sms_verification_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	char	   *raw_phone;
+	char	   *code;
+	char	   *phone = NULL;
+	const char *detail = "the phone number is NULL";
+	char	   *verification_id = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("smsdispatch.verification_trigger() must be an AFTER INSERT FOR EACH ROW trigger")));
+	trigger = trigdata->tg_trigger;
+	if (trigger->tgnargs != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("smsdispatch.verification_trigger() takes the phone and the code column names")));
+
+	SPI_connect();
+	raw_phone = column_text(trigdata, trigger->tgargs[0]);
+	code = column_text(trigdata, trigger->tgargs[1]);
+	if (SPI_fnumber(RelationGetDescr(trigdata->tg_relation), "id") > 0)
+		verification_id = column_text(trigdata, "id");
+	if (raw_phone != NULL)
+		phone = sms_try_normalize_phone(raw_phone, &detail);
+
+	sms_queue_insert(phone ? phone : (raw_phone ? raw_phone : ""),
+					 verification_body(code ? code : ""), "verification",
+					 sms_default_channel, verification_id,
+					 phone ? NULL : psprintf("invalid phone number: %s", detail));
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,177 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *	  The smsdispatch.* configuration parameters.
+ *
+ * All of them live here so that README's table and the code have one place
+ * to agree on.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "smsdispatch.h"
+
+char	   *sms_database = NULL;
+int			sms_naptime_ms = 1000;
+char	   *sms_default_channel = NULL;
+char	   *sms_ip2sms_url = NULL;
+char	   *sms_ip2sms_status_url = NULL;
+char	   *sms_ip2sms_login = NULL;
+char	   *sms_ip2sms_password = NULL;
+char	   *sms_ip2sms_source = NULL;
+char	   *sms_ip2sms_validity = NULL;
+char	   *sms_ip2sms_ca_file = NULL;
+int			sms_ip2sms_timeout_ms = 10000;
+int			sms_ip2sms_max_connections = 16;
+int			sms_ip2sms_max_rate = 0;
+int			sms_ip2sms_poll_interval_s = 10;
+int			sms_ip2sms_status_window_s = 1800;
+int			sms_max_attempts = 5;
+char	   *sms_spool_dir = NULL;
+int			sms_spool_max_age_s = 3600;
+char	   *sms_verification_template = NULL;
+char	   *sms_default_country_code = NULL;
+int			sms_number_quarantine_s = 86400;
+int			sms_max_per_phone_per_hour = 10;
+int			sms_max_parts = 10;
+
+/* Rejects a channel name no channel answers to, at SET time. */
+static bool
+check_channel(char **newval, void **extra, GucSource source)
+{
+	if (strcmp(*newval, "ip2sms") == 0 || strcmp(*newval, "modem") == 0)
+		return true;
+	GUC_check_errdetail("Channels are \"ip2sms\" and \"modem\".");
+	return false;
+}
+
+/* A country code is one to three digits, without "+" or "00". */
+static bool
+check_country_code(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	int			n = 0;
+
+	for (; *p; p++, n++)
+		if (*p < '0' || *p > '9')
+			break;
+	if (*p == '\0' && n <= 3 && (n == 0 || (*newval)[0] != '0'))
+		return true;
+	GUC_check_errdetail("A country code is one to three digits without \"+\", for example \"380\".");
+	return false;
+}
+
+/* The template must say where the code goes, or the SMS would not carry it. */
+static bool
+check_template(char **newval, void **extra, GucSource source)
+{
+	if (strstr(*newval, "{code}") != NULL)
+		return true;
+	GUC_check_errdetail("The template must contain the placeholder {code}.");
+	return false;
+}
+
+/* Registers every setting; called once from _PG_init. */
+void
+sms_define_settings(void)
+{
+	DefineCustomStringVariable("smsdispatch.database",
+							   "Database the background worker serves.",
+							   NULL, &sms_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.naptime",
+							"Longest sleep of the worker when nothing is due.",
+							NULL, &sms_naptime_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.default_channel",
+							   "Channel of an SMS whose call names none: ip2sms or modem.",
+							   NULL, &sms_default_channel, "ip2sms",
+							   PGC_SIGHUP, 0, check_channel, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_url",
+							   "IP2SMS send URL (http or https).",
+							   NULL, &sms_ip2sms_url, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_status_url",
+							   "IP2SMS status URL (http or https).",
+							   NULL, &sms_ip2sms_status_url, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_login",
+							   "IP2SMS Basic authentication user.",
+							   NULL, &sms_ip2sms_login, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_password",
+							   "IP2SMS Basic authentication password.",
+							   NULL, &sms_ip2sms_password, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_source",
+							   "IP2SMS sender alpha-name.",
+							   NULL, &sms_ip2sms_source, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_validity",
+							   "IP2SMS validity of a message, for example \"+2 hour\"; empty = the gateway's default.",
+							   NULL, &sms_ip2sms_validity, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_ca_file",
+							   "CA bundle that verifies the gateway's TLS certificate; empty = the system's.",
+							   NULL, &sms_ip2sms_ca_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_timeout",
+							"Total time of one IP2SMS request; connecting may take a third of it.",
+							NULL, &sms_ip2sms_timeout_ms, 10000, 100, 300 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_max_connections",
+							"Concurrent IP2SMS requests.",
+							NULL, &sms_ip2sms_max_connections, 16, 1, 256,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_max_rate",
+							"SMS sent per second through IP2SMS; 0 = unlimited.",
+							NULL, &sms_ip2sms_max_rate, 0, 0, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_poll_interval",
+							"First status poll after submitting; later polls back off.",
+							NULL, &sms_ip2sms_poll_interval_s, 10, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_status_window",
+							"After this, an SMS still in a pollable state becomes Terminated.",
+							NULL, &sms_ip2sms_status_window_s, 1800, 1, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.max_attempts",
+							"Transport attempts of one SMS before it is failed.",
+							NULL, &sms_max_attempts, 5, 1, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.spool_dir",
+							   "Directory of XML alarm files to import; empty = off.",
+							   NULL, &sms_spool_dir, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.spool_max_age",
+							"Spool files older than this are not sent.",
+							NULL, &sms_spool_max_age_s, 3600, 1, 30 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.verification_template",
+							   "Body of a verification SMS; {code} stands for the code.",
+							   NULL, &sms_verification_template,
+							   "Your verification code: {code}",
+							   PGC_SIGHUP, 0, check_template, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.default_country_code",
+							   "Country code given to national phone numbers, for example 380.",
+							   NULL, &sms_default_country_code, "",
+							   PGC_USERSET, 0, check_country_code, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.number_quarantine",
+							"How long a closed alarm's number stays reserved.",
+							NULL, &sms_number_quarantine_s, 86400, 0, 365 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.max_per_phone_per_hour",
+							"SMS to one phone number per hour before the abuse guard stops them; 0 = off.",
+							NULL, &sms_max_per_phone_per_hour, 10, 0, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.max_parts",
+							"Longest SMS accepted, in parts.",
+							NULL, &sms_max_parts, 10, 1, 255,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("smsdispatch");
+}

@@ -1,0 +1,58 @@
+/*-------------------------------------------------------------------------
+ *
+ * smsdispatch.c
+ *	  Module entry point: settings, shared memory and the background worker
+ *	  are set up here when the library is loaded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+#include "smsdispatch.h"
+
+PG_MODULE_MAGIC;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+/* Chains our shared memory request behind other libraries'. */
+static void
+smsdispatch_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	sms_shmem_request();
+}
+
+/* Chains our shared memory set-up behind other libraries'. */
+static void
+smsdispatch_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	sms_shmem_startup();
+}
+
+/*
+ * Defines the settings in every process that loads us; when preloaded, also
+ * reserves shared memory so backends can wake the worker.
+ */
+void
+_PG_init(void)
+{
+	sms_define_settings();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = smsdispatch_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = smsdispatch_shmem_startup;
+}

@@ -1,0 +1,166 @@
+-- smsdispatch: tables of the dispatcher (schema smsdispatch) and the SMS log
+-- (schema verification, shared with the application that owns verifications).
+
+\echo Use "CREATE EXTENSION smsdispatch" to load this file. \quit
+
+CREATE SCHEMA IF NOT EXISTS smsdispatch;
+CREATE SCHEMA IF NOT EXISTS verification;
+
+-- A named group of on-duty people, each on an escalation level.
+CREATE TABLE smsdispatch.recipient_list (
+	id			bigserial PRIMARY KEY,
+	name		text NOT NULL UNIQUE CHECK (name <> ''),
+	description	text,
+	repeat		int NOT NULL DEFAULT 0 CHECK (repeat BETWEEN 0 AND 100),
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE smsdispatch.list_member (
+	id			bigserial PRIMARY KEY,
+	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+				ON UPDATE CASCADE ON DELETE CASCADE,
+	phone		text NOT NULL CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
+	name		text,
+	level		int NOT NULL DEFAULT 1 CHECK (level BETWEEN 1 AND 3),
+	ack_timeout	interval NOT NULL DEFAULT '15 min' CHECK (ack_timeout > '0'),
+	UNIQUE (list, phone, level)
+);
+
+-- One alarm. number is unique among open alarms and recently closed ones; the
+-- allocator in sms_enqueue enforces the time part, the index the open part.
+CREATE TABLE smsdispatch.message (
+	id				bigserial PRIMARY KEY,
+	number			text NOT NULL CHECK (number ~ '^[0-9]{4}$'),
+	body			text NOT NULL,
+	list			text NOT NULL,
+	state			text NOT NULL DEFAULT 'open'
+					CHECK (state IN ('open', 'acked', 'exhausted', 'cancelled')),
+	level			int NOT NULL DEFAULT 1 CHECK (level BETWEEN 1 AND 3),
+	round			int NOT NULL DEFAULT 1 CHECK (round >= 1),
+	level_started_at timestamptz,
+	acked_at		timestamptz,
+	acked_by		text,
+	closed_at		timestamptz,
+	source			text NOT NULL DEFAULT 'sql' CHECK (source IN ('sql', 'spool')),
+	channel			text NOT NULL CHECK (channel IN ('ip2sms', 'modem')),
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK ((state = 'open') = (closed_at IS NULL))
+);
+CREATE UNIQUE INDEX message_open_number_idx ON smsdispatch.message (number)
+	WHERE state = 'open';
+CREATE INDEX message_number_closed_idx ON smsdispatch.message (number, closed_at DESC);
+CREATE INDEX message_open_idx ON smsdispatch.message (id) WHERE state = 'open';
+
+-- One row per (alarm, recipient); status names are the seed's.
+CREATE TABLE smsdispatch.message_recipient (
+	id			bigserial PRIMARY KEY,
+	message_id	bigint NOT NULL REFERENCES smsdispatch.message ON DELETE CASCADE,
+	phone		text NOT NULL,
+	name		text,
+	level		int NOT NULL CHECK (level BETWEEN 1 AND 3),
+	ack_timeout	interval NOT NULL,
+	status		text NOT NULL DEFAULT 'NOT_SENT'
+				CHECK (status IN ('NOT_SENT', 'NOT_YET_ACK', 'ACK', 'ACK_TIME_OVER')),
+	sent_at		timestamptz,
+	deadline	timestamptz,
+	acked_at	timestamptz,
+	sms_log_id	bigint,
+	UNIQUE (message_id, phone, level)
+);
+CREATE INDEX message_recipient_phone_idx ON smsdispatch.message_recipient (phone);
+CREATE INDEX message_recipient_sms_log_idx ON smsdispatch.message_recipient (sms_log_id)
+	WHERE sms_log_id IS NOT NULL;
+CREATE INDEX message_recipient_waiting_idx ON smsdispatch.message_recipient (deadline)
+	WHERE status = 'NOT_YET_ACK';
+
+-- Every SMS that leaves or is meant to leave: the seed's columns, then the
+-- dispatch state of the channels.
+CREATE TABLE verification.sms_log (
+	id					bigserial PRIMARY KEY,
+	phone_number		text NOT NULL,
+	type				text NOT NULL DEFAULT 'text'
+						CHECK (type IN ('verification', 'medication_request', 'text', '2FA')),
+	body				text NOT NULL,
+	gateway_id			text,
+	gateway_status		text CHECK (gateway_status IN
+						('Accepted', 'Enroute', 'Delivered', 'Expired', 'Deleted',
+						 'Undeliverable', 'Rejected', 'Unknown', 'Unaccepted',
+						 'Terminated', 'Pending')),
+	status_changed_at	timestamptz,
+	updated_at			timestamptz NOT NULL DEFAULT now(),
+	inserted_at			timestamptz NOT NULL DEFAULT now(),
+	channel				text NOT NULL DEFAULT 'ip2sms' CHECK (channel IN ('ip2sms', 'modem')),
+	send_state			text NOT NULL DEFAULT 'queued'
+						CHECK (send_state IN ('queued', 'sending', 'submitted', 'failed', 'unknown')),
+	attempts			int NOT NULL DEFAULT 0,
+	next_attempt_at		timestamptz,
+	last_error			text,
+	next_poll_at		timestamptz,
+	submitted_at		timestamptz,
+	claimed_by			text,
+	lease_until			timestamptz,
+	message_id			bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
+	verification_id		text
+);
+-- The channels find their work through these partial indexes, never by a scan.
+CREATE INDEX sms_log_queued_idx ON verification.sms_log (channel, next_attempt_at, id)
+	WHERE send_state = 'queued';
+CREATE INDEX sms_log_sending_idx ON verification.sms_log (channel, lease_until)
+	WHERE send_state = 'sending';
+CREATE INDEX sms_log_poll_idx ON verification.sms_log (next_poll_at)
+	WHERE next_poll_at IS NOT NULL;
+CREATE INDEX sms_log_phone_idx ON verification.sms_log (phone_number, inserted_at);
+CREATE INDEX sms_log_gateway_id_idx ON verification.sms_log (gateway_id)
+	WHERE gateway_id IS NOT NULL;
+CREATE INDEX sms_log_message_idx ON verification.sms_log (message_id)
+	WHERE message_id IS NOT NULL;
+CREATE INDEX sms_log_inserted_idx ON verification.sms_log (inserted_at);
+
+-- Every received SMS, matched or not, and what it did.
+CREATE TABLE smsdispatch.inbox (
+	id			bigserial PRIMARY KEY,
+	sender		text NOT NULL,
+	body		text NOT NULL,
+	outcome		text NOT NULL CHECK (outcome IN
+				('ack', 'duplicate_ack', 'unknown_number', 'not_recipient', 'no_number')),
+	number		text,
+	message_id	bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
+	received_at	timestamptz NOT NULL DEFAULT now()
+);
+
+-- The audit trail of each alarm.
+CREATE TABLE smsdispatch.event (
+	id			bigserial PRIMARY KEY,
+	message_id	bigint NOT NULL REFERENCES smsdispatch.message ON DELETE CASCADE,
+	at			timestamptz NOT NULL DEFAULT now(),
+	kind		text NOT NULL CHECK (kind IN ('enqueued', 'sent', 'level_started',
+				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
+				'exhausted', 'cancelled', 'send_failed')),
+	level		int,
+	phone		text,
+	detail		text
+);
+CREATE INDEX event_message_idx ON smsdispatch.event (message_id, at);
+
+-- The four-digit number allocator's cursor: one row, locked by each enqueue.
+CREATE TABLE smsdispatch.number_cursor (
+	only_row	boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+	last_number	int NOT NULL DEFAULT 0 CHECK (last_number BETWEEN 0 AND 9999)
+);
+INSERT INTO smsdispatch.number_cursor DEFAULT VALUES;
+
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.recipient_list', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.recipient_list_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.list_member', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.list_member_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.message', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.message_recipient', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.message_recipient_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('verification.sms_log', '');
+SELECT pg_catalog.pg_extension_config_dump('verification.sms_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.inbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.event', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.number_cursor', '');

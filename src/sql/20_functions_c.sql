@@ -1,0 +1,39 @@
+-- SQL declarations of the functions written in C (src/*.c).
+
+CREATE FUNCTION sms_normalize_phone(phone text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sms_normalize_phone'
+LANGUAGE C STABLE PARALLEL SAFE;
+
+CREATE FUNCTION sms_segments(body text,
+	OUT encoding text, OUT units int, OUT parts int)
+RETURNS record
+AS 'MODULE_PATHNAME', 'sms_segments'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE FUNCTION sms_send(phone text, body text, type text DEFAULT 'text',
+	channel text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sms_send'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Checks an SMS text against smsdispatch.max_parts; field names the argument
+-- in the error message.
+CREATE FUNCTION smsdispatch.check_body(body text, field text DEFAULT 'body')
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_check_body'
+LANGUAGE C STABLE;
+
+CREATE FUNCTION smsdispatch.verification_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'sms_verification_trigger'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- Wakes the background worker (and the modem sidecars) when the transaction
+-- that queued SMS commits.
+CREATE FUNCTION smsdispatch.wake_at_commit()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'sms_wake_at_commit'
+LANGUAGE C;

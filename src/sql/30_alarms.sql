@@ -1,0 +1,457 @@
+-- Recipient lists and alarms: the SQL API that needs no C.
+
+CREATE FUNCTION sms_list_create(name text, description text DEFAULT NULL,
+	repeat int DEFAULT 0)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR btrim(name) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF repeat IS NULL OR repeat NOT BETWEEN 0 AND 100 THEN
+		RAISE EXCEPTION 'repeat % is out of range for recipient list "%"', repeat, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'repeat counts extra rounds of the whole escalation, 0 to 100.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_list_create.name) THEN
+		RAISE EXCEPTION 'recipient list "%" already exists', name
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	INSERT INTO smsdispatch.recipient_list (name, description, repeat)
+		VALUES (sms_list_create.name, sms_list_create.description, sms_list_create.repeat);
+END;
+$$;
+
+CREATE FUNCTION sms_list_add(list text, phone text, level int DEFAULT 1,
+	ack_timeout interval DEFAULT '15 min', name text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_list_add.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF level IS NULL OR level NOT BETWEEN 1 AND 3 THEN
+		RAISE EXCEPTION 'escalation level % is out of range', level
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Levels are 1, 2 and 3.';
+	END IF;
+	IF ack_timeout IS NULL OR ack_timeout <= interval '0' THEN
+		RAISE EXCEPTION 'ack_timeout "%" must be positive', ack_timeout
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	e164 := @extschema@.sms_normalize_phone(phone);
+	IF EXISTS (SELECT 1 FROM smsdispatch.list_member m
+			   WHERE m.list = sms_list_add.list AND m.phone = e164
+				 AND m.level = sms_list_add.level) THEN
+		RAISE EXCEPTION 'phone "%" is already on level % of recipient list "%"', e164, level, list
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	INSERT INTO smsdispatch.list_member (list, phone, name, level, ack_timeout)
+		VALUES (sms_list_add.list, e164, sms_list_add.name, sms_list_add.level,
+				sms_list_add.ack_timeout);
+END;
+$$;
+
+-- The channel a call asked for, or smsdispatch.default_channel.
+CREATE FUNCTION smsdispatch.resolve_channel(channel text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	chosen text := coalesce(channel, current_setting('smsdispatch.default_channel'));
+BEGIN
+	IF chosen NOT IN ('ip2sms', 'modem') THEN
+		RAISE EXCEPTION 'unknown channel "%"', chosen
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Channels are ip2sms and modem.';
+	END IF;
+	RETURN chosen;
+END;
+$$;
+
+-- The text an alarm's recipients receive: the number first, so that a reply
+-- can quote it.
+CREATE FUNCTION smsdispatch.alarm_text(number text, body text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT '[' || number || '] ' || body $$;
+
+-- Hands the first level at or after from_level that has recipients to the
+-- channel: one queued sms_log row per recipient. Returns the level started,
+-- or NULL when no later level has anyone on it.
+CREATE FUNCTION smsdispatch.start_level(message_id bigint, from_level int)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m smsdispatch.message;
+	lvl int;
+BEGIN
+	SELECT * INTO m FROM smsdispatch.message WHERE id = message_id;
+	SELECT min(r.level) INTO lvl FROM smsdispatch.message_recipient r
+	 WHERE r.message_id = start_level.message_id AND r.level >= from_level;
+	IF lvl IS NULL THEN
+		RETURN NULL;
+	END IF;
+
+	WITH due AS (
+		SELECT r.id, r.phone
+		  FROM smsdispatch.message_recipient r
+		 WHERE r.message_id = start_level.message_id AND r.level = lvl
+		 ORDER BY r.id
+	), queued AS (
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
+		SELECT due.phone, 'text', smsdispatch.alarm_text(m.number, m.body), m.channel, m.id
+		  FROM due
+		RETURNING id AS sms_log_id, phone_number
+	)
+	UPDATE smsdispatch.message_recipient r
+	   SET sms_log_id = q.sms_log_id, status = 'NOT_SENT', sent_at = NULL,
+		   deadline = NULL, acked_at = NULL
+	  FROM queued q
+	 WHERE r.message_id = start_level.message_id AND r.level = lvl
+	   AND r.phone = q.phone_number;
+
+	UPDATE smsdispatch.message
+	   SET level = lvl, level_started_at = now()
+	 WHERE id = start_level.message_id;
+	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+		VALUES (start_level.message_id, 'level_started', lvl, 'round ' || m.round);
+	RETURN lvl;
+END;
+$$;
+
+-- Picks the next free four-digit number after the last one given. The cursor
+-- row lock serialises concurrent enqueues, and each statement after it sees
+-- what the previous holder committed.
+CREATE FUNCTION smsdispatch.allocate_number()
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	last_given int;
+	quarantine interval := current_setting('smsdispatch.number_quarantine')::interval;
+	candidate text;
+BEGIN
+	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
+	SELECT lpad(((last_given + 1 + g) % 10000)::text, 4, '0') INTO candidate
+	  FROM generate_series(0, 9999) AS g
+	 WHERE NOT EXISTS (
+		SELECT 1 FROM smsdispatch.message m
+		 WHERE m.number = lpad(((last_given + 1 + g) % 10000)::text, 4, '0')
+		   AND (m.state = 'open' OR m.closed_at > now() - quarantine))
+	 ORDER BY g
+	 LIMIT 1;
+	IF candidate IS NULL THEN
+		RAISE EXCEPTION 'all 10000 alarm numbers are in use'
+			USING ERRCODE = 'configuration_limit_exceeded',
+				  DETAIL = format('Every number belongs to an open alarm or to one closed less than %s ago.', quarantine),
+				  HINT = 'Close or cancel alarms, or lower smsdispatch.number_quarantine.';
+	END IF;
+	UPDATE smsdispatch.number_cursor SET last_number = candidate::int;
+	RETURN candidate;
+END;
+$$;
+
+CREATE FUNCTION sms_enqueue(body text, list text, channel text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	chosen text := smsdispatch.resolve_channel(channel);
+	msg_id bigint;
+	num text;
+BEGIN
+	IF list IS NULL OR btrim(list) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_enqueue.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with sms_list_create() and add members with sms_list_add().';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m WHERE m.list = sms_enqueue.list) THEN
+		RAISE EXCEPTION 'recipient list "%" has no members', list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Add members with sms_list_add().';
+	END IF;
+	-- the recipients receive the text behind the number: check what they get
+	PERFORM smsdispatch.check_body(body);
+	PERFORM smsdispatch.check_body(smsdispatch.alarm_text('0000', body));
+
+	num := smsdispatch.allocate_number();
+	INSERT INTO smsdispatch.message (number, body, list, channel)
+		VALUES (num, sms_enqueue.body, sms_enqueue.list, chosen)
+		RETURNING id INTO msg_id;
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
+	  FROM smsdispatch.list_member m
+	 WHERE m.list = sms_enqueue.list;
+	INSERT INTO smsdispatch.event (message_id, kind, detail)
+		VALUES (msg_id, 'enqueued', 'list ' || list);
+	PERFORM smsdispatch.start_level(msg_id, 1);
+	RETURN num;
+END;
+$$;
+
+-- The alarm a number refers to now: the open one, else the most recently
+-- closed one still in quarantine.
+CREATE FUNCTION smsdispatch.find_alarm(number text)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT m.id FROM smsdispatch.message m
+	 WHERE m.number = find_alarm.number
+	   AND (m.state = 'open'
+			OR m.closed_at > now() - current_setting('smsdispatch.number_quarantine')::interval)
+	 ORDER BY (m.state = 'open') DESC, m.closed_at DESC
+	 LIMIT 1
+$$;
+
+-- The recipient row of an alarm that a phone answers for: exact E.164 match,
+-- else the last nine digits. Only recipients already sent the alarm count.
+CREATE FUNCTION smsdispatch.match_recipient(message_id bigint, phone text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	found_id bigint;
+	tail text := right(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), 9);
+BEGIN
+	BEGIN
+		e164 := @extschema@.sms_normalize_phone(phone);
+	EXCEPTION WHEN invalid_parameter_value THEN
+		e164 := NULL;
+	END;
+	SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
+	 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
+	   AND r.phone = e164
+	 ORDER BY r.level LIMIT 1;
+	IF found_id IS NULL AND length(tail) = 9 THEN
+		SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
+		 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
+		   AND right(r.phone, 9) = tail
+		 ORDER BY r.level LIMIT 1;
+	END IF;
+	RETURN found_id;
+END;
+$$;
+
+-- Records an acknowledgement. Returns 'ack' when it ended the alarm,
+-- 'duplicate_ack' when the alarm was already acknowledged, and
+-- 'cancelled' when it was cancelled first. The message row lock orders an ack
+-- against a concurrent cancel or ack.
+CREATE FUNCTION smsdispatch.record_ack(message_id bigint, recipient_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m smsdispatch.message;
+	r smsdispatch.message_recipient;
+BEGIN
+	SELECT * INTO m FROM smsdispatch.message WHERE id = message_id FOR UPDATE;
+	SELECT * INTO r FROM smsdispatch.message_recipient WHERE id = recipient_id;
+	IF m.state = 'cancelled' THEN
+		RETURN 'cancelled';
+	END IF;
+	IF m.state = 'acked' THEN
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone)
+			VALUES (m.id, 'duplicate_ack', r.level, r.phone);
+		RETURN 'duplicate_ack';
+	END IF;
+	UPDATE smsdispatch.message_recipient
+	   SET status = 'ACK', acked_at = now()
+	 WHERE id = recipient_id;
+	UPDATE smsdispatch.message
+	   SET state = 'acked', acked_at = now(), acked_by = r.phone, closed_at = now()
+	 WHERE id = m.id;
+	-- nobody else is sent the alarm once someone has it
+	UPDATE verification.sms_log
+	   SET send_state = 'failed', last_error = 'alarm acknowledged before sending',
+		   updated_at = now()
+	 WHERE sms_log.message_id = m.id AND send_state = 'queued';
+	INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		VALUES (m.id, 'acked', r.level, r.phone,
+				CASE WHEN m.state = 'exhausted' THEN 'after exhaustion' END);
+	RETURN 'ack';
+END;
+$$;
+
+CREATE FUNCTION sms_ack(number text, phone text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	msg_id bigint := smsdispatch.find_alarm(number);
+	recipient_id bigint;
+	outcome text;
+BEGIN
+	IF msg_id IS NULL THEN
+		RAISE EXCEPTION 'no alarm has number "%"', number
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Alarm numbers are four digits, as shown by sms_enqueue().';
+	END IF;
+	recipient_id := smsdispatch.match_recipient(msg_id, phone);
+	IF recipient_id IS NULL THEN
+		RAISE EXCEPTION 'phone "%" was never sent alarm "%"', phone, number
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	outcome := smsdispatch.record_ack(msg_id, recipient_id);
+	IF outcome = 'cancelled' THEN
+		RAISE EXCEPTION 'alarm "%" is cancelled', number
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	RETURN outcome = 'ack';
+END;
+$$;
+
+CREATE FUNCTION sms_receive(sender text, body text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	token text;
+	msg_id bigint;
+	recipient_id bigint;
+	outcome text := 'no_number';
+	first_token text;
+	first_msg bigint;
+BEGIN
+	IF sender IS NULL OR body IS NULL THEN
+		RAISE EXCEPTION 'sender and body of a received SMS must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- every standalone four-digit token, in order; the first that names an
+	-- alarm this sender was sent decides
+	FOR token IN
+		SELECT t[1] FROM regexp_matches(body, '(?:^|[^0-9])([0-9]{4})(?=[^0-9]|$)', 'g') AS t
+	LOOP
+		first_token := coalesce(first_token, token);
+		msg_id := smsdispatch.find_alarm(token);
+		IF msg_id IS NULL THEN
+			CONTINUE;
+		END IF;
+		first_msg := coalesce(first_msg, msg_id);
+		recipient_id := smsdispatch.match_recipient(msg_id, sender);
+		IF recipient_id IS NOT NULL THEN
+			outcome := smsdispatch.record_ack(msg_id, recipient_id);
+			IF outcome = 'cancelled' THEN
+				outcome := 'unknown_number';
+			END IF;
+			INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
+				VALUES (sender, body, outcome, token, msg_id);
+			RETURN outcome;
+		END IF;
+	END LOOP;
+	IF first_msg IS NOT NULL THEN
+		outcome := 'not_recipient';
+	ELSIF first_token IS NOT NULL THEN
+		outcome := 'unknown_number';
+	END IF;
+	INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
+		VALUES (sender, body, outcome, first_token, first_msg);
+	RETURN outcome;
+END;
+$$;
+
+CREATE FUNCTION sms_cancel(number text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	msg_id bigint := smsdispatch.find_alarm(number);
+	m smsdispatch.message;
+BEGIN
+	IF msg_id IS NULL THEN
+		RAISE EXCEPTION 'no alarm has number "%"', number
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO m FROM smsdispatch.message WHERE id = msg_id FOR UPDATE;
+	IF m.state <> 'open' THEN
+		RAISE EXCEPTION 'alarm "%" is already %', number, m.state
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only open alarms can be cancelled.';
+	END IF;
+	UPDATE smsdispatch.message SET state = 'cancelled', closed_at = now() WHERE id = msg_id;
+	UPDATE verification.sms_log
+	   SET send_state = 'failed', last_error = 'alarm cancelled before sending',
+		   updated_at = now()
+	 WHERE message_id = msg_id AND send_state = 'queued';
+	INSERT INTO smsdispatch.event (message_id, kind, level) VALUES (msg_id, 'cancelled', m.level);
+	RETURN true;
+END;
+$$;
+
+-- Keeps each alarm recipient in step with its SMS: submitted (or possibly
+-- submitted) starts the ack timeout; a final failure means the recipient
+-- cannot be reached, so escalation does not wait for them.
+CREATE FUNCTION smsdispatch.sms_log_progress()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.send_state = 'failed'
+	   OR NEW.gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
+								 'Unaccepted', 'Terminated') THEN
+		WITH unreached AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
+				   sent_at = coalesce(sent_at, NEW.submitted_at)
+			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
+			RETURNING message_id, level, phone)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT message_id, 'send_failed', level, phone,
+			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
+		  FROM unreached;
+	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
+		WITH sent AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_YET_ACK',
+				   sent_at = coalesce(NEW.submitted_at, now()),
+				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
+			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
+			RETURNING message_id, level, phone)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
+		  FROM sent;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sms_log_progress
+	AFTER UPDATE OF send_state, gateway_status ON verification.sms_log
+	FOR EACH ROW
+	WHEN (NEW.message_id IS NOT NULL
+		  AND (OLD.send_state IS DISTINCT FROM NEW.send_state
+			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
+	EXECUTE FUNCTION smsdispatch.sms_log_progress();
+
+CREATE TRIGGER sms_log_wake_on_insert
+	AFTER INSERT ON verification.sms_log
+	FOR EACH STATEMENT EXECUTE FUNCTION smsdispatch.wake_at_commit();
+CREATE TRIGGER sms_log_wake_on_update
+	AFTER UPDATE OF send_state ON verification.sms_log
+	FOR EACH STATEMENT EXECUTE FUNCTION smsdispatch.wake_at_commit();

@@ -1,0 +1,54 @@
+-- Modem sidecars LISTEN on smsdispatch_modem; one notification per
+-- transaction is enough (NOTIFY folds identical ones).
+CREATE FUNCTION smsdispatch.notify_modem()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM pg_notify('smsdispatch_modem', '');
+	RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sms_log_notify_modem
+	AFTER INSERT OR UPDATE OF send_state ON verification.sms_log
+	FOR EACH ROW
+	WHEN (NEW.channel = 'modem' AND NEW.send_state = 'queued')
+	EXECUTE FUNCTION smsdispatch.notify_modem();
+
+-- Attaches the verification trigger to a table: each inserted row queues one
+-- verification SMS to phone_column carrying code_column.
+CREATE FUNCTION smsdispatch.watch_verifications(tbl regclass,
+	phone_column name DEFAULT 'phone_number', code_column name DEFAULT 'code')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	col name;
+BEGIN
+	FOREACH col IN ARRAY ARRAY[phone_column, code_column]
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+					   WHERE a.attrelid = tbl AND a.attname = col
+						 AND a.attnum > 0 AND NOT a.attisdropped) THEN
+			RAISE EXCEPTION 'column "%" does not exist in table %', col, tbl
+				USING ERRCODE = 'undefined_column',
+					  HINT = 'Name the phone and code columns: smsdispatch.watch_verifications(tbl, phone_column, code_column).';
+		END IF;
+	END LOOP;
+	EXECUTE format('DROP TRIGGER IF EXISTS smsdispatch_verification ON %s', tbl);
+	EXECUTE format('CREATE TRIGGER smsdispatch_verification AFTER INSERT ON %s '
+				   'FOR EACH ROW EXECUTE FUNCTION smsdispatch.verification_trigger(%L, %L)',
+				   tbl, phone_column, code_column);
+END;
+$$;
+
+DO $$
+BEGIN
+	IF to_regclass('verification.verifications') IS NOT NULL THEN
+		PERFORM smsdispatch.watch_verifications('verification.verifications');
+	END IF;
+END;
+$$;

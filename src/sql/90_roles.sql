@@ -1,0 +1,43 @@
+-- Roles and privileges. PUBLIC gets nothing; the three roles are cluster-wide
+-- and outlive DROP EXTENSION.
+DO $$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['smsdispatch_sender', 'smsdispatch_admin', 'smsdispatch_reader']
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+			EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END;
+$$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsdispatch FROM PUBLIC;
+REVOKE ALL ON FUNCTION sms_normalize_phone(text), sms_segments(text),
+	sms_send(text, text, text, text), sms_list_create(text, text, int),
+	sms_list_add(text, text, int, interval, text), sms_enqueue(text, text, text),
+	sms_ack(text, text), sms_receive(text, text), sms_cancel(text) FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA smsdispatch, verification
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+
+-- senders queue SMS and alarms and report replies; they read no lists
+GRANT EXECUTE ON FUNCTION sms_normalize_phone(text), sms_segments(text),
+	sms_send(text, text, text, text), sms_enqueue(text, text, text),
+	sms_ack(text, text), sms_receive(text, text), sms_cancel(text)
+	TO smsdispatch_sender;
+
+-- admins do all of that and manage lists and the log
+GRANT smsdispatch_sender TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION sms_list_create(text, text, int),
+	sms_list_add(text, text, int, interval, text),
+	smsdispatch.watch_verifications(regclass, name, name)
+	TO smsdispatch_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA smsdispatch TO smsdispatch_admin;
+GRANT SELECT, UPDATE ON verification.sms_log TO smsdispatch_admin;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA smsdispatch TO smsdispatch_admin;
+
+-- readers see the log, the alarms and the statistics, not who is on call
+GRANT SELECT ON verification.sms_log, smsdispatch.message, smsdispatch.event,
+	smsdispatch.inbox, smsdispatch.recipient_list TO smsdispatch_reader;

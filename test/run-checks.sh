@@ -1,0 +1,72 @@
+#!/bin/sh
+# Runs every test suite against the installed extension: pg_regress,
+# isolation, TAP (prove) and the fuzz smoke runs. PostgreSQL refuses to run
+# as root, so as root this re-runs itself as an unprivileged user.
+#
+# Prints each runner's own summary and, last, "N passed, N failed" counting
+# the suites.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=${SMSDISPATCH_TEST_DIR:-$top/tmp_check}
+
+if [ "$(id -u)" = 0 ]; then
+	user=${SMSDISPATCH_TEST_USER:-postgres}
+	mkdir -p "$out"
+	chown -R "$user" "$out"
+	exec runuser -u "$user" -- env SMSDISPATCH_TEST_DIR="$out" PATH="$PATH" \
+		PG_CONFIG="${PG_CONFIG:-pg_config}" \
+		"$0" "$@"
+fi
+
+PG_CONFIG=${PG_CONFIG:-pg_config}
+bindir=$($PG_CONFIG --bindir)
+pgxs=$($PG_CONFIG --pkglibdir)/pgxs/src
+export PATH="$bindir:$PATH"
+mkdir -p "$out"
+cd "$top"
+
+passed=0
+failed=0
+record() {
+	if [ "$1" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "suite failed: $2"; fi
+}
+
+regress_tests=$(ls sql/*.sql 2>/dev/null | sed 's|sql/||; s|\.sql$||')
+if [ -n "$regress_tests" ]; then
+	echo "== pg_regress"
+	"$pgxs/test/regress/pg_regress" --inputdir=. --outputdir="$out/regress" \
+		--bindir="$bindir" --temp-instance="$out/regress/instance" \
+		--temp-config=test/regress.conf --encoding=UTF8 --no-locale \
+		--dbname=contrib_regression $regress_tests
+	rc=$?
+	[ $rc = 0 ] || cat "$out/regress/regression.diffs" 2>/dev/null | head -200
+	record $rc pg_regress
+fi
+
+iso_tests=$(ls test/isolation/specs/*.spec 2>/dev/null | sed 's|.*/||; s|\.spec$||')
+if [ -n "$iso_tests" ]; then
+	echo "== isolation"
+	"$pgxs/test/isolation/pg_isolation_regress" --inputdir=test/isolation \
+		--outputdir="$out/isolation" --bindir="$bindir" \
+		--temp-instance="$out/isolation/instance" --temp-config=test/regress.conf \
+		--encoding=UTF8 --no-locale --dbname=isolation_regression $iso_tests
+	rc=$?
+	[ $rc = 0 ] || cat "$out/isolation/regression.diffs" 2>/dev/null | head -200
+	record $rc isolation
+fi
+
+if ls test/t/*.pl >/dev/null 2>&1; then
+	echo "== TAP"
+	TESTDIR="$out/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
+		prove -I "$pgxs/test/perl" -I test/perl test/t/*.pl
+	record $? TAP
+fi
+
+if [ -x test/fuzz/run-smoke.sh ]; then
+	echo "== fuzz smoke"
+	test/fuzz/run-smoke.sh "$out/fuzz"
+	record $? fuzz
+fi
+
+echo "suites: $passed passed, $failed failed"
+[ $failed = 0 ]
