@@ -3,8 +3,16 @@
 
 \echo Use "CREATE EXTENSION smsdispatch" to load this file. \quit
 
-CREATE SCHEMA IF NOT EXISTS smsdispatch;
-CREATE SCHEMA IF NOT EXISTS verification;
+CREATE SCHEMA smsdispatch;
+-- The application may own schema verification already (its verifications
+-- table lives there); create it only when it is missing.
+DO $$
+BEGIN
+	IF to_regnamespace('verification') IS NULL THEN
+		CREATE SCHEMA verification;
+	END IF;
+END;
+$$;
 
 -- A named group of on-duty people, each on an escalation level.
 CREATE TABLE smsdispatch.recipient_list (

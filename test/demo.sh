@@ -1,0 +1,90 @@
+#!/bin/sh
+# make demo: a throwaway PostgreSQL cluster with smsdispatch preloaded,
+# showing the product's main job. As root, re-runs itself as an
+# unprivileged user (PostgreSQL refuses root). The cluster is stopped at the
+# end; its files stay in the demo directory for a look.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+dir=${SMSDISPATCH_DEMO_DIR:-$top/demo}
+
+if [ "$(id -u)" = 0 ]; then
+	user=${SMSDISPATCH_TEST_USER:-postgres}
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	chown -R "$user" "$dir"
+	exec runuser -u "$user" -- env SMSDISPATCH_DEMO_DIR="$dir" PATH="$PATH" \
+		PG_CONFIG="${PG_CONFIG:-pg_config}" "$0" "$@"
+fi
+
+bindir=$(${PG_CONFIG:-pg_config} --bindir)
+export PATH="$bindir:$PATH"
+rm -rf "$dir/data" "$dir/socket"
+mkdir -p "$dir/socket"
+export PGHOST="$dir/socket" PGPORT=5432 PGDATABASE=postgres
+
+cleanup() {
+	pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+step() {
+	printf '\n== %s\n' "$1"
+}
+
+step "A throwaway cluster in $dir, smsdispatch preloaded"
+initdb -D "$dir/data" --encoding=UTF8 --locale=C -A trust >/dev/null
+cat >>"$dir/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$dir/socket'
+shared_preload_libraries = 'smsdispatch'
+smsdispatch.database = 'postgres'
+smsdispatch.default_country_code = '380'
+EOF
+pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\echo '-- the application''s verification table exists before the extension'
+CREATE SCHEMA verification;
+CREATE TABLE verification.verifications (
+	id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+	phone_number text NOT NULL,
+	check_digit int,
+	status text NOT NULL DEFAULT 'new',
+	code text NOT NULL,
+	code_expired_at timestamptz,
+	active boolean NOT NULL DEFAULT true,
+	attempts_count int NOT NULL DEFAULT 0,
+	inserted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE EXTENSION smsdispatch;
+
+\echo '-- an on-call list on three levels (numbers as people type them)'
+\o /dev/null
+SELECT sms_list_create('oncall', 'Database on-call');
+SELECT sms_list_add('oncall', '050 111 11 11', 1, '20 s', 'Alice');
+SELECT sms_list_add('oncall', '+380 50 222 22 22', 2, '20 s', 'Bob');
+SELECT sms_list_add('oncall', '0038 050 333 33 33', 3, '20 s', 'Carol');
+\o
+SELECT list, level, phone, name, ack_timeout FROM smsdispatch.list_member ORDER BY level;
+
+\echo '-- an alarm: its first level is handed to the channel at once'
+SELECT sms_enqueue('Disk full on db1', 'oncall') AS number;
+
+\echo '-- a verification: one INSERT queues one SMS, later updates queue none'
+INSERT INTO verification.verifications (phone_number, code) VALUES ('+380501234567', '4812');
+UPDATE verification.verifications SET attempts_count = attempts_count + 1;
+
+\echo '-- a single SMS, and what it costs in parts'
+SELECT sms_send('+380507654321', 'Ваш код: 1234', '2FA') AS sms_log_id;
+SELECT * FROM sms_segments('Ваш код: 1234');
+
+\echo '-- the alarm queue'
+SELECT m.number, m.state, m.level, r.level AS recipient_level, r.phone, r.status
+  FROM smsdispatch.message m JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+ ORDER BY m.id, r.level;
+
+\echo '-- verification.sms_log'
+SELECT id, phone_number, type, body, channel, send_state FROM verification.sms_log ORDER BY id;
+EOF
+
+printf '\nDemo done. Server log: %s\n' "$dir/server.log"
