@@ -8,12 +8,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${SMSDISPATCH_DEMO_DIR:-$top/demo}
 
 if [ "$(id -u)" = 0 ]; then
-	user=${SMSDISPATCH_TEST_USER:-postgres}
 	rm -rf "$dir"
 	mkdir -p "$dir"
-	chown -R "$user" "$dir"
-	exec runuser -u "$user" -- env SMSDISPATCH_DEMO_DIR="$dir" PATH="$PATH" \
-		PG_CONFIG="${PG_CONFIG:-pg_config}" "$0" "$@"
+	chown -R "${SMSDISPATCH_TEST_USER:-postgres}" "$dir"
+	. "$top/test/unprivileged.sh"
+	run_unprivileged "$0" "$@"
 fi
 
 bindir=$(${PG_CONFIG:-pg_config} --bindir)

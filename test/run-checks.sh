@@ -10,12 +10,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 out=${SMSDISPATCH_TEST_DIR:-$top/tmp_check}
 
 if [ "$(id -u)" = 0 ]; then
-	user=${SMSDISPATCH_TEST_USER:-postgres}
+	# the unprivileged user writes the results
 	mkdir -p "$out"
-	chown -R "$user" "$out"
-	exec runuser -u "$user" -- env SMSDISPATCH_TEST_DIR="$out" PATH="$PATH" \
-		PG_CONFIG="${PG_CONFIG:-pg_config}" \
-		"$0" "$@"
+	chown -R "${SMSDISPATCH_TEST_USER:-postgres}" "$out"
+	. "$top/test/unprivileged.sh"
+	run_unprivileged "$0" "$@"
 fi
 
 PG_CONFIG=${PG_CONFIG:-pg_config}
