@@ -110,7 +110,12 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 
 	if (insert_plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(insert_sql, 7, argtypes);
+		/*
+		 * A generic plan: a custom plan per call would spend more time in the
+		 * planner than in the insert.
+		 */
+		SPIPlanPtr	plan = SPI_prepare_cursor(insert_sql, 7, argtypes,
+											  CURSOR_OPT_GENERIC_PLAN);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -214,8 +219,8 @@ verification_body(const char *code)
 /*
  * AFTER INSERT row trigger on a verifications table; arguments are the phone
  * and the code column. Queues one verification SMS per new row. A row whose
- * phone cannot be made E.164 is logged as failed with the reason rather than
- * aborting the application's insert.
+ * phone cannot be made E.164, or that has no code, is logged as failed with
+ * the reason rather than aborting the application's insert.
  */
 Datum
 sms_verification_trigger(PG_FUNCTION_ARGS)
@@ -227,6 +232,7 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 	char	   *phone = NULL;
 	const char *detail = "the phone number is NULL";
 	char	   *verification_id = NULL;
+	char	   *refusal = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
@@ -248,11 +254,15 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 		verification_id = column_text(trigdata, "id");
 	if (raw_phone != NULL)
 		phone = sms_try_normalize_phone(raw_phone, &detail);
+	if (phone == NULL)
+		refusal = psprintf("invalid phone number: %s", detail);
+	else if (code == NULL)
+		refusal = psprintf("the verification code (column \"%s\") is NULL",
+						   trigger->tgargs[1]);
 
 	sms_queue_insert(phone ? phone : (raw_phone ? raw_phone : ""),
 					 verification_body(code ? code : ""), "verification",
-					 sms_default_channel, verification_id,
-					 phone ? NULL : psprintf("invalid phone number: %s", detail));
+					 sms_default_channel, verification_id, refusal);
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }

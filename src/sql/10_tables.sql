@@ -3,8 +3,17 @@
 
 \echo Use "CREATE EXTENSION smsdispatch" to load this file. \quit
 
-CREATE SCHEMA IF NOT EXISTS smsdispatch;
-CREATE SCHEMA IF NOT EXISTS verification;
+CREATE SCHEMA smsdispatch;
+-- The application may own schema verification already (its verifications
+-- table lives there); CREATE SCHEMA IF NOT EXISTS would refuse a schema the
+-- extension does not own, so create it only when it is missing.
+DO $$
+BEGIN
+	IF to_regnamespace('verification') IS NULL THEN
+		CREATE SCHEMA verification;
+	END IF;
+END;
+$$;
 
 -- A named group of on-duty people, each on an escalation level.
 CREATE TABLE smsdispatch.recipient_list (
@@ -143,11 +152,12 @@ CREATE TABLE smsdispatch.event (
 CREATE INDEX event_message_idx ON smsdispatch.event (message_id, at);
 
 -- The four-digit number allocator's cursor: one row, locked by each enqueue.
+-- The first enqueue creates the row (smsdispatch.allocate_number), so that
+-- pg_dump's copy of it is the only one after a restore.
 CREATE TABLE smsdispatch.number_cursor (
 	only_row	boolean PRIMARY KEY DEFAULT true CHECK (only_row),
 	last_number	int NOT NULL DEFAULT 0 CHECK (last_number BETWEEN 0 AND 9999)
 );
-INSERT INTO smsdispatch.number_cursor DEFAULT VALUES;
 
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.recipient_list', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.recipient_list_id_seq', '');
