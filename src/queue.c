@@ -26,6 +26,7 @@
 #include "smsdispatch.h"
 
 PG_FUNCTION_INFO_V1(sms_send);
+PG_FUNCTION_INFO_V1(sms_resolve_channel_sql);
 PG_FUNCTION_INFO_V1(sms_verification_trigger);
 
 /* advisory lock class of the per-phone abuse guard ("SMSD") */
@@ -71,6 +72,14 @@ sms_resolve_channel(const char *channel)
 				 errmsg("unknown channel \"%s\"", channel),
 				 errhint("Channels are ip2sms and modem.")));
 	return channel;
+}
+
+/* SQL: smsdispatch.resolve_channel(channel) -> the channel to use */
+Datum
+sms_resolve_channel_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(sms_resolve_channel(PG_ARGISNULL(0) ? NULL :
+														 text_to_cstring(PG_GETARG_TEXT_PP(0)))));
 }
 
 /* Refuses an SMS type the log's CHECK would refuse, with a better message. */

@@ -4,13 +4,18 @@
 \echo Use "CREATE EXTENSION smsdispatch" to load this file. \quit
 
 CREATE SCHEMA smsdispatch;
--- The application may own schema verification already (its verifications
--- table lives there); CREATE SCHEMA IF NOT EXISTS would refuse a schema the
--- extension does not own, so create it only when it is missing.
+-- The application may have schema verification already (its verifications
+-- table lives there). The extension adopts it as a member either way: pg_dump
+-- then leaves its creation to CREATE EXTENSION, which a restore runs before
+-- the application's tables (a separate CREATE SCHEMA would come after it and
+-- fail). To drop the extension and keep the schema, first
+-- ALTER EXTENSION smsdispatch DROP SCHEMA verification.
 DO $$
 BEGIN
 	IF to_regnamespace('verification') IS NULL THEN
 		CREATE SCHEMA verification;
+	ELSE
+		ALTER EXTENSION smsdispatch ADD SCHEMA verification;
 	END IF;
 END;
 $$;

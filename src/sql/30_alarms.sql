@@ -61,24 +61,6 @@ BEGIN
 END;
 $$;
 
--- The channel a call asked for, or smsdispatch.default_channel.
-CREATE FUNCTION smsdispatch.resolve_channel(channel text)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	chosen text := coalesce(channel, current_setting('smsdispatch.default_channel'));
-BEGIN
-	IF chosen NOT IN ('ip2sms', 'modem') THEN
-		RAISE EXCEPTION 'unknown channel "%"', chosen
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Channels are ip2sms and modem.';
-	END IF;
-	RETURN chosen;
-END;
-$$;
-
 -- The text an alarm's recipients receive: the number first, so that a reply
 -- can quote it.
 CREATE FUNCTION smsdispatch.alarm_text(number text, body text)
@@ -142,7 +124,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	last_given int;
-	quarantine interval := current_setting('smsdispatch.number_quarantine')::interval;
+	quarantine interval := smsdispatch.number_quarantine();
 	candidate text;
 BEGIN
 	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
@@ -163,7 +145,8 @@ BEGIN
 	END LOOP;
 	RAISE EXCEPTION 'all 10000 alarm numbers are in use'
 		USING ERRCODE = 'configuration_limit_exceeded',
-			  DETAIL = format('Every number belongs to an open alarm or to one closed less than %s ago.', quarantine),
+			  DETAIL = format('Every number belongs to an open alarm or to one closed less than smsdispatch.number_quarantine (%s) ago.',
+							 current_setting('smsdispatch.number_quarantine')),
 			  HINT = 'Close or cancel alarms, or lower smsdispatch.number_quarantine.';
 END;
 $$;
@@ -222,7 +205,7 @@ AS $$
 	SELECT m.id FROM smsdispatch.message m
 	 WHERE m.number = find_alarm.number
 	   AND (m.state = 'open'
-			OR m.closed_at > now() - current_setting('smsdispatch.number_quarantine')::interval)
+			OR m.closed_at > now() - smsdispatch.number_quarantine())
 	 ORDER BY (m.state = 'open') DESC, m.closed_at DESC
 	 LIMIT 1
 $$;
