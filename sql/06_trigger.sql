@@ -109,18 +109,7 @@ DROP SCHEMA app CASCADE;
 -- EXTENSION gets the trigger there and then
 CREATE DATABASE contrib_regression_ehealth;
 \c contrib_regression_ehealth
-CREATE SCHEMA verification;
-CREATE TABLE verification.verifications (
-	id				uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-	phone_number	text NOT NULL,
-	check_digit		int,
-	status			text,
-	code			text,
-	code_expired_at	timestamptz,
-	active			boolean NOT NULL DEFAULT true,
-	attempts_count	int NOT NULL DEFAULT 0,
-	inserted_at		timestamptz NOT NULL DEFAULT now()
-);
+\i test/ehealth-verifications.sql
 CREATE EXTENSION smsdispatch;
 SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
  WHERE tgrelid = 'verification.verifications'::regclass;

@@ -45,15 +45,8 @@ sub populate
 {
 	my ($db, $app_schema) = @_;
 	my $sql = '';
-	$sql .= q{
-		CREATE SCHEMA verification;
-		CREATE TABLE verification.verifications (
-			id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-			phone_number text NOT NULL, check_digit int, status text, code text,
-			code_expired_at timestamptz, active boolean NOT NULL DEFAULT true,
-			attempts_count int NOT NULL DEFAULT 0,
-			inserted_at timestamptz NOT NULL DEFAULT now());
-	} if $app_schema;
+	$sql .= PostgreSQL::Test::Utils::slurp_file('test/ehealth-verifications.sql')
+	  if $app_schema;
 	$sql .= q{
 		CREATE EXTENSION smsdispatch;
 		SELECT sms_list_create('oncall', 'Database on-call');
