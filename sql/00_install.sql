@@ -2,6 +2,34 @@
 CREATE EXTENSION smsdispatch;
 SELECT extname, extversion FROM pg_extension WHERE extname = 'smsdispatch';
 SELECT rolname FROM pg_roles WHERE rolname LIKE 'smsdispatch%' ORDER BY 1;
+-- Test helpers for the suites after this one: regress.try() runs a statement
+-- and returns 'ok' or its error as SQLSTATE, message, detail and hint;
+-- regress.reset() empties every table of the extension.
+CREATE SCHEMA regress;
+CREATE FUNCTION regress.try(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	state text;
+	msg text;
+	detail text;
+	hint text;
+BEGIN
+	EXECUTE stmt;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+		detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+	RETURN state || ': ' || msg || coalesce(' DETAIL: ' || nullif(detail, ''), '')
+		|| coalesce(' HINT: ' || nullif(hint, ''), '');
+END;
+$$;
+CREATE FUNCTION regress.reset() RETURNS void
+LANGUAGE sql AS $$
+	TRUNCATE verification.sms_log, smsdispatch.message, smsdispatch.message_recipient,
+		smsdispatch.event, smsdispatch.inbox, smsdispatch.list_member,
+		smsdispatch.recipient_list, smsdispatch.number_cursor RESTART IDENTITY;
+$$;
+SELECT regress.try('SELECT 1/0');
 SELECT sms_normalize_phone('+380 (50) 123-45-67');
 SELECT * FROM sms_segments('hello');
 SELECT sms_send('+380501234567', 'Your code: 4812', 'verification');

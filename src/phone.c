@@ -52,6 +52,11 @@ sms_try_normalize_phone(const char *phone, const char **detail)
 		}
 	}
 
+	if (digits.len == 0)
+	{
+		*detail = "It has no digits.";
+		return NULL;
+	}
 	if (!international && strncmp(digits.data, "00", 2) == 0)
 		result = psprintf("+%s", digits.data + 2);
 	else if (international)

@@ -12,20 +12,32 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "smsdispatch.h"
 
 PG_FUNCTION_INFO_V1(sms_send);
+PG_FUNCTION_INFO_V1(sms_resolve_channel_sql);
 PG_FUNCTION_INFO_V1(sms_verification_trigger);
 
 /* advisory lock class of the per-phone abuse guard ("SMSD") */
@@ -35,27 +47,11 @@ static const char *const sms_types[] = {
 	"verification", "medication_request", "text", "2FA"
 };
 
-/*
- * One statement counts the recent SMS to the phone (stopping at the limit)
- * and writes the row, queued or refused by the guard.
- */
+/* the INSERT of one row, queued or written failed with its reason */
 static const char insert_sql[] =
-"WITH recent AS ("
-"  SELECT count(*) AS n FROM ("
-"    SELECT 1 FROM verification.sms_log"
-"     WHERE phone_number = $1 AND inserted_at > now() - interval '1 hour'"
-"       AND NOT (send_state = 'failed' AND attempts = 0)"
-"     LIMIT $6) AS s)"
-" INSERT INTO verification.sms_log"
-"   (phone_number, type, body, channel, verification_id, send_state, last_error)"
-" SELECT $1, $2, $3, $4, $5,"
-"   CASE WHEN $7 IS NOT NULL OR ($6 > 0 AND n >= $6) THEN 'failed' ELSE 'queued' END,"
-"   CASE WHEN $7 IS NOT NULL THEN $7"
-"        WHEN $6 > 0 AND n >= $6 THEN"
-"     format('abuse guard: %s SMS to %s in the last hour reached smsdispatch.max_per_phone_per_hour', n, $1)"
-"   END"
-"   FROM recent"
-" RETURNING id";
+"INSERT INTO verification.sms_log"
+" (phone_number, type, body, channel, verification_id, send_state, last_error)"
+" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
 
 static SPIPlanPtr insert_plan = NULL;
 
@@ -71,6 +67,14 @@ sms_resolve_channel(const char *channel)
 				 errmsg("unknown channel \"%s\"", channel),
 				 errhint("Channels are ip2sms and modem.")));
 	return channel;
+}
+
+/* SQL: smsdispatch.resolve_channel(channel) -> the channel to use */
+Datum
+sms_resolve_channel_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(sms_resolve_channel(PG_ARGISNULL(0) ? NULL :
+														 text_to_cstring(PG_GETARG_TEXT_PP(0)))));
 }
 
 /* Refuses an SMS type the log's CHECK would refuse, with a better message. */
@@ -93,16 +97,80 @@ check_type(const char *type)
 }
 
 /*
+ * How many SMS to phone in the last hour count towards the abuse guard (all
+ * but those written failed without an attempt, i.e. refused), stopping at
+ * limit. A hand-made scan of sms_log_phone_idx rather than a query: a plan
+ * cached while sms_log was small would scan the whole table once it grew,
+ * and this runs on every SMS. The latest snapshot sees what the senders we
+ * waited for on the guard's lock have committed, and our own earlier rows.
+ */
+static int
+count_recent(const char *phone, int limit)
+{
+	Oid			nsp = get_namespace_oid("verification", false);
+	Oid			heapoid = get_relname_relid("sms_log", nsp);
+	Oid			indexoid = get_relname_relid("sms_log_phone_idx", nsp);
+	Relation	heap;
+	Relation	index;
+	ScanKeyData keys[2];
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	AttrNumber	state_att;
+	AttrNumber	attempts_att;
+	int			n = 0;
+
+	if (!OidIsValid(heapoid) || !OidIsValid(indexoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("index verification.sms_log_phone_idx of the abuse guard does not exist"),
+				 errhint("Reinstall the extension, or set smsdispatch.max_per_phone_per_hour to 0.")));
+	heap = table_open(heapoid, AccessShareLock);
+	index = index_open(indexoid, AccessShareLock);
+	state_att = SPI_fnumber(RelationGetDescr(heap), "send_state");
+	attempts_att = SPI_fnumber(RelationGetDescr(heap), "attempts");
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
+				CStringGetTextDatum(phone));
+	keys[0].sk_collation = index->rd_indcollation[0];
+	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT,
+				TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() - USECS_PER_HOUR));
+
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = index_beginscan(heap, index, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	slot = table_slot_create(heap, NULL);
+	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		text	   *state = DatumGetTextPP(slot_getattr(slot, state_att, &isnull));
+		int32		attempts = DatumGetInt32(slot_getattr(slot, attempts_att, &isnull));
+
+		if (attempts == 0 && VARSIZE_ANY_EXHDR(state) == strlen("failed") &&
+			memcmp(VARDATA_ANY(state), "failed", strlen("failed")) == 0)
+			continue;
+		n++;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return n;
+}
+
+/*
  * Writes one sms_log row for an already checked body; returns its id. With a
- * refusal, the row is written failed with that reason and nothing is sent.
- * The caller must be connected to SPI.
+ * refusal, or past the abuse guard, the row is written failed with the reason
+ * and nothing is sent. The caller must be connected to SPI.
  */
 int64
 sms_queue_insert(const char *phone, const char *body, const char *type,
 				 const char *channel, const char *verification_id,
 				 const char *refusal)
 {
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
@@ -118,14 +186,19 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 		insert_plan = plan;
 	}
 
-	/* serialise senders to one number so the guard's count is exact */
-	if (sms_max_per_phone_per_hour > 0 && refusal == NULL)
+	if (refusal == NULL && sms_max_per_phone_per_hour > 0)
 	{
 		LOCKTAG		tag;
+		int			recent;
 
+		/* serialise senders to one number so that the count is exact */
 		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SMS_GUARD_LOCK_CLASS,
 							 hash_bytes((const unsigned char *) phone, strlen(phone)), 2);
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		recent = count_recent(phone, sms_max_per_phone_per_hour);
+		if (recent >= sms_max_per_phone_per_hour)
+			refusal = psprintf("abuse guard: %d SMS to %s in the last hour reached smsdispatch.max_per_phone_per_hour",
+							   recent, phone);
 	}
 
 	values[0] = CStringGetTextDatum(phone);
@@ -136,7 +209,7 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 		values[4] = CStringGetTextDatum(verification_id);
 	else
 		nulls[4] = 'n';
-	values[5] = Int32GetDatum(sms_max_per_phone_per_hour);
+	values[5] = CStringGetTextDatum(refusal ? "failed" : "queued");
 	if (refusal)
 		values[6] = CStringGetTextDatum(refusal);
 	else
@@ -214,8 +287,8 @@ verification_body(const char *code)
 /*
  * AFTER INSERT row trigger on a verifications table; arguments are the phone
  * and the code column. Queues one verification SMS per new row. A row whose
- * phone cannot be made E.164 is logged as failed with the reason rather than
- * aborting the application's insert.
+ * phone cannot be made E.164, or that has no code, is logged as failed with
+ * the reason rather than aborting the application's insert.
  */
 Datum
 sms_verification_trigger(PG_FUNCTION_ARGS)
@@ -227,6 +300,7 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 	char	   *phone = NULL;
 	const char *detail = "the phone number is NULL";
 	char	   *verification_id = NULL;
+	char	   *refusal = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
@@ -248,11 +322,15 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 		verification_id = column_text(trigdata, "id");
 	if (raw_phone != NULL)
 		phone = sms_try_normalize_phone(raw_phone, &detail);
+	if (phone == NULL)
+		refusal = psprintf("invalid phone number: %s", detail);
+	else if (code == NULL)
+		refusal = psprintf("the verification code (column \"%s\") is NULL",
+						   trigger->tgargs[1]);
 
 	sms_queue_insert(phone ? phone : (raw_phone ? raw_phone : ""),
 					 verification_body(code ? code : ""), "verification",
-					 sms_default_channel, verification_id,
-					 phone ? NULL : psprintf("invalid phone number: %s", detail));
+					 sms_default_channel, verification_id, refusal);
 	SPI_finish();
 	return PointerGetDatum(NULL);
 }

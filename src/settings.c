@@ -10,9 +10,14 @@
  */
 #include "postgres.h"
 
+#include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "smsdispatch.h"
+
+PG_FUNCTION_INFO_V1(sms_number_quarantine);
 
 char	   *sms_database = NULL;
 int			sms_naptime_ms = 1000;
@@ -78,10 +83,15 @@ check_template(char **newval, void **extra, GucSource source)
 void
 sms_define_settings(void)
 {
-	DefineCustomStringVariable("smsdispatch.database",
-							   "Database the background worker serves.",
-							   NULL, &sms_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/*
+	 * A postmaster setting can only be defined while preloading; a backend
+	 * that loads the library on demand (no worker) goes without it.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("smsdispatch.database",
+								   "Database the background worker serves.",
+								   NULL, &sms_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.naptime",
 							"Longest sleep of the worker when nothing is due.",
 							NULL, &sms_naptime_ms, 1000, 10, 3600 * 1000,
@@ -174,4 +184,14 @@ sms_define_settings(void)
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("smsdispatch");
+}
+
+/* SQL: smsdispatch.number_quarantine() -> the setting as an interval */
+Datum
+sms_number_quarantine(PG_FUNCTION_ARGS)
+{
+	Interval   *result = palloc0(sizeof(Interval));
+
+	result->time = (int64) sms_number_quarantine_s * USECS_PER_SEC;
+	PG_RETURN_INTERVAL_P(result);
 }

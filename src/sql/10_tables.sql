@@ -4,12 +4,18 @@
 \echo Use "CREATE EXTENSION smsdispatch" to load this file. \quit
 
 CREATE SCHEMA smsdispatch;
--- The application may own schema verification already (its verifications
--- table lives there); create it only when it is missing.
+-- The application may have schema verification already (its verifications
+-- table lives there). The extension adopts it as a member either way: pg_dump
+-- then leaves its creation to CREATE EXTENSION, which a restore runs before
+-- the application's tables (a separate CREATE SCHEMA would come after it and
+-- fail). To drop the extension and keep the schema, first
+-- ALTER EXTENSION smsdispatch DROP SCHEMA verification.
 DO $$
 BEGIN
 	IF to_regnamespace('verification') IS NULL THEN
 		CREATE SCHEMA verification;
+	ELSE
+		ALTER EXTENSION smsdispatch ADD SCHEMA verification;
 	END IF;
 END;
 $$;
@@ -151,11 +157,12 @@ CREATE TABLE smsdispatch.event (
 CREATE INDEX event_message_idx ON smsdispatch.event (message_id, at);
 
 -- The four-digit number allocator's cursor: one row, locked by each enqueue.
+-- The first enqueue creates the row (smsdispatch.allocate_number), so that
+-- pg_dump's copy of it is the only one after a restore.
 CREATE TABLE smsdispatch.number_cursor (
 	only_row	boolean PRIMARY KEY DEFAULT true CHECK (only_row),
 	last_number	int NOT NULL DEFAULT 0 CHECK (last_number BETWEEN 0 AND 9999)
 );
-INSERT INTO smsdispatch.number_cursor DEFAULT VALUES;
 
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.recipient_list', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.recipient_list_id_seq', '');

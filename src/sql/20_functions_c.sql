@@ -37,3 +37,17 @@ CREATE FUNCTION smsdispatch.wake_at_commit()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'sms_wake_at_commit'
 LANGUAGE C;
+
+-- The channel a call asked for (checked), or smsdispatch.default_channel.
+-- In C so that the settings exist even in a session that has not loaded the
+-- library yet (it is not always preloaded).
+CREATE FUNCTION smsdispatch.resolve_channel(channel text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sms_resolve_channel_sql'
+LANGUAGE C STABLE;
+
+-- smsdispatch.number_quarantine as an interval, for the same reason.
+CREATE FUNCTION smsdispatch.number_quarantine()
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_number_quarantine'
+LANGUAGE C STABLE;

@@ -61,24 +61,6 @@ BEGIN
 END;
 $$;
 
--- The channel a call asked for, or smsdispatch.default_channel.
-CREATE FUNCTION smsdispatch.resolve_channel(channel text)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	chosen text := coalesce(channel, current_setting('smsdispatch.default_channel'));
-BEGIN
-	IF chosen NOT IN ('ip2sms', 'modem') THEN
-		RAISE EXCEPTION 'unknown channel "%"', chosen
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Channels are ip2sms and modem.';
-	END IF;
-	RETURN chosen;
-END;
-$$;
-
 -- The text an alarm's recipients receive: the number first, so that a reply
 -- can quote it.
 CREATE FUNCTION smsdispatch.alarm_text(number text, body text)
@@ -142,26 +124,30 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	last_given int;
-	quarantine interval := current_setting('smsdispatch.number_quarantine')::interval;
+	quarantine interval := smsdispatch.number_quarantine();
 	candidate text;
 BEGIN
 	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
-	SELECT lpad(((last_given + 1 + g) % 10000)::text, 4, '0') INTO candidate
-	  FROM generate_series(0, 9999) AS g
-	 WHERE NOT EXISTS (
-		SELECT 1 FROM smsdispatch.message m
-		 WHERE m.number = lpad(((last_given + 1 + g) % 10000)::text, 4, '0')
-		   AND (m.state = 'open' OR m.closed_at > now() - quarantine))
-	 ORDER BY g
-	 LIMIT 1;
-	IF candidate IS NULL THEN
-		RAISE EXCEPTION 'all 10000 alarm numbers are in use'
-			USING ERRCODE = 'configuration_limit_exceeded',
-				  DETAIL = format('Every number belongs to an open alarm or to one closed less than %s ago.', quarantine),
-				  HINT = 'Close or cancel alarms, or lower smsdispatch.number_quarantine.';
+	IF NOT FOUND THEN
+		INSERT INTO smsdispatch.number_cursor DEFAULT VALUES ON CONFLICT DO NOTHING;
+		SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
 	END IF;
-	UPDATE smsdispatch.number_cursor SET last_number = candidate::int;
-	RETURN candidate;
+	-- probe one number at a time: the next one is almost always free
+	FOR step IN 1..10000 LOOP
+		candidate := lpad(((last_given + step) % 10000)::text, 4, '0');
+		IF NOT EXISTS (
+			SELECT 1 FROM smsdispatch.message m
+			 WHERE m.number = candidate
+			   AND (m.state = 'open' OR m.closed_at > now() - quarantine)) THEN
+			UPDATE smsdispatch.number_cursor SET last_number = candidate::int;
+			RETURN candidate;
+		END IF;
+	END LOOP;
+	RAISE EXCEPTION 'all 10000 alarm numbers are in use'
+		USING ERRCODE = 'configuration_limit_exceeded',
+			  DETAIL = format('Every number belongs to an open alarm or to one closed less than smsdispatch.number_quarantine (%s) ago.',
+							 current_setting('smsdispatch.number_quarantine')),
+			  HINT = 'Close or cancel alarms, or lower smsdispatch.number_quarantine.';
 END;
 $$;
 
@@ -191,7 +177,8 @@ BEGIN
 	END IF;
 	-- the recipients receive the text behind the number: check what they get
 	PERFORM smsdispatch.check_body(body);
-	PERFORM smsdispatch.check_body(smsdispatch.alarm_text('0000', body));
+	PERFORM smsdispatch.check_body(smsdispatch.alarm_text('0000', body),
+								   'body with its alarm number "[0000] "');
 
 	num := smsdispatch.allocate_number();
 	INSERT INTO smsdispatch.message (number, body, list, channel)
@@ -218,7 +205,7 @@ AS $$
 	SELECT m.id FROM smsdispatch.message m
 	 WHERE m.number = find_alarm.number
 	   AND (m.state = 'open'
-			OR m.closed_at > now() - current_setting('smsdispatch.number_quarantine')::interval)
+			OR m.closed_at > now() - smsdispatch.number_quarantine())
 	 ORDER BY (m.state = 'open') DESC, m.closed_at DESC
 	 LIMIT 1
 $$;
@@ -348,7 +335,9 @@ BEGIN
 	LOOP
 		first_token := coalesce(first_token, token);
 		msg_id := smsdispatch.find_alarm(token);
-		IF msg_id IS NULL THEN
+		-- a cancelled alarm's number answers as if unknown, to anyone
+		IF msg_id IS NULL OR EXISTS (SELECT 1 FROM smsdispatch.message m
+									 WHERE m.id = msg_id AND m.state = 'cancelled') THEN
 			CONTINUE;
 		END IF;
 		first_msg := coalesce(first_msg, msg_id);
@@ -420,6 +409,9 @@ BEGIN
 			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
 				   sent_at = coalesce(sent_at, NEW.submitted_at)
 			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
+			   -- SMS withdrawn by an ack or a cancel leave their recipients as they are
+			   AND EXISTS (SELECT 1 FROM smsdispatch.message m
+						   WHERE m.id = NEW.message_id AND m.state IN ('open', 'exhausted'))
 			RETURNING message_id, level, phone)
 		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
 		SELECT message_id, 'send_failed', level, phone,

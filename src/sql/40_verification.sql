@@ -38,7 +38,10 @@ BEGIN
 					  HINT = 'Name the phone and code columns: smsdispatch.watch_verifications(tbl, phone_column, code_column).';
 		END IF;
 	END LOOP;
-	EXECUTE format('DROP TRIGGER IF EXISTS smsdispatch_verification ON %s', tbl);
+	IF EXISTS (SELECT 1 FROM pg_trigger t
+			   WHERE t.tgrelid = tbl AND t.tgname = 'smsdispatch_verification') THEN
+		EXECUTE format('DROP TRIGGER smsdispatch_verification ON %s', tbl);
+	END IF;
 	EXECUTE format('CREATE TRIGGER smsdispatch_verification AFTER INSERT ON %s '
 				   'FOR EACH ROW EXECUTE FUNCTION smsdispatch.verification_trigger(%L, %L)',
 				   tbl, phone_column, code_column);

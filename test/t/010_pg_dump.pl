@@ -1,0 +1,134 @@
+# pg_dump keeps everything smsdispatch holds: a database with recipient
+# lists, alarms (open, acked, cancelled), received SMS and log rows is dumped
+# and restored into a new database, where every row is there, the sequences
+# go on where they were (new rows do not collide) and the verification
+# trigger still fires. Run once with the application's verification schema
+# existing before CREATE EXTENSION (the eHealth layout) and once without.
+# The library is not preloaded here: the SQL API works without the worker.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('dump');
+$node->init(extra => ['--encoding=UTF8', '--locale=C']);
+$node->start;
+
+# every table of the extension, with the column that orders its rows
+my %tables = (
+	'smsdispatch.recipient_list' => 'id',
+	'smsdispatch.list_member' => 'id',
+	'smsdispatch.message' => 'id',
+	'smsdispatch.message_recipient' => 'id',
+	'smsdispatch.event' => 'id',
+	'smsdispatch.inbox' => 'id',
+	'smsdispatch.number_cursor' => 'only_row',
+	'verification.sms_log' => 'id',
+);
+
+# One text per table: its row count and a digest of all its rows.
+sub table_digests
+{
+	my ($db) = @_;
+	my %digest;
+	foreach my $t (sort keys %tables)
+	{
+		$digest{$t} = $node->safe_psql($db,
+			"SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.$tables{$t})), '-') FROM $t t");
+	}
+	return \%digest;
+}
+
+# Fills a database with one of everything.
+sub populate
+{
+	my ($db, $app_schema) = @_;
+	my $sql = '';
+	$sql .= PostgreSQL::Test::Utils::slurp_file('test/ehealth-verifications.sql')
+	  if $app_schema;
+	$sql .= q{
+		CREATE EXTENSION smsdispatch;
+		SELECT sms_list_create('oncall', 'Database on-call');
+		SELECT sms_list_add('oncall', '+380501111111', 1, '10 min', 'Alice');
+		SELECT sms_list_add('oncall', '+380502222222', 2, '5 min', 'Bob');
+		SELECT sms_list_create('dba');
+		SELECT sms_list_add('dba', '+380503333333', 1);
+		SELECT sms_enqueue('Disk full on db1', 'oncall');
+		SELECT sms_enqueue('Replica lag', 'oncall', 'modem');
+		SELECT sms_enqueue('Backup failed', 'dba');
+		SELECT sms_receive('+380501111111', 'ok 0001');
+		SELECT sms_receive('+380509999999', 'what is 0002?');
+		SELECT sms_cancel('0003');
+		SELECT sms_send('+380504444444', 'Your code: 4812', 'verification');
+		SELECT sms_send('+380504444444', 'Prescription ready', 'medication_request');
+		UPDATE verification.sms_log SET send_state = 'submitted', gateway_id = '1234567890123456789012345',
+			gateway_status = 'Delivered', status_changed_at = now(), attempts = 1
+		 WHERE id = 1;
+	};
+	$sql .= q{
+		INSERT INTO verification.verifications (phone_number, code)
+		VALUES ('+380505555555', '111111'), ('+380505555556', '222222');
+	} if $app_schema;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, $sql);
+}
+
+foreach my $app_schema (1, 0)
+{
+	my $src = $app_schema ? 'ehealth' : 'plain';
+	my $dst = "${src}_restored";
+	my $dump = $node->basedir . "/$src.dump";
+
+	populate($src, $app_schema);
+	my $before = table_digests($src);
+
+	$node->command_ok(
+		[ 'pg_dump', '-Fc', '-d', $node->connstr($src), '-f', $dump ],
+		"$src: pg_dump");
+	$node->safe_psql('postgres', "CREATE DATABASE $dst");
+	$node->command_ok(
+		[ 'pg_restore', '--exit-on-error', '-d', $node->connstr($dst), $dump ],
+		"$src: pg_restore without errors");
+
+	my $after = table_digests($dst);
+	foreach my $t (sort keys %tables)
+	{
+		isnt($before->{$t}, '0 -', "$src: $t has rows");
+		is($after->{$t}, $before->{$t}, "$src: $t restored row for row");
+	}
+
+	# the sequences and the number cursor go on where they were: each new
+	# row takes the id after the restored ones (a sequence restored at 1
+	# would fail these inserts on the primary key)
+	my %max_id = map {
+		$_ => $node->safe_psql($dst, "SELECT max(id) FROM $_")
+	} grep { $tables{$_} eq 'id' } keys %tables;
+	is($node->safe_psql($dst, "SELECT sms_send('+380506666666', 'after restore')"),
+		$max_id{'verification.sms_log'} + 1, "$src: sms_log ids go on after the restored ones");
+	is($node->safe_psql($dst, "SELECT sms_enqueue('after restore', 'oncall')"),
+		'0004', "$src: the next alarm number follows the restored cursor");
+	is($node->safe_psql($dst, "SELECT sms_receive('+380501111111', 'ok 0004')"),
+		'ack', "$src: the new alarm is acknowledged");
+	$node->safe_psql($dst, "SELECT sms_list_create('new'); SELECT sms_list_add('new', '+380507777777')");
+	foreach my $t (sort keys %max_id)
+	{
+		next if $t eq 'verification.sms_log';
+		cmp_ok($node->safe_psql($dst, "SELECT min(id) FROM $t WHERE id > $max_id{$t}"),
+			'==', $max_id{$t} + 1, "$src: new $t rows follow the restored ones");
+	}
+
+	next unless $app_schema;
+	# the application's table and its trigger came back with it
+	is($node->safe_psql($dst, 'SELECT count(*) FROM verification.verifications'),
+		'2', 'ehealth: verifications restored');
+	$node->safe_psql($dst,
+		"INSERT INTO verification.verifications (phone_number, code) VALUES ('+380508888888', '333333')");
+	is( $node->safe_psql($dst,
+			"SELECT body FROM verification.sms_log WHERE phone_number = '+380508888888'"),
+		'Your verification code: 333333',
+		'ehealth: the verification trigger fires after the restore');
+}
+
+$node->stop;
+done_testing();
