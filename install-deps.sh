@@ -18,6 +18,8 @@ packages="
 	nginx-light
 	python3
 	procps
+	chromium
+	prometheus-postgres-exporter
 "
 
 missing=""

@@ -120,11 +120,14 @@ SELECT (SELECT count(*) FROM regexp_matches(html, '<svg ', 'g')) AS charts,
   FROM report;
 SELECT m[1] AS bar FROM report, regexp_matches(html, '<rect [^>]*><title>([^<]*)</title>', 'g') AS m;
 SELECT m[1] AS caption FROM report, regexp_matches(html, '<caption>([^<]*)</caption>', 'g') AS m;
+SELECT m[1] AS header FROM report, regexp_matches(html, '<thead><tr>(.*?)</tr></thead>', 'g') AS m;
 -- the tables hold the views' numbers
 SELECT m[1] AS delivery_row FROM report,
 	regexp_matches(html, '<tr><td>2026-03-01</td><td>verification</td>(.*?)</tr>', 'g') AS m;
 -- a range without data still has its three charts
-SELECT (SELECT count(*) FROM regexp_matches(html, 'no data in this range', 'g')) AS empty_charts
+SELECT (SELECT count(*) FROM regexp_matches(html, 'no data in this range', 'g')) AS empty_charts,
+	   (SELECT string_agg(m[1], ',') FROM regexp_matches(html,
+			'<td colspan="([0-9]+)" class="empty">no rows</td>', 'g') AS m) AS empty_table_widths
   FROM (SELECT sms_report_html('2020-01-01', '2020-01-02') AS html) r;
 
 -- bad ranges
@@ -164,3 +167,7 @@ CALL smsdispatch.purge('1 day');
 
 -- pg_cron is not loaded in this instance
 SELECT * FROM smsdispatch.schedule_maintenance();
+
+-- leave no alarm behind for later suites
+TRUNCATE verification.sms_log, smsdispatch.message, smsdispatch.inbox,
+	smsdispatch.recipient_list CASCADE;

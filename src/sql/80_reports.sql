@@ -372,7 +372,10 @@ DECLARE
 	rows json;
 	out text;
 BEGIN
-	EXECUTE format('SELECT row_to_json(t) FROM (SELECT) AS d LEFT JOIN (%s) AS t ON false', query)
+	-- one row of NULLs named like the query's columns (t.* expanded, so the
+	-- row itself is not NULL), without running the query
+	EXECUTE format('SELECT row_to_json(h) FROM (SELECT t.* FROM (SELECT) AS d LEFT JOIN (%s) AS t ON false) AS h',
+				   query)
 		INTO header;
 	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
 	SELECT format('<table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
