@@ -19,6 +19,7 @@ packages="
 	python3
 	procps
 	chromium
+	fonts-dejavu-core
 	prometheus-postgres-exporter
 "
 

@@ -636,7 +636,7 @@ BEGIN
 	PERFORM cron.schedule('smsdispatch-snapshot', '* * * * *',
 						  'SELECT smsdispatch.snapshot_counters()');
 	RETURN QUERY
-		SELECT j.jobid, j.jobname, j.schedule, j.command
+		SELECT j.jobid, j.jobname::text, j.schedule, j.command
 		  FROM cron.job j
 		 WHERE j.jobname IN ('smsdispatch-purge', 'smsdispatch-snapshot')
 		   AND j.username = current_user
