@@ -2,6 +2,10 @@
 -- counters per hour, the console view of the queue, a self-contained HTML
 -- report, and retention (purge) scheduled with pg_cron.
 
+-- The purge finds closed alarms and old received SMS through these.
+CREATE INDEX message_closed_idx ON smsdispatch.message (closed_at) WHERE state <> 'open';
+CREATE INDEX inbox_received_idx ON smsdispatch.inbox (received_at);
+
 -- Snapshots of the IP2SMS channel's cumulative counters (smsdispatch.stats()),
 -- taken every minute by smsdispatch.snapshot_counters(). A counter goes back
 -- to zero when the server restarts; server_started_at tells such resets apart.
@@ -378,16 +382,16 @@ BEGIN
 				   query)
 		INTO header;
 	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
-	SELECT format('<table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
+	SELECT format('<div class="scroll"><table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
 				  smsdispatch.html_escape(caption),
 				  string_agg('<th>' || smsdispatch.html_escape(k) || '</th>', '' ORDER BY n))
 	  INTO out
 	  FROM json_object_keys(header) WITH ORDINALITY AS h(k, n);
 	IF rows IS NULL THEN
-		RETURN out || format('<tr><td colspan="%s" class="empty">no rows</td></tr></tbody></table>',
+		RETURN out || format('<tr><td colspan="%s" class="empty">no rows</td></tr></tbody></table></div>',
 							 (SELECT count(*) FROM json_object_keys(header)));
 	END IF;
-	SELECT out || string_agg(r.cells, '' ORDER BY r.n) || '</tbody></table>'
+	SELECT out || string_agg(r.cells, '' ORDER BY r.n) || '</tbody></table></div>'
 	  INTO out
 	  FROM (SELECT t.n, '<tr>' || string_agg(
 					   CASE WHEN json_typeof(e.value) = 'number'
@@ -490,7 +494,8 @@ BEGIN
 		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
 		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
 		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
-		|| 'th,td{border:1px solid #bdbdbd;padding:3px 6px}th{background:#eeeeee}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px;white-space:nowrap}'
+		|| 'th{background:#eeeeee}'
 		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
 		|| format('<h1>SMS dispatch report</h1><p>From %s to %s, generated %s.</p>',
 				  smsdispatch.html_escape("from"::text), smsdispatch.html_escape("to"::text),
