@@ -145,6 +145,11 @@ SELECT (SELECT count(*) FROM smsdispatch.delivery_stats) AS delivery,
 	   length(sms_report_html('2026-03-01', '2026-03-02')) > 1000 AS report;
 CALL smsdispatch.purge('1 day');
 RESET ROLE;
+-- admins read the same and may purge
+SELECT has_function_privilege('smsdispatch_admin', 'sms_report_html(timestamptz, timestamptz)', 'EXECUTE') AS admin_report,
+	   has_function_privilege('smsdispatch_admin', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)', 'EXECUTE') AS admin_purge,
+	   has_function_privilege('smsdispatch_sender', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)', 'EXECUTE') AS sender_purge,
+	   has_table_privilege('smsdispatch_sender', 'smsdispatch.delivery_stats', 'SELECT') AS sender_stats;
 
 -- retention
 CALL smsdispatch.purge(NULL);

@@ -17,6 +17,8 @@ GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
 	sms_report_html(timestamptz, timestamptz)
 	TO smsdispatch_reader;
 
+-- admins read everything readers read
+GRANT smsdispatch_reader TO smsdispatch_admin;
 GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)
 	TO smsdispatch_admin;
 GRANT DELETE ON verification.sms_log TO smsdispatch_admin;
