@@ -105,6 +105,10 @@ SELECT t.at, t.started, c.name, c.v[t.i]
 	('latency_le_5s', '{0,0,0,0,0}'),
 	('latency_gt_5s', '{0,0,0,0,2}')) AS c(name, v);
 SELECT * FROM smsdispatch.gateway_stats ORDER BY hour;
+-- a range starting at 11:00 reads the 10:59 snapshot as its baseline
+SELECT hour, snapshots, requests_send, requests_status, answers_delivered, latency_mean_ms
+  FROM smsdispatch.gateway_stats('2026-03-01 11:00', '2026-03-01 12:00');
+SELECT hour, snapshots, requests_send FROM smsdispatch.gateway_stats('2026-03-01 10:15', '2026-03-01 10:45');
 SELECT smsdispatch.histogram_quantile(0.5, '{1,2,Infinity}', '{0,0,0}') AS empty,
 	   smsdispatch.histogram_quantile(0.95, '{1,2,Infinity}', '{1,0,99}') AS beyond;
 

@@ -168,11 +168,23 @@ AS $$
 	 LIMIT 1
 $$;
 
--- The gateway per hour, from the counter snapshots: what happened between
--- consecutive snapshots counts in the hour of the later one. A counter that
--- went down, or a new server start, is a reset: the later value is then the
--- whole increase. The first snapshot of a counter has no increase.
-CREATE VIEW smsdispatch.gateway_stats AS
+-- The gateway per hour for the snapshots taken in ["from", "to"), from the
+-- counter snapshots: what happened between consecutive snapshots counts in
+-- the hour of the later one, so the last snapshot before "from" is read as
+-- the baseline. A counter that went down, or a new server start, is a reset:
+-- the later value is then the whole increase. The first snapshot of a
+-- counter has no increase.
+CREATE FUNCTION smsdispatch.gateway_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
+	requests_status bigint, answers_accepted bigint, answers_enroute bigint,
+	answers_delivered bigint, answers_expired bigint, answers_deleted bigint,
+	answers_undeliverable bigint, answers_rejected bigint, answers_unknown bigint,
+	answers_unaccepted bigint, answers_terminated bigint, answers_pending bigint,
+	errors_connect bigint, errors_timeout bigint, errors_http_5xx bigint,
+	errors_http_401 bigint, errors_http_other bigint, errors_parse bigint,
+	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
+LANGUAGE sql STABLE
+AS $$
 	WITH increase AS (
 		SELECT s.taken_at, s.name,
 			   CASE WHEN s.prev_value IS NULL THEN NULL
@@ -184,7 +196,12 @@ CREATE VIEW smsdispatch.gateway_stats AS
 					   lag(c.value) OVER w AS prev_value,
 					   lag(c.server_started_at) OVER w AS prev_started_at
 				  FROM smsdispatch.counter_snapshot c
+				 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
+												 FROM smsdispatch.counter_snapshot b
+												WHERE b.taken_at < "from"), "from")
+				   AND c.taken_at < "to"
 				WINDOW w AS (PARTITION BY c.name ORDER BY c.taken_at)) s
+		 WHERE s.taken_at >= "from"
 	), hourly AS (
 		SELECT date_trunc('hour', i.taken_at) AS hour,
 			   count(DISTINCT i.taken_at) AS snapshots,
@@ -227,7 +244,11 @@ CREATE VIEW smsdispatch.gateway_stats AS
 					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_gt_5s'), 0)]::bigint[])
 			   AS latency_p95_le_ms
 	  FROM hourly h
-	 GROUP BY h.hour;
+	 GROUP BY h.hour
+$$;
+
+CREATE VIEW smsdispatch.gateway_stats AS
+	SELECT * FROM smsdispatch.gateway_stats('-infinity', 'infinity');
 
 -- The console view of the seed: every alarm still in the queue (open, or
 -- closed less than smsdispatch.number_quarantine ago, so its number still
@@ -513,7 +534,7 @@ BEGIN
 		|| smsdispatch.html_table('Delivery per day, type and channel',
 				format('SELECT * FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
 		|| smsdispatch.html_table('Gateway per hour',
-				format('SELECT * FROM smsdispatch.gateway_stats WHERE hour >= date_trunc(''hour'', %L::timestamptz) AND hour < %L ORDER BY hour',
+				format('SELECT * FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
 					   "from", "to"))
 		|| smsdispatch.html_table('Escalation per recipient list',
 				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))

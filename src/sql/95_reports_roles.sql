@@ -9,9 +9,11 @@ GRANT SELECT ON smsdispatch.delivery_stats, smsdispatch.gateway_stats,
 	smsdispatch.escalation_stats, smsdispatch.queue, smsdispatch.counter_snapshot
 	TO smsdispatch_reader;
 -- the range forms of the statistics run with the caller's rights: readers
--- already read sms_log, message and recipient_list
+-- already read sms_log, message, recipient_list and counter_snapshot
 GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
 	smsdispatch.escalation_stats(timestamptz, timestamptz),
+	smsdispatch.gateway_stats(timestamptz, timestamptz),
+	smsdispatch.histogram_quantile(float8, float8[], bigint[]),
 	smsdispatch.sms_outcome(text, text),
 	smsdispatch.delivery_seconds(timestamptz, timestamptz, timestamptz),
 	sms_report_html(timestamptz, timestamptz)
