@@ -4,10 +4,13 @@
 #  1. delivery_stats for one day, through the view (WHERE day = ...) and
 #     through the range function, against a reference measured in the same
 #     run (counting that day's rows); medians of 5 runs;
-#  2. CALL smsdispatch.purge('10 days') removing 900,000 rows while pgbench
-#     calls sms_send() 50 times a second: sms_send latency during the purge
-#     against the same load without it, and the longest lock wait (every
-#     wait over deadlock_timeout = 100 ms is logged by log_lock_waits).
+#  2. gateway_stats for one day among 30 days of minute snapshots, and
+#     sms_report_html for 7 days;
+#  3. CALL smsdispatch.purge() removing 900,000 log rows (and 21 days of
+#     snapshots) while pgbench calls sms_send() 50 times a second: sms_send
+#     latency during the purge against the same load without it, and the
+#     longest lock wait (every wait over deadlock_timeout = 100 ms is logged
+#     by log_lock_waits).
 # Starts its own server in a temporary directory (Unix socket only) and
 # removes it at the end. Usage: PG_CONFIG=... test/bench/reports.sh
 set -eu
@@ -101,6 +104,27 @@ SELECT format(E'reference count(*) of the whole log: %s ms\n'
   FROM r, a, v, f;
 SQL
 
+echo "loading 30 days of counter snapshots, one a minute, 20 counters..."
+q <<SQL
+INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
+SELECT date_trunc('minute', now()) - m * interval '1 minute', now() - interval '31 days',
+	   n.name, (43200 - m)::bigint * n.k
+  FROM generate_series(0, 43199) AS m,
+	   (VALUES ('requests_send', 10), ('requests_status', 30), ('answers_Accepted', 10),
+			   ('answers_Delivered', 9), ('answers_Expired', 1), ('errors_connect', 0),
+			   ('errors_timeout', 1), ('errors_http_5xx', 0), ('errors_http_401', 0),
+			   ('errors_http_other', 0), ('errors_parse', 0), ('retries', 1),
+			   ('latency_us_sum', 2000000), ('latency_count', 40), ('latency_le_10ms', 5),
+			   ('latency_le_50ms', 20), ('latency_le_100ms', 10), ('latency_le_500ms', 5),
+			   ('latency_le_1s', 0), ('latency_gt_5s', 0)) AS n(name, k);
+ANALYZE smsdispatch.counter_snapshot;
+SELECT format(E'gateway_stats(from, to) for one day of %s snapshot rows: %s ms\n'
+			  'sms_report_html for 7 days: %s ms',
+	(SELECT count(*) FROM smsdispatch.counter_snapshot),
+	bench_ms(format('SELECT * FROM smsdispatch.gateway_stats(%L, %L)', $day, $day + interval '1 day')),
+	bench_ms(format('SELECT sms_report_html(%L, %L)', $day - interval '6 days', $day + interval '1 day')));
+SQL
+
 cat > "$work/send.sql" <<'SQL'
 \set n random(1000000, 9999999)
 SELECT sms_send('+38067' || :n, 'Your verification code: 1234', 'verification');
@@ -137,7 +161,7 @@ send_load 40
 wait $purge_pid
 read -r purge_start purge_end < "$work/purge.time"
 echo "sms_send at 50/s, during purge: $(latency "$purge_start" "$purge_end")"
-echo "purge: $(cut -d'|' -f2 "$work/purge.out") log rows removed in" \
+echo "purge: $(awk -F'|' '{ printf "%s log rows and %s counter snapshots", $2, $4 }' "$work/purge.out") removed in" \
 	"$(echo "$purge_start $purge_end" | awk '{ printf "%.1f", $2 - $1 }') s" \
 	"(sms_send load ran 40 s from its start);" \
 	"$(q -c "SELECT count(*) FROM verification.sms_log WHERE phone_number LIKE '+38050%'") loaded rows left"
