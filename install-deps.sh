@@ -18,6 +18,9 @@ packages="
 	nginx-light
 	python3
 	procps
+	chromium
+	fonts-dejavu-core
+	prometheus-postgres-exporter
 "
 
 missing=""
