@@ -23,10 +23,11 @@ SELECT p.oid::regprocedure AS definer_without_search_path
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')
    AND d.deptype = 'e' AND p.prosecdef
    AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
-SELECT count(*) AS definer_functions
+SELECT p.oid::regprocedure AS definer_function
   FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')
-   AND d.deptype = 'e' AND p.prosecdef;
+   AND d.deptype = 'e' AND p.prosecdef
+ ORDER BY p.oid::regprocedure::text;
 
 -- a role without grants: 42501 from every function and table
 SET ROLE regress_nobody;
