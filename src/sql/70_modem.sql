@@ -100,7 +100,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	max_attempts int := current_setting('smsdispatch.max_attempts')::int;
+	max_attempts int := coalesce(current_setting('smsdispatch.max_attempts', true), '5')::int;
 BEGIN
 	PERFORM smsdispatch.modem_check_name(modem);
 	IF outcome IS NULL OR outcome NOT IN ('submitted', 'retry', 'failed', 'unknown', 'released') THEN
@@ -168,7 +168,8 @@ $$;
 
 -- Pairs a status report with the row it reports on (same modem, same
 -- recipient, the message reference among the row's parts; the most recent
--- such row, references wrap at 256) and records the TP-Status word. A
+-- such row, references wrap at 256; the recipient by its last nine digits
+-- when the report writes the number differently) and records the TP-Status word. A
 -- final failure of one part is not overwritten by another part's success.
 -- Returns the sms_log id, or NULL when nothing matched.
 CREATE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
@@ -179,6 +180,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	e164 text;
+	tail text := right(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), 9);
 	found_id bigint;
 BEGIN
 	PERFORM smsdispatch.modem_check_name(modem);
@@ -191,7 +193,7 @@ BEGIN
 	BEGIN
 		e164 := @extschema@.sms_normalize_phone(phone);
 	EXCEPTION WHEN invalid_parameter_value THEN
-		RETURN NULL;
+		e164 := NULL;
 	END;
 	SELECT l.id INTO found_id FROM verification.sms_log l
 	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
@@ -201,6 +203,17 @@ BEGIN
 	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
 	 LIMIT 1
 	 FOR UPDATE;
+	-- a number in another format than we sent to: its last nine digits
+	IF found_id IS NULL AND length(tail) = 9 THEN
+		SELECT l.id INTO found_id FROM verification.sms_log l
+		 WHERE right(l.phone_number, 9) = tail AND l.inserted_at > now() - interval '7 days'
+		   AND l.channel = 'modem' AND l.claimed_by = modem
+		   AND l.send_state IN ('submitted', 'unknown')
+		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+		 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+		 LIMIT 1
+		 FOR UPDATE;
+	END IF;
 	IF found_id IS NULL THEN
 		RETURN NULL;
 	END IF;

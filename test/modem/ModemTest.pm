@@ -1,0 +1,143 @@
+# Helpers of the modem sidecar's TAP tests and benchmarks: a cluster with the
+# extension, gammu's dummy phone, and smsdispatch-modem started and stopped
+# by the test, every wait bounded.
+package ModemTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use File::Path qw(make_path);
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(usleep time);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+
+our @EXPORT = qw(modem_node dummy_gammurc start_sidecar stop_sidecar
+	wait_for_value put_dummy_sms dummy_inbox_count sidecar_program);
+
+# The installed sidecar, next to the server binaries on PATH.
+sub sidecar_program
+{
+	my $bindir = `pg_config --bindir`;
+	chomp $bindir;
+	return -x "$bindir/smsdispatch-modem" ? "$bindir/smsdispatch-modem" : 'smsdispatch-modem';
+}
+
+# A started cluster with the extension created in database postgres.
+sub modem_node
+{
+	my ($name, %conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(extra => ['--encoding=UTF8', '--locale=C']);
+	my $extra = join('', map { "$_ = $conf{$_}\n" } sort keys %conf);
+	$node->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'smsdispatch'\n" . $extra);
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION smsdispatch');
+	return $node;
+}
+
+# A gammurc whose section 0 is gammu's dummy phone in directory $dir,
+# logging what libgammu does (the sent SMS among it) to $dir.log.
+sub dummy_gammurc
+{
+	my ($dir) = @_;
+	make_path($dir);
+	my $rc = "$dir.gammurc";
+	open(my $fh, '>', $rc) or die "$rc: $!";
+	print $fh "[gammu]\ndevice = $dir\nconnection = none\nmodel = dummy\n"
+	  . "logfile = $dir.log\nlogformat = textall\n";
+	close $fh;
+	return $rc;
+}
+
+# Starts smsdispatch-modem; returns its pid. %opt: dsn, gammurc, name,
+# log, heartbeat, poll, section, prefix (an array ref run before it, e.g.
+# valgrind).
+sub start_sidecar
+{
+	my (%opt) = @_;
+	my @cmd = (@{ $opt{prefix} // [] }, sidecar_program(),
+		'--dsn', $opt{dsn}, '--gammurc', $opt{gammurc},
+		'--name', $opt{name}, '--log', $opt{log},
+		'--heartbeat', $opt{heartbeat} // 1, '--poll', $opt{poll} // 1);
+	push @cmd, '--section', $opt{section} if defined $opt{section};
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDOUT, '>>', "$opt{log}.out");
+		open(STDERR, '>>', "$opt{log}.out");
+		exec(@cmd) or POSIX::_exit(127);
+	}
+	return $pid;
+}
+
+# Sends SIGTERM and waits up to $timeout seconds; returns the exit status
+# ($? style), or undef after killing a sidecar that did not stop.
+sub stop_sidecar
+{
+	my ($pid, $timeout) = @_;
+	$timeout //= 30;
+	kill 'TERM', $pid;
+	my $deadline = time() + $timeout;
+	while (time() < $deadline)
+	{
+		return $? if waitpid($pid, WNOHANG) == $pid;
+		usleep(50_000);
+	}
+	kill 'KILL', $pid;
+	waitpid($pid, 0);
+	return undef;
+}
+
+# Polls $sql until it returns $expected; returns the last value seen.
+sub wait_for_value
+{
+	my ($node, $sql, $expected, $timeout) = @_;
+	my $deadline = time() + ($timeout // 30);
+	my $got;
+	while (1)
+	{
+		$got = $node->safe_psql('postgres', $sql);
+		return $got if $got eq $expected || time() > $deadline;
+		usleep(100_000);
+	}
+}
+
+# Places a received SMS in the dummy phone's inbox (folder 1, location
+# $loc) in gammu's backup format. %f: number, text, date (YYYYMMDDTHHMMSSZ),
+# udh (hex, for a part of a concatenated message), pdu (Deliver or
+# Status_Report), reference and status for a status report.
+sub put_dummy_sms
+{
+	my ($dir, $loc, %f) = @_;
+	my $ucs = join('', map { sprintf('%04X', ord($_)) } split(//, $f{text} // ''));
+	my $pdu = $f{pdu} // 'Deliver';
+	my $body = "[SMSBackup000]\nPDU = $pdu\nState = UnRead\n"
+	  . "Number = \"$f{number}\"\n"
+	  . "DateTime = " . ($f{date} // '20261122T040842Z') . "\n"
+	  . "Text00 = $ucs\nCoding = Default_No_Compression\nFolder = 1\n"
+	  . "Length = " . length($f{text} // '') . "\nClass = -1\n";
+	$body .= "UDH = $f{udh}\n" if $f{udh};
+	$body .= "MessageReference = $f{reference}\n" if defined $f{reference};
+	$body .= "DeliveryStatus = $f{status}\n" if defined $f{status};
+	my $tmp = "$dir/sms/1/.tmp$loc";
+	open(my $fh, '>:encoding(UTF-8)', $tmp) or die "$tmp: $!";
+	print $fh $body;
+	close $fh;
+	rename($tmp, "$dir/sms/1/$loc") or die "rename: $!";
+}
+
+# How many messages the dummy phone's inbox holds.
+sub dummy_inbox_count
+{
+	my ($dir) = @_;
+	opendir(my $dh, "$dir/sms/1") or return 0;
+	my $n = grep { /^\d+$/ } readdir($dh);
+	closedir $dh;
+	return $n;
+}
+
+1;
