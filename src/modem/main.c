@@ -247,7 +247,11 @@ drain_queue(Db *db, Phone *phone, PendingFinish *pf)
 								 pf->references, sizeof(pf->references),
 								 pf->error, sizeof(pf->error));
 		if (pf->outcome == SEND_SUBMITTED)
+		{
 			submitted++;
+			log_msg(LOG_INFO, "sms_log %s to %s submitted, reference %s", pf->id,
+					PQgetvalue(res, 0, 1), pf->references);
+		}
 		else
 			log_msg(pf->outcome == SEND_UNKNOWN ? LOG_WARNING : LOG_INFO,
 					"sms_log %s to %s: %s (%s)", pf->id, PQgetvalue(res, 0, 1),

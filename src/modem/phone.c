@@ -71,6 +71,7 @@ bool
 phone_load_config(Phone *phone, const char *gammurc, int section)
 {
 	INI_Section *cfg = NULL;
+	GSM_Config *config;
 	GSM_Error	error;
 
 	phone->gammurc = gammurc;
@@ -88,7 +89,8 @@ phone_load_config(Phone *phone, const char *gammurc, int section)
 				GSM_ErrorString(error));
 		return false;
 	}
-	error = GSM_ReadConfig(cfg, GSM_GetConfig(phone->sm, 0), section);
+	config = GSM_GetConfig(phone->sm, 0);
+	error = GSM_ReadConfig(cfg, config, section);
 	INI_Free(cfg);
 	if (error != ERR_NONE)
 	{
@@ -96,9 +98,9 @@ phone_load_config(Phone *phone, const char *gammurc, int section)
 				section, GSM_ErrorString(error));
 		return false;
 	}
+	/* the section's logfile and logformat trace this modem, as in gammu */
+	config->UseGlobalDebugFile = FALSE;
 	GSM_SetConfigNum(phone->sm, 1);
-	GSM_SetSendSMSStatusCallback(phone->sm, send_status_callback, phone);
-	GSM_SetIncomingSMSCallback(phone->sm, incoming_sms_callback, phone);
 	return true;
 }
 
@@ -136,6 +138,9 @@ phone_ensure_open(Phone *phone)
 			OPEN_BACKOFF_MAX_SECONDS : phone->open_backoff * 2;
 		return false;
 	}
+	/* GSM_InitConnection clears the callbacks */
+	GSM_SetSendSMSStatusCallback(phone->sm, send_status_callback, phone);
+	GSM_SetIncomingSMSCallback(phone->sm, incoming_sms_callback, phone);
 	phone->open = true;
 	phone->open_backoff = 1;
 	phone->consecutive_errors = 0;

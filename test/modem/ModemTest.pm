@@ -14,7 +14,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
 our @EXPORT = qw(modem_node dummy_gammurc start_sidecar stop_sidecar
-	wait_for_value put_dummy_sms dummy_inbox_count sidecar_program);
+	wait_for_value wait_until put_dummy_sms dummy_inbox_count sidecar_program);
 
 # The installed sidecar, next to the server binaries on PATH.
 sub sidecar_program
@@ -102,6 +102,20 @@ sub wait_for_value
 	{
 		$got = $node->safe_psql('postgres', $sql);
 		return $got if $got eq $expected || time() > $deadline;
+		usleep(100_000);
+	}
+}
+
+# Polls the code ref until it returns true or $timeout seconds pass;
+# returns its last result.
+sub wait_until
+{
+	my ($check, $timeout) = @_;
+	my $deadline = time() + ($timeout // 30);
+	while (1)
+	{
+		my $ok = $check->();
+		return $ok if $ok || time() > $deadline;
 		usleep(100_000);
 	}
 }
