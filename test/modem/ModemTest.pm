@@ -137,6 +137,7 @@ sub put_dummy_sms
 	$body .= "UDH = $f{udh}\n" if $f{udh};
 	$body .= "MessageReference = $f{reference}\n" if defined $f{reference};
 	$body .= "DeliveryStatus = $f{status}\n" if defined $f{status};
+	make_path("$dir/sms/1");
 	my $tmp = "$dir/sms/1/.tmp$loc";
 	open(my $fh, '>:encoding(UTF-8)', $tmp) or die "$tmp: $!";
 	print $fh $body;
