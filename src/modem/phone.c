@@ -313,7 +313,8 @@ phone_send(Phone *phone, const char *number, const char *body,
 		int			reference = -1;
 		int			refusal;
 
-		part->PDU = SMS_Submit;
+		/* a submitted part asking for a status report, as gammu spells it */
+		part->PDU = SMS_Status_Report;
 		EncodeUnicode(part->Number, number, strlen(number));
 		if (phone->have_smsc)
 		{

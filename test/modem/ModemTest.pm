@@ -7,14 +7,18 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use File::Basename qw(dirname);
 use File::Path qw(make_path);
+use IO::Socket::UNIX;
+use JSON::PP;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(usleep time);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
 our @EXPORT = qw(modem_node dummy_gammurc start_sidecar stop_sidecar
-	wait_for_value wait_until put_dummy_sms dummy_inbox_count sidecar_program);
+	wait_for_value wait_until put_dummy_sms dummy_inbox_count sidecar_program
+	start_simulator stop_simulator sim_ctl sim_events);
 
 # The installed sidecar, next to the server binaries on PATH.
 sub sidecar_program
@@ -153,6 +157,74 @@ sub dummy_inbox_count
 	my $n = grep { /^\d+$/ } readdir($dh);
 	closedir $dh;
 	return $n;
+}
+
+# Starts the simulated AT modem (test/modem/atsim.py) in directory $dir;
+# returns a hash: pid, ctl (socket), events (JSON lines), rc (a gammurc
+# for it), tty. Waits until it answers on its control socket.
+sub start_simulator
+{
+	my ($dir) = @_;
+	make_path($dir);
+	my %sim = (ctl => "$dir/ctl", events => "$dir/events.jsonl",
+		rc => "$dir/gammurc", tty => "$dir/tty");
+	my $script = dirname(__FILE__) . '/atsim.py';
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		open(STDOUT, '>>', "$dir/atsim.out");
+		open(STDERR, '>>', "$dir/atsim.out");
+		exec('python3', $script, '--link', $sim{tty}, '--control', $sim{ctl},
+			'--events', $sim{events}) or POSIX::_exit(127);
+	}
+	$sim{pid} = $pid;
+	open(my $fh, '>', $sim{rc}) or die "$sim{rc}: $!";
+	print $fh "[gammu]\ndevice = $sim{tty}\nconnection = at\nmodel = at\n"
+	  . "logfile = $dir/gammu.log\nlogformat = textalldate\n";
+	close $fh;
+	wait_until(sub { -S $sim{ctl} && (sim_ctl(\%sim, 'ping') // '') eq 'pong' }, 20)
+	  or die "the simulated modem did not start";
+	return \%sim;
+}
+
+# Stops the simulator started by start_simulator.
+sub stop_simulator
+{
+	my ($sim) = @_;
+	kill 'TERM', $sim->{pid};
+	my $deadline = time() + 10;
+	while (time() < $deadline)
+	{
+		return if waitpid($sim->{pid}, WNOHANG) == $sim->{pid};
+		usleep(50_000);
+	}
+	kill 'KILL', $sim->{pid};
+	waitpid($sim->{pid}, 0);
+}
+
+# One control command to the simulator; returns its one-line answer.
+sub sim_ctl
+{
+	my ($sim, $cmd) = @_;
+	my $sock = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $sim->{ctl})
+	  or return undef;
+	$sock->timeout(5);
+	print $sock "$cmd\n";
+	my $answer = <$sock>;
+	close $sock;
+	chomp $answer if defined $answer;
+	return $answer;
+}
+
+# The PDU parts the simulator received, decoded, oldest first.
+sub sim_events
+{
+	my ($sim) = @_;
+	open(my $fh, '<:raw', $sim->{events}) or return ();
+	my @events = map { JSON::PP->new->utf8->decode($_) } grep { /\S/ } <$fh>;
+	close $fh;
+	return @events;
 }
 
 1;
