@@ -201,6 +201,8 @@ read_inbox(Phone *phone, GSM_MultiSMSMessage **list)
 		if (error != ERR_NONE)
 		{
 			phone_note_error(phone, "reading messages", error);
+			if (error == ERR_TIMEOUT)
+				phone->need_reset = phone->silent = true;
 			log_msg(LOG_WARNING, "could not read the modem's messages: %s",
 					GSM_ErrorString(error));
 			free(cur);

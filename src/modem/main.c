@@ -8,7 +8,7 @@
  *
  *	  smsdispatch-modem --dsn DSN --gammurc FILE [--section N]
  *	                    [--heartbeat SECONDS] [--poll SECONDS]
- *	                    [--name NAME] [--log FILE]
+ *	                    [--send-timeout SECONDS] [--name NAME] [--log FILE]
  *
  * SIGTERM/SIGINT: finish the SMS in hand, release leases, exit 0.
  * SIGHUP: reopen the log file.
@@ -48,6 +48,7 @@ typedef struct Options
 	int			section;
 	int			heartbeat;
 	int			poll;
+	int			send_timeout;
 } Options;
 
 /* An outcome the database has not yet taken (it went away meanwhile). */
@@ -72,6 +73,21 @@ handle_hup(int signo)
 	reopen_log_requested = 1;
 }
 
+/*
+ * The watchdog: a libgammu call that never returns would hold the modem
+ * and every SMS behind it. Exit with a failure so that the service manager
+ * restarts us; a row left sending becomes unknown at the next start.
+ */
+static void
+handle_alarm(int signo)
+{
+	static const char msg[] = "smsdispatch-modem: FATAL: a modem operation hung; exiting\n";
+
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(3);
+	_exit(3);
+}
+
 /* Installs the handlers without SA_RESTART, so that waits end at once. */
 static void
 install_signals(void)
@@ -85,6 +101,8 @@ install_signals(void)
 	sigaction(SIGINT, &sa, NULL);
 	sa.sa_handler = handle_hup;
 	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = handle_alarm;
+	sigaction(SIGALRM, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 }
@@ -101,6 +119,8 @@ usage(FILE *out)
 			"  --name NAME          this modem's name in smsdispatch.modem (default HOST:N)\n"
 			"  --heartbeat SECONDS  health row refresh interval (default 60)\n"
 			"  --poll SECONDS       inbox poll interval (default 5)\n"
+			"  --send-timeout SECONDS  longest wait for the modem's answer to one part;\n"
+			"                       after it the SMS is unknown (default 60)\n"
 			"  --log FILE           log file, reopened on SIGHUP (default stderr)\n"
 			"  --help               this text\n");
 }
@@ -131,6 +151,7 @@ parse_options(int argc, char **argv, Options *opts)
 		{"name", required_argument, NULL, 'n'},
 		{"heartbeat", required_argument, NULL, 'b'},
 		{"poll", required_argument, NULL, 'p'},
+		{"send-timeout", required_argument, NULL, 't'},
 		{"log", required_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
@@ -140,6 +161,7 @@ parse_options(int argc, char **argv, Options *opts)
 	memset(opts, 0, sizeof(*opts));
 	opts->heartbeat = 60;
 	opts->poll = 5;
+	opts->send_timeout = 60;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
 	{
 		switch (c)
@@ -161,6 +183,9 @@ parse_options(int argc, char **argv, Options *opts)
 				break;
 			case 'p':
 				opts->poll = parse_int("--poll", optarg, 1);
+				break;
+			case 't':
+				opts->send_timeout = parse_int("--send-timeout", optarg, 1);
 				break;
 			case 'l':
 				opts->log = optarg;
@@ -357,6 +382,7 @@ main(int argc, char **argv)
 	memset(&counts, 0, sizeof(counts));
 	db.dsn = opts.dsn;
 	db.name = opts.name;
+	phone.send_timeout = opts.send_timeout;
 	if (!phone_load_config(&phone, opts.gammurc, opts.section))
 	{
 		if (phone.sm)
@@ -372,6 +398,8 @@ main(int argc, char **argv)
 		time_t		now;
 		int			wait_ms;
 
+		/* one pass never takes longer than a few sends and a reset */
+		alarm(opts.send_timeout * 10 + 300);
 		if (reopen_log_requested)
 		{
 			reopen_log_requested = 0;
@@ -393,7 +421,9 @@ main(int argc, char **argv)
 		}
 		if (db.conn != NULL && phone.open && db.work_due)
 			sent += drain_queue(&db, &phone, &pf);
-		if (db.conn != NULL && phone.open && (phone.inbox_due || time(NULL) >= next_inbox))
+		/* a modem awaiting its reset is left alone until then */
+		if (db.conn != NULL && phone.open && !phone.need_reset
+			&& (phone.inbox_due || time(NULL) >= next_inbox))
 		{
 			inbox_poll(&phone, &db, &counts);
 			next_inbox = time(NULL) + opts.poll;
@@ -409,12 +439,15 @@ main(int argc, char **argv)
 
 		if (terminate_requested)
 			break;
+		if (phone.need_reset)
+			continue;
 		wait_ms = (db.work_due && db.conn && phone.open && !pf.pending) ? 0 : 1000;
 		if (wait_ms > 0 || db.conn != NULL)
 			db_wait(&db, wait_ms);
 		phone_poll_device(&phone);
 	}
 
+	alarm(opts.send_timeout * 2 + 60);
 	log_msg(LOG_INFO, "shutting down");
 	if (db.conn == NULL && pf.pending)
 	{

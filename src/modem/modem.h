@@ -24,8 +24,6 @@
 #include <gammu.h>
 #include <libpq-fe.h>
 
-/* longest wait for the modem's answer to one SMS part */
-#define SEND_TIMEOUT_SECONDS	60
 /* consecutive modem errors after which the modem is reset */
 #define MODEM_ERRORS_BEFORE_RESET	3
 /* a multipart SMS still missing parts after this is joined as it is */
@@ -72,6 +70,7 @@ typedef struct Phone
 	GSM_StateMachine *sm;
 	const char *gammurc;
 	int			section;
+	int			send_timeout;	/* longest wait for the answer to one part */
 	bool		open;
 	time_t		next_open;		/* earliest reopen after a failure */
 	int			open_backoff;
@@ -86,6 +85,7 @@ typedef struct Phone
 	/* health */
 	int			consecutive_errors;
 	bool		need_reset;
+	bool		silent;			/* the last error was the modem not answering */
 	bool		inbox_due;		/* a +CMTI said something arrived */
 	DirectMessage *direct;		/* +CMT / +CDS messages not yet recorded */
 	int			direct_count;

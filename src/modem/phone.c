@@ -176,20 +176,23 @@ phone_close(Phone *phone)
 }
 
 /*
- * Resets the modem after repeated errors: a soft reset when it still
- * answers, then the port is closed and opened again.
+ * Resets the modem after repeated errors: a soft reset unless it fell
+ * silent (libgammu would wait on it again), then the port is closed and
+ * opened again, which initialises the modem afresh.
  */
 void
 phone_reset(Phone *phone)
 {
-	log_msg(LOG_WARNING, "resetting the modem after %d consecutive errors (last: %s)",
-			phone->consecutive_errors, phone->last_error);
-	if (phone->open)
-		(void) GSM_Reset(phone->sm, FALSE);
+	log_msg(LOG_WARNING, "resetting the modem after %d consecutive error%s (last: %s)",
+			phone->consecutive_errors, phone->consecutive_errors == 1 ? "" : "s",
+			phone->last_error);
+	if (phone->open && !phone->silent && GSM_Reset(phone->sm, FALSE) != ERR_NONE)
+		log_msg(LOG_INFO, "the modem did not take a soft reset; reopening the port");
 	phone_close(phone);
 	phone->resets_since++;
 	phone->consecutive_errors = 0;
 	phone->need_reset = false;
+	phone->silent = false;
 	phone->next_open = 0;
 	phone->open_backoff = 1;
 }
@@ -250,7 +253,7 @@ send_part(Phone *phone, GSM_SMSMessage *part, int *reference, int *refusal)
 	error = GSM_SendSMS(phone->sm, part);
 	if (error != ERR_NONE)
 		return error;
-	deadline = time(NULL) + SEND_TIMEOUT_SECONDS;
+	deadline = time(NULL) + phone->send_timeout;
 	while (!phone->part_done && time(NULL) < deadline)
 		(void) GSM_ReadDevice(phone->sm, TRUE);
 	if (!phone->part_done)
@@ -345,6 +348,9 @@ phone_send(Phone *phone, const char *number, const char *body,
 			/* silence after the command went out: it may have left */
 			outcome = (i == 0 && gerr != ERR_TIMEOUT) ? SEND_RETRY : SEND_UNKNOWN;
 			phone_note_error(phone, "send", gerr);
+			/* a modem that fell silent is reset at once */
+			if (gerr == ERR_TIMEOUT)
+				phone->need_reset = phone->silent = true;
 		}
 		break;
 	}
@@ -365,7 +371,7 @@ phone_health(Phone *phone, PhoneHealth *health)
 
 	health->operator_name[0] = '\0';
 	health->signal_percent = -1;
-	if (!phone->open)
+	if (!phone->open || phone->need_reset)
 		return;
 	if (GSM_GetSignalQuality(phone->sm, &sig) == ERR_NONE && sig.SignalPercent >= 0
 		&& sig.SignalPercent <= 100)

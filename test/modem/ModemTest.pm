@@ -58,7 +58,7 @@ sub dummy_gammurc
 
 # Starts smsdispatch-modem; returns its pid. %opt: dsn, gammurc, name,
 # log, heartbeat, poll, section, prefix (an array ref run before it, e.g.
-# valgrind).
+# valgrind), extra (more options).
 sub start_sidecar
 {
 	my (%opt) = @_;
@@ -67,6 +67,7 @@ sub start_sidecar
 		'--name', $opt{name}, '--log', $opt{log},
 		'--heartbeat', $opt{heartbeat} // 1, '--poll', $opt{poll} // 1);
 	push @cmd, '--section', $opt{section} if defined $opt{section};
+	push @cmd, @{ $opt{extra} } if $opt{extra};
 	my $pid = fork();
 	die "fork: $!" unless defined $pid;
 	if ($pid == 0)
