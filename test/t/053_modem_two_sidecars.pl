@@ -1,5 +1,5 @@
-# Two sidecars, each with its own phone, on one database share 200 SMS:
-# every SMS leaves exactly once and none is left behind.
+# Two sidecars, each with its own simulated AT modem, on one database
+# share 200 SMS: every SMS leaves exactly once and none is left behind.
 use strict;
 use warnings;
 
@@ -12,11 +12,10 @@ use Test::More;
 my $node = modem_node('modem_two', 'smsdispatch.max_per_phone_per_hour' => 0);
 my $tmp = $PostgreSQL::Test::Utils::tmp_check;
 my $dsn = $node->connstr('postgres');
-my @phones = map { "$tmp/phone_$_" } ('a', 'b');
-my @rcs = map { dummy_gammurc($_) } @phones;
+my @sims = map { start_simulator("$tmp/two_modem_$_") } (0, 1);
 
 my @pids = map {
-	start_sidecar(dsn => $dsn, gammurc => $rcs[$_], name => "modem_$_",
+	start_sidecar(dsn => $dsn, gammurc => $sims[$_]{rc}, name => "modem_$_",
 		log => "$tmp/sidecar_two_$_.log")
 } (0, 1);
 
@@ -29,7 +28,7 @@ for my $batch (0 .. 9)
 }
 
 is(wait_for_value($node, q{SELECT count(*) FROM verification.sms_log WHERE send_state = 'submitted'},
-		'200', 120), '200', 'all 200 SMS submitted');
+		'200', 400), '200', 'all 200 SMS submitted');
 is(stop_sidecar($pids[0]), 0, 'first sidecar stops cleanly');
 is(stop_sidecar($pids[1]), 0, 'second sidecar stops cleanly');
 
@@ -37,14 +36,14 @@ is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM verification.sms_log WHERE send_state <> 'submitted' OR attempts <> 1}),
 	'0', 'none left behind, each claimed once');
 
-# what the phones were asked to send
+# what the modems received
 my %sent;
 for my $i (0, 1)
 {
-	my $trace = slurp_file("$phones[$i].log");
-	$sent{$1}++ while $trace =~ /Recipient number "(\+\d+)"/g;
+	$sent{ $_->{number} }++ for sim_events($sims[$i]);
+	stop_simulator($sims[$i]);
 }
-is(scalar(keys %sent), 200, 'the phones sent to 200 different numbers');
+is(scalar(keys %sent), 200, 'the modems sent to 200 different numbers');
 is(scalar(grep { $sent{$_} != 1 } keys %sent), 0, 'none of them twice');
 
 my $split = $node->safe_psql('postgres', q{
