@@ -94,12 +94,19 @@ is(wait_for_value($node, q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM smsdispatch.modem_stale}),
 	'0', 'a live modem is not stale');
 
+# SIGHUP reopens the log (logrotate moved it)
+rename($log, "$log.1") or die "rename: $!";
+kill 'HUP', $pid;
+ok(wait_until(sub { -e $log && slurp_file($log) =~ /log reopened/ }),
+	'SIGHUP reopens the log file under its name');
+
 # a plain SMS through the modem channel, in Cyrillic
 $node->safe_psql('postgres',
 	q{SELECT sms_send('+380503333333', 'Код: 4812', 'verification', channel => 'modem')});
 is(wait_for_value($node, q{
 	SELECT send_state FROM verification.sms_log WHERE phone_number = '+380503333333'}, 'submitted'),
 	'submitted', 'sms_send(..., channel => modem) is sent by the sidecar');
+like(slurp_file($log), qr/submitted, reference 255/, 'and logged in the reopened file');
 
 # SIGTERM: exit 0, the heartbeat stops, the view shows it once stale
 is(stop_sidecar($pid), 0, 'SIGTERM stops the sidecar with exit status 0');
