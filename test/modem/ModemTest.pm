@@ -126,28 +126,18 @@ sub wait_until
 }
 
 # Places a received SMS in the dummy phone's inbox (folder 1, location
-# $loc) in gammu's backup format. %f: number, text, date (YYYYMMDDTHHMMSSZ),
-# udh (hex, for a part of a concatenated message), pdu (Deliver or
-# Status_Report), reference and status for a status report.
+# $loc) with test/modem/dummy_sms.py. %f: number, text, date
+# (YYYYMMDDTHHMMSSZ), udh (hex, for a part of a concatenated message).
 sub put_dummy_sms
 {
 	my ($dir, $loc, %f) = @_;
-	my $ucs = join('', map { sprintf('%04X', ord($_)) } split(//, $f{text} // ''));
-	my $pdu = $f{pdu} // 'Deliver';
-	my $body = "[SMSBackup000]\nPDU = $pdu\nState = UnRead\n"
-	  . "Number = \"$f{number}\"\n"
-	  . "DateTime = " . ($f{date} // '20261122T040842Z') . "\n"
-	  . "Text00 = $ucs\nCoding = Default_No_Compression\nFolder = 1\n"
-	  . "Length = " . length($f{text} // '') . "\nClass = -1\n";
-	$body .= "UDH = $f{udh}\n" if $f{udh};
-	$body .= "MessageReference = $f{reference}\n" if defined $f{reference};
-	$body .= "DeliveryStatus = $f{status}\n" if defined $f{status};
-	make_path("$dir/sms/1");
-	my $tmp = "$dir/sms/1/.tmp$loc";
-	open(my $fh, '>:encoding(UTF-8)', $tmp) or die "$tmp: $!";
-	print $fh $body;
-	close $fh;
-	rename($tmp, "$dir/sms/1/$loc") or die "rename: $!";
+	my @cmd = ('python3', dirname(__FILE__) . '/dummy_sms.py', '--dir', $dir,
+		'--location', $loc, '--number', $f{number}, '--text', $f{text});
+	push @cmd, '--date', $f{date} if $f{date};
+	push @cmd, '--udh', $f{udh} if $f{udh};
+	open(my $ph, '-|', @cmd) or die "dummy_sms.py: $!";
+	my @out = <$ph>;
+	close($ph) or die "dummy_sms.py failed for location $loc";
 }
 
 # How many messages the dummy phone's inbox holds.
