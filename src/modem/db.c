@@ -91,7 +91,7 @@ db_ensure_connected(Db *db)
 	if (res == NULL)
 		return false;
 	if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
-		log_msg(LOG_WARNING, "%s SMS left sending by an earlier run are now unknown (not re-sent)",
+		log_msg(LOG_WARNING, "%s SMS this modem left sending (an earlier run, or a send in hand when the connection broke) are unknown until their outcome is recorded; none is re-sent",
 				PQgetvalue(res, 0, 0));
 	PQclear(res);
 

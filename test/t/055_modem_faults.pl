@@ -77,6 +77,20 @@ is(scalar(@opens), 1 + scalar(@resets), 'and kept the modem open meanwhile (reop
 is(q1(q{SELECT count(*) FROM verification.sms_log WHERE send_state IN ('queued', 'sending')}), '0',
 	'nothing left behind');
 
+# the database goes away while a three-part SMS is on its way out: the
+# outcome is kept and recorded after the reconnection, nothing re-sent
+q1(q{SELECT sms_send('+380500000020', repeat('Disk full on db1. ', 22), channel => 'modem')});
+ok(wait_until(sub { grep { $_->{number} eq '+380500000020' } sim_events($sim) }, 60),
+	'the first part reached the modem');
+$node->stop('fast');
+sleep 4;
+$node->start;
+is(wait_for_value($node, q{SELECT send_state || ' ' || array_length(string_to_array(gateway_id, ','), 1)
+	FROM verification.sms_log WHERE phone_number = '+380500000020'}, 'submitted 3', 60),
+	'submitted 3', 'the SMS sent while the database was down is recorded as submitted, three references');
+is(scalar(grep { $_->{number} eq '+380500000020' } sim_events($sim)), 3,
+	'its three parts went out once');
+
 is(stop_sidecar($pid), 0, 'SIGTERM: exit 0');
 stop_simulator($sim);
 $node->stop;
