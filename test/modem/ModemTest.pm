@@ -20,6 +20,21 @@ our @EXPORT = qw(modem_node dummy_gammurc start_sidecar stop_sidecar
 	wait_for_value wait_until put_dummy_sms dummy_inbox_count sidecar_program
 	start_simulator stop_simulator sim_ctl sim_events);
 
+# Processes started here and not yet stopped: killed when the test ends,
+# however it ends, so that a failing test leaves nothing running.
+my %children;
+
+END
+{
+	my $status = $?;
+	for my $pid (keys %children)
+	{
+		kill 'KILL', $pid;
+		waitpid($pid, 0);
+	}
+	$? = $status;
+}
+
 # The installed sidecar, next to the server binaries on PATH.
 sub sidecar_program
 {
@@ -76,6 +91,7 @@ sub start_sidecar
 		open(STDERR, '>>', "$opt{log}.out");
 		exec(@cmd) or POSIX::_exit(127);
 	}
+	$children{$pid} = 1;
 	return $pid;
 }
 
@@ -89,11 +105,16 @@ sub stop_sidecar
 	my $deadline = time() + $timeout;
 	while (time() < $deadline)
 	{
-		return $? if waitpid($pid, WNOHANG) == $pid;
+		if (waitpid($pid, WNOHANG) == $pid)
+		{
+			delete $children{$pid};
+			return $?;
+		}
 		usleep(50_000);
 	}
 	kill 'KILL', $pid;
 	waitpid($pid, 0);
+	delete $children{$pid};
 	return undef;
 }
 
@@ -170,6 +191,7 @@ sub start_simulator
 			'--events', $sim{events}) or POSIX::_exit(127);
 	}
 	$sim{pid} = $pid;
+	$children{$pid} = 1;
 	open(my $fh, '>', $sim{rc}) or die "$sim{rc}: $!";
 	print $fh "[gammu]\ndevice = $sim{tty}\nconnection = at\nmodel = at\n"
 	  . "logfile = $dir/gammu.log\nlogformat = textalldate\n";
@@ -179,19 +201,11 @@ sub start_simulator
 	return \%sim;
 }
 
-# Stops the simulator started by start_simulator.
+# Stops the simulator started by start_simulator (as a sidecar is stopped).
 sub stop_simulator
 {
 	my ($sim) = @_;
-	kill 'TERM', $sim->{pid};
-	my $deadline = time() + 10;
-	while (time() < $deadline)
-	{
-		return if waitpid($sim->{pid}, WNOHANG) == $sim->{pid};
-		usleep(50_000);
-	}
-	kill 'KILL', $sim->{pid};
-	waitpid($sim->{pid}, 0);
+	stop_sidecar($sim->{pid}, 10);
 }
 
 # One control command to the simulator; returns its one-line answer.
