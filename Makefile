@@ -54,3 +54,27 @@ demo: deps
 	$(MAKE) install
 	PG_CONFIG=$(PG_CONFIG) test/demo.sh
 endif
+
+# The modem sidecar: its own program, linking libpq and libgammu
+# (GPL-2.0-or-later, so the sidecar's sources are too).
+ifneq ($(PGXS),)
+MODEM_PROGRAM = src/modem/smsdispatch-modem
+MODEM_SRCS = $(sort $(wildcard src/modem/*.c))
+MODEM_CFLAGS = -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-I$(shell $(PG_CONFIG) --includedir) $(shell pkg-config --cflags gammu 2>/dev/null || echo -I/usr/include/gammu)
+MODEM_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq \
+	$(shell pkg-config --libs gammu 2>/dev/null || echo -lGammu -lm)
+
+all: $(MODEM_PROGRAM)
+
+$(MODEM_PROGRAM): $(MODEM_SRCS) src/modem/modem.h
+	$(CC) $(MODEM_CFLAGS) -o $@ $(MODEM_SRCS) $(MODEM_LIBS)
+
+install: install-modem
+.PHONY: install-modem
+install-modem: $(MODEM_PROGRAM)
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) $(MODEM_PROGRAM) '$(DESTDIR)$(bindir)/smsdispatch-modem'
+
+EXTRA_CLEAN += $(MODEM_PROGRAM)
+endif

@@ -12,6 +12,8 @@ packages="
 	libxml2-dev
 	libgammu-dev
 	gammu
+	libpq-dev
+	valgrind
 	libipc-run-perl
 	clang
 	libclang-rt-14-dev
