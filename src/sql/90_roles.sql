@@ -41,3 +41,13 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA smsdispatch TO smsdispatch_admin;
 -- readers see the log, the alarms and the statistics, not who is on call
 GRANT SELECT ON verification.sms_log, smsdispatch.message, smsdispatch.event,
 	smsdispatch.inbox, smsdispatch.recipient_list TO smsdispatch_reader;
+
+-- the modem sidecar logs in as an admin (or a role granted smsdispatch_admin)
+GRANT EXECUTE ON FUNCTION smsdispatch.modem_claim(text, interval),
+	smsdispatch.modem_finish(bigint, text, text, text, text),
+	smsdispatch.modem_recover(text),
+	smsdispatch.modem_status_report(text, text, int, text, timestamptz),
+	smsdispatch.modem_receive(text, text, text, timestamptz),
+	smsdispatch.modem_heartbeat(text, interval, text, text, text, int, int, int, int, int, int, boolean, text, boolean)
+	TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.modem, smsdispatch.modem_stale TO smsdispatch_reader;
