@@ -86,4 +86,49 @@ SELECT m.number, m.state, m.level, r.level AS recipient_level, r.phone, r.status
 SELECT id, phone_number, type, body, channel, send_state FROM verification.sms_log ORDER BY id;
 EOF
 
+step "The GSM modem path: smsdispatch-modem with gammu's dummy phone"
+phone="$dir/phone"
+mkdir -p "$phone"
+printf '[gammu]\ndevice = %s\nconnection = none\nmodel = dummy\n' "$phone" >"$dir/phone.gammurc"
+smsdispatch-modem --gammurc "$dir/phone.gammurc" --name demo-modem --poll 1 \
+	--heartbeat 5 --log "$dir/modem.log" &
+sidecar=$!
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\o /dev/null
+SELECT sms_list_create('radio', 'On-call without internet');
+SELECT sms_list_add('radio', '+380501111111', 1, '15 min', 'Alice');
+SELECT sms_list_add('radio', '+380502222222', 2, '15 min', 'Bob');
+\o
+SELECT sms_enqueue('Link down on core-sw1', 'radio', channel => 'modem') AS modem_alarm \gset
+\echo '-- alarm' :modem_alarm 'handed to the modem sidecar'
+EOF
+modem_alarm=$(psql -XAt -c "SELECT number FROM smsdispatch.message WHERE list = 'radio'")
+wait_for() {
+	# wait_for SQL: polls until the query returns true, at most 20 s
+	n=0
+	until [ "$(psql -XAt -c "$1")" = t ]; do
+		n=$((n + 1))
+		[ $n -lt 100 ] || { echo "timed out waiting for: $1" >&2; return 1; }
+		sleep 0.2
+	done
+}
+wait_for "SELECT bool_and(send_state = 'submitted') FROM verification.sms_log WHERE channel = 'modem'"
+psql -X -c "SELECT id, phone_number, body, send_state, gateway_id, gateway_status
+              FROM verification.sms_log WHERE channel = 'modem'"
+echo "-- Alice replies \"$modem_alarm ack\" to the modem"
+python3 "$top/test/modem/dummy_sms.py" --dir "$phone" --number +380501111111 \
+	--text "$modem_alarm ack" >/dev/null
+wait_for "SELECT state = 'acked' FROM smsdispatch.message WHERE list = 'radio'"
+psql -X -c "SELECT number, state, acked_by FROM smsdispatch.message WHERE list = 'radio'" \
+	-c "SELECT sender, body, outcome FROM smsdispatch.inbox ORDER BY id DESC LIMIT 1" \
+	-c "SELECT name, imei, signal_percent, last_seen IS NOT NULL AS heartbeat FROM smsdispatch.modem"
+kill -TERM $sidecar
+wait $sidecar || true
+
+step "The HTML report of this run"
+psql -XAtq -c "SELECT sms_report_html(now() - interval '1 hour', now() + interval '1 minute')" \
+	>"$dir/report.html"
+printf 'report: %s (%s bytes; open it in a browser)\n' "$dir/report.html" \
+	"$(wc -c <"$dir/report.html")"
+
 printf '\nDemo done. Server log: %s\n' "$dir/server.log"
