@@ -68,7 +68,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	chosen text := coalesce(channel, current_setting('smsdispatch.default_channel'));
+	chosen text := coalesce(channel, smsdispatch.setting('smsdispatch.default_channel'));
 BEGIN
 	IF chosen NOT IN ('ip2sms', 'modem') THEN
 		RAISE EXCEPTION 'unknown channel "%"', chosen
@@ -162,7 +162,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	last_given int;
-	quarantine interval := current_setting('smsdispatch.number_quarantine')::interval;
+	quarantine interval := smsdispatch.setting('smsdispatch.number_quarantine')::interval;
 	candidate text;
 BEGIN
 	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
@@ -238,7 +238,7 @@ AS $$
 	SELECT m.id FROM smsdispatch.message m
 	 WHERE m.number = find_alarm.number
 	   AND (m.state = 'open'
-			OR m.closed_at > now() - current_setting('smsdispatch.number_quarantine')::interval)
+			OR m.closed_at > now() - smsdispatch.setting('smsdispatch.number_quarantine')::interval)
 	 ORDER BY (m.state = 'open') DESC, m.closed_at DESC
 	 LIMIT 1
 $$;

@@ -244,7 +244,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
 	DELETE FROM smsdispatch.spool_file
-	 WHERE mtime < now() - current_setting('smsdispatch.spool_max_age')::interval
+	 WHERE mtime < now() - smsdispatch.setting('smsdispatch.spool_max_age')::interval
 				   - interval '1 day';
 $$;
 
