@@ -52,7 +52,7 @@ result_lower_due(int col, TimestampTz *next_due)
 /*
  * One escalation step (smsdispatch.escalate): timeouts, next levels, new
  * rounds, exhausted alarms. The next wake-up is the earliest check_at of
- * an open alarm; a full batch means more are due now.
+ * an open alarm.
  */
 void
 sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
@@ -66,7 +66,7 @@ sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
 	summary->repeated += result_int(4);
 	summary->exhausted += result_int(5);
 	if (result_int(1) == SMS_DUTY_BATCH)
-		*next_due = GetCurrentTimestamp();
+		summary->more = true;
 	else
 		result_lower_due(6, next_due);
 }
@@ -82,7 +82,10 @@ sms_loopback_dispatch(SmsPassSummary *summary, TimestampTz *next_due)
 			  "  FROM smsdispatch.loopback_submit(" CppAsString2(SMS_DUTY_BATCH) ")",
 			  SPI_OK_SELECT);
 	summary->loopback_submitted += result_int(1);
-	result_lower_due(2, next_due);
+	if (result_int(1) == SMS_DUTY_BATCH)
+		summary->more = true;
+	else
+		result_lower_due(2, next_due);
 }
 
 /* Housekeeping: forgets spool files too old to matter. */

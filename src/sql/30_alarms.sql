@@ -95,15 +95,20 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH pick AS (
-		SELECT p.message_id, p.level
-		  FROM unnest(message_ids, levels) AS p(message_id, level)
-	), due AS (
+	-- the level first: the statements below find each alarm's recipients
+	-- through it, every join by index, linear in the number of alarms.
+	-- Nothing to wait for until a channel submits the level.
+	UPDATE smsdispatch.message m
+	   SET level = p.level, level_started_at = now(), check_at = NULL
+	  FROM unnest(message_ids, levels) AS p(message_id, level)
+	 WHERE m.id = p.message_id;
+
+	WITH due AS (
 		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
-		  FROM pick p
-		  JOIN smsdispatch.message m ON m.id = p.message_id
+		  FROM smsdispatch.message m
 		  JOIN smsdispatch.message_recipient r
-			ON r.message_id = p.message_id AND r.level = p.level
+			ON r.message_id = m.id AND r.level = m.level
+		 WHERE m.id = ANY (message_ids)
 	), queued AS (
 		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
 		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
@@ -116,15 +121,9 @@ AS $$
 	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
 		   deadline = NULL, acked_at = NULL
 	  FROM queued q
-	  JOIN pick p ON p.message_id = q.message_id
-	 WHERE r.message_id = q.message_id AND r.level = p.level
-	   AND r.phone = q.phone_number;
-
-	-- nothing to wait for until a channel submits the level
-	UPDATE smsdispatch.message m
-	   SET level = p.level, level_started_at = now(), check_at = NULL
-	  FROM unnest(message_ids, levels) AS p(message_id, level)
-	 WHERE m.id = p.message_id;
+	  JOIN smsdispatch.message m ON m.id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
+	   AND r.level = m.level;
 
 	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
 	SELECT m.id, 'level_started', m.level, 'round ' || m.round

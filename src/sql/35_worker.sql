@@ -165,13 +165,9 @@ BEGIN
 					 FOR UPDATE SKIP LOCKED);
 	GET DIAGNOSTICS submitted = ROW_COUNT;
 
-	IF submitted = batch THEN
-		next_due := now();
-	ELSE
-		SELECT min(coalesce(l.next_attempt_at, now())) INTO next_due
-		  FROM verification.sms_log l
-		 WHERE l.send_state = 'queued';
-	END IF;
+	SELECT min(coalesce(l.next_attempt_at, now())) INTO next_due
+	  FROM verification.sms_log l
+	 WHERE l.send_state = 'queued';
 END;
 $$;
 
