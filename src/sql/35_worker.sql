@@ -25,7 +25,7 @@ DECLARE
 	done_ids bigint[];
 BEGIN
 	IF batch IS NULL OR batch < 1 THEN
-		RAISE EXCEPTION 'batch % must be a positive number of alarms', batch
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	timed_out := 0;
