@@ -42,9 +42,6 @@
 
 PG_FUNCTION_INFO_V1(sms_run_once);
 
-/* shortest sleep when a pass found due work it could not take (locked) */
-#define SMS_RETRY_PAUSE_MS 10
-
 /* Registers the worker with the postmaster; from _PG_init when preloaded. */
 void
 sms_register_worker(void)
@@ -54,7 +51,7 @@ sms_register_worker(void)
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
+	worker.bgw_restart_time = 5;
 	strlcpy(worker.bgw_library_name, "smsdispatch", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "sms_worker_main", BGW_MAXLEN);
 	strlcpy(worker.bgw_name, "smsdispatch worker", BGW_MAXLEN);
@@ -158,11 +155,6 @@ wait_for_work(const SmsPassSummary *summary, TimestampTz next_due)
 	if (summary->more)
 		return;
 	timeout_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due);
-	/* due work that someone else holds locked: do not spin on it */
-	if (summary->alarms_checked + summary->loopback_submitted +
-		summary->spool_imported + summary->spool_failed == 0 &&
-		timeout_ms < SMS_RETRY_PAUSE_MS)
-		timeout_ms = SMS_RETRY_PAUSE_MS;
 	if (timeout_ms <= 0)
 		return;
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
