@@ -57,6 +57,7 @@ fi
 
 if ls test/t/*.pl >/dev/null 2>&1; then
 	echo "== TAP"
+	mkdir -p "$out/tap"
 	TESTDIR="$out/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
 		prove -I "$pgxs/test/perl" -I test/perl test/t/*.pl
 	record $? TAP
