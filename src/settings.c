@@ -10,8 +10,9 @@
  */
 #include "postgres.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -42,6 +43,27 @@ char	   *sms_default_country_code = NULL;
 int			sms_number_quarantine_s = 86400;
 int			sms_max_per_phone_per_hour = 10;
 int			sms_max_parts = 10;
+bool		sms_loopback_channel = false;
+
+PG_FUNCTION_INFO_V1(sms_setting);
+
+/*
+ * smsdispatch.setting(name): the SQL functions read our settings through
+ * this, so that the module (and with it the settings) is loaded even where
+ * it is not preloaded; current_setting() alone would not know them yet.
+ */
+Datum
+sms_setting(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strncmp(name, "smsdispatch.", 12) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not an smsdispatch setting", name),
+				 errhint("Use current_setting() for other settings.")));
+	PG_RETURN_TEXT_P(cstring_to_text(GetConfigOptionByName(name, NULL, false)));
+}
 
 /* Rejects a channel name no channel answers to, at SET time. */
 static bool
@@ -84,14 +106,16 @@ void
 sms_define_settings(void)
 {
 	/*
-	 * A postmaster setting can only be defined while preloading; a backend
-	 * that loads the library on demand (no worker) goes without it.
+	 * Only the postmaster can define a PGC_POSTMASTER setting; a backend that
+	 * loads us later (no preloading, so no worker: run_once() users) gets it
+	 * as a reloadable setting that nothing reads.
 	 */
-	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("smsdispatch.database",
-								   "Database the background worker serves.",
-								   NULL, &sms_database, "postgres",
-								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.database",
+							   "Database the background worker serves.",
+							   NULL, &sms_database, "postgres",
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.naptime",
 							"Longest sleep of the worker when nothing is due.",
 							NULL, &sms_naptime_ms, 1000, 10, 3600 * 1000,
@@ -182,6 +206,12 @@ sms_define_settings(void)
 							"Longest SMS accepted, in parts.",
 							NULL, &sms_max_parts, 10, 1, 255,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("smsdispatch.loopback_channel",
+							 "Test aid: the worker marks every queued SMS submitted without sending it.",
+							 "Lets the escalation be tested without a gateway or a modem; never turn it on in production.",
+							 &sms_loopback_channel, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("smsdispatch");
 }
