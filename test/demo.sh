@@ -30,6 +30,16 @@ step() {
 	printf '\n== %s\n' "$1"
 }
 
+# wait_for SQL: polls until the query returns true, at most 20 s
+wait_for() {
+	n=0
+	until [ "$(psql -XAt -c "$1")" = t ]; do
+		n=$((n + 1))
+		[ $n -lt 100 ] || { echo "timed out waiting for: $1" >&2; return 1; }
+		sleep 0.2
+	done
+}
+
 step "A throwaway cluster in $dir, smsdispatch preloaded"
 initdb -D "$dir/data" --encoding=UTF8 --locale=C -A trust >/dev/null
 cat >>"$dir/data/postgresql.conf" <<EOF
@@ -103,15 +113,6 @@ SELECT sms_enqueue('Link down on core-sw1', 'radio', channel => 'modem') AS mode
 \echo '-- alarm' :modem_alarm 'handed to the modem sidecar'
 EOF
 modem_alarm=$(psql -XAt -c "SELECT number FROM smsdispatch.message WHERE list = 'radio'")
-wait_for() {
-	# wait_for SQL: polls until the query returns true, at most 20 s
-	n=0
-	until [ "$(psql -XAt -c "$1")" = t ]; do
-		n=$((n + 1))
-		[ $n -lt 100 ] || { echo "timed out waiting for: $1" >&2; return 1; }
-		sleep 0.2
-	done
-}
 wait_for "SELECT bool_and(send_state = 'submitted') FROM verification.sms_log WHERE channel = 'modem'"
 psql -X -c "SELECT id, phone_number, body, send_state, gateway_id, gateway_status
               FROM verification.sms_log WHERE channel = 'modem'"
@@ -124,6 +125,38 @@ psql -X -c "SELECT number, state, acked_by FROM smsdispatch.message WHERE list =
 	-c "SELECT name, imei, signal_percent, last_seen IS NOT NULL AS heartbeat FROM smsdispatch.modem"
 kill -TERM $sidecar
 wait $sidecar || true
+
+step "Live escalation: levels of 3 s, nobody answers level 1, Bob on level 2 does"
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\o /dev/null
+SELECT sms_list_create('db', 'Database on-call, short timeouts for the demo');
+SELECT sms_list_add('db', '+380501111111', 1, '3 s', 'Alice');
+SELECT sms_list_add('db', '+380502222222', 2, '3 s', 'Bob');
+SELECT sms_list_add('db', '+380503333333', 3, '3 s', 'Carol');
+\o
+EOF
+# the loopback test channel stands in for a gateway: it marks SMS submitted
+psql -X -q -c "ALTER SYSTEM SET smsdispatch.loopback_channel = on" -c "SELECT pg_reload_conf()" >/dev/null
+live=$(psql -XAt -c "SELECT sms_enqueue('Replication lag 300 s on db2', 'db')")
+echo "-- alarm $live queued at $(date +%T)"
+show_live="SELECT r.level, r.name, r.status, to_char(r.sent_at, 'HH24:MI:SS.MS') AS sent_at
+             FROM smsdispatch.message_recipient r JOIN smsdispatch.message m ON m.id = r.message_id
+            WHERE m.list = 'db' ORDER BY r.level"
+wait_for "SELECT status = 'NOT_YET_ACK' FROM smsdispatch.message_recipient r
+            JOIN smsdispatch.message m ON m.id = r.message_id WHERE m.list = 'db' AND r.level = 1"
+psql -X -c "$show_live"
+echo "-- nobody answers; after Alice's 3 s the alarm escalates to Bob"
+wait_for "SELECT status = 'NOT_YET_ACK' FROM smsdispatch.message_recipient r
+            JOIN smsdispatch.message m ON m.id = r.message_id WHERE m.list = 'db' AND r.level = 2"
+psql -X -c "$show_live"
+echo "-- Bob replies \"ok $live on it\""
+psql -X -c "SELECT sms_receive('+380502222222', 'ok $live on it') AS outcome"
+sleep 4
+echo "-- 4 s later: acknowledged, Carol (level 3) was never sent it"
+psql -X -c "$show_live" \
+	-c "SELECT to_char(e.at, 'HH24:MI:SS.MS') AS at, e.kind, e.level, e.phone
+	      FROM smsdispatch.event e JOIN smsdispatch.message m ON m.id = e.message_id
+	     WHERE m.list = 'db' ORDER BY e.id"
 
 step "The HTML report of this run"
 psql -XAtq -c "SELECT sms_report_html(now() - interval '1 hour', now() + interval '1 minute')" \
