@@ -23,11 +23,15 @@ EXCEPTION WHEN OTHERS THEN
 		|| coalesce(' HINT: ' || nullif(hint, ''), '');
 END;
 $$;
+-- empties every table of the extension, whatever later parts add
 CREATE FUNCTION regress.reset() RETURNS void
-LANGUAGE sql AS $$
-	TRUNCATE verification.sms_log, smsdispatch.message, smsdispatch.message_recipient,
-		smsdispatch.event, smsdispatch.inbox, smsdispatch.list_member,
-		smsdispatch.recipient_list, smsdispatch.number_cursor RESTART IDENTITY;
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE (SELECT 'TRUNCATE ' || string_agg(c.oid::regclass::text, ', ') || ' RESTART IDENTITY'
+			   FROM pg_class c JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+			  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')
+				AND d.deptype = 'e' AND c.relkind = 'r');
+END;
 $$;
 SELECT regress.try('SELECT 1/0');
 SELECT sms_normalize_phone('+380 (50) 123-45-67');
