@@ -29,9 +29,6 @@
 
 #include "ip2sms_xml.h"
 
-/* answers are a few hundred bytes; anything near this is not an answer */
-#define IP2SMS_ANSWER_MAX	65536
-
 const char *const ip2sms_states[] = {
 	"Accepted", "Enroute", "Delivered", "Expired", "Deleted",
 	"Undeliverable", "Rejected", "Unknown", "Unaccepted", "Terminated",

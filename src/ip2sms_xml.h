@@ -15,6 +15,8 @@
 /* the longest gateway id we accept (the protocol says 7 to 25 digits) */
 #define IP2SMS_ID_MAX		25
 #define IP2SMS_ERROR_MAX	256
+/* answers are a few hundred bytes; anything larger is not an answer */
+#define IP2SMS_ANSWER_MAX	65536
 
 typedef struct Ip2smsAnswer
 {
