@@ -13,7 +13,8 @@ What a number gets is scripted by its last digit:
   anything else -> accepted, then Delivered
 
 Fault modes, for every request or only the next COUNT ones, switched at run
-time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]:
+time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
+[&kind=send|status] (faults hit only requests of that kind):
   normal, 401, 5xx (HTTP 503), garbage (200 with non-XML), slow (answers
   after delay_ms), hang (never answers). form=aggregate answers sends in
   the aggregate form (id in detail/id). A faulty answer never accepts the
@@ -38,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
 
 lock = threading.Lock()
-state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single"}
+state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single", "kind": "any"}
 messages = {}          # gateway id -> final state word
 next_id = [6615134392391]
 log_lines = []
@@ -51,10 +52,12 @@ def rfc1123_now():
     return format_datetime(datetime.now(KYIV).replace(microsecond=0))
 
 
-def fault_now():
-    """The fault mode this request gets (consuming one of COUNT)."""
+def fault_now(kind):
+    """The fault mode a request of this kind gets (consuming one of COUNT)."""
     with lock:
         mode = state["mode"]
+        if state["kind"] not in ("any", kind):
+            return "normal", 0, state["form"]
         if mode != "normal" and state["count"] > 0:
             state["count"] -= 1
             if state["count"] == 0:
@@ -96,6 +99,7 @@ class Handler(BaseHTTPRequestHandler):
                 state["count"] = int(q.get("count", "0"))
                 state["delay_ms"] = int(q.get("delay_ms", "0"))
                 state["form"] = q.get("form", state["form"])
+                state["kind"] = q.get("kind", "any")
             self.answer(200, "ok\n", "text/plain")
         elif url.path == "/log":
             with lock:
@@ -121,7 +125,6 @@ class Handler(BaseHTTPRequestHandler):
         path = urlparse(self.path).path
         entry = {"path": path, "auth": self.authorized(),
                  "content_type": self.headers.get("Content-Type")}
-        mode, delay_ms, form = fault_now()
         try:
             doc = ET.fromstring(raw)
         except ET.ParseError:
@@ -139,6 +142,7 @@ class Handler(BaseHTTPRequestHandler):
             record(entry)
             return self.answer(200, "Request not recognized - xml parse failed", "text/plain")
 
+        mode, delay_ms, form = fault_now(entry["kind"])
         if not entry["auth"]:
             entry["outcome"] = "401"
             record(entry)
