@@ -150,7 +150,12 @@ ip2sms_claim(Ip2smsRound *round, bool want_sends, bool want_polls)
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 
-	/* a rate-limited round carries about one second's worth */
+	/*
+	 * A crash turns a claimed batch 'unknown', sent or not: keep it to what
+	 * the connections carry in well under a second, and a rate-limited
+	 * round to about one second's worth.
+	 */
+	send_batch = Min(send_batch, sms_ip2sms_max_connections * 64);
 	if (sms_ip2sms_max_rate > 0)
 		send_batch = Min(send_batch, sms_ip2sms_max_rate);
 

@@ -20,7 +20,8 @@ time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
   the aggregate form (id in detail/id). A faulty answer never accepts the
   SMS, so a retried SMS reaches the "phone" once.
 
-Every request is appended to --log as one JSON line: kind, to, text,
+Every request is appended to --log as one JSON line: t (arrival time, Unix
+seconds), kind, to, text,
 source, validity, id, auth (whether the credentials matched),
 content_type, and outcome (the state answered, or the fault).
 GET /log returns the log; GET /stats counts by outcome.
@@ -123,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         path = urlparse(self.path).path
-        entry = {"path": path, "auth": self.authorized(),
+        entry = {"t": time.time(), "path": path, "auth": self.authorized(),
                  "content_type": self.headers.get("Content-Type")}
         try:
             doc = ET.fromstring(raw)
