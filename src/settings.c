@@ -37,6 +37,7 @@ char	   *sms_default_country_code = NULL;
 int			sms_number_quarantine_s = 86400;
 int			sms_max_per_phone_per_hour = 10;
 int			sms_max_parts = 10;
+bool		sms_loopback_channel = false;
 
 /* Rejects a channel name no channel answers to, at SET time. */
 static bool
@@ -172,6 +173,12 @@ sms_define_settings(void)
 							"Longest SMS accepted, in parts.",
 							NULL, &sms_max_parts, 10, 1, 255,
 							PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("smsdispatch.loopback_channel",
+							 "Test aid: the worker marks every queued SMS submitted without sending it.",
+							 "Lets the escalation be tested without a gateway or a modem; never turn it on in production.",
+							 &sms_loopback_channel, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("smsdispatch");
 }

@@ -44,7 +44,8 @@ smsdispatch_shmem_startup(void)
 
 /*
  * Defines the settings in every process that loads us; when preloaded, also
- * reserves shared memory so backends can wake the worker.
+ * reserves shared memory so backends can wake the worker, and registers the
+ * worker.
  */
 void
 _PG_init(void)
@@ -58,4 +59,6 @@ _PG_init(void)
 	shmem_request_hook = smsdispatch_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = smsdispatch_shmem_startup;
+
+	sms_register_worker();
 }

@@ -9,6 +9,7 @@
 #define SMSDISPATCH_H
 
 #include "postgres.h"
+#include "datatype/timestamp.h"
 #include "storage/latch.h"
 
 /* settings (settings.c); names as in the README */
@@ -35,6 +36,7 @@ extern char *sms_default_country_code;
 extern int	sms_number_quarantine_s;
 extern int	sms_max_per_phone_per_hour;
 extern int	sms_max_parts;
+extern bool sms_loopback_channel;
 
 extern void sms_define_settings(void);
 
@@ -71,5 +73,36 @@ extern SmsSharedState *sms_shared;
 extern void sms_shmem_request(void);
 extern void sms_shmem_startup(void);
 extern void sms_wake_worker(void);
+
+/*
+ * The database duties of one pass of the worker (and of run_once()), and
+ * what each did. Every duty runs inside a transaction with SPI connected and
+ * lowers *next_due to when it next has work.
+ */
+typedef struct SmsPassSummary
+{
+	int			spool_imported; /* files that became alarms or SMS */
+	int			spool_failed;	/* files moved to failed/ */
+	int			alarms_checked; /* due alarms the escalation looked at */
+	int			timed_out;		/* recipients past their deadline */
+	int			escalated;		/* alarms moved to their next level */
+	int			repeated;		/* alarms that started another round */
+	int			exhausted;		/* alarms with no level and no round left */
+	int			loopback_submitted; /* SMS the loopback channel marked sent */
+} SmsPassSummary;
+
+typedef void (*SmsDuty) (SmsPassSummary *summary, TimestampTz *next_due);
+
+/* escalation.c */
+extern void sms_escalate(SmsPassSummary *summary, TimestampTz *next_due);
+extern void sms_loopback_dispatch(SmsPassSummary *summary, TimestampTz *next_due);
+extern void sms_housekeeping(SmsPassSummary *summary, TimestampTz *next_due);
+
+/* spool.c */
+extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);
+
+/* worker.c */
+extern void sms_register_worker(void);
+extern PGDLLEXPORT void sms_worker_main(Datum main_arg);
 
 #endif							/* SMSDISPATCH_H */

@@ -44,12 +44,17 @@ CREATE TABLE smsdispatch.message (
 	source			text NOT NULL DEFAULT 'sql' CHECK (source IN ('sql', 'spool')),
 	channel			text NOT NULL CHECK (channel IN ('ip2sms', 'modem')),
 	created_at		timestamptz NOT NULL DEFAULT now(),
+	-- when the escalation must next look at this alarm: the earliest deadline
+	-- on its level, or now when a recipient failed; NULL = nothing to wait for
+	check_at		timestamptz,
 	CHECK ((state = 'open') = (closed_at IS NULL))
 );
 CREATE UNIQUE INDEX message_open_number_idx ON smsdispatch.message (number)
 	WHERE state = 'open';
 CREATE INDEX message_number_closed_idx ON smsdispatch.message (number, closed_at DESC);
 CREATE INDEX message_open_idx ON smsdispatch.message (id) WHERE state = 'open';
+-- the escalation finds due alarms here, however many closed ones there are
+CREATE INDEX message_check_idx ON smsdispatch.message (check_at) WHERE state = 'open';
 
 -- One row per (alarm, recipient); status names are the seed's.
 CREATE TABLE smsdispatch.message_recipient (

@@ -86,48 +86,68 @@ RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT '[' || number || '] ' || body $$;
 
+-- Hands one level of each given alarm to its channel: one queued sms_log
+-- row per recipient on that level, the recipients waiting for it to be
+-- submitted. Set-based, so that the escalation starts any number of levels
+-- in a few statements.
+CREATE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH pick AS (
+		SELECT p.message_id, p.level
+		  FROM unnest(message_ids, levels) AS p(message_id, level)
+	), due AS (
+		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
+		  FROM pick p
+		  JOIN smsdispatch.message m ON m.id = p.message_id
+		  JOIN smsdispatch.message_recipient r
+			ON r.message_id = p.message_id AND r.level = p.level
+	), queued AS (
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
+		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
+			   due.channel, due.message_id
+		  FROM due
+		 ORDER BY due.id
+		RETURNING id, message_id, phone_number
+	)
+	UPDATE smsdispatch.message_recipient r
+	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
+		   deadline = NULL, acked_at = NULL
+	  FROM queued q
+	  JOIN pick p ON p.message_id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.level = p.level
+	   AND r.phone = q.phone_number;
+
+	-- nothing to wait for until a channel submits the level
+	UPDATE smsdispatch.message m
+	   SET level = p.level, level_started_at = now(), check_at = NULL
+	  FROM unnest(message_ids, levels) AS p(message_id, level)
+	 WHERE m.id = p.message_id;
+
+	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+	SELECT m.id, 'level_started', m.level, 'round ' || m.round
+	  FROM smsdispatch.message m
+	 WHERE m.id = ANY (message_ids);
+$$;
+
 -- Hands the first level at or after from_level that has recipients to the
--- channel: one queued sms_log row per recipient. Returns the level started,
--- or NULL when no later level has anyone on it.
+-- channel. Returns the level started, or NULL when no later level has
+-- anyone on it.
 CREATE FUNCTION smsdispatch.start_level(message_id bigint, from_level int)
 RETURNS int
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	m smsdispatch.message;
 	lvl int;
 BEGIN
-	SELECT * INTO m FROM smsdispatch.message WHERE id = message_id;
 	SELECT min(r.level) INTO lvl FROM smsdispatch.message_recipient r
 	 WHERE r.message_id = start_level.message_id AND r.level >= from_level;
-	IF lvl IS NULL THEN
-		RETURN NULL;
+	IF lvl IS NOT NULL THEN
+		PERFORM smsdispatch.start_levels(ARRAY[message_id], ARRAY[lvl]);
 	END IF;
-
-	WITH due AS (
-		SELECT r.id, r.phone
-		  FROM smsdispatch.message_recipient r
-		 WHERE r.message_id = start_level.message_id AND r.level = lvl
-		 ORDER BY r.id
-	), queued AS (
-		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
-		SELECT due.phone, 'text', smsdispatch.alarm_text(m.number, m.body), m.channel, m.id
-		  FROM due
-		RETURNING id AS sms_log_id, phone_number
-	)
-	UPDATE smsdispatch.message_recipient r
-	   SET sms_log_id = q.sms_log_id, status = 'NOT_SENT', sent_at = NULL,
-		   deadline = NULL, acked_at = NULL
-	  FROM queued q
-	 WHERE r.message_id = start_level.message_id AND r.level = lvl
-	   AND r.phone = q.phone_number;
-
-	UPDATE smsdispatch.message
-	   SET level = lvl, level_started_at = now()
-	 WHERE id = start_level.message_id;
-	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-		VALUES (start_level.message_id, 'level_started', lvl, 'round ' || m.round);
 	RETURN lvl;
 END;
 $$;
@@ -405,13 +425,19 @@ $$;
 
 -- Keeps each alarm recipient in step with its SMS: submitted (or possibly
 -- submitted) starts the ack timeout; a final failure means the recipient
--- cannot be reached, so escalation does not wait for them.
+-- cannot be reached, so escalation does not wait for them. Either way the
+-- alarm's check_at tells the escalation when to look at it next.
 CREATE FUNCTION smsdispatch.sms_log_progress()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	changed int;
 BEGIN
+	-- the alarm first, then its recipients: the order acks and the
+	-- escalation use, so that a channel never deadlocks with them
+	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
 	IF NEW.send_state = 'failed'
 	   OR NEW.gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
 								 'Unaccepted', 'Terminated') THEN
@@ -425,6 +451,13 @@ BEGIN
 		SELECT message_id, 'send_failed', level, phone,
 			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
 		  FROM unreached;
+		GET DIAGNOSTICS changed = ROW_COUNT;
+		-- the level may be over now
+		IF changed > 0 THEN
+			UPDATE smsdispatch.message
+			   SET check_at = least(check_at, now())
+			 WHERE id = NEW.message_id AND state = 'open';
+		END IF;
 	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
 		WITH sent AS (
 			UPDATE smsdispatch.message_recipient
@@ -432,10 +465,15 @@ BEGIN
 				   sent_at = coalesce(NEW.submitted_at, now()),
 				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
 			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
-			RETURNING message_id, level, phone)
-		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-		SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
-		  FROM sent;
+			RETURNING message_id, level, phone, deadline),
+		logged AS (
+			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
+			  FROM sent)
+		UPDATE smsdispatch.message
+		   SET check_at = least(check_at, (SELECT min(deadline) FROM sent))
+		 WHERE id = NEW.message_id AND state = 'open'
+		   AND EXISTS (SELECT 1 FROM sent);
 	END IF;
 	RETURN NULL;
 END;

@@ -32,7 +32,8 @@ GRANT EXECUTE ON FUNCTION sms_normalize_phone(text), sms_segments(text),
 GRANT smsdispatch_sender TO smsdispatch_admin;
 GRANT EXECUTE ON FUNCTION sms_list_create(text, text, int),
 	sms_list_add(text, text, int, interval, text),
-	smsdispatch.watch_verifications(regclass, name, name)
+	smsdispatch.watch_verifications(regclass, name, name),
+	smsdispatch.run_once()
 	TO smsdispatch_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA smsdispatch TO smsdispatch_admin;
 GRANT SELECT, UPDATE ON verification.sms_log TO smsdispatch_admin;

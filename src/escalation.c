@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * escalation.c
+ *	  The worker's duties that live in SQL (src/sql/35_worker.sql): the
+ *	  escalation step, the loopback test channel and housekeeping. Each runs
+ *	  one batch inside the caller's transaction with SPI connected, adds what
+ *	  it did to the pass summary and says when it next has work.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+#include "smsdispatch.h"
+
+/* alarms (or SMS) one transaction handles; a full batch asks for another */
+#define SMS_DUTY_BATCH 1000
+
+/* Runs a query of the duties, failing loudly when SPI does. */
+static void
+run_query(const char *sql, int expected)
+{
+	int			ret = SPI_execute(sql, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "smsdispatch: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+}
+
+/* Column col (1-based) of the single result row, as an int. */
+static int
+result_int(int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
+}
+
+/* Lowers *next_due to column col of the single result row, when not NULL. */
+static void
+result_lower_due(int col, TimestampTz *next_due)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &isnull);
+
+	if (!isnull && DatumGetTimestampTz(d) < *next_due)
+		*next_due = DatumGetTimestampTz(d);
+}
+
+/*
+ * One escalation step (smsdispatch.escalate): timeouts, next levels, new
+ * rounds, exhausted alarms. The next wake-up is the earliest check_at of
+ * an open alarm; a full batch means more are due now.
+ */
+void
+sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	run_query("SELECT alarms_checked, timed_out, escalated, repeated, exhausted, next_check"
+			  "  FROM smsdispatch.escalate(" CppAsString2(SMS_DUTY_BATCH) ")",
+			  SPI_OK_SELECT);
+	summary->alarms_checked += result_int(1);
+	summary->timed_out += result_int(2);
+	summary->escalated += result_int(3);
+	summary->repeated += result_int(4);
+	summary->exhausted += result_int(5);
+	if (result_int(1) == SMS_DUTY_BATCH)
+		*next_due = GetCurrentTimestamp();
+	else
+		result_lower_due(6, next_due);
+}
+
+/*
+ * The loopback test channel (smsdispatch.loopback_channel): marks due
+ * queued SMS submitted in this transaction, so none is ever left 'sending'.
+ */
+void
+sms_loopback_dispatch(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	run_query("SELECT submitted, next_due"
+			  "  FROM smsdispatch.loopback_submit(" CppAsString2(SMS_DUTY_BATCH) ")",
+			  SPI_OK_SELECT);
+	summary->loopback_submitted += result_int(1);
+	result_lower_due(2, next_due);
+}
+
+/* Housekeeping: forgets spool files too old to matter. */
+void
+sms_housekeeping(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	run_query("SELECT smsdispatch.housekeeping()", SPI_OK_SELECT);
+}

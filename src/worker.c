@@ -1,0 +1,257 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The smsdispatch background worker, and run_once(), the same database
+ *	  duties in the calling session.
+ *
+ * One worker per cluster serves smsdispatch.database. It starts once
+ * recovery has finished (a standby runs none of it) and the postmaster
+ * restarts it if it dies. Its loop: import the spool directory, escalate
+ * the due alarms, hand queued SMS to the channels, housekeeping; then sleep
+ * until the earliest next deadline (capped by smsdispatch.naptime) or until
+ * a transaction that queued SMS commits and sets our latch. Each duty runs
+ * in a short transaction of its own, and no transaction is ever held open
+ * across network I/O. While the extension is not installed in the database
+ * the worker only rechecks, every naptime.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procsignal.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "smsdispatch.h"
+
+PG_FUNCTION_INFO_V1(sms_run_once);
+
+/* shortest sleep when a pass found due work it could not take (locked) */
+#define SMS_RETRY_PAUSE_MS 10
+
+/* Registers the worker with the postmaster; from _PG_init when preloaded. */
+void
+sms_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	strlcpy(worker.bgw_library_name, "smsdispatch", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "sms_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "smsdispatch worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "smsdispatch worker", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Tells backends there is no worker to wake any more; at process exit. */
+static void
+worker_detach(int code, Datum arg)
+{
+	if (sms_shared->worker_pid == MyProcPid)
+	{
+		sms_shared->worker_latch = NULL;
+		sms_shared->worker_pid = 0;
+	}
+}
+
+/* Whether the extension is installed in our database (it may come and go). */
+static bool
+extension_installed(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("smsdispatch", true));
+	CommitTransactionCommand();
+	return installed;
+}
+
+/*
+ * Runs one duty in a transaction of its own. An error is logged and rolled
+ * back, and the loop goes on: one bad pass must not stop every alarm. FATAL
+ * (SIGTERM) is not caught and ends the worker at once.
+ */
+static void
+run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
+		 TimestampTz *next_due)
+{
+	pgstat_report_activity(STATE_RUNNING, activity);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "smsdispatch: SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		duty(summary, next_due);
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Hands queued SMS to the channels. Each channel claims its rows in short
+ * transactions of its own, does its network I/O outside any transaction and
+ * lowers *next_due to when it next has work (a retry, a status poll). The
+ * IP2SMS channel plugs in here; the modem sidecar is a separate process
+ * that claims 'modem' rows itself.
+ */
+static void
+channels_dispatch(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	if (sms_loopback_channel)
+		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
+				 summary, next_due);
+}
+
+/* One pass of the worker's loop; lowers *next_due. */
+static void
+worker_pass(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	if (sms_spool_dir[0] != '\0')
+		run_duty("smsdispatch: importing spool files", sms_spool_import,
+				 summary, next_due);
+	run_duty("smsdispatch: escalating alarms", sms_escalate, summary, next_due);
+	channels_dispatch(summary, next_due);
+	run_duty("smsdispatch: housekeeping", sms_housekeeping, summary, next_due);
+}
+
+/* Sleeps until next_due, a wake-up at COMMIT, a signal or postmaster death. */
+static void
+wait_until(TimestampTz next_due, bool did_work)
+{
+	long		timeout_ms;
+
+	timeout_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due);
+	/* due work that someone else holds locked: do not spin on it */
+	if (!did_work && timeout_ms < SMS_RETRY_PAUSE_MS)
+		timeout_ms = SMS_RETRY_PAUSE_MS;
+	if (timeout_ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+}
+
+/* Entry point of the background worker. */
+void
+sms_worker_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	/* answers procsignal barriers, so DROP DATABASE elsewhere never waits */
+	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(sms_database, NULL, 0);
+	pgstat_report_appname("smsdispatch worker");
+
+	before_shmem_exit(worker_detach, (Datum) 0);
+	sms_shared->worker_pid = MyProcPid;
+	pg_write_barrier();
+	sms_shared->worker_latch = MyLatch;
+
+	ereport(LOG,
+			(errmsg("smsdispatch worker started in database \"%s\"", sms_database)));
+
+	for (;;)
+	{
+		SmsPassSummary summary;
+		TimestampTz next_due;
+
+		/* a wake-up that arrives during the pass makes the next one run at once */
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		memset(&summary, 0, sizeof(summary));
+		next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
+		if (extension_installed())
+			worker_pass(&summary, &next_due);
+		else
+			pgstat_report_activity(STATE_IDLE, "smsdispatch: extension not installed");
+
+		wait_until(next_due,
+				   summary.spool_imported + summary.spool_failed +
+				   summary.alarms_checked + summary.loopback_submitted > 0);
+	}
+}
+
+/* The pass summary as jsonb, for run_once(). */
+static Datum
+summary_jsonb(const SmsPassSummary *s)
+{
+	char	   *json;
+
+	json = psprintf("{\"spool_imported\": %d, \"spool_failed\": %d, "
+					"\"alarms_checked\": %d, \"timed_out\": %d, \"escalated\": %d, "
+					"\"repeated\": %d, \"exhausted\": %d, \"loopback_submitted\": %d}",
+					s->spool_imported, s->spool_failed, s->alarms_checked,
+					s->timed_out, s->escalated, s->repeated, s->exhausted,
+					s->loopback_submitted);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
+
+/*
+ * smsdispatch.run_once(): one pass of the worker's database duties in the
+ * calling session and its transaction, for servers where the library is not
+ * preloaded (pg_cron can schedule it). No network I/O happens here; the
+ * spool files move when the transaction commits.
+ */
+Datum
+sms_run_once(PG_FUNCTION_ARGS)
+{
+	SmsPassSummary summary;
+	TimestampTz next_due = DT_NOEND;
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("smsdispatch.run_once() cannot run during recovery"),
+				 errhint("Run it on the primary; a standby sends nothing.")));
+
+	memset(&summary, 0, sizeof(summary));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "smsdispatch: SPI_connect failed");
+	sms_spool_import(&summary, &next_due);
+	sms_escalate(&summary, &next_due);
+	if (sms_loopback_channel)
+		sms_loopback_dispatch(&summary, &next_due);
+	sms_housekeeping(&summary, &next_due);
+	SPI_finish();
+
+	PG_RETURN_DATUM(summary_jsonb(&summary));
+}
