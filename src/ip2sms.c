@@ -533,6 +533,9 @@ ip2sms_dispatch(TimestampTz *next_due)
 	}
 	ip2sms_record(&round, want_sends, want_polls, next_due);
 	MemoryContextSwitchTo(round_cxt);
+	/* more is due at once: the worker's wait must not sleep */
+	if (round.more_due)
+		SetLatch(MyLatch);
 	if (round.nsends + round.npolls > 0)
 		pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(old);

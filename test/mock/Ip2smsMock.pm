@@ -106,7 +106,6 @@ sub node
 		  . $self->conf . ($extra // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION smsdispatch');
-	$node->safe_psql('postgres', "CREATE FUNCTION tmp_start_worker() RETURNS void AS 'smsdispatch' LANGUAGE C; SELECT tmp_start_worker()"); # TMP
 	return $node;
 }
 

@@ -32,7 +32,6 @@ kill 'KILL', $pid;
 
 # the postmaster restarts after the crash; the worker comes back
 $node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
-$node->safe_psql('postgres', 'SELECT tmp_start_worker()'); # TMP
 $mock->control(mode => 'normal');
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM verification.sms_log WHERE send_state IN ('queued', 'sending')"),
