@@ -53,6 +53,8 @@ typedef struct WatchedSocket
 {
 	curl_socket_t fd;
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	int			pos;			/* its event in wait_set, -1 when none */
+	bool		modified;		/* what changed since wait_set saw it */
 } WatchedSocket;
 
 static CURLM *multi = NULL;
@@ -63,14 +65,18 @@ static int	nslots = 0;
 static WatchedSocket *sockets = NULL;
 static int	nsockets = 0;
 static int	socket_cap = 0;
-static bool sockets_changed = true;
+static bool sockets_changed = true;	/* a socket came or went */
 static WaitEventSet *wait_set = NULL;
 
 static long curl_timeout_ms = -1;	/* from curl's timer callback */
 static TimestampTz curl_timer_set_at = 0;
 static TimestampTz next_send_slot = 0;	/* rate limit: earliest next send */
 
-/* Curl's socket callback: remembers which sockets to wait on, for what. */
+/*
+ * Curl's socket callback: remembers which sockets to wait on, for what. A
+ * socket that comes or goes makes the wait set be rebuilt; a change of
+ * direction on a kept connection (every request) only modifies its event.
+ */
 static int
 on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
@@ -82,30 +88,33 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < nsockets)
-			sockets[i] = sockets[--nsockets];
-	}
-	else
-	{
-		if (i == nsockets)
 		{
-			if (nsockets == socket_cap)
-			{
-				int			cap = Max(16, socket_cap * 2);
-				WatchedSocket *grown = realloc(sockets, sizeof(WatchedSocket) * cap);
-
-				if (grown == NULL)
-					return -1;
-				sockets = grown;
-				socket_cap = cap;
-			}
-			nsockets++;
+			sockets[i] = sockets[--nsockets];
+			sockets_changed = true;
 		}
-		else if (sockets[i].what == what)
-			return 0;
-		sockets[i].fd = fd;
-		sockets[i].what = what;
+		return 0;
 	}
-	sockets_changed = true;
+	if (i == nsockets)
+	{
+		if (nsockets == socket_cap)
+		{
+			int			cap = Max(16, socket_cap * 2);
+			WatchedSocket *grown = realloc(sockets, sizeof(WatchedSocket) * cap);
+
+			if (grown == NULL)
+				return -1;
+			sockets = grown;
+			socket_cap = cap;
+		}
+		nsockets++;
+		sockets[i].fd = fd;
+		sockets[i].pos = -1;
+		sockets_changed = true;
+	}
+	else if (sockets[i].what == what)
+		return 0;
+	sockets[i].what = what;
+	sockets[i].modified = true;
 	return 0;
 }
 
@@ -343,14 +352,46 @@ reap_finished(bool *auth_warned)
 	return n;
 }
 
-/* Rebuilds the wait set after curl changed the sockets it wants. */
+/* The wait events that stand for what curl wants of a socket. */
+static uint32
+socket_events(int what)
+{
+	uint32		events = 0;
+
+	if (what & CURL_POLL_IN)
+		events |= WL_SOCKET_READABLE;
+	if (what & CURL_POLL_OUT)
+		events |= WL_SOCKET_WRITEABLE;
+	return events;
+}
+
+/*
+ * Brings the wait set in line with curl's sockets: rebuilt when a socket
+ * came or went (a WaitEventSet cannot drop one), else only the events of
+ * the sockets whose direction changed are modified.
+ */
 static void
-rebuild_wait_set(void)
+sync_wait_set(void)
 {
 	int			i;
 
 	if (!sockets_changed && wait_set != NULL)
-		return;
+	{
+		for (i = 0; i < nsockets; i++)
+			if (sockets[i].modified)
+			{
+				if (sockets[i].pos < 0)
+				{
+					sockets_changed = true;
+					break;
+				}
+				ModifyWaitEvent(wait_set, sockets[i].pos,
+								socket_events(sockets[i].what), NULL);
+				sockets[i].modified = false;
+			}
+		if (!sockets_changed)
+			return;
+	}
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
 	wait_set = CreateWaitEventSet(TopMemoryContext, nsockets + 2);
@@ -358,15 +399,12 @@ rebuild_wait_set(void)
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < nsockets; i++)
 	{
-		uint32		events = 0;
+		uint32		events = socket_events(sockets[i].what);
 
-		if (sockets[i].what & CURL_POLL_IN)
-			events |= WL_SOCKET_READABLE;
-		if (sockets[i].what & CURL_POLL_OUT)
-			events |= WL_SOCKET_WRITEABLE;
-		if (events)
+		sockets[i].pos = events == 0 ? -1 :
 			AddWaitEventToSet(wait_set, events, sockets[i].fd, NULL,
 							  (void *) (intptr_t) sockets[i].fd);
+		sockets[i].modified = false;
 	}
 	sockets_changed = false;
 }
@@ -407,7 +445,7 @@ wait_and_drive(TimestampTz now, bool rate_blocked, bool *latch_was_set)
 	int			running;
 	bool		timer_due;
 
-	rebuild_wait_set();
+	sync_wait_set();
 	n = timeout == 0 ? 0 :
 		WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
 	for (i = 0; i < n; i++)
