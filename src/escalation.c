@@ -17,6 +17,8 @@
 
 /* alarms (or SMS) one transaction handles; a full batch asks for another */
 #define SMS_DUTY_BATCH 1000
+/* pause before retrying due work that another session holds locked */
+#define SMS_RETRY_PAUSE_MS 10
 
 /* Runs a query of the duties, failing loudly when SPI does. */
 static void
@@ -38,21 +40,32 @@ result_int(int col)
 	return isnull ? 0 : DatumGetInt32(d);
 }
 
-/* Lowers *next_due to column col of the single result row, when not NULL. */
+/*
+ * Lowers *next_due to column col of the single result row, when not NULL.
+ * Work that is due but was not done (someone else holds it locked) is
+ * retried after a short pause, not in a busy loop.
+ */
 static void
-result_lower_due(int col, TimestampTz *next_due)
+result_lower_due(int col, bool did_work, TimestampTz *next_due)
 {
 	bool		isnull;
 	Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, &isnull);
+	TimestampTz due;
 
-	if (!isnull && DatumGetTimestampTz(d) < *next_due)
-		*next_due = DatumGetTimestampTz(d);
+	if (isnull)
+		return;
+	due = DatumGetTimestampTz(d);
+	if (!did_work)
+		due = Max(due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   SMS_RETRY_PAUSE_MS));
+	if (due < *next_due)
+		*next_due = due;
 }
 
 /*
  * One escalation step (smsdispatch.escalate): timeouts, next levels, new
  * rounds, exhausted alarms. The next wake-up is the earliest check_at of
- * an open alarm; a full batch means more are due now.
+ * an open alarm.
  */
 void
 sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
@@ -66,9 +79,9 @@ sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
 	summary->repeated += result_int(4);
 	summary->exhausted += result_int(5);
 	if (result_int(1) == SMS_DUTY_BATCH)
-		*next_due = GetCurrentTimestamp();
+		summary->more = true;
 	else
-		result_lower_due(6, next_due);
+		result_lower_due(6, result_int(1) > 0, next_due);
 }
 
 /*
@@ -82,7 +95,10 @@ sms_loopback_dispatch(SmsPassSummary *summary, TimestampTz *next_due)
 			  "  FROM smsdispatch.loopback_submit(" CppAsString2(SMS_DUTY_BATCH) ")",
 			  SPI_OK_SELECT);
 	summary->loopback_submitted += result_int(1);
-	result_lower_due(2, next_due);
+	if (result_int(1) == SMS_DUTY_BATCH)
+		summary->more = true;
+	else
+		result_lower_due(2, result_int(1) > 0, next_due);
 }
 
 /* Housekeeping: forgets spool files too old to matter. */

@@ -10,6 +10,9 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "smsdispatch.h"
@@ -38,6 +41,26 @@ int			sms_number_quarantine_s = 86400;
 int			sms_max_per_phone_per_hour = 10;
 int			sms_max_parts = 10;
 bool		sms_loopback_channel = false;
+
+PG_FUNCTION_INFO_V1(sms_setting);
+
+/*
+ * smsdispatch.setting(name): the SQL functions read our settings through
+ * this, so that the module (and with it the settings) is loaded even where
+ * it is not preloaded; current_setting() alone would not know them yet.
+ */
+Datum
+sms_setting(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strncmp(name, "smsdispatch.", 12) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not an smsdispatch setting", name),
+				 errhint("Use current_setting() for other settings.")));
+	PG_RETURN_TEXT_P(cstring_to_text(GetConfigOptionByName(name, NULL, false)));
+}
 
 /* Rejects a channel name no channel answers to, at SET time. */
 static bool
@@ -79,10 +102,17 @@ check_template(char **newval, void **extra, GucSource source)
 void
 sms_define_settings(void)
 {
+	/*
+	 * Only the postmaster can define a PGC_POSTMASTER setting; a backend that
+	 * loads us later (no preloading, so no worker: run_once() users) gets it
+	 * as a reloadable setting that nothing reads.
+	 */
 	DefineCustomStringVariable("smsdispatch.database",
 							   "Database the background worker serves.",
 							   NULL, &sms_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.naptime",
 							"Longest sleep of the worker when nothing is due.",
 							NULL, &sms_naptime_ms, 1000, 10, 3600 * 1000,

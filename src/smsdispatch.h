@@ -76,7 +76,8 @@ extern void sms_wake_worker(void);
 
 /*
  * The database duties of one pass of the worker (and of run_once()), and
- * what each did. Every duty runs inside a transaction with SPI connected and
+ * what each did. Every duty runs inside a transaction with SPI connected,
+ * handles one batch, sets more when the batch was full and otherwise
  * lowers *next_due to when it next has work.
  */
 typedef struct SmsPassSummary
@@ -89,6 +90,7 @@ typedef struct SmsPassSummary
 	int			repeated;		/* alarms that started another round */
 	int			exhausted;		/* alarms with no level and no round left */
 	int			loopback_submitted; /* SMS the loopback channel marked sent */
+	bool		more;			/* a duty's batch was full: more is due now */
 } SmsPassSummary;
 
 typedef void (*SmsDuty) (SmsPassSummary *summary, TimestampTz *next_due);

@@ -687,7 +687,7 @@ sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due)
 	{
 		if (n++ == SPOOL_BATCH)
 		{
-			*next_due = GetCurrentTimestamp();
+			summary->more = true;
 			break;
 		}
 		CHECK_FOR_INTERRUPTS();

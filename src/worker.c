@@ -43,9 +43,6 @@
 
 PG_FUNCTION_INFO_V1(sms_run_once);
 
-/* shortest sleep when a pass found due work it could not take (locked) */
-#define SMS_RETRY_PAUSE_MS 10
-
 /* Registers the worker with the postmaster; from _PG_init when preloaded. */
 void
 sms_register_worker(void)
@@ -55,7 +52,7 @@ sms_register_worker(void)
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
+	worker.bgw_restart_time = 5;
 	strlcpy(worker.bgw_library_name, "smsdispatch", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "sms_worker_main", BGW_MAXLEN);
 	strlcpy(worker.bgw_name, "smsdispatch worker", BGW_MAXLEN);
@@ -149,16 +146,18 @@ worker_pass(SmsPassSummary *summary, TimestampTz *next_due)
 	run_duty("smsdispatch: housekeeping", sms_housekeeping, summary, next_due);
 }
 
-/* Sleeps until next_due, a wake-up at COMMIT, a signal or postmaster death. */
+/*
+ * Sleeps until next_due, a wake-up at COMMIT, a signal or postmaster death;
+ * not at all when a duty left more work due now.
+ */
 static void
-wait_until(TimestampTz next_due, bool did_work)
+wait_for_work(const SmsPassSummary *summary, TimestampTz next_due)
 {
 	long		timeout_ms;
 
+	if (summary->more)
+		return;
 	timeout_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due);
-	/* due work that someone else holds locked: do not spin on it */
-	if (!did_work && timeout_ms < SMS_RETRY_PAUSE_MS)
-		timeout_ms = SMS_RETRY_PAUSE_MS;
 	if (timeout_ms <= 0)
 		return;
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -207,9 +206,7 @@ sms_worker_main(Datum main_arg)
 		else
 			pgstat_report_activity(STATE_IDLE, "smsdispatch: extension not installed");
 
-		wait_until(next_due,
-				   summary.spool_imported + summary.spool_failed +
-				   summary.alarms_checked + summary.loopback_submitted > 0);
+		wait_for_work(&summary, next_due);
 	}
 }
 
@@ -226,6 +223,18 @@ summary_jsonb(const SmsPassSummary *s)
 					s->timed_out, s->escalated, s->repeated, s->exhausted,
 					s->loopback_submitted);
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+}
+
+/* Runs a duty in the caller's transaction until its batch is not full. */
+static void
+run_until_done(SmsDuty duty, SmsPassSummary *summary, TimestampTz *next_due)
+{
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		summary->more = false;
+		duty(summary, next_due);
+	} while (summary->more);
 }
 
 /*
@@ -249,10 +258,11 @@ sms_run_once(PG_FUNCTION_ARGS)
 	memset(&summary, 0, sizeof(summary));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "smsdispatch: SPI_connect failed");
+	/* the spool's files move at COMMIT: one batch of them per call */
 	sms_spool_import(&summary, &next_due);
-	sms_escalate(&summary, &next_due);
+	run_until_done(sms_escalate, &summary, &next_due);
 	if (sms_loopback_channel)
-		sms_loopback_dispatch(&summary, &next_due);
+		run_until_done(sms_loopback_dispatch, &summary, &next_due);
 	sms_housekeeping(&summary, &next_due);
 	SPI_finish();
 

@@ -31,6 +31,14 @@ AS 'MODULE_PATHNAME', 'sms_verification_trigger'
 LANGUAGE C SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- The value of an smsdispatch.* setting. Unlike current_setting(), calling
+-- it loads the module first, so the settings exist even in a session of a
+-- server that does not preload smsdispatch.
+CREATE FUNCTION smsdispatch.setting(name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sms_setting'
+LANGUAGE C STABLE STRICT;
+
 -- Wakes the background worker (and the modem sidecars) when the transaction
 -- that queued SMS commits.
 CREATE FUNCTION smsdispatch.wake_at_commit()

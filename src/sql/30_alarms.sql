@@ -68,7 +68,7 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	chosen text := coalesce(channel, current_setting('smsdispatch.default_channel'));
+	chosen text := coalesce(channel, smsdispatch.setting('smsdispatch.default_channel'));
 BEGIN
 	IF chosen NOT IN ('ip2sms', 'modem') THEN
 		RAISE EXCEPTION 'unknown channel "%"', chosen
@@ -95,15 +95,21 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH pick AS (
-		SELECT p.message_id, p.level
-		  FROM unnest(message_ids, levels) AS p(message_id, level)
-	), due AS (
+	-- the level first: the statements below find each alarm's recipients
+	-- through it, by index ("= ANY (message_ids)" on every table, so that no
+	-- plan reads the history), linear in the number of alarms. Nothing to
+	-- wait for until a channel submits the level.
+	UPDATE smsdispatch.message m
+	   SET level = p.level, level_started_at = now(), check_at = NULL
+	  FROM unnest(message_ids, levels) AS p(message_id, level)
+	 WHERE m.id = p.message_id;
+
+	WITH due AS (
 		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
-		  FROM pick p
-		  JOIN smsdispatch.message m ON m.id = p.message_id
+		  FROM smsdispatch.message m
 		  JOIN smsdispatch.message_recipient r
-			ON r.message_id = p.message_id AND r.level = p.level
+			ON r.message_id = m.id AND r.level = m.level
+		 WHERE m.id = ANY (message_ids) AND r.message_id = ANY (message_ids)
 	), queued AS (
 		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
 		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
@@ -116,15 +122,9 @@ AS $$
 	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
 		   deadline = NULL, acked_at = NULL
 	  FROM queued q
-	  JOIN pick p ON p.message_id = q.message_id
-	 WHERE r.message_id = q.message_id AND r.level = p.level
-	   AND r.phone = q.phone_number;
-
-	-- nothing to wait for until a channel submits the level
-	UPDATE smsdispatch.message m
-	   SET level = p.level, level_started_at = now(), check_at = NULL
-	  FROM unnest(message_ids, levels) AS p(message_id, level)
-	 WHERE m.id = p.message_id;
+	  JOIN smsdispatch.message m ON m.id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
+	   AND r.level = m.level AND r.message_id = ANY (message_ids);
 
 	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
 	SELECT m.id, 'level_started', m.level, 'round ' || m.round
@@ -162,7 +162,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	last_given int;
-	quarantine interval := current_setting('smsdispatch.number_quarantine')::interval;
+	quarantine interval := smsdispatch.setting('smsdispatch.number_quarantine')::interval;
 	candidate text;
 BEGIN
 	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
@@ -238,7 +238,7 @@ AS $$
 	SELECT m.id FROM smsdispatch.message m
 	 WHERE m.number = find_alarm.number
 	   AND (m.state = 'open'
-			OR m.closed_at > now() - current_setting('smsdispatch.number_quarantine')::interval)
+			OR m.closed_at > now() - smsdispatch.setting('smsdispatch.number_quarantine')::interval)
 	 ORDER BY (m.state = 'open') DESC, m.closed_at DESC
 	 LIMIT 1
 $$;

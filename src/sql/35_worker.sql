@@ -25,7 +25,7 @@ DECLARE
 	done_ids bigint[];
 BEGIN
 	IF batch IS NULL OR batch < 1 THEN
-		RAISE EXCEPTION 'batch % must be a positive number of alarms', batch
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	timed_out := 0;
@@ -44,11 +44,15 @@ BEGIN
 	IF due IS NOT NULL THEN
 		-- each statement from here on sees what was committed before the
 		-- locks above were granted
+		-- (every statement names "= ANY (due)" on each table it reads, so
+		-- that the planner finds the rows through the per-alarm indexes and
+		-- never through the history: closed alarms keep NOT_YET_ACK rows)
 		WITH over AS (
 			UPDATE smsdispatch.message_recipient r
 			   SET status = 'ACK_TIME_OVER'
 			  FROM smsdispatch.message m
-			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
+			 WHERE m.id = ANY (due) AND r.message_id = ANY (due)
+			   AND r.message_id = m.id AND r.level = m.level
 			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
 			RETURNING r.message_id, r.level, r.phone, r.deadline)
 		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
@@ -67,17 +71,15 @@ BEGIN
 				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
 		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
 		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
-					   (SELECT min(r.level) FROM smsdispatch.message_recipient r
-						 WHERE r.message_id = m.id AND r.level > m.level) AS next_level,
-					   (SELECT min(r.level) FROM smsdispatch.message_recipient r
-						 WHERE r.message_id = m.id) AS first_level
+					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
+					   min(r.level) AS first_level
 				  FROM smsdispatch.message m
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
 				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
-				 WHERE m.id = ANY (due)
-				   AND NOT EXISTS (
-					   SELECT 1 FROM smsdispatch.message_recipient r
-						WHERE r.message_id = m.id AND r.level = m.level
-						  AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
+				 WHERE m.id = ANY (due) AND r.message_id = ANY (due)
+				 GROUP BY m.id, m.round, l.repeat
+				HAVING NOT bool_or(r.level = m.level
+								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
 
 		IF up_ids IS NOT NULL THEN
 			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
@@ -120,10 +122,14 @@ BEGIN
 
 		-- the alarms still waiting: next look at their earliest deadline
 		UPDATE smsdispatch.message m
-		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-							WHERE r.message_id = m.id AND r.level = m.level
-							  AND r.status = 'NOT_YET_ACK')
-		 WHERE m.id = ANY (due) AND m.state = 'open';
+		   SET check_at = w.deadline
+		  FROM (SELECT m2.id, min(r.deadline) FILTER (
+						   WHERE r.level = m2.level AND r.status = 'NOT_YET_ACK') AS deadline
+				  FROM smsdispatch.message m2
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m2.id
+				 WHERE m2.id = ANY (due) AND r.message_id = ANY (due)
+				 GROUP BY m2.id) AS w
+		 WHERE m.id = w.id AND m.id = ANY (due) AND m.state = 'open';
 	END IF;
 
 	SELECT min(m.check_at) INTO next_check
@@ -144,6 +150,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	alarms bigint[];
+	picked bigint[];
 BEGIN
 	SELECT array_agg(s.id) INTO alarms FROM (
 		SELECT m.id FROM smsdispatch.message m
@@ -154,24 +161,22 @@ BEGIN
 		 ORDER BY m.id
 		 FOR NO KEY UPDATE) AS s;
 
+	SELECT array_agg(d.id) INTO picked FROM (
+		SELECT d.id FROM verification.sms_log d
+		 WHERE d.send_state = 'queued'
+		   AND coalesce(d.next_attempt_at, '-infinity') <= now()
+		   AND (d.message_id IS NULL OR d.message_id = ANY (alarms))
+		 LIMIT batch
+		 FOR UPDATE SKIP LOCKED) AS d;
 	UPDATE verification.sms_log l
 	   SET send_state = 'submitted', submitted_at = now(), updated_at = now(),
 		   gateway_id = 'loopback-' || l.id, attempts = l.attempts + 1
-	 WHERE l.id IN (SELECT d.id FROM verification.sms_log d
-					 WHERE d.send_state = 'queued'
-					   AND coalesce(d.next_attempt_at, '-infinity') <= now()
-					   AND (d.message_id IS NULL OR d.message_id = ANY (alarms))
-					 LIMIT batch
-					 FOR UPDATE SKIP LOCKED);
+	 WHERE l.id = ANY (picked);
 	GET DIAGNOSTICS submitted = ROW_COUNT;
 
-	IF submitted = batch THEN
-		next_due := now();
-	ELSE
-		SELECT min(coalesce(l.next_attempt_at, now())) INTO next_due
-		  FROM verification.sms_log l
-		 WHERE l.send_state = 'queued';
-	END IF;
+	SELECT min(coalesce(l.next_attempt_at, now())) INTO next_due
+	  FROM verification.sms_log l
+	 WHERE l.send_state = 'queued';
 END;
 $$;
 
@@ -244,7 +249,7 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
 	DELETE FROM smsdispatch.spool_file
-	 WHERE mtime < now() - current_setting('smsdispatch.spool_max_age')::interval
+	 WHERE mtime < now() - smsdispatch.setting('smsdispatch.spool_max_age')::interval
 				   - interval '1 day';
 $$;
 
