@@ -37,6 +37,9 @@
 #define RETRY_BASE_S		1.0
 #define RETRY_CAP_S			300.0
 
+/* shortest sleep after a round that found due rows but could take none */
+#define IDLE_PAUSE_MS		100
+
 /* poll column of the record statement */
 #define POLL_CLEAR		0
 #define POLL_SCHEDULE	1
@@ -435,10 +438,14 @@ write_results(Ip2smsRound *round)
 		 12, types, values, SPI_OK_UPDATE);
 }
 
-/* When the channel next has work, lowering *next_due to it. */
+/*
+ * When the channel next has work, lowering *next_due to it; idle says the
+ * round took nothing.
+ */
 static void
-lower_next_due(bool want_sends, bool want_polls, TimestampTz *next_due)
+lower_next_due(bool want_sends, bool want_polls, bool idle, TimestampTz *next_due)
 {
+	TimestampTz due;
 	Oid			types[2] = {BOOLOID, BOOLOID};
 	Datum		values[2] = {BoolGetDatum(want_sends), BoolGetDatum(want_polls)};
 	bool		isnull;
@@ -453,8 +460,14 @@ lower_next_due(bool want_sends, bool want_polls, TimestampTz *next_due)
 		 "     WHERE $2 AND next_poll_at IS NOT NULL AND channel = 'ip2sms'))",
 		 2, types, values, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull && DatumGetTimestampTz(d) < *next_due)
-		*next_due = DatumGetTimestampTz(d);
+	if (isnull)
+		return;
+	due = DatumGetTimestampTz(d);
+	/* due rows this round could not take are locked by someone: no spinning */
+	if (idle)
+		due = Max(due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IDLE_PAUSE_MS));
+	if (due < *next_due)
+		*next_due = due;
 }
 
 /*
@@ -468,7 +481,8 @@ ip2sms_record(Ip2smsRound *round, bool want_sends, bool want_polls,
 	/* losing this commit in an OS crash only leaves rows 'sending' (unknown) */
 	begin_work("off");
 	write_results(round);
-	lower_next_due(want_sends, want_polls, next_due);
+	lower_next_due(want_sends, want_polls, round->nsends + round->npolls == 0,
+				   next_due);
 	end_work();
 	if (round->more_due)
 		*next_due = GetCurrentTimestamp();
