@@ -11,7 +11,7 @@
  * postmaster death, so the round sleeps until a socket is ready, a timeout
  * or the rate limit is due, or the worker is signalled; SIGTERM cuts the
  * round short (what never left goes back to the queue, what was in flight
- * becomes 'unknown').
+ * becomes 'unknown') and then ends the worker.
  *
  * Curl allocates with malloc, never palloc; every easy handle, body and
  * buffer is either kept for the worker's life (handles, buffers) or freed
@@ -454,7 +454,9 @@ wait_and_drive(TimestampTz now, bool rate_blocked, bool *latch_was_set)
 		{
 			ResetLatch(MyLatch);
 			*latch_was_set = true;
-			CHECK_FOR_INTERRUPTS();
+			/* a stop request ends the round; ip2sms_dispatch records it */
+			if (!ProcDiePending)
+				CHECK_FOR_INTERRUPTS();
 		}
 		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
 		{
@@ -495,7 +497,7 @@ run_round(Ip2smsRound *round)
 	int64		send_gap_us = sms_ip2sms_max_rate > 0 ? 1000000 / sms_ip2sms_max_rate : 0;
 	int			i;
 
-	while (done < total && !ShutdownRequestPending)
+	while (done < total && !ShutdownRequestPending && !ProcDiePending)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 		bool		rate_blocked = false;
@@ -569,7 +571,15 @@ ip2sms_dispatch(TimestampTz *next_due)
 		pgstat_report_activity(STATE_RUNNING, "smsdispatch: IP2SMS requests");
 		run_round(&round);
 	}
+	/*
+	 * A SIGTERM that cut the round short waits for this short transaction,
+	 * so what never left goes back to the queue and only what was on the
+	 * wire becomes 'unknown'.
+	 */
+	HOLD_INTERRUPTS();
 	ip2sms_record(&round, want_sends, want_polls, next_due);
+	RESUME_INTERRUPTS();
+	CHECK_FOR_INTERRUPTS();
 	MemoryContextSwitchTo(round_cxt);
 	/* more is due at once: the worker's wait must not sleep */
 	if (round.more_due)

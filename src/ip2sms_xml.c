@@ -272,10 +272,11 @@ child_element(xmlNodePtr parent, const char *name)
 
 /*
  * Copies value, trimmed of surrounding white space, into buf; frees value.
- * Returns -1 when it does not fit.
+ * Returns -1 when it does not fit (buf is then "", or the value cut to fit
+ * when truncate is set).
  */
 static int
-take_trimmed(xmlChar *value, char *buf, size_t buflen)
+take_trimmed(xmlChar *value, char *buf, size_t buflen, int truncate)
 {
 	const char *s = (const char *) value;
 	size_t		len;
@@ -291,7 +292,18 @@ take_trimmed(xmlChar *value, char *buf, size_t buflen)
 					   s[len - 1] == '\n' || s[len - 1] == '\r'))
 		len--;
 	if (len >= buflen)
+	{
 		rc = -1;
+		if (truncate)
+		{
+			/* cut at a character boundary of the UTF-8 text */
+			len = buflen - 1;
+			while (len > 0 && ((unsigned char) s[len] & 0xC0) == 0x80)
+				len--;
+			memcpy(buf, s, len);
+			buf[len] = '\0';
+		}
+	}
 	else
 	{
 		memcpy(buf, s, len);
@@ -322,11 +334,11 @@ read_status(xmlDocPtr doc, Ip2smsAnswer *answer)
 
 	detail = child_element(root, "detail");
 	if (take_trimmed(xmlGetNoNsProp(root, (const xmlChar *) "id"),
-					 answer->id, sizeof(answer->id)) < 0)
+					 answer->id, sizeof(answer->id), 0) < 0)
 		FAIL("gateway id is longer than 25 characters");
 	if (answer->id[0] == '\0' &&
 		take_trimmed(xmlNodeGetContent(child_element(detail, "id")),
-					 answer->id, sizeof(answer->id)) < 0)
+					 answer->id, sizeof(answer->id), 0) < 0)
 		FAIL("gateway id is longer than 25 characters");
 	for (i = 0; answer->id[i]; i++)
 		if (answer->id[i] < '0' || answer->id[i] > '9')
@@ -337,17 +349,17 @@ read_status(xmlDocPtr doc, Ip2smsAnswer *answer)
 		state = child_element(root, "state");
 	if (state == NULL)
 		FAIL("answer has no <state>");
-	if (take_trimmed(xmlNodeGetContent(state), word, sizeof(word)) < 0 ||
+	if (take_trimmed(xmlNodeGetContent(state), word, sizeof(word), 0) < 0 ||
 		ip2sms_state_index(word) < 0)
 		FAIL("answer has an unknown state");
 	answer->state = ip2sms_states[ip2sms_state_index(word)];
-	if (take_trimmed(xmlGetNoNsProp(state, (const xmlChar *) "error"),
-					 answer->error, sizeof(answer->error)) < 0)
-		answer->error[sizeof(answer->error) - 1] = '\0';
+	/* an overlong error text is kept cut */
+	(void) take_trimmed(xmlGetNoNsProp(state, (const xmlChar *) "error"),
+						answer->error, sizeof(answer->error), 1);
 
 	/* an unreadable date is no date: the state is what matters */
 	if (take_trimmed(xmlGetNoNsProp(root, (const xmlChar *) "date"),
-					 date, sizeof(date)) == 0 && date[0])
+					 date, sizeof(date), 0) == 0 && date[0])
 		(void) ip2sms_parse_date(date, answer->date, sizeof(answer->date));
 	return 0;
 #undef FAIL
