@@ -481,9 +481,10 @@ ip2sms_record(Ip2smsRound *round, bool want_sends, bool want_polls,
 	/* losing this commit in an OS crash only leaves rows 'sending' (unknown) */
 	begin_work("off");
 	write_results(round);
-	lower_next_due(want_sends, want_polls, round->nsends + round->npolls == 0,
-				   next_due);
-	end_work();
 	if (round->more_due)
 		*next_due = GetCurrentTimestamp();
+	else
+		lower_next_due(want_sends, want_polls, round->nsends + round->npolls == 0,
+					   next_due);
+	end_work();
 }
