@@ -108,9 +108,11 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 	}
 	PG_CATCH();
 	{
+		HOLD_INTERRUPTS();
 		EmitErrorReport();
+		AbortOutOfAnyTransaction();
 		FlushErrorState();
-		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
 	pgstat_report_stat(false);

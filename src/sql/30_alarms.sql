@@ -94,11 +94,14 @@ CREATE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
 RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
+-- a small set of alarms, each reached by index: nested loops over the
+-- per-alarm indexes, never a hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 	-- the level first: the statements below find each alarm's recipients
-	-- through it, by index ("= ANY (message_ids)" on every table, so that no
-	-- plan reads the history), linear in the number of alarms. Nothing to
-	-- wait for until a channel submits the level.
+	-- through it, linear in the number of alarms. Nothing to wait for until
+	-- a channel submits the level.
 	UPDATE smsdispatch.message m
 	   SET level = p.level, level_started_at = now(), check_at = NULL
 	  FROM unnest(message_ids, levels) AS p(message_id, level)
@@ -109,7 +112,7 @@ AS $$
 		  FROM smsdispatch.message m
 		  JOIN smsdispatch.message_recipient r
 			ON r.message_id = m.id AND r.level = m.level
-		 WHERE m.id = ANY (message_ids) AND r.message_id = ANY (message_ids)
+		 WHERE m.id = ANY (message_ids)
 	), queued AS (
 		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
 		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
@@ -124,7 +127,7 @@ AS $$
 	  FROM queued q
 	  JOIN smsdispatch.message m ON m.id = q.message_id
 	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
-	   AND r.level = m.level AND r.message_id = ANY (message_ids);
+	   AND r.level = m.level;
 
 	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
 	SELECT m.id, 'level_started', m.level, 'round ' || m.round

@@ -15,6 +15,11 @@ CREATE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
 RETURNS record
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- the due alarms are a small set found by index: each statement reaches
+-- their recipients by nested loops over the per-alarm indexes, never by a
+-- hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	due bigint[];
@@ -44,15 +49,11 @@ BEGIN
 	IF due IS NOT NULL THEN
 		-- each statement from here on sees what was committed before the
 		-- locks above were granted
-		-- (every statement names "= ANY (due)" on each table it reads, so
-		-- that the planner finds the rows through the per-alarm indexes and
-		-- never through the history: closed alarms keep NOT_YET_ACK rows)
 		WITH over AS (
 			UPDATE smsdispatch.message_recipient r
 			   SET status = 'ACK_TIME_OVER'
 			  FROM smsdispatch.message m
-			 WHERE m.id = ANY (due) AND r.message_id = ANY (due)
-			   AND r.message_id = m.id AND r.level = m.level
+			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
 			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
 			RETURNING r.message_id, r.level, r.phone, r.deadline)
 		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
@@ -76,7 +77,7 @@ BEGIN
 				  FROM smsdispatch.message m
 				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
 				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
-				 WHERE m.id = ANY (due) AND r.message_id = ANY (due)
+				 WHERE m.id = ANY (due)
 				 GROUP BY m.id, m.round, l.repeat
 				HAVING NOT bool_or(r.level = m.level
 								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
@@ -122,14 +123,10 @@ BEGIN
 
 		-- the alarms still waiting: next look at their earliest deadline
 		UPDATE smsdispatch.message m
-		   SET check_at = w.deadline
-		  FROM (SELECT m2.id, min(r.deadline) FILTER (
-						   WHERE r.level = m2.level AND r.status = 'NOT_YET_ACK') AS deadline
-				  FROM smsdispatch.message m2
-				  JOIN smsdispatch.message_recipient r ON r.message_id = m2.id
-				 WHERE m2.id = ANY (due) AND r.message_id = ANY (due)
-				 GROUP BY m2.id) AS w
-		 WHERE m.id = w.id AND m.id = ANY (due) AND m.state = 'open';
+		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level
+							  AND r.status = 'NOT_YET_ACK')
+		 WHERE m.id = ANY (due) AND m.state = 'open';
 	END IF;
 
 	SELECT min(m.check_at) INTO next_check
@@ -147,6 +144,8 @@ CREATE FUNCTION smsdispatch.loopback_submit(batch int DEFAULT 1000,
 RETURNS record
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
 	alarms bigint[];

@@ -170,5 +170,20 @@ cmp_ok($fds_after - $fds_before, '<', 10,
 is( $node->safe_psql('postgres', 'SELECT count(*) FROM smsdispatch.message'),
 	'2', 'no hostile file became an alarm');
 
+# a spool directory that is gone: a WARNING, and the other duties go on
+$node->append_conf('postgresql.conf', "smsdispatch.spool_dir = '$spool/missing'\n");
+$node->reload;
+my $log_offset = -s $node->logfile;
+my $n = $node->safe_psql('postgres', "SELECT sms_enqueue('after the spool went', 'oncall')");
+ok( $node->wait_for_log(
+		qr/WARNING:  smsdispatch: could not open spool directory ".*missing": No such file or directory/,
+		$log_offset),
+	'a missing spool directory is reported');
+ok( wait_until(
+		$node,
+		"SELECT l.send_state FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.message_id
+		  WHERE m.number = '$n'", 'submitted', 10),
+	'and the worker still sends alarms');
+
 $node->stop;
 done_testing();

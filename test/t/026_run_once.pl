@@ -17,7 +17,8 @@ my $node = worker_node(
 	conf => "smsdispatch.spool_dir = '$spool'\n"
 	  . "cron.database_name = 'postgres'\n"
 	  . "cron.use_background_workers = on\n"
-	  . "max_worker_processes = 16\n");
+	  . "max_worker_processes = 16\n"
+	  . "max_prepared_transactions = 2\n");
 make_list($node, 'oncall', 0,
 	[ '+380501000001', 1, '1 s' ], [ '+380501000002', 2, '1 s' ],
 	[ '+380501000003', 3, '1 s' ]);
@@ -68,6 +69,12 @@ $node->safe_psql('postgres',
 ok(-e "$spool/alarm.xml", 'so does one rolled back to a savepoint');
 is($node->safe_psql('postgres', "SELECT count(*) FROM smsdispatch.message WHERE source = 'spool'"),
 	'0', 'and no alarm is left behind');
+
+my ($ret, $out, $err) = $node->psql('postgres',
+	"BEGIN; SELECT smsdispatch.run_once(); PREPARE TRANSACTION 'spool'");
+like($err, qr/cannot PREPARE a transaction that imported spool files/,
+	'a transaction that imported spool files cannot be prepared');
+ok(-e "$spool/alarm.xml", 'and the file stays');
 
 is( $node->safe_psql(
 		'postgres', "SELECT smsdispatch.run_once() - 'alarms_checked'"),
