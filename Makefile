@@ -37,7 +37,7 @@ include $(PGXS)
 smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 	cat $^ > $@
 
-.PHONY: deps check demo
+.PHONY: deps check demo fuzz
 
 deps:
 	./install-deps.sh
@@ -48,6 +48,12 @@ check: deps
 	$(MAKE) all
 	$(MAKE) install
 	PG_CONFIG=$(PG_CONFIG) test/run-checks.sh
+
+# A long run of the IP2SMS answer parser's libFuzzer target (make check runs
+# a short one): make fuzz FUZZ_RUNS=1000000
+FUZZ_RUNS ?= 1000000
+fuzz:
+	test/fuzz/run-smoke.sh tmp_check/fuzz $(FUZZ_RUNS)
 
 demo: deps
 	$(MAKE) all

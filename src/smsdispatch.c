@@ -13,6 +13,7 @@
 #include "storage/ipc.h"
 
 #include "smsdispatch.h"
+#include "ip2sms.h"
 
 PG_MODULE_MAGIC;
 
@@ -28,6 +29,7 @@ smsdispatch_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	sms_shmem_request();
+	sms_stats_shmem_request();
 }
 
 /* Chains our shared memory set-up behind other libraries'. */
@@ -37,6 +39,7 @@ smsdispatch_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	sms_shmem_startup();
+	sms_stats_shmem_startup();
 }
 
 /*

@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 
 #include "smsdispatch.h"
+#include "ip2sms.h"
 
 PG_FUNCTION_INFO_V1(sms_run_once);
 
@@ -131,6 +132,8 @@ channels_dispatch(SmsPassSummary *summary, TimestampTz *next_due)
 	if (sms_loopback_channel)
 		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
 				 summary, next_due);
+	else
+		ip2sms_dispatch(next_due);
 }
 
 /* One pass of the worker's loop; lowers *next_due. */

@@ -21,7 +21,7 @@ PG_CONFIG=${PG_CONFIG:-pg_config}
 bindir=$($PG_CONFIG --bindir)
 pgxs=$($PG_CONFIG --pkglibdir)/pgxs/src
 export PATH="$bindir:$PATH"
-mkdir -p "$out"
+mkdir -p "$out/tap"
 cd "$top"
 
 passed=0

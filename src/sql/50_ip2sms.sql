@@ -1,0 +1,29 @@
+-- The IP2SMS channel: its status-poll schedule and its counters.
+
+-- How long to wait before the next status poll of an SMS submitted elapsed
+-- ago, with base = smsdispatch.ip2sms_poll_interval: 1, 3, 6, 12, then 30
+-- times base (10 s, 30 s, 1 min, 2 min, 5 min, 5 min... for 10 s).
+CREATE FUNCTION smsdispatch.ip2sms_poll_delay(elapsed interval, base interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+	SELECT base * CASE
+		WHEN elapsed < base THEN 1
+		WHEN elapsed < base * 4 THEN 3
+		WHEN elapsed < base * 10 THEN 6
+		WHEN elapsed < base * 22 THEN 12
+		ELSE 30 END
+$$;
+
+-- Counters of the IP2SMS channel since the server started (or the last
+-- stats_reset): requests by kind, answers by state, transport errors by
+-- class, retries, request latency.
+CREATE FUNCTION smsdispatch.stats()
+RETURNS TABLE (name text, value bigint)
+AS 'MODULE_PATHNAME', 'sms_stats'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION smsdispatch.stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_stats_reset'
+LANGUAGE C VOLATILE STRICT;

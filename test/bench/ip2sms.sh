@@ -1,0 +1,160 @@
+#!/bin/sh
+# Benchmark of the IP2SMS channel against nginx answering a fixed IP2SMS
+# answer on a free 127.0.0.1 port (faster than the worker can send):
+#   reference  plain HTTP load generator (test/bench/loadgen.c, libcurl
+#              multi) at the worker's concurrency, same body, same URL
+#   send       20,000 queued SMS drained end to end (row submitted with its
+#              gateway_id), from COMMIT of the INSERT to the last update
+#   poll       status polling of 20,000 submitted rows
+#   memory     the worker's RSS after 20,000 and after 200,000 SMS
+# Each timed part runs REPS times (default 3); medians and ratios are printed.
+# Usage: PG_CONFIG=... test/bench/ip2sms.sh [REPS]
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+reps=${1:-3}
+n=20000
+conc=${BENCH_CONNECTIONS:-16}
+
+if [ "$(id -u)" = 0 ]; then
+	work=$(mktemp -d)
+	chown "${SMSDISPATCH_TEST_USER:-postgres}" "$work"
+	exec runuser -u "${SMSDISPATCH_TEST_USER:-postgres}" -- env BENCH_WORK="$work" \
+		PATH="$PATH" PG_CONFIG="${PG_CONFIG:-pg_config}" BENCH_CONNECTIONS="$conc" "$0" "$@"
+fi
+work=${BENCH_WORK:-$(mktemp -d)}
+PG_CONFIG=${PG_CONFIG:-pg_config}
+bindir=$($PG_CONFIG --bindir)
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+free_port() {
+	perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0")->sockport, "\n"'
+}
+
+cleanup() {
+	[ -f "$work/data/postmaster.pid" ] && "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1
+	[ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT HUP INT PIPE TERM
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# nginx with a fixed answer on each URL
+http_port=$(free_port)
+mkdir -p "$work/nginx-tmp"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $work/nginx-tmp/body;
+	proxy_temp_path $work/nginx-tmp/proxy;
+	fastcgi_temp_path $work/nginx-tmp/fastcgi;
+	uwsgi_temp_path $work/nginx-tmp/uwsgi;
+	scgi_temp_path $work/nginx-tmp/scgi;
+	keepalive_requests 10000000;
+	server {
+		listen 127.0.0.1:$http_port;
+		location /ip2sms/ {
+			default_type "text/xml; charset=utf-8";
+			return 200 '<status id="6615134392391" date="Wed, 28 Mar 2007 12:35:00 +0300"><state>Accepted</state></status>';
+		}
+		location /ip2sms-request/ {
+			default_type "text/xml; charset=utf-8";
+			return 200 '<status id="6615134392391" date="Wed, 28 Mar 2007 12:36:00 +0300"><state>Delivered</state></status>';
+		}
+	}
+}
+CONF
+"$nginx_bin" -p "$work" -e "$work/nginx-error.log" -c "$work/nginx.conf"
+send_url="http://127.0.0.1:$http_port/ip2sms/"
+status_url="http://127.0.0.1:$http_port/ip2sms-request/"
+
+# PostgreSQL with the worker pointed at nginx
+pg_port=$(free_port)
+"$bindir/initdb" -D "$work/data" --encoding=UTF8 --locale=C -A trust >/dev/null
+cat >> "$work/data/postgresql.conf" <<CONF
+port = $pg_port
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'smsdispatch'
+smsdispatch.ip2sms_url = '$send_url'
+smsdispatch.ip2sms_status_url = '$status_url'
+smsdispatch.ip2sms_login = 'user'
+smsdispatch.ip2sms_password = 'secret'
+smsdispatch.ip2sms_max_connections = $conc
+smsdispatch.ip2sms_poll_interval = '1h'
+smsdispatch.max_per_phone_per_hour = 0
+CONF
+"$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
+q() { "$bindir/psql" -h "$work" -p "$pg_port" -d postgres -XAtq "$@"; }
+q -c "CREATE EXTENSION smsdispatch"
+
+# waits until the channel has nothing due; prints the last update time
+wait_idle() {
+	while [ "$(q -c "SELECT count(*) FROM verification.sms_log
+		WHERE send_state IN ('queued', 'sending') OR next_poll_at <= now()")" != 0 ]; do
+		sleep 0.1
+	done
+	q -c "SELECT extract(epoch FROM max(updated_at)) FROM verification.sms_log"
+}
+
+# one drain of $n queued SMS; prints SMS/s
+drain_send() {
+	q -c "TRUNCATE verification.sms_log"
+	t0=$(q -c "INSERT INTO verification.sms_log (phone_number, body, channel)
+		SELECT '+38050' || lpad(g::text, 7, '0'), 'Benchmark message ' || g, 'ip2sms'
+		  FROM generate_series(1, $n) AS g" -c "SELECT extract(epoch FROM clock_timestamp())")
+	t1=$(wait_idle)
+	ok=$(q -c "SELECT count(*) FROM verification.sms_log
+		WHERE send_state = 'submitted' AND gateway_id IS NOT NULL")
+	[ "$ok" = "$n" ] || { echo "only $ok of $n SMS submitted" >&2; exit 1; }
+	echo "$n $t0 $t1" | awk '{printf "%.0f\n", $1 / ($3 - $2)}'
+}
+
+# one round of $n status polls; prints polls/s
+drain_poll() {
+	q -c "TRUNCATE verification.sms_log"
+	t0=$(q -c "INSERT INTO verification.sms_log (phone_number, body, channel, send_state,
+			attempts, gateway_id, gateway_status, submitted_at, next_poll_at)
+		SELECT '+38050' || lpad(g::text, 7, '0'), 'Benchmark message ' || g, 'ip2sms',
+			   'submitted', 1, (6615134392391 + g)::text, 'Accepted', now(), now()
+		  FROM generate_series(1, $n) AS g" -c "SELECT extract(epoch FROM clock_timestamp())")
+	t1=$(wait_idle)
+	ok=$(q -c "SELECT count(*) FROM verification.sms_log WHERE gateway_status = 'Delivered'")
+	[ "$ok" = "$n" ] || { echo "only $ok of $n rows polled" >&2; exit 1; }
+	echo "$n $t0 $t1" | awk '{printf "%.0f\n", $1 / ($3 - $2)}'
+}
+
+worker_mem() {
+	pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'")
+	awk '/^VmRSS|^RssAnon/ {printf "%s %s ", $1, $2} END {print ""}' "/proc/$pid/status"
+}
+
+echo "IP2SMS benchmark: $n messages, $conc connections, $reps repetitions, nginx on 127.0.0.1:$http_port"
+cc -O2 -o "$work/loadgen" "$top/test/bench/loadgen.c" -lcurl
+body='<message><service id="single" source="Bench"/><to>380500000001</to><body content-type="text/plain">Benchmark message 1</body></message>'
+ref=""; send=""; poll=""
+for i in $(seq "$reps"); do
+	ref="$ref $("$work/loadgen" "$send_url" "$body" "$n" "$conc")"
+	send="$send $(drain_send)"
+	poll="$poll $(drain_poll)"
+done
+ref_med=$(echo $ref | tr ' ' '\n' | median)
+send_med=$(echo $send | tr ' ' '\n' | median)
+poll_med=$(echo $poll | tr ' ' '\n' | median)
+echo "reference HTTP load generator: runs $ref req/s, median $ref_med req/s"
+echo "send end to end:  runs $send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 5000 SMS/s)"
+echo "status polling:   runs $poll polls/s, median $poll_med polls/s, ratio to reference $(echo "$poll_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 5000 polls/s)"
+
+# memory: a fresh worker, then 20,000 and 200,000 SMS through it
+"$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w restart >/dev/null
+drain_send >/dev/null
+mem20=$(worker_mem)
+for i in $(seq 9); do drain_send >/dev/null; done
+mem200=$(worker_mem)
+echo "worker memory after  20,000 SMS: $mem20(kB)"
+echo "worker memory after 200,000 SMS: $mem200(kB)"
+echo "$mem20 $mem200" | awk '{printf "RSS ratio 200k/20k: VmRSS %.3f, RssAnon %.3f (goal <= 1.10)\n", $6/$2, $8/$4}'

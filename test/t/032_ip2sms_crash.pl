@@ -1,0 +1,61 @@
+# kill -9 of the worker while 2,000 IP2SMS messages are in flight: afterwards
+# every row is submitted, failed or unknown (never silently re-sent), and the
+# mock gateway received no (number, text) pair twice.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/../mock";
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Ip2smsMock;
+
+my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
+my $node = $mock->node('crash',
+	"smsdispatch.ip2sms_poll_interval = '1h'\nrestart_after_crash = on\n");
+
+# slow answers keep many requests on the wire when the worker dies
+$mock->control(mode => 'slow', delay_ms => 20, count => 1000000, kind => 'send');
+$node->safe_psql('postgres', q{
+	SELECT sms_send('+38050' || lpad(g::text, 7, '0'), 'crash test ' || g)
+	  FROM generate_series(1, 2000) AS g});
+
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) >= 100 FROM verification.sms_log WHERE send_state = 'submitted'"),
+	'sending is under way');
+my $pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'smsdispatch%' LIMIT 1");
+ok($pid =~ /^\d+$/, 'found the worker');
+my $before = $node->safe_psql('postgres',
+	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'sending'");
+ok($before > 0, "$before rows were being sent when the worker was killed");
+kill 'KILL', $pid;
+
+# the postmaster restarts after the crash; the worker comes back
+$node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
+$mock->control(mode => 'normal');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM verification.sms_log WHERE send_state IN ('queued', 'sending')"),
+	'the queue drained after the restart');
+
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM verification.sms_log WHERE send_state NOT IN ('submitted', 'failed', 'unknown')"),
+	'0', 'every row is submitted, failed or unknown');
+my $unknown = $node->safe_psql('postgres',
+	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'unknown'");
+ok($unknown > 0, "$unknown rows in flight became unknown");
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'unknown'
+	    AND last_error NOT LIKE '%in flight; not re-sent'"),
+	'0', 'unknown rows say why');
+
+my %seen;
+my @sent = grep { $_->{kind} eq 'send' } $mock->log_entries;
+my @dups = grep { $seen{"$_->{to}|$_->{text}"}++ } @sent;
+is(scalar @dups, 0, 'the mock received no (number, text) pair twice');
+my $submitted = $node->safe_psql('postgres',
+	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'submitted'");
+cmp_ok(scalar(@sent), '>=', $submitted, 'every submitted row reached the mock');
+
+$node->stop;
+$mock->stop;
+done_testing();
