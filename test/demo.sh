@@ -21,8 +21,10 @@ rm -rf "$dir/data" "$dir/socket"
 mkdir -p "$dir/socket"
 export PGHOST="$dir/socket" PGPORT=5432 PGDATABASE=postgres
 
+mock=
 cleanup() {
 	pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
+	[ -z "$mock" ] || kill "$mock" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 
@@ -40,7 +42,18 @@ wait_for() {
 	done
 }
 
-step "A throwaway cluster in $dir, smsdispatch preloaded"
+step "A mock IP2SMS gateway on 127.0.0.1 and a throwaway cluster in $dir, smsdispatch preloaded"
+python3 "$top/test/mock/ip2sms_mock.py" --port-file "$dir/mock.port" --log "$dir/mock.log" \
+	--login demo --password demo-secret &
+mock=$!
+n=0
+until [ -s "$dir/mock.port" ]; do
+	n=$((n + 1))
+	[ $n -lt 100 ] || { echo "the mock gateway did not start" >&2; exit 1; }
+	sleep 0.1
+done
+gw="http://127.0.0.1:$(cat "$dir/mock.port")"
+echo "mock gateway: $gw"
 initdb -D "$dir/data" --encoding=UTF8 --locale=C -A trust >/dev/null
 cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = ''
@@ -48,6 +61,12 @@ unix_socket_directories = '$dir/socket'
 shared_preload_libraries = 'smsdispatch'
 smsdispatch.database = 'postgres'
 smsdispatch.default_country_code = '380'
+smsdispatch.ip2sms_url = '$gw/ip2sms/'
+smsdispatch.ip2sms_status_url = '$gw/ip2sms-request/'
+smsdispatch.ip2sms_login = 'demo'
+smsdispatch.ip2sms_password = 'demo-secret'
+smsdispatch.ip2sms_source = 'DEMO'
+smsdispatch.ip2sms_poll_interval = '1s'
 EOF
 pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 
@@ -70,9 +89,9 @@ CREATE EXTENSION smsdispatch;
 \echo '-- an on-call list on three levels (numbers as people type them)'
 \o /dev/null
 SELECT sms_list_create('oncall', 'Database on-call');
-SELECT sms_list_add('oncall', '050 111 11 11', 1, '20 s', 'Alice');
-SELECT sms_list_add('oncall', '+380 50 222 22 22', 2, '20 s', 'Bob');
-SELECT sms_list_add('oncall', '0038 050 333 33 33', 3, '20 s', 'Carol');
+SELECT sms_list_add('oncall', '050 111 11 11', 1, '15 min', 'Alice');
+SELECT sms_list_add('oncall', '+380 50 555 55 55', 2, '15 min', 'Bob');
+SELECT sms_list_add('oncall', '0038 050 666 66 66', 3, '15 min', 'Carol');
 \o
 SELECT list, level, phone, name, ack_timeout FROM smsdispatch.list_member ORDER BY level;
 
@@ -107,7 +126,7 @@ psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
 \o /dev/null
 SELECT sms_list_create('radio', 'On-call without internet');
 SELECT sms_list_add('radio', '+380501111111', 1, '15 min', 'Alice');
-SELECT sms_list_add('radio', '+380502222222', 2, '15 min', 'Bob');
+SELECT sms_list_add('radio', '+380505555555', 2, '15 min', 'Bob');
 \o
 SELECT sms_enqueue('Link down on core-sw1', 'radio', channel => 'modem') AS modem_alarm \gset
 \echo '-- alarm' :modem_alarm 'handed to the modem sidecar'
@@ -131,12 +150,10 @@ psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
 \o /dev/null
 SELECT sms_list_create('db', 'Database on-call, short timeouts for the demo');
 SELECT sms_list_add('db', '+380501111111', 1, '3 s', 'Alice');
-SELECT sms_list_add('db', '+380502222222', 2, '3 s', 'Bob');
-SELECT sms_list_add('db', '+380503333333', 3, '3 s', 'Carol');
+SELECT sms_list_add('db', '+380505555555', 2, '3 s', 'Bob');
+SELECT sms_list_add('db', '+380506666666', 3, '3 s', 'Carol');
 \o
 EOF
-# the loopback test channel stands in for a gateway: it marks SMS submitted
-psql -X -q -c "ALTER SYSTEM SET smsdispatch.loopback_channel = on" -c "SELECT pg_reload_conf()" >/dev/null
 live=$(psql -XAt -c "SELECT sms_enqueue('Replication lag 300 s on db2', 'db')")
 echo "-- alarm $live queued at $(date +%T)"
 show_live="SELECT r.level, r.name, r.status, to_char(r.sent_at, 'HH24:MI:SS.MS') AS sent_at
@@ -150,13 +167,22 @@ wait_for "SELECT status = 'NOT_YET_ACK' FROM smsdispatch.message_recipient r
             JOIN smsdispatch.message m ON m.id = r.message_id WHERE m.list = 'db' AND r.level = 2"
 psql -X -c "$show_live"
 echo "-- Bob replies \"ok $live on it\""
-psql -X -c "SELECT sms_receive('+380502222222', 'ok $live on it') AS outcome"
+psql -X -c "SELECT sms_receive('+380505555555', 'ok $live on it') AS outcome"
 sleep 4
 echo "-- 4 s later: acknowledged, Carol (level 3) was never sent it"
 psql -X -c "$show_live" \
 	-c "SELECT to_char(e.at, 'HH24:MI:SS.MS') AS at, e.kind, e.level, e.phone
 	      FROM smsdispatch.event e JOIN smsdispatch.message m ON m.id = e.message_id
 	     WHERE m.list = 'db' ORDER BY e.id"
+
+step "Delivery statuses, polled from the gateway into verification.sms_log"
+wait_for "SELECT bool_and(gateway_status = 'Delivered') FROM verification.sms_log
+            WHERE channel = 'ip2sms' AND type IN ('verification', '2FA')"
+psql -X -c "SELECT id, phone_number, type, send_state, gateway_id, gateway_status,
+                   to_char(status_changed_at, 'HH24:MI:SS') AS status_changed
+              FROM verification.sms_log WHERE channel = 'ip2sms' ORDER BY id" \
+	-c "SELECT name, value FROM smsdispatch.stats() WHERE value > 0 AND name NOT LIKE 'latency_le%' AND name NOT LIKE 'latency_gt%'"
+printf 'the gateway received %s requests (log: %s)\n' "$(wc -l <"$dir/mock.log")" "$dir/mock.log"
 
 step "The HTML report of this run"
 psql -XAtq -c "SELECT sms_report_html(now() - interval '1 hour', now() + interval '1 minute')" \
