@@ -19,6 +19,7 @@
 #include "smsdispatch.h"
 
 PG_FUNCTION_INFO_V1(sms_normalize_phone);
+PG_FUNCTION_INFO_V1(sms_try_normalize_phone_sql);
 
 /*
  * The E.164 form of phone, palloc'd, or NULL with *detail saying why there is
@@ -118,4 +119,20 @@ sms_normalize_phone(PG_FUNCTION_ARGS)
 	char	   *phone = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	PG_RETURN_TEXT_P(cstring_to_text(sms_normalize_phone_text(phone, "phone")));
+}
+
+/*
+ * SQL: smsdispatch.try_normalize_phone(phone) -> E.164 text, or NULL when
+ * there is none; for matching senders without a subtransaction per SMS.
+ */
+Datum
+sms_try_normalize_phone_sql(PG_FUNCTION_ARGS)
+{
+	const char *detail;
+	char	   *result = sms_try_normalize_phone(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+												 &detail);
+
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(result));
 }

@@ -5,6 +5,12 @@ RETURNS text
 AS 'MODULE_PATHNAME', 'sms_normalize_phone'
 LANGUAGE C STABLE PARALLEL SAFE;
 
+-- The E.164 form of a phone number, or NULL when it has none.
+CREATE FUNCTION smsdispatch.try_normalize_phone(phone text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sms_try_normalize_phone_sql'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
 CREATE FUNCTION sms_segments(body text,
 	OUT encoding text, OUT units int, OUT parts int)
 RETURNS record

@@ -245,11 +245,7 @@ DECLARE
 	found_id bigint;
 	tail text := right(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), 9);
 BEGIN
-	BEGIN
-		e164 := @extschema@.sms_normalize_phone(phone);
-	EXCEPTION WHEN invalid_parameter_value THEN
-		e164 := NULL;
-	END;
+	e164 := smsdispatch.try_normalize_phone(phone);
 	SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
 	 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
 	   AND r.phone = e164
@@ -315,6 +311,10 @@ DECLARE
 	recipient_id bigint;
 	outcome text;
 BEGIN
+	IF phone IS NULL THEN
+		RAISE EXCEPTION 'phone must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	IF msg_id IS NULL THEN
 		RAISE EXCEPTION 'no alarm has number "%"', number
 			USING ERRCODE = 'invalid_parameter_value',

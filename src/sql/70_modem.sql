@@ -190,11 +190,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Words are Delivered, Enroute, Undeliverable, Expired, Deleted, Rejected and Unknown.';
 	END IF;
-	BEGIN
-		e164 := @extschema@.sms_normalize_phone(phone);
-	EXCEPTION WHEN invalid_parameter_value THEN
-		e164 := NULL;
-	END;
+	e164 := smsdispatch.try_normalize_phone(phone);
 	SELECT l.id INTO found_id FROM verification.sms_log l
 	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
 	   AND l.channel = 'modem' AND l.claimed_by = modem
