@@ -543,6 +543,30 @@ BEGIN
 END;
 $$;
 
+-- Deletes the rows of tbl that match condition ($1 is the cutoff),
+-- batch_size at a time with a COMMIT after each batch, so that no transaction
+-- holds many row locks; rows locked by others are left for the next run.
+CREATE PROCEDURE smsdispatch.delete_in_batches(tbl regclass, condition text,
+	cutoff timestamptz, batch_size int, INOUT deleted bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	deleted := 0;
+	LOOP
+		EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY('
+					   'SELECT ctid FROM %s WHERE %s LIMIT $2 FOR UPDATE SKIP LOCKED))',
+					   tbl, tbl, condition)
+			USING cutoff, batch_size;
+		GET DIAGNOSTICS n = ROW_COUNT;
+		deleted := deleted + n;
+		COMMIT;
+		EXIT WHEN n < batch_size;
+	END LOOP;
+END;
+$$;
+
 -- Removes what is no longer needed, in batches of batch_size rows, each in
 -- its own short transaction: closed alarms (with their recipients and events)
 -- closed before now() - older_than and out of number quarantine, SMS log rows
@@ -578,59 +602,17 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	cutoff := now() - older_than;
-	alarm_cutoff := least(cutoff, now()
-		- current_setting('smsdispatch.number_quarantine')::interval);
-	alarms := 0;
-	log_rows := 0;
-	inbox_rows := 0;
-	snapshots := 0;
+	alarm_cutoff := least(cutoff, now() - smsdispatch.number_quarantine());
 
-	LOOP
-		DELETE FROM smsdispatch.message
-		 WHERE id IN (SELECT m.id FROM smsdispatch.message m
-					   WHERE m.state <> 'open'
-						 AND m.closed_at < alarm_cutoff
-					   LIMIT batch_size FOR UPDATE SKIP LOCKED);
-		GET DIAGNOSTICS n = ROW_COUNT;
-		alarms := alarms + n;
-		COMMIT;
-		EXIT WHEN n < batch_size;
-	END LOOP;
-
-	LOOP
-		DELETE FROM verification.sms_log
-		 WHERE id IN (SELECT l.id FROM verification.sms_log l
-					   WHERE l.inserted_at < cutoff
-						 AND l.send_state <> ALL ('{queued,sending}'::text[])
-						 AND l.message_id IS NULL
-					   LIMIT batch_size FOR UPDATE SKIP LOCKED);
-		GET DIAGNOSTICS n = ROW_COUNT;
-		log_rows := log_rows + n;
-		COMMIT;
-		EXIT WHEN n < batch_size;
-	END LOOP;
-
-	LOOP
-		DELETE FROM smsdispatch.inbox
-		 WHERE id IN (SELECT i.id FROM smsdispatch.inbox i
-					   WHERE i.received_at < cutoff
-					   LIMIT batch_size FOR UPDATE SKIP LOCKED);
-		GET DIAGNOSTICS n = ROW_COUNT;
-		inbox_rows := inbox_rows + n;
-		COMMIT;
-		EXIT WHEN n < batch_size;
-	END LOOP;
-
-	LOOP
-		DELETE FROM smsdispatch.counter_snapshot
-		 WHERE ctid IN (SELECT c.ctid FROM smsdispatch.counter_snapshot c
-						 WHERE c.taken_at < cutoff
-						 LIMIT batch_size FOR UPDATE SKIP LOCKED);
-		GET DIAGNOSTICS n = ROW_COUNT;
-		snapshots := snapshots + n;
-		COMMIT;
-		EXIT WHEN n < batch_size;
-	END LOOP;
+	CALL smsdispatch.delete_in_batches('smsdispatch.message',
+		$c$state <> 'open' AND closed_at < $1$c$, alarm_cutoff, batch_size, alarms);
+	CALL smsdispatch.delete_in_batches('verification.sms_log',
+		$c$inserted_at < $1 AND send_state <> ALL ('{queued,sending}') AND message_id IS NULL$c$,
+		cutoff, batch_size, log_rows);
+	CALL smsdispatch.delete_in_batches('smsdispatch.inbox',
+		'received_at < $1', cutoff, batch_size, inbox_rows);
+	CALL smsdispatch.delete_in_batches('smsdispatch.counter_snapshot',
+		'taken_at < $1', cutoff, batch_size, snapshots);
 END;
 $$;
 

@@ -3,7 +3,8 @@
 -- the retention.
 
 REVOKE ALL ON FUNCTION sms_report_html(timestamptz, timestamptz) FROM PUBLIC;
-REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint),
+	smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint) FROM PUBLIC;
 
 GRANT SELECT ON smsdispatch.delivery_stats, smsdispatch.gateway_stats,
 	smsdispatch.escalation_stats, smsdispatch.queue, smsdispatch.counter_snapshot
@@ -21,7 +22,8 @@ GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
 
 -- admins read everything readers read
 GRANT smsdispatch_reader TO smsdispatch_admin;
-GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)
+GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint),
+	smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint)
 	TO smsdispatch_admin;
 GRANT DELETE ON verification.sms_log TO smsdispatch_admin;
 
