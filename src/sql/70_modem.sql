@@ -100,7 +100,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	max_attempts int := coalesce(current_setting('smsdispatch.max_attempts', true), '5')::int;
+	max_attempts int := smsdispatch.setting('smsdispatch.max_attempts')::int;
 BEGIN
 	PERFORM smsdispatch.modem_check_name(modem);
 	IF outcome IS NULL OR outcome NOT IN ('submitted', 'retry', 'failed', 'unknown', 'released') THEN

@@ -260,7 +260,7 @@ CREATE VIEW smsdispatch.queue AS
 	  FROM smsdispatch.message m
 	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
 	 WHERE m.state = 'open'
-		OR m.closed_at > now() - current_setting('smsdispatch.number_quarantine')::interval
+		OR m.closed_at > now() - smsdispatch.number_quarantine()
 	 ORDER BY m.created_at, m.number, r.level, r.phone;
 
 -- Text made safe for HTML element content and attribute values.
