@@ -17,6 +17,7 @@ GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
 	smsdispatch.histogram_quantile(float8, float8[], bigint[]),
 	smsdispatch.sms_outcome(text, text),
 	smsdispatch.delivery_seconds(timestamptz, timestamptz, timestamptz),
+	smsdispatch.number_quarantine(),
 	sms_report_html(timestamptz, timestamptz)
 	TO smsdispatch_reader;
 
