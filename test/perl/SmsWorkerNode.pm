@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(worker_node make_list worker_pid wait_until);
+our @EXPORT = qw(worker_node make_list worker_pid wait_until repeated_sends);
 
 # A started cluster with the worker (unless preload => 0) and, unless
 # no_extension => 1, the extension created in postgres. conf adds lines.
@@ -67,6 +67,17 @@ sub wait_until
 	diag("timed out waiting for: $query (last: "
 		  . $node->safe_psql('postgres', $query) . ")");
 	return 0;
+}
+
+# How many (alarm, phone) pairs got more than one SMS: without repeat rounds
+# each recipient is sent an alarm once, so anything but 0 is a duplicate send.
+sub repeated_sends
+{
+	my ($node) = @_;
+	return $node->safe_psql(
+		'postgres', "SELECT count(*) FROM (
+			SELECT message_id, phone_number FROM verification.sms_log
+			 GROUP BY 1, 2 HAVING count(*) > 1) d");
 }
 
 1;

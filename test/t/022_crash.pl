@@ -63,10 +63,7 @@ ok( $node->poll_query_until(
 		'postgres', "SELECT count(*) FROM smsdispatch.message WHERE state = 'exhausted'", '500'),
 	'all 500 alarms end exhausted (nobody acked)');
 
-is( $node->safe_psql(
-		'postgres', "SELECT count(*) FROM (
-			SELECT message_id, phone_number FROM verification.sms_log
-			 GROUP BY 1, 2 HAVING count(*) > 1) d"),
+is(repeated_sends($node),
 	'0', 'no recipient got a second SMS for the same level');
 is($node->safe_psql('postgres', "SELECT count(*) FROM verification.sms_log"),
 	'2000', 'every recipient of every alarm got exactly one SMS');

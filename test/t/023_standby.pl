@@ -56,10 +56,7 @@ ok( wait_until(
 		'20', 30),
 	'the promoted standby escalates every alarm to the end');
 
-is( $standby->safe_psql(
-		'postgres', "SELECT count(*) FROM (
-			SELECT message_id, phone_number FROM verification.sms_log
-			 GROUP BY 1, 2 HAVING count(*) > 1) d"),
+is(repeated_sends($standby),
 	'0', 'no duplicate sends across the promotion');
 is( $standby->safe_psql(
 		'postgres', "SELECT count(*) FROM verification.sms_log"),
