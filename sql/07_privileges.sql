@@ -91,5 +91,34 @@ SELECT list, phone, name FROM smsdispatch.list_member ORDER BY id;
 SELECT sms_send('+380503333333', 'from the admin') > 0 AS admin_sends;
 RESET ROLE;
 
+-- an application role granted nothing of smsdispatch inserts into a
+-- watched table: the trigger queues the SMS, writing as the log's owner,
+-- and the role still cannot read the log
+CREATE ROLE regress_app;
+CREATE TABLE regress.app_otp (phone text, code text);
+GRANT INSERT ON regress.app_otp TO regress_app;
+SELECT smsdispatch.watch_verifications('regress.app_otp', 'phone', 'code');
+SET ROLE regress_app;
+INSERT INTO regress.app_otp VALUES ('+380504444444', '1234');
+SELECT regress.try($$SELECT phone_number FROM verification.sms_log$$);
+RESET ROLE;
+SELECT phone_number, body, send_state FROM verification.sms_log
+ WHERE phone_number = '+380504444444';
+-- sms_send and the trigger are not SECURITY DEFINER, yet the caller's
+-- search_path cannot redirect their write
+CREATE SCHEMA regress_decoy;
+CREATE TABLE regress_decoy.sms_log (LIKE verification.sms_log);
+GRANT USAGE ON SCHEMA regress_decoy TO regress_sender;
+GRANT ALL ON regress_decoy.sms_log TO regress_sender;
+SET ROLE regress_sender;
+SET search_path = regress_decoy, public;
+SELECT sms_send('+380504444445', 'decoy') > 0 AS sent;
+RESET search_path;
+RESET ROLE;
+SELECT (SELECT count(*) FROM regress_decoy.sms_log) AS in_decoy,
+	   (SELECT count(*) FROM verification.sms_log WHERE body = 'decoy') AS in_log;
+DROP SCHEMA regress_decoy CASCADE;
+DROP TABLE regress.app_otp;
+
 REVOKE USAGE ON SCHEMA regress FROM PUBLIC;
-DROP ROLE regress_nobody, regress_sender, regress_reader, regress_admin;
+DROP ROLE regress_nobody, regress_sender, regress_reader, regress_admin, regress_app;

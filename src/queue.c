@@ -2,7 +2,8 @@
  *
  * queue.c
  *	  Queueing single SMS: sms_send() and the verification trigger. Both are
- *	  on the application's hot path, so both go through one prepared INSERT.
+ *	  on the application's hot path, so both write their row through the
+ *	  log writer (log_writer.c) rather than a planned INSERT.
  *
  * The abuse guard lives here too: past smsdispatch.max_per_phone_per_hour
  * SMS to one number in the last hour, the row is still written (nothing is
@@ -46,14 +47,6 @@ PG_FUNCTION_INFO_V1(sms_verification_trigger);
 static const char *const sms_types[] = {
 	"verification", "medication_request", "text", "2FA"
 };
-
-/* the INSERT of one row, queued or written failed with its reason */
-static const char insert_sql[] =
-"INSERT INTO verification.sms_log"
-" (phone_number, type, body, channel, verification_id, send_state, last_error)"
-" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
-
-static SPIPlanPtr insert_plan = NULL;
 
 /* The channel a call asked for, or smsdispatch.default_channel. */
 const char *
@@ -105,12 +98,10 @@ check_type(const char *type)
  * waited for on the guard's lock have committed, and our own earlier rows.
  */
 static int
-count_recent(const char *phone, int limit)
+count_recent(Relation heap, const char *phone, int limit)
 {
-	Oid			nsp = get_namespace_oid("verification", false);
-	Oid			heapoid = get_relname_relid("sms_log", nsp);
-	Oid			indexoid = get_relname_relid("sms_log_phone_idx", nsp);
-	Relation	heap;
+	Oid			indexoid = get_relname_relid("sms_log_phone_idx",
+											 RelationGetNamespace(heap));
 	Relation	index;
 	ScanKeyData keys[2];
 	Snapshot	snapshot;
@@ -120,12 +111,11 @@ count_recent(const char *phone, int limit)
 	AttrNumber	attempts_att;
 	int			n = 0;
 
-	if (!OidIsValid(heapoid) || !OidIsValid(indexoid))
+	if (!OidIsValid(indexoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("index verification.sms_log_phone_idx of the abuse guard does not exist"),
 				 errhint("Reinstall the extension, or set smsdispatch.max_per_phone_per_hour to 0.")));
-	heap = table_open(heapoid, AccessShareLock);
 	index = index_open(indexoid, AccessShareLock);
 	state_att = SPI_fnumber(RelationGetDescr(heap), "send_state");
 	attempts_att = SPI_fnumber(RelationGetDescr(heap), "attempts");
@@ -144,11 +134,10 @@ count_recent(const char *phone, int limit)
 	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
-		text	   *state = DatumGetTextPP(slot_getattr(slot, state_att, &isnull));
+		Datum		state = slot_getattr(slot, state_att, &isnull);
 		int32		attempts = DatumGetInt32(slot_getattr(slot, attempts_att, &isnull));
 
-		if (attempts == 0 && VARSIZE_ANY_EXHDR(state) == strlen("failed") &&
-			memcmp(VARDATA_ANY(state), "failed", strlen("failed")) == 0)
+		if (attempts == 0 && sms_text_equals(state, "failed"))
 			continue;
 		n++;
 	}
@@ -156,36 +145,50 @@ count_recent(const char *phone, int limit)
 	index_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	index_close(index, AccessShareLock);
-	table_close(heap, AccessShareLock);
 	return n;
+}
+
+/*
+ * Opens verification.sms_log for writing. Looked up without the caller's
+ * privileges (an application inserting into a watched table may have none
+ * on the schema verification), as the log's owner will write it.
+ */
+static Relation
+open_sms_log(void)
+{
+	Oid			relid = get_relname_relid("sms_log", get_namespace_oid("verification", false));
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table verification.sms_log does not exist"),
+				 errhint("Reinstall the extension smsdispatch.")));
+	return table_open(relid, RowExclusiveLock);
 }
 
 /*
  * Writes one sms_log row for an already checked body; returns its id. With a
  * refusal, or past the abuse guard, the row is written failed with the reason
- * and nothing is sent. The caller must be connected to SPI.
+ * and nothing is sent.
+ *
+ * Callers need no privilege on the log: the row is written as the log's
+ * owner, the way PostgreSQL's foreign-key triggers act as the owner of the
+ * table they check. Nothing here resolves a name through search_path, so
+ * the caller's cannot redirect it; that spares these hot paths SECURITY
+ * DEFINER's SET search_path, a GUC save and restore on every call.
  */
 int64
 sms_queue_insert(const char *phone, const char *body, const char *type,
 				 const char *channel, const char *verification_id,
 				 const char *refusal)
 {
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-	int			ret;
+	Relation	log;
+	SmsLogRow	row;
+	Oid			save_userid;
+	int			save_sec_context;
+	int64		id;
 
-	if (insert_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare(insert_sql, 7, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-
+	log = open_sms_log();
 	if (refusal == NULL && sms_max_per_phone_per_hour > 0)
 	{
 		LOCKTAG		tag;
@@ -195,32 +198,27 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SMS_GUARD_LOCK_CLASS,
 							 hash_bytes((const unsigned char *) phone, strlen(phone)), 2);
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
-		recent = count_recent(phone, sms_max_per_phone_per_hour);
+		recent = count_recent(log, phone, sms_max_per_phone_per_hour);
 		if (recent >= sms_max_per_phone_per_hour)
 			refusal = psprintf("abuse guard: %d SMS to %s in the last hour reached smsdispatch.max_per_phone_per_hour",
 							   recent, phone);
 	}
 
-	values[0] = CStringGetTextDatum(phone);
-	values[1] = CStringGetTextDatum(type);
-	values[2] = CStringGetTextDatum(body);
-	values[3] = CStringGetTextDatum(channel);
-	if (verification_id)
-		values[4] = CStringGetTextDatum(verification_id);
-	else
-		nulls[4] = 'n';
-	values[5] = CStringGetTextDatum(refusal ? "failed" : "queued");
-	if (refusal)
-		values[6] = CStringGetTextDatum(refusal);
-	else
-		nulls[6] = 'n';
+	row.phone_number = phone;
+	row.type = type;
+	row.body = body;
+	row.channel = channel;
+	row.verification_id = verification_id;
+	row.send_state = refusal ? "failed" : "queued";
+	row.last_error = refusal;
 
-	ret = SPI_execute_plan(insert_plan, values, nulls, false, 1);
-	if (ret != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "inserting into verification.sms_log failed: %s",
-			 SPI_result_code_string(ret));
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(log->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	id = sms_log_insert(log, &row);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	table_close(log, NoLock);
+	return id;
 }
 
 /* SQL: sms_send(phone, body, type, channel) -> sms_log id */
@@ -240,9 +238,7 @@ sms_send(PG_FUNCTION_ARGS)
 	channel = sms_resolve_channel(PG_ARGISNULL(3) ? NULL :
 								  text_to_cstring(PG_GETARG_TEXT_PP(3)));
 
-	SPI_connect();
 	id = sms_queue_insert(phone, body, type, channel, NULL, NULL);
-	SPI_finish();
 	PG_RETURN_INT64(id);
 }
 
@@ -315,7 +311,6 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("smsdispatch.verification_trigger() takes the phone and the code column names")));
 
-	SPI_connect();
 	raw_phone = column_text(trigdata, trigger->tgargs[0]);
 	code = column_text(trigdata, trigger->tgargs[1]);
 	if (SPI_fnumber(RelationGetDescr(trigdata->tg_relation), "id") > 0)
@@ -331,6 +326,5 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 	sms_queue_insert(phone ? phone : (raw_phone ? raw_phone : ""),
 					 verification_body(code ? code : ""), "verification",
 					 sms_default_channel, verification_id, refusal);
-	SPI_finish();
 	return PointerGetDatum(NULL);
 }

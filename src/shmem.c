@@ -9,17 +9,21 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "commands/async.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/rel.h"
 
 #include "smsdispatch.h"
 
-PG_FUNCTION_INFO_V1(sms_wake_at_commit);
+PG_FUNCTION_INFO_V1(sms_wake_on_change);
 
 SmsSharedState *sms_shared = NULL;
 
@@ -46,7 +50,11 @@ sms_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Sets the worker's latch, if a worker runs. */
+/*
+ * Sets the worker's latch, if a worker runs and serves our database: work
+ * queued in another database is not its to do, and a wake-up would cost it
+ * a pass for nothing.
+ */
 void
 sms_wake_worker(void)
 {
@@ -55,7 +63,9 @@ sms_wake_worker(void)
 	if (sms_shared == NULL)
 		return;
 	latch = sms_shared->worker_latch;
-	if (latch != NULL && sms_shared->worker_pid != MyProcPid)
+	pg_read_barrier();
+	if (latch != NULL && sms_shared->worker_pid != MyProcPid &&
+		sms_shared->worker_dboid == MyDatabaseId)
 		SetLatch(latch);
 }
 
@@ -81,21 +91,46 @@ wake_xact_callback(XactEvent event, void *arg)
 }
 
 /*
- * Statement trigger on verification.sms_log: remembers that this transaction
- * queued or re-queued SMS, for the wake-up at COMMIT.
+ * BEFORE INSERT OR UPDATE OF send_state row trigger on verification.sms_log:
+ * at COMMIT the worker wakes for any such change (new work, or a status the
+ * escalation must see), and modem sidecars, by NOTIFY, for a row queued on
+ * the modem. One C trigger instead of a WHEN qualification and statement
+ * triggers, because a WHEN clause is read back from its text on every
+ * statement, and the log is written on the application's hot path.
  */
 Datum
-sms_wake_at_commit(PG_FUNCTION_ARGS)
+sms_wake_on_change(PG_FUNCTION_ARGS)
 {
-	if (!CALLED_AS_TRIGGER(fcinfo))
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	row;
+	TupleDesc	tupdesc;
+	bool		isnull;
+	Datum		channel;
+	Datum		state;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("smsdispatch.wake_at_commit() must be called as a trigger")));
+				 errmsg("smsdispatch.wake_on_change() must be a BEFORE INSERT OR UPDATE FOR EACH ROW trigger")));
+	row = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
 	wake_pending = true;
-	return PointerGetDatum(NULL);
+
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	channel = heap_getattr(row, SPI_fnumber(tupdesc, "channel"), tupdesc, &isnull);
+	if (isnull || !sms_text_equals(channel, "modem"))
+		return PointerGetDatum(row);
+	state = heap_getattr(row, SPI_fnumber(tupdesc, "send_state"), tupdesc, &isnull);
+	if (!isnull && sms_text_equals(state, "queued"))
+		Async_Notify(SMS_MODEM_NOTIFY_CHANNEL, "");
+	return PointerGetDatum(row);
 }

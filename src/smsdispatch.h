@@ -10,7 +10,9 @@
 
 #include "postgres.h"
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "storage/latch.h"
+#include "utils/relcache.h"
 
 /* settings (settings.c); names as in the README */
 extern char *sms_database;
@@ -51,9 +53,33 @@ typedef struct SmsSegments
 extern SmsSegments sms_count_segments(const char *utf8, int len);
 extern void sms_check_body_text(const char *body, const char *field);
 
+/* Whether a text datum (of a column, say) equals a C string. */
+static inline bool
+sms_text_equals(Datum value, const char *str)
+{
+	text	   *t = DatumGetTextPP(value);
+	size_t		len = strlen(str);
+
+	return VARSIZE_ANY_EXHDR(t) == len && memcmp(VARDATA_ANY(t), str, len) == 0;
+}
+
 /* phone.c */
 extern char *sms_try_normalize_phone(const char *phone, const char **detail);
 extern char *sms_normalize_phone_text(const char *phone, const char *field);
+
+/* log_writer.c: one row of verification.sms_log, as C code writes it */
+typedef struct SmsLogRow
+{
+	const char *phone_number;
+	const char *type;
+	const char *body;
+	const char *channel;
+	const char *verification_id;	/* or NULL */
+	const char *send_state;
+	const char *last_error;		/* or NULL */
+} SmsLogRow;
+
+extern int64 sms_log_insert(Relation log, const SmsLogRow *row);
 
 /* queue.c: the one way an SMS enters verification.sms_log from C */
 extern int64 sms_queue_insert(const char *phone, const char *body,
@@ -67,7 +93,11 @@ typedef struct SmsSharedState
 {
 	Latch	   *worker_latch;	/* NULL while no worker runs */
 	pid_t		worker_pid;
+	Oid			worker_dboid;	/* the database it serves */
 } SmsSharedState;
+
+/* the LISTEN channel of the modem sidecars */
+#define SMS_MODEM_NOTIFY_CHANNEL "smsdispatch_modem"
 
 extern SmsSharedState *sms_shared;
 extern void sms_shmem_request(void);

@@ -181,6 +181,7 @@ sms_worker_main(Datum main_arg)
 
 	before_shmem_exit(worker_detach, (Datum) 0);
 	sms_shared->worker_pid = MyProcPid;
+	sms_shared->worker_dboid = MyDatabaseId;
 	pg_write_barrier();
 	sms_shared->worker_latch = MyLatch;
 

@@ -482,9 +482,8 @@ CREATE TRIGGER sms_log_progress
 			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
 	EXECUTE FUNCTION smsdispatch.sms_log_progress();
 
-CREATE TRIGGER sms_log_wake_on_insert
-	AFTER INSERT ON verification.sms_log
-	FOR EACH STATEMENT EXECUTE FUNCTION smsdispatch.wake_at_commit();
-CREATE TRIGGER sms_log_wake_on_update
-	AFTER UPDATE OF send_state ON verification.sms_log
-	FOR EACH STATEMENT EXECUTE FUNCTION smsdispatch.wake_at_commit();
+-- New and re-queued SMS, and status changes the escalation must see, wake
+-- the worker at COMMIT; SMS queued on the modem wake the sidecars by NOTIFY.
+CREATE TRIGGER sms_log_wake
+	BEFORE INSERT OR UPDATE OF send_state ON verification.sms_log
+	FOR EACH ROW EXECUTE FUNCTION smsdispatch.wake_on_change();

@@ -72,7 +72,7 @@ done
 med_p50=$(printf '%s' "$all" | awk '{print $1}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 med_p99=$(printf '%s' "$all" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 
-$BENCH_PSQL -c "ALTER TABLE verification.sms_log DISABLE TRIGGER sms_log_wake_on_insert"
+$BENCH_PSQL -c "ALTER TABLE verification.sms_log DISABLE TRIGGER sms_log_wake"
 enqueue reference "$REFERENCE_ALARMS"
 set -- $(percentiles reference)
 ref_p50=$1
