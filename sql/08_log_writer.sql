@@ -145,6 +145,24 @@ BEGIN
 END;
 $$;
 SELECT count(*) AS rows_at_end FROM verification.sms_log;
+
+-- the wake-up trigger's function refuses to be anything but a BEFORE row
+-- trigger on a table with the log's channel and send_state
+CREATE TABLE regress.not_a_log (id int, channel text, send_state text);
+CREATE TRIGGER wrong AFTER INSERT ON regress.not_a_log
+	FOR EACH ROW EXECUTE FUNCTION smsdispatch.wake_on_change();
+SELECT regress.try($$INSERT INTO regress.not_a_log VALUES (1, 'modem', 'queued')$$);
+DROP TRIGGER wrong ON regress.not_a_log;
+CREATE TRIGGER wrong BEFORE INSERT ON regress.not_a_log
+	FOR EACH STATEMENT EXECUTE FUNCTION smsdispatch.wake_on_change();
+SELECT regress.try($$INSERT INTO regress.not_a_log VALUES (1, 'modem', 'queued')$$);
+DROP TRIGGER wrong ON regress.not_a_log;
+ALTER TABLE regress.not_a_log DROP COLUMN channel;
+CREATE TRIGGER wrong BEFORE INSERT ON regress.not_a_log
+	FOR EACH ROW EXECUTE FUNCTION smsdispatch.wake_on_change();
+SELECT regress.try($$INSERT INTO regress.not_a_log VALUES (1, 'queued')$$);
+SELECT count(*) AS not_a_log_rows FROM regress.not_a_log;
+DROP TABLE regress.not_a_log;
 DROP TABLE regress.otp, regress.seen;
 DROP FUNCTION regress.tag_body(), regress.count_new(), regress.count_stmt(),
 	regress.drop_row(), regress.nested(), regress.scratch();

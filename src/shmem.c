@@ -104,6 +104,8 @@ sms_wake_on_change(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	row;
 	TupleDesc	tupdesc;
+	int			channel_att;
+	int			state_att;
 	bool		isnull;
 	Datum		channel;
 	Datum		state;
@@ -115,6 +117,14 @@ sms_wake_on_change(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("smsdispatch.wake_on_change() must be a BEFORE INSERT OR UPDATE FOR EACH ROW trigger")));
+	tupdesc = RelationGetDescr(trigdata->tg_relation);
+	channel_att = SPI_fnumber(tupdesc, "channel");
+	state_att = SPI_fnumber(tupdesc, "send_state");
+	if (channel_att <= 0 || state_att <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("smsdispatch.wake_on_change() needs the columns channel and send_state, which table \"%s\" lacks",
+						RelationGetRelationName(trigdata->tg_relation))));
 	row = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 
@@ -125,11 +135,10 @@ sms_wake_on_change(PG_FUNCTION_ARGS)
 	}
 	wake_pending = true;
 
-	tupdesc = RelationGetDescr(trigdata->tg_relation);
-	channel = heap_getattr(row, SPI_fnumber(tupdesc, "channel"), tupdesc, &isnull);
+	channel = heap_getattr(row, channel_att, tupdesc, &isnull);
 	if (isnull || !sms_text_equals(channel, "modem"))
 		return PointerGetDatum(row);
-	state = heap_getattr(row, SPI_fnumber(tupdesc, "send_state"), tupdesc, &isnull);
+	state = heap_getattr(row, state_att, tupdesc, &isnull);
 	if (!isnull && sms_text_equals(state, "queued"))
 		Async_Notify(SMS_MODEM_NOTIFY_CHANNEL, "");
 	return PointerGetDatum(row);
