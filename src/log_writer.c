@@ -38,7 +38,7 @@
 
 #include "smsdispatch.h"
 
-/* the columns of SmsLogRow, in the order sms_log_row_values() gives them */
+/* the columns of SmsLogRow's fields, in their order */
 static const char *const row_columns[] = {
 	"phone_number", "type", "body", "channel", "verification_id",
 	"send_state", "last_error"
@@ -242,23 +242,6 @@ attach_predicates(WriterCache *cache, ResultRelInfo *rri)
 	}
 }
 
-/* The values of a row, in the order of row_columns. */
-static void
-sms_log_row_values(const SmsLogRow *row, Datum *values, bool *nulls)
-{
-	const char *texts[ROW_COLUMNS] = {
-		row->phone_number, row->type, row->body, row->channel,
-		row->verification_id, row->send_state, row->last_error
-	};
-	int			i;
-
-	for (i = 0; i < ROW_COLUMNS; i++)
-	{
-		nulls[i] = texts[i] == NULL;
-		values[i] = nulls[i] ? (Datum) 0 : CStringGetTextDatum(texts[i]);
-	}
-}
-
 /*
  * Fills the slot: the row's values, checked against their domains, and the
  * defaults of every other column.
@@ -267,9 +250,12 @@ static void
 fill_slot(WriterCache *cache, TupleTableSlot *slot, const SmsLogRow *row,
 		  ExprContext *econtext)
 {
+	/* in the order of row_columns */
+	const char *texts[ROW_COLUMNS] = {
+		row->phone_number, row->type, row->body, row->channel,
+		row->verification_id, row->send_state, row->last_error
+	};
 	int			natts = slot->tts_tupleDescriptor->natts;
-	Datum		values[ROW_COLUMNS];
-	bool		nulls[ROW_COLUMNS];
 	int			i;
 
 	ExecClearTuple(slot);
@@ -281,16 +267,17 @@ fill_slot(WriterCache *cache, TupleTableSlot *slot, const SmsLogRow *row,
 		else
 			slot->tts_isnull[i] = true;
 	}
-	sms_log_row_values(row, values, nulls);
 	for (i = 0; i < ROW_COLUMNS; i++)
 	{
 		int			att = cache->row_attnum[i] - 1;
+		bool		isnull = texts[i] == NULL;
+		Datum		value = isnull ? (Datum) 0 : CStringGetTextDatum(texts[i]);
 
 		if (OidIsValid(cache->row_domain[i]))
-			domain_check(values[i], nulls[i], cache->row_domain[i],
+			domain_check(value, isnull, cache->row_domain[i],
 						 &cache->row_domain_extra[i], cache->cxt);
-		slot->tts_values[att] = values[i];
-		slot->tts_isnull[att] = nulls[i];
+		slot->tts_values[att] = value;
+		slot->tts_isnull[att] = isnull;
 	}
 	ExecStoreVirtualTuple(slot);
 }

@@ -55,8 +55,8 @@ psql -d bench -f "$top/test/ehealth-verifications.sql"
 psql -d bench <<'SQL'
 CREATE EXTENSION smsdispatch;
 CREATE SCHEMA bench;
--- references: the same columns (and their domains), defaults, CHECKs and
--- indexes, no triggers
+-- references: the same columns (and their domains), defaults, constraints
+-- and indexes, no triggers
 CREATE TABLE bench.plain_log (LIKE verification.sms_log INCLUDING ALL);
 CREATE SEQUENCE bench.plain_log_id_seq OWNED BY bench.plain_log.id;
 ALTER TABLE bench.plain_log ALTER id SET DEFAULT nextval('bench.plain_log_id_seq');

@@ -23,18 +23,8 @@ $node->start;
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION smsdispatch;
 	CREATE TABLE otp (phone text, code text);
-	SELECT smsdispatch.watch_verifications('otp', 'phone', 'code');
-	CREATE FUNCTION nested() RETURNS trigger LANGUAGE plpgsql AS $$
-	BEGIN
-		IF NEW.body = 'outer' THEN
-			CREATE OR REPLACE FUNCTION scratch() RETURNS int LANGUAGE sql AS 'SELECT 1';
-			PERFORM sms_send('+380501230012', 'inner');
-		END IF;
-		RETURN NEW;
-	END;
-	$$;
-	CREATE TRIGGER nested BEFORE INSERT ON verification.sms_log
-		FOR EACH ROW EXECUTE FUNCTION nested();});
+	SELECT smsdispatch.watch_verifications('otp', 'phone', 'code');});
+$node->safe_psql('postgres', slurp_file('test/log-writer-nested-trigger.sql'));
 $node->stop;
 
 my $statements = join("\n",
