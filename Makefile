@@ -2,12 +2,14 @@
 # `check` (every test suite) and `demo` targets.
 
 EXTENSION = smsdispatch
-EXTVERSION = 1.0
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" smsdispatch.control)
 
 MODULE_big = smsdispatch
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA_built = smsdispatch--$(EXTVERSION).sql
-DATA = $(wildcard smsdispatch--*--*.sql)
+# upgrade scripts, and the full scripts of released versions exactly as
+# released (the upgrade test installs them)
+DATA = $(wildcard smsdispatch--*--*.sql) $(wildcard src/sql/released/*.sql)
 
 # pg_regress suites: every sql/*.sql, in name order
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
