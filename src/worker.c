@@ -33,6 +33,7 @@
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -166,6 +167,38 @@ wait_for_work(const SmsPassSummary *summary, TimestampTz next_due)
 					 timeout_ms, PG_WAIT_EXTENSION);
 }
 
+/*
+ * The settings the worker's SQL depends on, pinned over whatever the database
+ * or its roles set (ALTER DATABASE ... SET is the database owner's to give,
+ * and the worker runs as the bootstrap superuser).
+ *
+ * NB: search_path above all. The worker resolves no name through a schema
+ * another role can write to: with "$user", public, a function or operator
+ * planted there (an exact-type make_interval(int), an = on one of our
+ * domains) would run as superuser on the next pass. So the path is
+ * pg_catalog and pg_temp only, and every object of the extension the worker
+ * names is schema-qualified. PGC_S_OVERRIDE keeps a reload from undoing it.
+ */
+static const struct
+{
+	const char *name;
+	const char *value;
+}			pinned_settings[] =
+{
+	{"search_path", "pg_catalog, pg_temp"},
+	{"default_transaction_isolation", "read committed"},
+	{"default_transaction_read_only", "off"},
+};
+
+/* Applies pinned_settings to the worker's session. */
+static void
+pin_worker_settings(void)
+{
+	for (int i = 0; i < lengthof(pinned_settings); i++)
+		SetConfigOption(pinned_settings[i].name, pinned_settings[i].value,
+						PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Entry point of the background worker. */
 void
 sms_worker_main(Datum main_arg)
@@ -177,6 +210,7 @@ sms_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(sms_database, NULL, 0);
+	pin_worker_settings();
 	pgstat_report_appname("smsdispatch worker");
 
 	before_shmem_exit(worker_detach, (Datum) 0);
