@@ -248,7 +248,7 @@ start_request(Slot *slot, Ip2smsRequest *req)
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, slot->body);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(slot->body));
 	curl_easy_setopt(easy, CURLOPT_USERNAME, sms_ip2sms_login);
-	curl_easy_setopt(easy, CURLOPT_PASSWORD, sms_ip2sms_password);
+	curl_easy_setopt(easy, CURLOPT_PASSWORD, sms_ip2sms_password());
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) sms_ip2sms_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Max(sms_ip2sms_timeout_ms / 3, 1));
 	curl_easy_setopt(easy, CURLOPT_CAINFO,
@@ -299,12 +299,12 @@ finish_request(Slot *slot, CURLcode result, bool *auth_warned)
 	{
 		req->outcome = IP2SMS_AUTH_FAILED;
 		snprintf(req->detail, sizeof(req->detail),
-				 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and smsdispatch.ip2sms_password");
+				 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file");
 		sms_stats_count(SMS_STAT_ERRORS_HTTP_401);
 		if (!*auth_warned)
 			ereport(WARNING,
 					(errmsg("smsdispatch: the IP2SMS gateway refused the credentials (HTTP 401)"),
-					 errhint("Check smsdispatch.ip2sms_login and smsdispatch.ip2sms_password.")));
+					 errhint("Check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file.")));
 		*auth_warned = true;
 	}
 	else if (http >= 500)
@@ -559,6 +559,9 @@ ip2sms_dispatch(TimestampTz *next_due)
 	bool		want_sends = sms_ip2sms_url[0] != '\0';
 	bool		want_polls = sms_ip2sms_status_url[0] != '\0';
 
+	/* without a usable password nothing is claimed: the rows stay queued */
+	if (!sms_ip2sms_password_refresh())
+		return;
 	if (round_cxt == NULL)
 		round_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms round",
 										  ALLOCSET_DEFAULT_SIZES);

@@ -202,7 +202,7 @@ ip2sms_claim(Ip2smsRound *round, bool want_sends, bool want_polls)
 		{
 			ereport(WARNING,
 					(errmsg("smsdispatch: IP2SMS messages stay queued: smsdispatch.ip2sms_url is empty"),
-					 errhint("Set smsdispatch.ip2sms_url, ip2sms_status_url, ip2sms_login and ip2sms_password, then reload.")));
+					 errhint("Set smsdispatch.ip2sms_url, ip2sms_status_url, ip2sms_login and ip2sms_password_file, then reload.")));
 			url_warned = true;
 		}
 	}

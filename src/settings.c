@@ -26,7 +26,7 @@ char	   *sms_default_channel = NULL;
 char	   *sms_ip2sms_url = NULL;
 char	   *sms_ip2sms_status_url = NULL;
 char	   *sms_ip2sms_login = NULL;
-char	   *sms_ip2sms_password = NULL;
+char	   *sms_ip2sms_password_file = NULL;
 char	   *sms_ip2sms_source = NULL;
 char	   *sms_ip2sms_validity = NULL;
 char	   *sms_ip2sms_ca_file = NULL;
@@ -136,11 +136,12 @@ sms_define_settings(void)
 							   "IP2SMS Basic authentication user.",
 							   NULL, &sms_ip2sms_login, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("smsdispatch.ip2sms_password",
-							   "IP2SMS Basic authentication password.",
-							   NULL, &sms_ip2sms_password, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_password_file",
+							   "File holding the IP2SMS Basic authentication password on its first line.",
+							   "A regular file of the server's user with mode 0600 or less; read by the worker only.",
+							   &sms_ip2sms_password_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   sms_check_password_file, NULL, NULL);
 	DefineCustomStringVariable("smsdispatch.ip2sms_source",
 							   "IP2SMS sender alpha-name.",
 							   NULL, &sms_ip2sms_source, "",

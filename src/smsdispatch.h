@@ -12,6 +12,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/relcache.h"
 
 /* settings (settings.c); names as in the README */
@@ -21,7 +22,7 @@ extern char *sms_default_channel;
 extern char *sms_ip2sms_url;
 extern char *sms_ip2sms_status_url;
 extern char *sms_ip2sms_login;
-extern char *sms_ip2sms_password;
+extern char *sms_ip2sms_password_file;
 extern char *sms_ip2sms_source;
 extern char *sms_ip2sms_validity;
 extern char *sms_ip2sms_ca_file;
@@ -41,6 +42,11 @@ extern int	sms_max_parts;
 extern bool sms_loopback_channel;
 
 extern void sms_define_settings(void);
+
+/* secrets.c: the IP2SMS password, from smsdispatch.ip2sms_password_file */
+extern bool sms_check_password_file(char **newval, void **extra, GucSource source);
+extern bool sms_ip2sms_password_refresh(void);
+extern const char *sms_ip2sms_password(void);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */
 typedef struct SmsSegments

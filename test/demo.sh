@@ -55,6 +55,7 @@ done
 gw="http://127.0.0.1:$(cat "$dir/mock.port")"
 echo "mock gateway: $gw"
 initdb -D "$dir/data" --encoding=UTF8 --locale=C -A trust >/dev/null
+(umask 077 && echo demo-secret > "$dir/ip2sms.password")
 cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = ''
 unix_socket_directories = '$dir/socket'
@@ -64,7 +65,7 @@ smsdispatch.default_country_code = '380'
 smsdispatch.ip2sms_url = '$gw/ip2sms/'
 smsdispatch.ip2sms_status_url = '$gw/ip2sms-request/'
 smsdispatch.ip2sms_login = 'demo'
-smsdispatch.ip2sms_password = 'demo-secret'
+smsdispatch.ip2sms_password_file = '$dir/ip2sms.password'
 smsdispatch.ip2sms_source = 'DEMO'
 smsdispatch.ip2sms_poll_interval = '1s'
 EOF

@@ -64,10 +64,10 @@ is(accepted_count('380502000041'), 0, 'the failed SMS never reached the mock');
 my $log_offset = -s $node->logfile;
 $mock->control(mode => '401', count => 1, kind => 'send');
 is(send_and_wait('+380502000051', 'bad credentials'),
-	'failed|1|||HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and smsdispatch.ip2sms_password',
+	'failed|1|||HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file',
 	'401: failed with a clear reason');
 like(slurp_file($node->logfile, $log_offset),
-	qr/WARNING:.*refused the credentials \(HTTP 401\).*\n.*HINT:.*smsdispatch\.ip2sms_login and smsdispatch\.ip2sms_password/,
+	qr/WARNING:.*refused the credentials \(HTTP 401\).*\n.*HINT:.*smsdispatch\.ip2sms_login and the password in smsdispatch\.ip2sms_password_file/,
 	'401: WARNING in the server log names the settings');
 
 my %seen;
