@@ -118,13 +118,13 @@ VALUES ('+380501234567', 7, '123456', now() + interval '5 min');
 UPDATE verification.verifications SET attempts_count = 3, status = 'verified', active = false;
 SELECT s.phone_number, s.type, s.body, s.send_state, s.verification_id = v.id::text AS linked
   FROM verification.sms_log s, verification.verifications v;
--- the extension adopted the schema (so that pg_dump restores it in the right
--- order): dropping the extension refuses to take the application's table
--- with it, and releasing the schema first keeps both
+-- the schema is the application's, not the extension's: a plain DROP
+-- EXTENSION refuses because of the trigger, and the CASCADE its hint offers
+-- drops the trigger and the log, never the application's table or its rows
 DROP EXTENSION smsdispatch;
-ALTER EXTENSION smsdispatch DROP SCHEMA verification;
 DROP EXTENSION smsdispatch CASCADE;
 SELECT count(*) AS verifications_kept FROM verification.verifications;
+SELECT to_regnamespace('verification') IS NOT NULL AS schema_kept;
 SELECT to_regclass('verification.sms_log') AS sms_log_after_drop,
 	   (SELECT count(*) FROM pg_trigger
 		 WHERE tgrelid = 'verification.verifications'::regclass AND NOT tgisinternal) AS triggers;

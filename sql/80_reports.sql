@@ -145,14 +145,18 @@ SET ROLE smsdispatch_reader;
 SELECT (SELECT count(*) FROM smsdispatch.delivery_stats) AS delivery,
 	   (SELECT count(*) FROM smsdispatch.escalation_stats) AS escalation,
 	   (SELECT count(*) FROM smsdispatch.gateway_stats) AS gateway,
-	   (SELECT count(*) FROM smsdispatch.queue) AS queue,
-	   length(sms_report_html('2026-03-01', '2026-03-02')) > 1000 AS report;
+	   length(sms_report_html('2026-03-01', '2026-03-02')) > 1000 AS report,
+	   position('Queue now' IN sms_report_html('2026-03-01', '2026-03-02')) > 0 AS report_shows_queue;
 CALL smsdispatch.purge('1 day');
 RESET ROLE;
--- admins read the same and may purge
+-- admins read the same, the queue too, and may purge
+SET ROLE smsdispatch_admin;
+SELECT (SELECT count(*) FROM smsdispatch.queue) AS queue,
+	   position('Queue now' IN sms_report_html('2026-03-01', '2026-03-02')) > 0 AS report_shows_queue;
+RESET ROLE;
 SELECT has_function_privilege('smsdispatch_admin', 'sms_report_html(timestamptz, timestamptz)', 'EXECUTE') AS admin_report,
-	   has_function_privilege('smsdispatch_admin', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)', 'EXECUTE') AS admin_purge,
-	   has_function_privilege('smsdispatch_sender', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)', 'EXECUTE') AS sender_purge,
+	   has_function_privilege('smsdispatch_admin', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)', 'EXECUTE') AS admin_purge,
+	   has_function_privilege('smsdispatch_sender', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)', 'EXECUTE') AS sender_purge,
 	   has_table_privilege('smsdispatch_sender', 'smsdispatch.delivery_stats', 'SELECT') AS sender_stats;
 
 -- retention

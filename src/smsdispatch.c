@@ -8,14 +8,18 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "utils/builtins.h"
 
 #include "smsdispatch.h"
 #include "ip2sms.h"
 
 PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(sms_prevent_in_transaction_block);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -61,4 +65,19 @@ _PG_init(void)
 	shmem_startup_hook = smsdispatch_shmem_startup;
 
 	sms_register_worker();
+}
+
+/*
+ * SQL: smsdispatch.prevent_in_transaction_block(what). A procedure that
+ * commits between batches fails at its first COMMIT inside BEGIN, with an
+ * error about transaction termination deep in its call stack; this says at
+ * once, in the words of VACUUM's error, what to do instead.
+ */
+Datum
+sms_prevent_in_transaction_block(PG_FUNCTION_ARGS)
+{
+	char	   *what = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PreventInTransactionBlock(true, what);
+	PG_RETURN_VOID();
 }

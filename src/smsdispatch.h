@@ -39,6 +39,8 @@ extern char *sms_default_country_code;
 extern int	sms_number_quarantine_s;
 extern int	sms_max_per_phone_per_hour;
 extern int	sms_max_parts;
+extern int	sms_max_inbound_length;
+extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
 
 extern void sms_define_settings(void);

@@ -5,17 +5,15 @@
 
 CREATE SCHEMA smsdispatch;
 -- The application may have schema verification already (its verifications
--- table lives there). The extension adopts it as a member either way: pg_dump
--- then leaves its creation to CREATE EXTENSION, which a restore runs before
--- the application's tables (a separate CREATE SCHEMA would come after it and
--- fail). To drop the extension and keep the schema, first
--- ALTER EXTENSION smsdispatch DROP SCHEMA verification.
+-- table lives there). Either way the schema is not a member of the
+-- extension, only our objects in it are: DROP EXTENSION ... CASCADE never
+-- reaches the application's tables, and pg_dump writes CREATE SCHEMA
+-- verification before CREATE EXTENSION, whose script then finds it.
 DO $$
 BEGIN
 	IF to_regnamespace('verification') IS NULL THEN
 		CREATE SCHEMA verification;
-	ELSE
-		ALTER EXTENSION smsdispatch ADD SCHEMA verification;
+		ALTER EXTENSION smsdispatch DROP SCHEMA verification;
 	END IF;
 END;
 $$;
@@ -129,7 +127,11 @@ CREATE TABLE verification.sms_log (
 	claimed_by			text,
 	lease_until			timestamptz,
 	message_id			bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
-	verification_id		text
+	verification_id		text,
+	-- set when smsdispatch.redact_after blanked the body: what it was
+	body_length			int,
+	body_parts			int,
+	redacted_at			timestamptz
 );
 -- The channels find their work through these partial indexes, never by a scan.
 CREATE INDEX sms_log_queued_idx ON verification.sms_log (channel, next_attempt_at, id)

@@ -433,7 +433,7 @@ $$;
 -- anything even if it tried.
 CREATE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
 RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -538,55 +538,111 @@ BEGIN
 					   "from", "to"))
 		|| smsdispatch.html_table('Escalation per recipient list',
 				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
-		|| smsdispatch.html_table('Queue now', 'SELECT * FROM smsdispatch.queue')
+		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
+				THEN smsdispatch.html_table('Queue now', 'SELECT * FROM smsdispatch.queue')
+				ELSE '<p>The queue (who is paged, and the alarms'' texts) is shown to smsdispatch_admin only.</p>' END
 		|| '</body></html>';
 END;
 $$;
 
--- Deletes the rows of tbl that match condition ($1 is the cutoff),
--- batch_size at a time with a COMMIT after each batch, so that no transaction
--- holds many row locks; rows locked by others are left for the next run.
-CREATE PROCEDURE smsdispatch.delete_in_batches(tbl regclass, condition text,
-	cutoff timestamptz, batch_size int, INOUT deleted bigint DEFAULT NULL)
+-- One batch of the retention: of one kind of rows past its cutoff, at most
+-- batch_size, skipping rows that others have locked (the next run takes
+-- them). Kinds: alarms (closed before the cutoff and out of number
+-- quarantine, with their recipients and events), log_rows (SMS no longer
+-- queued or sending that belong to no remaining alarm), inbox_rows,
+-- snapshots, and redacted: SMS in a final state for longer than
+-- smsdispatch.redact_after get an empty body, their length and parts kept.
+-- after_id is where the previous batch of the same kind stopped (the
+-- redacted rows stay, so their kind walks by id); n is how many rows the
+-- batch did and last_id where it stopped. The statements are fixed, one per
+-- kind, and run under a pinned search_path.
+CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+	started timestamptz, batch_size int, after_id bigint,
+	OUT n bigint, OUT last_id bigint)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	n bigint;
+	cutoff timestamptz := started - older_than;
 BEGIN
-	deleted := 0;
-	LOOP
-		EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY('
-					   'SELECT ctid FROM %s WHERE %s LIMIT $2 FOR UPDATE SKIP LOCKED))',
-					   tbl, tbl, condition)
-			USING cutoff, batch_size;
-		GET DIAGNOSTICS n = ROW_COUNT;
-		deleted := deleted + n;
-		COMMIT;
-		EXIT WHEN n < batch_size;
-	END LOOP;
+	last_id := after_id;
+	CASE kind
+	WHEN 'alarms' THEN
+		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
+		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.message
+			 WHERE state <> 'open' AND closed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'log_rows' THEN
+		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM verification.sms_log
+			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
+			   AND message_id IS NULL
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'inbox_rows' THEN
+		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'snapshots' THEN
+		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'redacted' THEN
+		IF smsdispatch.redact_after() IS NULL THEN
+			n := 0;
+			RETURN;
+		END IF;
+		cutoff := started - smsdispatch.redact_after();
+		WITH batch AS (
+			SELECT l.id FROM verification.sms_log l
+			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
+			   AND l.redacted_at IS NULL
+			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
+			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+		), done AS (
+			UPDATE verification.sms_log l
+			   SET body = '', body_length = length(l.body),
+				   body_parts = (@extschema@.sms_segments(l.body)).parts,
+				   redacted_at = now()
+			  FROM batch WHERE l.id = batch.id
+			RETURNING l.id
+		)
+		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
+		RETURN;
+	ELSE
+		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END CASE;
+	GET DIAGNOSTICS n = ROW_COUNT;
 END;
 $$;
 
--- Removes what is no longer needed, in batches of batch_size rows, each in
--- its own short transaction: closed alarms (with their recipients and events)
--- closed before now() - older_than and out of number quarantine, SMS log rows
--- queued before it that are no longer queued or sending and belong to no
--- remaining alarm, received SMS and counter snapshots older than it.
--- A PROCEDURE because only a procedure can COMMIT between batches: row locks
--- are held for one batch only and the deleted space becomes reusable as the
--- purge goes. Call it outside a transaction block: CALL smsdispatch.purge('90 days').
--- No SET search_path (a procedure with SET cannot COMMIT): every table is
--- schema-qualified and pg_catalog is always searched first.
+-- Removes what is no longer needed and blanks what must not be kept, in
+-- batches of batch_size rows, each in its own short transaction (see
+-- smsdispatch.purge_batch for what goes); a NOTICE after each batch tells how
+-- far it got. A PROCEDURE because only a procedure can COMMIT between
+-- batches: row locks are held for one batch only and the deleted space
+-- becomes reusable as the purge goes. So it must be called outside a
+-- transaction block: CALL smsdispatch.purge('90 days').
+-- A procedure that commits cannot carry SET search_path; instead it pins the
+-- path itself at the start of each of its transactions, before anything
+-- else is resolved (pg_cron may run it as a superuser with a search_path the
+-- database owner chose).
 CREATE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
 	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
-	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL)
+	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL,
+	INOUT redacted bigint DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-	cutoff timestamptz;
-	alarm_cutoff timestamptz;
-	n bigint;
+	started timestamptz;
+	kind text;
+	total bigint;
+	after bigint;
+	b record;
 BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
 	IF older_than IS NULL THEN
 		RAISE EXCEPTION 'older_than must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed',
@@ -601,18 +657,29 @@ BEGIN
 		RAISE EXCEPTION 'batch_size % must be at least 1', batch_size
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	cutoff := now() - older_than;
-	alarm_cutoff := least(cutoff, now() - smsdispatch.number_quarantine());
-
-	CALL smsdispatch.delete_in_batches('smsdispatch.message',
-		$c$state <> 'open' AND closed_at < $1$c$, alarm_cutoff, batch_size, alarms);
-	CALL smsdispatch.delete_in_batches('verification.sms_log',
-		$c$inserted_at < $1 AND send_state <> ALL ('{queued,sending}') AND message_id IS NULL$c$,
-		cutoff, batch_size, log_rows);
-	CALL smsdispatch.delete_in_batches('smsdispatch.inbox',
-		'received_at < $1', cutoff, batch_size, inbox_rows);
-	CALL smsdispatch.delete_in_batches('smsdispatch.counter_snapshot',
-		'taken_at < $1', cutoff, batch_size, snapshots);
+	started := now();
+	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots', 'redacted']
+	LOOP
+		total := 0;
+		after := 0;
+		LOOP
+			SELECT * INTO b FROM smsdispatch.purge_batch(kind, older_than, started,
+														   batch_size, after);
+			total := total + b.n;
+			after := b.last_id;
+			COMMIT;
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			EXIT WHEN b.n < batch_size;
+			RAISE NOTICE 'smsdispatch.purge: % % so far', total, replace(kind, '_', ' ');
+		END LOOP;
+		CASE kind
+			WHEN 'alarms' THEN alarms := total;
+			WHEN 'log_rows' THEN log_rows := total;
+			WHEN 'inbox_rows' THEN inbox_rows := total;
+			WHEN 'snapshots' THEN snapshots := total;
+			ELSE redacted := total;
+		END CASE;
+	END LOOP;
 END;
 $$;
 
