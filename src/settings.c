@@ -215,12 +215,12 @@ sms_define_settings(void)
 	DefineCustomIntVariable("smsdispatch.max_inbound_length",
 							"Longest body of a received SMS that sms_receive() accepts.",
 							NULL, &sms_max_inbound_length, 65536, 160, 1024 * 1024 * 1024,
-							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.redact_after",
 							"How long after reaching a final state an SMS keeps its body; 0 = for good.",
 							"smsdispatch.purge() blanks older bodies, keeping their length and parts.",
 							&sms_redact_after_s, 0, 0, 3650 * 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("smsdispatch.loopback_channel",
 							 "Test aid: the worker marks every queued SMS submitted without sending it.",
