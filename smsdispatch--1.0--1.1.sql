@@ -8,13 +8,6 @@
 -- settings, readers see statistics only, DROP EXTENSION keeps the
 -- application's tables
 
--- schema verification is the application's: no member of the extension
-ALTER EXTENSION smsdispatch DROP SCHEMA verification;
--- (dropping it from the extension forgot its initial privileges; granted
--- again here, they are recorded as a fresh install records them)
-GRANT USAGE ON SCHEMA verification
-	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
-
 -- what a redacted body was
 ALTER TABLE verification.sms_log ADD COLUMN body_length int;
 ALTER TABLE verification.sms_log ADD COLUMN body_parts int;
@@ -53,6 +46,17 @@ BEGIN ATOMIC
 	  FROM (SELECT ltrim(regexp_replace(coalesce(sender, ''), '[^0-9]', '', 'g'), '0') AS d) s,
 		   (SELECT ltrim(regexp_replace(coalesce(e164, ''), '[^0-9]', '', 'g'), '0') AS d) t;
 END;
+
+-- Refuses DROP EXTENSION smsdispatch CASCADE while schema verification (a
+-- member) holds the application's tables, which the cascade would drop.
+CREATE FUNCTION smsdispatch.drop_guard()
+RETURNS event_trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'sms_drop_guard';
+CREATE EVENT TRIGGER smsdispatch_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION')
+	EXECUTE FUNCTION smsdispatch.drop_guard();
 
 CREATE OR REPLACE FUNCTION smsdispatch.match_recipient(message_id bigint, phone text)
 RETURNS bigint

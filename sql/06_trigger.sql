@@ -118,13 +118,16 @@ VALUES ('+380501234567', 7, '123456', now() + interval '5 min');
 UPDATE verification.verifications SET attempts_count = 3, status = 'verified', active = false;
 SELECT s.phone_number, s.type, s.body, s.send_state, s.verification_id = v.id::text AS linked
   FROM verification.sms_log s, verification.verifications v;
--- the schema is the application's, not the extension's: a plain DROP
--- EXTENSION refuses because of the trigger, and the CASCADE its hint offers
--- drops the trigger and the log, never the application's table or its rows
+-- the extension adopted the schema (so that pg_dump restores it in the right
+-- order): a plain DROP EXTENSION refuses to take the application's table
+-- with it, the CASCADE its hint offers is refused too, and releasing the
+-- schema first keeps both
 DROP EXTENSION smsdispatch;
 DROP EXTENSION smsdispatch CASCADE;
 SELECT count(*) AS verifications_kept FROM verification.verifications;
-SELECT to_regnamespace('verification') IS NOT NULL AS schema_kept;
+ALTER EXTENSION smsdispatch DROP SCHEMA verification;
+DROP EXTENSION smsdispatch CASCADE;
+SELECT count(*) AS verifications_kept FROM verification.verifications;
 SELECT to_regclass('verification.sms_log') AS sms_log_after_drop,
 	   (SELECT count(*) FROM pg_trigger
 		 WHERE tgrelid = 'verification.verifications'::regclass AND NOT tgisinternal) AS triggers;

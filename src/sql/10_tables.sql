@@ -5,15 +5,19 @@
 
 CREATE SCHEMA smsdispatch;
 -- The application may have schema verification already (its verifications
--- table lives there). Either way the schema is not a member of the
--- extension, only our objects in it are: DROP EXTENSION ... CASCADE never
--- reaches the application's tables, and pg_dump writes CREATE SCHEMA
--- verification before CREATE EXTENSION, whose script then finds it.
+-- table lives there). The extension adopts it as a member either way: pg_dump
+-- then leaves its creation to CREATE EXTENSION, which a restore runs before
+-- the application's tables (a separate CREATE SCHEMA would come after it and
+-- fail). So that DROP EXTENSION ... CASCADE cannot take the application's
+-- tables with the schema, smsdispatch.drop_guard refuses it while the schema
+-- holds tables of others (40_verification.sql). To drop the extension and
+-- keep the schema, first ALTER EXTENSION smsdispatch DROP SCHEMA verification.
 DO $$
 BEGIN
 	IF to_regnamespace('verification') IS NULL THEN
 		CREATE SCHEMA verification;
-		ALTER EXTENSION smsdispatch DROP SCHEMA verification;
+	ELSE
+		ALTER EXTENSION smsdispatch ADD SCHEMA verification;
 	END IF;
 END;
 $$;
