@@ -17,7 +17,7 @@ REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null)
-PG_CPPFLAGS = -Isrc $(XML2_CFLAGS)
+PG_CPPFLAGS = -Isrc $(XML2_CFLAGS) -DSMS_MODULE_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lxml2

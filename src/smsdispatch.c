@@ -15,7 +15,7 @@
 #include "smsdispatch.h"
 #include "ip2sms.h"
 
-PG_MODULE_MAGIC;
+SMS_MODULE_MAGIC;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
