@@ -26,11 +26,14 @@
 #include "varatt.h"
 #endif
 
-/*
- * The wrappers below are macros, so that this header needs none of the
- * headers declaring what they call: each file including it includes those
- * it uses anyway.
- */
+#include "access/genam.h"
+#include "executor/executor.h"
+#include "nodes/bitmapset.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 
 /*
  * The module's magic block: from 18 on it also carries the module's name
@@ -49,71 +52,89 @@
  * many transactions. 17 replaced the memory context argument by a resource
  * owner; NULL there means none, the set in TopMemoryContext.
  */
+static inline WaitEventSet *
+sms_create_lasting_wait_event_set(int nevents)
+{
 #if PG_VERSION_NUM >= 170000
-#define sms_create_lasting_wait_event_set(nevents) \
-	CreateWaitEventSet(NULL, (nevents))
+	return CreateWaitEventSet(NULL, nevents);
 #else
-#define sms_create_lasting_wait_event_set(nevents) \
-	CreateWaitEventSet(TopMemoryContext, (nevents))
+	return CreateWaitEventSet(TopMemoryContext, nevents);
 #endif
+}
 
 /*
  * The range table of an executor state that writes tables through
- * ResultRelInfo, without a plan. Its entries check no permission (16 moved
- * permissions to RTEPermissionInfo: none are given) and none is pruned (18
- * wants the set of unpruned entries: all of them).
+ * ResultRelInfo, without a plan. 16 moved the permissions of an entry to an
+ * RTEPermissionInfo, which the executor reads when it words an error about
+ * a row (ExecBuildSlotValueDescription): each entry gets one, requiring
+ * nothing, as the entries did before 16. 18 wants the set of entries not
+ * pruned: all of them.
  */
-#if PG_VERSION_NUM >= 180000
-#define sms_init_range_table(estate, range_table) \
-	ExecInitRangeTable((estate), (range_table), NIL, \
-					   bms_add_range(NULL, 1, list_length(range_table)))
-#elif PG_VERSION_NUM >= 160000
-#define sms_init_range_table(estate, range_table) \
-	ExecInitRangeTable((estate), (range_table), NIL)
-#else
-#define sms_init_range_table(estate, range_table) \
-	ExecInitRangeTable((estate), (range_table))
+static inline void
+sms_init_range_table(EState *estate, List *range_table)
+{
+#if PG_VERSION_NUM >= 160000
+	List	   *perminfos = NIL;
+	ListCell   *lc;
+
+	foreach(lc, range_table)
+		addRTEPermissionInfo(&perminfos, lfirst_node(RangeTblEntry, lc));
 #endif
+#if PG_VERSION_NUM >= 180000
+	ExecInitRangeTable(estate, range_table, perminfos,
+					   bms_add_range(NULL, 1, list_length(range_table)));
+#elif PG_VERSION_NUM >= 160000
+	ExecInitRangeTable(estate, range_table, perminfos);
+#else
+	ExecInitRangeTable(estate, range_table);
+#endif
+}
 
 /*
  * Errors out unless a result relation accepts a plain INSERT (no ON
  * CONFLICT, no MERGE). 17 added the MERGE actions, 18 the ON CONFLICT
  * action.
  */
+static inline void
+sms_check_insertable(ResultRelInfo *rri)
+{
 #if PG_VERSION_NUM >= 180000
-#define sms_check_insertable(rri) \
-	CheckValidResultRel((rri), CMD_INSERT, ONCONFLICT_NONE, NIL)
+	CheckValidResultRel(rri, CMD_INSERT, ONCONFLICT_NONE, NIL);
 #elif PG_VERSION_NUM >= 170000
-#define sms_check_insertable(rri) \
-	CheckValidResultRel((rri), CMD_INSERT, NIL)
+	CheckValidResultRel(rri, CMD_INSERT, NIL);
 #else
-#define sms_check_insertable(rri) \
-	CheckValidResultRel((rri), CMD_INSERT)
+	CheckValidResultRel(rri, CMD_INSERT);
 #endif
+}
 
 /*
  * The index entries of a tuple just inserted (no UPDATE, no ON CONFLICT);
  * returns the indexes whose deferred constraints need a recheck. 16 added
  * onlySummarizing, which only HOT updates set.
  */
+static inline List *
+sms_insert_index_tuples(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+{
 #if PG_VERSION_NUM >= 160000
-#define sms_insert_index_tuples(rri, slot, estate) \
-	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+	return ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
 #else
-#define sms_insert_index_tuples(rri, slot, estate) \
-	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+	return ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
 #endif
+}
 
 /*
  * An index scan without instrumentation: 18 added the
  * IndexScanInstrumentation that EXPLAIN ANALYZE fills; NULL asks for none.
  */
+static inline IndexScanDesc
+sms_index_beginscan(Relation heap, Relation index, Snapshot snapshot,
+					int nkeys, int norderbys)
+{
 #if PG_VERSION_NUM >= 180000
-#define sms_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
-	index_beginscan((heap), (index), (snapshot), NULL, (nkeys), (norderbys))
+	return index_beginscan(heap, index, snapshot, NULL, nkeys, norderbys);
 #else
-#define sms_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
-	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
+	return index_beginscan(heap, index, snapshot, nkeys, norderbys);
 #endif
+}
 
 #endif							/* SMSDISPATCH_PG_COMPAT_H */
