@@ -77,6 +77,7 @@ sub repeated_sends
 	return $node->safe_psql(
 		'postgres', "SELECT count(*) FROM (
 			SELECT message_id, phone_number FROM verification.sms_log
+			 WHERE message_id IS NOT NULL
 			 GROUP BY 1, 2 HAVING count(*) > 1) d");
 }
 
