@@ -45,7 +45,8 @@ smsdispatch_shmem_startup(void)
 /*
  * Defines the settings in every process that loads us; when preloaded, also
  * reserves shared memory so backends can wake the worker, and registers the
- * worker.
+ * worker. Not while pg_upgrade runs the server (binary upgrade mode): the
+ * worker would send from the old cluster or meet the new one half restored.
  */
 void
 _PG_init(void)
@@ -60,5 +61,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = smsdispatch_shmem_startup;
 
-	sms_register_worker();
+	if (!IsBinaryUpgrade)
+		sms_register_worker();
 }

@@ -136,6 +136,9 @@ my $detach = q{DO $$
 				   FROM pg_depend d, pg_identify_object(d.classid, d.objid, d.objsubid) i
 				  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
 					AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')
+					-- an array type goes with its element type (18 lists both)
+					AND NOT (d.classid = 'pg_type'::regclass
+							 AND EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = d.objid))
 		LOOP
 			EXECUTE format('ALTER EXTENSION smsdispatch DROP %s %s', o.type, o.identity);
 		END LOOP;
