@@ -67,6 +67,12 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	record $? TAP
 fi
 
+if [ -x test/pgxn/run.sh ]; then
+	echo "== PGXN META.json"
+	test/pgxn/run.sh
+	record $? pgxn
+fi
+
 if [ -x test/fuzz/run-smoke.sh ]; then
 	echo "== fuzz smoke"
 	test/fuzz/run-smoke.sh "$out/fuzz"
