@@ -86,3 +86,9 @@ install-modem: $(MODEM_PROGRAM)
 
 EXTRA_CLEAN += $(MODEM_PROGRAM)
 endif
+
+# The whole suite on Debian 13 (PostgreSQL 17) and Debian unstable (18), each
+# in a debootstrap root cached in /var/cache/smsdispatch-matrix (as root).
+.PHONY: check-matrix
+check-matrix:
+	test/matrix/run.sh
