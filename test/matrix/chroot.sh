@@ -53,10 +53,38 @@ matrix_root() {
 	# no service of a package starts in the root
 	printf '#!/bin/sh\nexit 101\n' >"$root.partial/usr/sbin/policy-rc.d"
 	chmod +x "$root.partial/usr/sbin/policy-rc.d"
+	# the root as debootstrap left it, for matrix_clean_root
+	tar -C "$root.partial" -cf "$matrix_cache/$suite.base.tar.partial" . &&
+		mv "$matrix_cache/$suite.base.tar.partial" "$matrix_cache/$suite.base.tar"
 	touch "$root.partial/.smsdispatch-root"
 	rm -rf "$root"
 	mv "$root.partial" "$root"
 	echo "$root"
+}
+
+# A root of the suite as debootstrap made it, nothing installed since, new
+# at each call (ROOT-clean): where a package is installed as on a machine
+# that never built it.
+matrix_clean_root() {
+	suite=$1
+	base=$matrix_cache/$suite.base.tar
+	clean=$matrix_cache/$suite-clean
+	if [ ! -e "$base" ]; then
+		# a cache from before the base was kept: make the base once
+		rm -rf "$clean"
+		echo "matrix: debootstrap $suite (clean root)" >&2
+		debootstrap --variant=minbase "$suite" "$clean" "$(matrix_mirror)" \
+			>"$matrix_cache/$suite.debootstrap-clean.log" 2>&1 || return 1
+		echo 'Acquire::Check-Valid-Until "false";' \
+			>"$clean/etc/apt/apt.conf.d/99smsdispatch-snapshot"
+		printf '#!/bin/sh\nexit 101\n' >"$clean/usr/sbin/policy-rc.d"
+		chmod +x "$clean/usr/sbin/policy-rc.d"
+		tar -C "$clean" -cf "$base.partial" . && mv "$base.partial" "$base" || return 1
+	fi
+	rm -rf "$clean"
+	mkdir -p "$clean"
+	tar -C "$clean" -xf "$base" || return 1
+	echo "$clean"
 }
 
 # mount_in ROOT TARGET ARGS...: one mount inside a root, remembered for

@@ -4,7 +4,8 @@
 # Debian mirror and cached between runs: Debian 13 "trixie" (PostgreSQL 17)
 # and Debian unstable "sid" (PostgreSQL 18). In each root install-deps.sh
 # installs what that release has, as on a machine running it. On trixie also
-# make demo, and pg_upgrade from 15 to 17.
+# make demo, pg_upgrade from 15 to 17, and the Debian packages (built, then
+# installed into a clean root where make installcheck runs).
 #
 # Prints each root's "suites: N passed, N failed", and last
 # "matrix: N passed, N failed" over every suite of every root.
@@ -79,6 +80,15 @@ for suite in $matrix; do
 			'cd /build/smsdispatch && test/matrix/pg-upgrade.sh'
 	fi
 	matrix_cleanup
+	if [ "$suite" = trixie ]; then
+		# the packages: built in this root, installed into a clean one
+		echo "== $suite: Debian packages"
+		"$top/test/matrix/deb.sh" "$suite" 2>&1 | tee "$matrix_cache/$suite.deb.log"
+		record "$(sed -n 's/^deb: /suites: /p' "$matrix_cache/$suite.deb.log" | tail -n 1 |
+			sed 's/^suites: \([0-9]*\) passed, 0 failed$/suites: 1 passed, 0 failed/;
+				s/^suites: [0-9]* passed, [1-9][0-9]* failed$/suites: 0 passed, 1 failed/')" \
+			"$suite: .deb built, installed with dpkg -i, make installcheck"
+	fi
 done
 
 echo "== check-matrix summary$lines"
