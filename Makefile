@@ -17,7 +17,7 @@ REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null)
-PG_CPPFLAGS = -Isrc $(XML2_CFLAGS)
+PG_CPPFLAGS = -Isrc $(XML2_CFLAGS) -DSMS_MODULE_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lxml2
@@ -86,3 +86,9 @@ install-modem: $(MODEM_PROGRAM)
 
 EXTRA_CLEAN += $(MODEM_PROGRAM)
 endif
+
+# The whole suite on Debian 13 (PostgreSQL 17) and Debian unstable (18), each
+# in a debootstrap root cached in /var/cache/smsdispatch-matrix (as root).
+.PHONY: check-matrix
+check-matrix:
+	test/matrix/run.sh

@@ -134,7 +134,7 @@ count_recent(Relation heap, const char *phone, int limit)
 
 	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = index_beginscan(heap, index, snapshot, 2, 0);
+	scan = sms_index_beginscan(heap, index, snapshot, 2, 0);
 	index_rescan(scan, keys, 2, NULL, 0);
 	slot = table_slot_create(heap, NULL);
 	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))

@@ -17,7 +17,7 @@
 #include "smsdispatch.h"
 #include "ip2sms.h"
 
-PG_MODULE_MAGIC;
+SMS_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(sms_prevent_in_transaction_block);
 
@@ -49,7 +49,8 @@ smsdispatch_shmem_startup(void)
 /*
  * Defines the settings in every process that loads us; when preloaded, also
  * reserves shared memory so backends can wake the worker, and registers the
- * worker.
+ * worker. Not while pg_upgrade runs the server (binary upgrade mode): the
+ * worker would send from the old cluster or meet the new one half restored.
  */
 void
 _PG_init(void)
@@ -64,7 +65,8 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = smsdispatch_shmem_startup;
 
-	sms_register_worker();
+	if (!IsBinaryUpgrade)
+		sms_register_worker();
 }
 
 /*

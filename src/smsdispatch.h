@@ -9,6 +9,7 @@
 #define SMSDISPATCH_H
 
 #include "postgres.h"
+#include "pg_compat.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "storage/latch.h"

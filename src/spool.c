@@ -49,6 +49,7 @@
 #include "utils/timestamp.h"
 
 #include "smsdispatch.h"
+#include "xml_compat.h"
 
 /* the largest spool file read; an alarm is a few hundred bytes */
 #define SPOOL_MAX_FILE_SIZE 65536
@@ -202,7 +203,7 @@ spool_schedule_move(const char *dir, const char *name, const char *subdir,
 
 /* libxml2's structured errors: keeps the first for the .reason file. */
 static void
-spool_xml_error(void *data, xmlErrorPtr error)
+spool_xml_error(void *data, SmsXmlError error)
 {
 	SpoolXmlState *state = xml_state;
 	size_t		len;
