@@ -1,0 +1,7 @@
+-- Privileges on the report objects added in 1.1 (80_reports.sql): readers
+-- see the hourly delivery statistics and the live counters.
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.counters_now(),
+	smsdispatch.stats_since()
+	TO smsdispatch_reader;
