@@ -94,6 +94,7 @@ typedef struct SmsSharedState
 	Latch	   *worker_latch;	/* NULL while no worker runs */
 	pid_t		worker_pid;
 	Oid			worker_dboid;	/* the database it serves */
+	bool		worker_connecting;	/* still set: its connection failed */
 } SmsSharedState;
 
 /* the LISTEN channel of the modem sidecars */
