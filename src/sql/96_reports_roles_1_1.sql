@@ -5,3 +5,5 @@ GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, time
 	smsdispatch.counters_now(),
 	smsdispatch.stats_since()
 	TO smsdispatch_reader;
+-- readers see which spool files were refused, and why
+GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
