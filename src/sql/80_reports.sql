@@ -711,7 +711,8 @@ $$;
 
 -- Creates (or updates) the pg_cron jobs that keep the tables small and the
 -- gateway statistics fed: the purge every day and a counter snapshot every
--- minute. pg_cron must be installed in this database.
+-- minute. pg_cron must be installed in this database, and able to connect
+-- (it is refused when its jobs could only fail).
 CREATE FUNCTION smsdispatch.schedule_maintenance(retention interval DEFAULT '90 days',
 	purge_schedule text DEFAULT '30 3 * * *')
 RETURNS TABLE (jobid bigint, jobname text, schedule text, command text)
@@ -726,6 +727,19 @@ BEGIN
 								'restart the server and run CREATE EXTENSION pg_cron; or schedule '
 								'CALL smsdispatch.purge(...) and SELECT smsdispatch.snapshot_counters() '
 								'with any other scheduler.', current_database());
+	END IF;
+	-- pg_cron runs a job through a libpq connection to cron.host unless
+	-- cron.use_background_workers is on; a host name cannot reach a server
+	-- that listens on a Unix socket only, and every run would fail
+	IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on'
+	   AND left(coalesce(current_setting('cron.host', true), 'localhost'), 1) <> '/'
+	   AND current_setting('listen_addresses') = '' THEN
+		RAISE EXCEPTION 'pg_cron could not run the maintenance jobs: cron.host is "%" but the server listens on no TCP address',
+			coalesce(current_setting('cron.host', true), 'localhost')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Set cron.use_background_workers = on (with max_worker_processes to spare), '
+								'or cron.host = %L, in postgresql.conf and restart the server.',
+								btrim(split_part(current_setting('unix_socket_directories'), ',', 1)));
 	END IF;
 	IF retention IS NULL OR retention < interval '0' THEN
 		RAISE EXCEPTION 'retention "%" must be a non-negative interval', retention
