@@ -7,3 +7,6 @@ GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, time
 	TO smsdispatch_reader;
 -- readers see which spool files were refused, and why
 GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
+-- everyone who may normalise a number may see the plan it is checked against
+GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
