@@ -1,5 +1,5 @@
--- Privileges on the report objects added in 1.1 (80_reports.sql): readers
--- see the hourly delivery statistics and the live counters.
+-- Privileges on objects added in 1.1: readers see the hourly delivery
+-- statistics and the live counters (80_reports.sql).
 GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
 	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
 	smsdispatch.counters_now(),
