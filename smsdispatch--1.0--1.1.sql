@@ -4,6 +4,566 @@
 
 \echo Use "ALTER EXTENSION smsdispatch UPDATE TO '1.1'" to load this file. \quit
 
+-- issue 14: a newcomer's first hour. The gateway counters outlive a clean
+-- restart and show live; delivery statistics get an error rate, an hourly
+-- grain and a sent count without gateway refusals; the HTML report fits
+-- 1,200 px; schedule_maintenance() checks that pg_cron can connect; spool
+-- files may name their channel and refused ones are rows of
+-- spool_failure; national number lengths are checked per country code.
+
+-- When the counters last started from zero; NULL when not preloaded.
+CREATE FUNCTION smsdispatch.stats_since()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_stats_since'
+LANGUAGE C VOLATILE;
+
+-- Copies the current counters into counter_snapshot; returns the rows written.
+CREATE OR REPLACE FUNCTION smsdispatch.snapshot_counters()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	written integer;
+BEGIN
+	INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
+	SELECT now(), smsdispatch.stats_since(), s.name, s.value
+	  FROM smsdispatch.stats() AS s
+	ON CONFLICT DO NOTHING;
+	GET DIAGNOSTICS written = ROW_COUNT;
+	RETURN written;
+END;
+$$;
+
+-- The counters as they are now, shaped like counter_snapshot rows; no row
+-- when the library is not preloaded. gateway_stats() reads them as a last
+-- snapshot, so the current hour shows before any snapshot was taken.
+CREATE FUNCTION smsdispatch.counters_now()
+RETURNS SETOF smsdispatch.counter_snapshot
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	since timestamptz := smsdispatch.stats_since();
+BEGIN
+	IF since IS NOT NULL THEN
+		RETURN QUERY SELECT now(), since, s.name, s.value FROM smsdispatch.stats() AS s;
+	END IF;
+END;
+$$;
+
+-- delivery_stats() gains error_rate: its result type changes, so it and its
+-- view are made again
+DROP VIEW smsdispatch.delivery_stats;
+DROP FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz);
+
+-- Delivery statistics of the SMS queued in ["from", "to"), per period
+-- (date_trunc(grain, inserted_at) in the session's TimeZone: 'hour' or
+-- 'day') x type x channel. sent counts the SMS a channel accepted (submitted,
+-- and not refused by the gateway: a Rejected or Unaccepted row is a refusal,
+-- never sent); delivery_ratio and error_rate are delivered and failed over
+-- the SMS whose outcome is known (logged - pending). A plain SQL function,
+-- so the planner inlines it and the range uses the index on inserted_at.
+CREATE FUNCTION smsdispatch.delivery_stats_per(grain text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending,
+		   round(d.delivered::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.failed::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.median_s::numeric, 1), round(d.p95_s::numeric, 1)
+	  FROM (SELECT c.*, c.expired + c.deleted + c.undeliverable + c.rejected
+					   + c.unaccepted + c.terminated + c.send_failed AS failed
+			  FROM (SELECT date_trunc(grain, l.inserted_at) AS period, l.type, l.channel,
+				   count(*) AS logged,
+				   count(*) FILTER (WHERE l.send_state = 'submitted'
+									  AND l.gateway_status IS DISTINCT FROM 'Rejected'
+									  AND l.gateway_status IS DISTINCT FROM 'Unaccepted') AS sent,
+				   count(*) FILTER (WHERE o.outcome = 'delivered') AS delivered,
+				   count(*) FILTER (WHERE o.outcome = 'expired') AS expired,
+				   count(*) FILTER (WHERE o.outcome = 'deleted') AS deleted,
+				   count(*) FILTER (WHERE o.outcome = 'undeliverable') AS undeliverable,
+				   count(*) FILTER (WHERE o.outcome = 'rejected') AS rejected,
+				   count(*) FILTER (WHERE o.outcome = 'unaccepted') AS unaccepted,
+				   count(*) FILTER (WHERE o.outcome = 'terminated') AS terminated,
+				   count(*) FILTER (WHERE o.outcome = 'send_failed') AS send_failed,
+				   count(*) FILTER (WHERE o.outcome = 'send_unknown') AS send_unknown,
+				   count(*) FILTER (WHERE o.outcome = 'pending') AS pending,
+				   percentile_cont(0.5) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
+					   l.inserted_at, l.status_changed_at, l.updated_at))
+					   FILTER (WHERE o.outcome = 'delivered') AS median_s,
+				   percentile_cont(0.95) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
+					   l.inserted_at, l.status_changed_at, l.updated_at))
+					   FILTER (WHERE o.outcome = 'delivered') AS p95_s
+			  FROM verification.sms_log l
+			 CROSS JOIN LATERAL (SELECT smsdispatch.sms_outcome(l.send_state,
+										l.gateway_status) AS outcome) o
+			 WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+			 GROUP BY 1, 2, 3) c) d
+$$;
+
+-- Per day (the session's TimeZone) x type x channel.
+CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period::date, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending, d.delivery_ratio,
+		   d.error_rate, d.median_delivery_s, d.p95_delivery_s
+	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d
+$$;
+
+-- Per hour x type x channel: the same columns, the hour first.
+CREATE FUNCTION smsdispatch.delivery_stats_hourly("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to")
+$$;
+
+-- Every day: the function over all time.
+CREATE VIEW smsdispatch.delivery_stats AS
+	SELECT * FROM smsdispatch.delivery_stats('-infinity', 'infinity');
+
+-- The gateway per hour for the snapshots taken in ["from", "to"), and the
+-- counters as they are now when now() is in the range: what happened between
+-- consecutive snapshots counts in the hour of the later one, so the last
+-- snapshot before "from" is read as the baseline. A counter that went down,
+-- or a new server_started_at (a crash or stats_reset()), is a reset: the
+-- later value is then the whole increase. A counter's first snapshot has no
+-- baseline: its value counts in full when the counters started from zero
+-- inside the range, else its increase is unknown.
+CREATE OR REPLACE FUNCTION smsdispatch.gateway_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
+	requests_status bigint, answers_accepted bigint, answers_enroute bigint,
+	answers_delivered bigint, answers_expired bigint, answers_deleted bigint,
+	answers_undeliverable bigint, answers_rejected bigint, answers_unknown bigint,
+	answers_unaccepted bigint, answers_terminated bigint, answers_pending bigint,
+	errors_connect bigint, errors_timeout bigint, errors_http_5xx bigint,
+	errors_http_401 bigint, errors_http_other bigint, errors_parse bigint,
+	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
+LANGUAGE sql STABLE
+AS $$
+	WITH snapshot AS (
+		SELECT c.* FROM smsdispatch.counter_snapshot c
+		 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
+										 FROM smsdispatch.counter_snapshot b
+										WHERE b.taken_at < "from"), "from")
+		   AND c.taken_at < "to"
+		UNION ALL
+		SELECT n.* FROM smsdispatch.counters_now() n
+		 WHERE n.taken_at >= "from" AND n.taken_at < "to"
+	), increase AS (
+		SELECT s.taken_at, s.name,
+			   CASE WHEN s.prev_value IS NULL THEN
+						CASE WHEN s.server_started_at >= "from" THEN s.value END
+					WHEN s.value < s.prev_value
+						 OR s.server_started_at <> s.prev_started_at THEN s.value
+					ELSE s.value - s.prev_value
+			   END AS delta
+		  FROM (SELECT c.*,
+					   lag(c.value) OVER w AS prev_value,
+					   lag(c.server_started_at) OVER w AS prev_started_at
+				  FROM snapshot c
+				WINDOW w AS (PARTITION BY c.name ORDER BY c.taken_at)) s
+		 WHERE s.taken_at >= "from"
+	), hourly AS (
+		SELECT date_trunc('hour', i.taken_at) AS hour,
+			   count(DISTINCT i.taken_at) AS snapshots,
+			   i.name, coalesce(sum(i.delta), 0)::bigint AS n
+		  FROM increase i
+		 GROUP BY 1, 3
+	)
+	SELECT h.hour, max(h.snapshots) AS snapshots,
+		   sum(h.n) FILTER (WHERE h.name = 'requests_send')::bigint AS requests_send,
+		   sum(h.n) FILTER (WHERE h.name = 'requests_status')::bigint AS requests_status,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Accepted')::bigint AS answers_accepted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Enroute')::bigint AS answers_enroute,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Delivered')::bigint AS answers_delivered,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Expired')::bigint AS answers_expired,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Deleted')::bigint AS answers_deleted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Undeliverable')::bigint AS answers_undeliverable,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Rejected')::bigint AS answers_rejected,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Unknown')::bigint AS answers_unknown,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Unaccepted')::bigint AS answers_unaccepted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Terminated')::bigint AS answers_terminated,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Pending')::bigint AS answers_pending,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_connect')::bigint AS errors_connect,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_timeout')::bigint AS errors_timeout,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_5xx')::bigint AS errors_http_5xx,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_401')::bigint AS errors_http_401,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_other')::bigint AS errors_http_other,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_parse')::bigint AS errors_parse,
+		   sum(h.n) FILTER (WHERE h.name = 'retries')::bigint AS retries,
+		   round(sum(h.n) FILTER (WHERE h.name = 'latency_us_sum') / 1000.0
+				 / nullif(sum(h.n) FILTER (WHERE h.name = 'latency_count'), 0), 1)
+			   AS latency_mean_ms,
+		   smsdispatch.histogram_quantile(0.95,
+			   '{10,50,100,500,1000,5000,Infinity}',
+			   ARRAY[coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_10ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_50ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_100ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_500ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_1s'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_5s'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_gt_5s'), 0)]::bigint[])
+			   AS latency_p95_le_ms
+	  FROM hourly h
+	 GROUP BY h.hour
+$$;
+
+-- The rows of a query as an HTML table, every value escaped; numbers are
+-- right-aligned, timestamps shown to the second in the session's TimeZone
+-- (as their JSON form, ISO 8601 with a T and an offset, is recognised).
+-- Headers may break after an underscore, so that narrow numeric columns stay
+-- narrow. The header comes from the query's columns even when it returns no
+-- row.
+CREATE OR REPLACE FUNCTION smsdispatch.html_table(caption text, query text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	header json;
+	rows json;
+	out text;
+BEGIN
+	-- one row of NULLs named like the query's columns (t.* expanded, so the
+	-- row itself is not NULL), without running the query
+	EXECUTE format('SELECT row_to_json(h) FROM (SELECT t.* FROM (SELECT) AS d LEFT JOIN (%s) AS t ON false) AS h',
+				   query)
+		INTO header;
+	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
+	SELECT format('<div class="scroll"><table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
+				  smsdispatch.html_escape(caption),
+				  string_agg('<th>' || replace(smsdispatch.html_escape(k), '_', '_<wbr>') || '</th>',
+							 '' ORDER BY n))
+	  INTO out
+	  FROM json_object_keys(header) WITH ORDINALITY AS h(k, n);
+	IF rows IS NULL THEN
+		RETURN out || format('<tr><td colspan="%s" class="empty">no rows</td></tr></tbody></table></div>',
+							 (SELECT count(*) FROM json_object_keys(header)));
+	END IF;
+	SELECT out || string_agg(r.cells, '' ORDER BY r.n) || '</tbody></table></div>'
+	  INTO out
+	  FROM (SELECT t.n, '<tr>' || string_agg(
+					   CASE WHEN json_typeof(e.value) = 'number'
+							THEN '<td class="num">' ELSE '<td>' END
+					   || smsdispatch.html_escape(CASE
+							WHEN json_typeof(e.value) = 'string' AND (t.row ->> e.key)
+								 ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d(:\d\d)?$'
+							THEN to_char((t.row ->> e.key)::timestamptz, 'YYYY-MM-DD HH24:MI:SS')
+							ELSE t.row ->> e.key END) || '</td>', '' ORDER BY e.n)
+				   || '</tr>' AS cells
+			  FROM json_array_elements(rows) WITH ORDINALITY AS t(row, n)
+			 CROSS JOIN LATERAL json_each(t.row) WITH ORDINALITY AS e(key, value, n)
+			 GROUP BY t.n) r;
+	RETURN out;
+END;
+$$;
+
+-- One self-contained HTML page for ["from", "to"): three inline SVG charts
+-- (daily volume by final status, delivery time distribution, ack time per
+-- level) and the report tables. No scripts, fonts, images or links: a
+-- Content-Security-Policy of default-src 'none' keeps the page from loading
+-- anything even if it tried.
+CREATE OR REPLACE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	days text[];
+	daily float8[];
+	delivery_buckets constant text[] := ARRAY['< 10 s', '10-30 s', '30-60 s', '1-2 min',
+		'2-5 min', '5-15 min', '15-60 min', '>= 1 h'];
+	delivery_hist float8[];
+	ack float8[];
+	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
+	-- times as people read them: to the minute, in the session's TimeZone
+	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
+	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
+							   to_char("to", shown));
+BEGIN
+	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
+	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is not a finite, non-empty range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give two timestamps, the first earlier, e.g. sms_report_html(now() - interval ''7 days'', now()).';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write one report per year or shorter period.';
+	END IF;
+
+	-- chart 1: per day, delivered / failed / send_unknown / pending
+	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
+	  INTO days
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day);
+	WITH d AS (
+		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
+			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
+		  FROM smsdispatch.delivery_stats("from", "to") AS s
+		 GROUP BY s.day
+	)
+	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
+									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
+					 ORDER BY g.day, k)
+	  INTO daily
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day)
+	 CROSS JOIN generate_series(1, 4) AS k
+	  LEFT JOIN d ON d.day = g.day::date;
+
+	-- chart 2: seconds from queueing to delivery
+	SELECT array_agg(coalesce(h.n, 0)::float8 ORDER BY b.i)
+	  INTO delivery_hist
+	  FROM generate_series(0, 7) AS b(i)
+	  LEFT JOIN (SELECT width_bucket(smsdispatch.delivery_seconds(l.inserted_at,
+										l.status_changed_at, l.updated_at),
+									 ARRAY[10, 30, 60, 120, 300, 900, 3600]::float8[]) AS i,
+						count(*) AS n
+				   FROM verification.sms_log l
+				  WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
+				  GROUP BY 1) h ON h.i = b.i;
+
+	-- chart 3: median and p95 time to ack per level reached
+	WITH a AS (
+		SELECT m.level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
+				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
+		  FROM smsdispatch.message m
+		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
+		 GROUP BY m.level
+	)
+	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
+	  INTO ack
+	  FROM generate_series(1, 3) AS lvl
+	 CROSS JOIN generate_series(1, 2) AS k
+	  LEFT JOIN a ON a.level = lvl;
+
+	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
+		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
+		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
+		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
+		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
+		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
+		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
+		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
+		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
+		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
+		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
+		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
+				  smsdispatch.html_escape(range_shown),
+				  smsdispatch.html_escape(to_char(now(), shown)))
+		|| '<h2>Charts</h2>'
+		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
+				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
+				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
+		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
+				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
+		|| smsdispatch.svg_bar_chart('Time to acknowledge per level reached', 'seconds',
+				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
+				ARRAY['#00838f', '#6a1b9a'], ack, false)
+		|| '<h2>Tables</h2>'
+		|| smsdispatch.html_table('Delivery per day, type and channel',
+				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
+					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
+					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
+		|| smsdispatch.html_table('Failures per day, type and channel',
+				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
+					   'unaccepted, terminated, send_failed '
+					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
+					   range_literal))
+		|| smsdispatch.html_table('Gateway requests per hour',
+				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
+					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
+					   'latency_mean_ms, latency_p95_le_ms '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Gateway answers per hour',
+				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
+					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
+					   'answers_unaccepted, answers_terminated, answers_pending '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Escalation per recipient list',
+				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
+		|| smsdispatch.html_table('Open alarms now',
+				'SELECT number, list, level, created, text, recipient_level, recipient, phone, status, '
+				'sent_at, deadline FROM smsdispatch.queue WHERE state = ''open''')
+		|| '</body></html>';
+END;
+$$;
+
+-- Creates (or updates) the pg_cron jobs that keep the tables small and the
+-- gateway statistics fed: the purge every day and a counter snapshot every
+-- minute. pg_cron must be installed in this database, and able to connect
+-- (it is refused when its jobs could only fail).
+CREATE OR REPLACE FUNCTION smsdispatch.schedule_maintenance(retention interval DEFAULT '90 days',
+	purge_schedule text DEFAULT '30 3 * * *')
+RETURNS TABLE (jobid bigint, jobname text, schedule text, command text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, '
+								'restart the server and run CREATE EXTENSION pg_cron; or schedule '
+								'CALL smsdispatch.purge(...) and SELECT smsdispatch.snapshot_counters() '
+								'with any other scheduler.', current_database());
+	END IF;
+	-- pg_cron runs a job through a libpq connection to cron.host unless
+	-- cron.use_background_workers is on; a host name cannot reach a server
+	-- that listens on a Unix socket only, and every run would fail
+	IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on'
+	   AND left(coalesce(current_setting('cron.host', true), 'localhost'), 1) <> '/'
+	   AND current_setting('listen_addresses') = '' THEN
+		RAISE EXCEPTION 'pg_cron could not run the maintenance jobs: cron.host is "%" but the server listens on no TCP address',
+			coalesce(current_setting('cron.host', true), 'localhost')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Set cron.use_background_workers = on (with max_worker_processes to spare), '
+								'or cron.host = %L, in postgresql.conf and restart the server.',
+								btrim(split_part(current_setting('unix_socket_directories'), ',', 1)));
+	END IF;
+	IF retention IS NULL OR retention < interval '0' THEN
+		RAISE EXCEPTION 'retention "%" must be a non-negative interval', retention
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example smsdispatch.schedule_maintenance(''90 days'').';
+	END IF;
+	PERFORM cron.schedule('smsdispatch-purge', purge_schedule,
+						  format('CALL smsdispatch.purge(%L)', retention));
+	PERFORM cron.schedule('smsdispatch-snapshot', '* * * * *',
+						  'SELECT smsdispatch.snapshot_counters()');
+	RETURN QUERY
+		SELECT j.jobid, j.jobname::text, j.schedule, j.command
+		  FROM cron.job j
+		 WHERE j.jobname IN ('smsdispatch-purge', 'smsdispatch-snapshot')
+		   AND j.username = current_user
+		 ORDER BY j.jobname;
+END;
+$$;
+
+-- spool_enqueue() gains the file's channel
+DROP FUNCTION smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text);
+
+-- Imports one parsed spool file: an alarm to a list, or one SMS per phone;
+-- channel NULL is smsdispatch.default_channel.
+-- Returns what it did, or NULL when the file was imported before. Bad
+-- content raises the error of sms_enqueue() or sms_send(); the importer
+-- writes it into the file's .reason.
+CREATE FUNCTION smsdispatch.spool_enqueue(file_name text, file_size bigint,
+	file_mtime timestamptz, file_md5 text, list text, body text,
+	phones text[], type text, channel text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	file_id bigint;
+	num text;
+	msg_id bigint;
+	phone text;
+	ids bigint[] := '{}';
+BEGIN
+	INSERT INTO smsdispatch.spool_file (name, size, mtime, md5)
+		VALUES (file_name, file_size, file_mtime, file_md5)
+		ON CONFLICT DO NOTHING
+		RETURNING id INTO file_id;
+	IF file_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+
+	IF list IS NOT NULL THEN
+		num := @extschema@.sms_enqueue(body, list, channel);
+		UPDATE smsdispatch.message m SET source = 'spool'
+		 WHERE m.number = num AND m.state = 'open'
+		RETURNING m.id INTO msg_id;
+		UPDATE smsdispatch.spool_file SET message_id = msg_id WHERE id = file_id;
+		RETURN 'alarm ' || num;
+	END IF;
+
+	FOREACH phone IN ARRAY phones LOOP
+		ids := ids || @extschema@.sms_send(phone, body, coalesce(type, 'text'), channel);
+	END LOOP;
+	UPDATE smsdispatch.spool_file SET sms_log_ids = ids WHERE id = file_id;
+	RETURN cardinality(ids) || ' SMS';
+END;
+$$;
+
+-- Spool files refused by the importer (moved to failed/ with a .reason file
+-- beside them), so that failures are visible from SQL as imports are in
+-- smsdispatch.spool_file. Rows stay until deleted.
+CREATE TABLE smsdispatch.spool_failure (
+	id			bigserial PRIMARY KEY,
+	name		text NOT NULL,
+	size		bigint,
+	mtime		timestamptz,
+	reason		text NOT NULL,
+	failed_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX spool_failure_failed_idx ON smsdispatch.spool_failure (failed_at);
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure_id_seq', '');
+
+-- The country codes whose national number lengths sms_normalize_phone
+-- checks, with those lengths (ITU-T E.164 national plans; a focused subset,
+-- other country codes are held to 7 to 15 digits only).
+CREATE FUNCTION smsdispatch.phone_plan()
+RETURNS TABLE (country_code text, min_digits int, max_digits int)
+AS 'MODULE_PATHNAME', 'sms_phone_plan'
+LANGUAGE C IMMUTABLE STRICT;
+
+-- privileges as a fresh install gives them (90_roles.sql, 95_reports_roles.sql)
+REVOKE ALL ON FUNCTION smsdispatch.stats_since(), smsdispatch.counters_now(),
+	smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats(timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text, text),
+	smsdispatch.phone_plan() FROM PUBLIC;
+GRANT SELECT ON smsdispatch.delivery_stats TO smsdispatch_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.delivery_stats TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz) TO smsdispatch_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_failure TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.spool_failure_id_seq TO smsdispatch_admin;
+
+-- Privileges on objects added in 1.1: readers see the hourly delivery
+-- statistics and the live counters (80_reports.sql).
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.counters_now(),
+	smsdispatch.stats_since()
+	TO smsdispatch_reader;
+-- readers see which spool files were refused, and why
+GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
+-- everyone who may normalise a number may see the plan it is checked against
+GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+
 -- issue 10: the worker never runs another role's code, secrets leave the
 -- settings, readers see statistics only, DROP EXTENSION keeps the
 -- application's tables
@@ -217,6 +777,10 @@ DECLARE
 	delivery_hist float8[];
 	ack float8[];
 	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
+	-- times as people read them: to the minute, in the session's TimeZone
+	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
+	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
+							   to_char("to", shown));
 BEGIN
 	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
 	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
@@ -230,19 +794,19 @@ BEGIN
 				  HINT = 'Write one report per year or shorter period.';
 	END IF;
 
-	-- chart 1: per day, delivered / failed / lost / pending
+	-- chart 1: per day, delivered / failed / send_unknown / pending
 	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
 	  INTO days
 	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
 						   interval '1 day') AS g(day);
 	WITH d AS (
 		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
-			   sum(s.send_unknown) AS lost, sum(s.pending) AS pending
+			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
 		  FROM smsdispatch.delivery_stats("from", "to") AS s
 		 GROUP BY s.day
 	)
 	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
-									 WHEN 3 THEN d.lost ELSE d.pending END, 0)::float8
+									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
 					 ORDER BY g.day, k)
 	  INTO daily
 	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
@@ -280,23 +844,22 @@ BEGIN
 	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
 		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
 		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
-		|| format('<title>SMS report %s - %s</title>', smsdispatch.html_escape("from"::text),
-				  smsdispatch.html_escape("to"::text))
+		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
 		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
 		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
 		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
 		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
 		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
 		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
-		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px;white-space:nowrap}'
-		|| 'th{background:#eeeeee}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
+		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
 		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
-		|| format('<h1>SMS dispatch report</h1><p>From %s to %s, generated %s.</p>',
-				  smsdispatch.html_escape("from"::text), smsdispatch.html_escape("to"::text),
-				  smsdispatch.html_escape(now()::text))
+		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
+				  smsdispatch.html_escape(range_shown),
+				  smsdispatch.html_escape(to_char(now(), shown)))
 		|| '<h2>Charts</h2>'
 		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
-				ARRAY['delivered', 'failed', 'lost', 'pending'],
+				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
 				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
 		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
 				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
@@ -305,15 +868,33 @@ BEGIN
 				ARRAY['#00838f', '#6a1b9a'], ack, false)
 		|| '<h2>Tables</h2>'
 		|| smsdispatch.html_table('Delivery per day, type and channel',
-				format('SELECT * FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
-		|| smsdispatch.html_table('Gateway per hour',
-				format('SELECT * FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
+					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
+					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
+		|| smsdispatch.html_table('Failures per day, type and channel',
+				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
+					   'unaccepted, terminated, send_failed '
+					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
+					   range_literal))
+		|| smsdispatch.html_table('Gateway requests per hour',
+				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
+					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
+					   'latency_mean_ms, latency_p95_le_ms '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Gateway answers per hour',
+				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
+					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
+					   'answers_unaccepted, answers_terminated, answers_pending '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
 					   "from", "to"))
 		|| smsdispatch.html_table('Escalation per recipient list',
 				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
 		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
-				THEN smsdispatch.html_table('Queue now', 'SELECT * FROM smsdispatch.queue')
-				ELSE '<p>The queue (who is paged, and the alarms'' texts) is shown to smsdispatch_admin only.</p>' END
+				THEN smsdispatch.html_table('Open alarms now',
+					'SELECT number, list, level, created, text, recipient_level, recipient, phone, status, '
+					'sent_at, deadline FROM smsdispatch.queue WHERE state = ''open''')
+				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
 		|| '</body></html>';
 END;
 $$;

@@ -97,12 +97,16 @@ extern int64 sms_queue_insert(const char *phone, const char *body,
 							  const char *refusal);
 extern const char *sms_resolve_channel(const char *channel);
 
+/* phone_plan.c: national number lengths per country code */
+extern bool sms_phone_plan_check(const char *e164, const char **detail);
+
 /* shmem.c: state shared with the background worker */
 typedef struct SmsSharedState
 {
 	Latch	   *worker_latch;	/* NULL while no worker runs */
 	pid_t		worker_pid;
 	Oid			worker_dboid;	/* the database it serves */
+	bool		worker_connecting;	/* still set: its connection failed */
 } SmsSharedState;
 
 /* the LISTEN channel of the modem sidecars */

@@ -17,8 +17,8 @@ BEGIN ATOMIC
 		ELSE 30 END;
 END;
 
--- Counters of the IP2SMS channel since the server started (or the last
--- stats_reset): requests by kind, answers by state, transport errors by
+-- Counters of the IP2SMS channel since stats_since() (they outlive a clean
+-- restart; a crash or stats_reset() starts them at zero): requests by kind, answers by state, transport errors by
 -- class, retries, request latency.
 CREATE FUNCTION smsdispatch.stats()
 RETURNS TABLE (name text, value bigint)
@@ -29,3 +29,9 @@ CREATE FUNCTION smsdispatch.stats_reset()
 RETURNS void
 AS 'MODULE_PATHNAME', 'sms_stats_reset'
 LANGUAGE C VOLATILE STRICT;
+
+-- When the counters last started from zero; NULL when not preloaded.
+CREATE FUNCTION smsdispatch.stats_since()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_stats_since'
+LANGUAGE C VOLATILE;
