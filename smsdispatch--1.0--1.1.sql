@@ -545,8 +545,9 @@ REVOKE ALL ON FUNCTION smsdispatch.stats_since(), smsdispatch.counters_now(),
 	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
 	smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text, text),
 	smsdispatch.phone_plan() FROM PUBLIC;
-GRANT SELECT ON smsdispatch.delivery_stats TO smsdispatch_reader;
+-- (in a fresh install's order: the admins' grant, then the readers')
 GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.delivery_stats TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.delivery_stats TO smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz) TO smsdispatch_reader;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_failure TO smsdispatch_admin;
 GRANT USAGE ON SEQUENCE smsdispatch.spool_failure_id_seq TO smsdispatch_admin;

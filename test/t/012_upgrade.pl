@@ -121,7 +121,8 @@ is($node->safe_psql('postgres', "SELECT sms_enqueue('After the update', 'dba')")
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION smsdispatch');
 
-my $members = "SELECT string_agg(pg_describe_object(classid, objid, objsubid), E'\\n' ORDER BY 1)
+my $members = "SELECT string_agg(pg_describe_object(classid, objid, objsubid), E'\\n'
+		ORDER BY pg_describe_object(classid, objid, objsubid))
 	  FROM pg_depend
 	 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
 	   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')";
