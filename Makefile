@@ -97,10 +97,13 @@ $(MODEM_PROGRAM): $(MODEM_SRCS) src/modem/modem.h
 	$(CC) $(MODEM_CFLAGS) -o $@ $(MODEM_SRCS) $(MODEM_LIBS)
 
 install: install-modem
-.PHONY: install-modem
+uninstall: uninstall-modem
+.PHONY: install-modem uninstall-modem
 install-modem: $(MODEM_PROGRAM)
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) $(MODEM_PROGRAM) '$(DESTDIR)$(bindir)/smsdispatch-modem'
+uninstall-modem:
+	rm -f '$(DESTDIR)$(bindir)/smsdispatch-modem'
 
 EXTRA_CLEAN += $(MODEM_PROGRAM)
 endif

@@ -97,6 +97,9 @@ extern int64 sms_queue_insert(const char *phone, const char *body,
 							  const char *refusal);
 extern const char *sms_resolve_channel(const char *channel);
 
+/* worker_database.c: the worker's wait for its database */
+extern void sms_worker_wait_for_database(void);
+
 /* phone_plan.c: national number lengths per country code */
 extern bool sms_phone_plan_check(const char *e164, const char **detail);
 
