@@ -137,9 +137,14 @@ my $detach = q{DO $$
 				   FROM pg_depend d, pg_identify_object(d.classid, d.objid, d.objsubid) i
 				  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
 					AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')
-					-- an array type goes with its element type (18 lists both)
+					-- an array type goes with its element type, the row type of
+					-- a table or view with it (18 lists them as members too)
 					AND NOT (d.classid = 'pg_type'::regclass
-							 AND EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = d.objid))
+							 AND EXISTS (SELECT 1 FROM pg_type t
+										   LEFT JOIN pg_class c ON c.oid = t.typrelid
+										  WHERE t.oid = d.objid
+											AND (EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)
+												 OR c.relkind <> 'c')))
 		LOOP
 			EXECUTE format('ALTER EXTENSION smsdispatch DROP %s %s', o.type, o.identity);
 		END LOOP;
