@@ -762,6 +762,73 @@ BEGIN
 END;
 $$;
 
+-- helpers bound when created (standard SQL bodies) or with a pinned path
+
+CREATE OR REPLACE FUNCTION smsdispatch.alarm_text(number text, body text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+	SELECT '[' || number || '] ' || body;
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.modem_check_name(modem text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF modem IS NULL OR modem = '' THEN
+		RAISE EXCEPTION 'modem name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Start smsdispatch-modem with --name, or let it default to the gammurc section.';
+	END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT CASE
+		WHEN gateway_status = 'Delivered' THEN 'delivered'
+		WHEN gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
+								'Unaccepted', 'Terminated') THEN lower(gateway_status)
+		WHEN send_state = 'failed' THEN 'send_failed'
+		WHEN send_state = 'unknown' THEN 'send_unknown'
+		ELSE 'pending'
+	END;
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.delivery_seconds(inserted_at timestamptz,
+	status_changed_at timestamptz, updated_at timestamptz)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT extract(epoch FROM coalesce(status_changed_at, updated_at) - inserted_at)::float8;
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.html_escape(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT replace(replace(replace(replace(replace(coalesce(t, ''),
+		'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.histogram_quantile(q float8, bounds float8[], counts bigint[])
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT b.bound
+	  FROM (SELECT u.bound,
+				   sum(u.n) OVER (ORDER BY u.i) AS cumulative,
+				   sum(u.n) OVER () AS total
+			  FROM unnest(bounds, counts) WITH ORDINALITY AS u(bound, n, i)) b
+	 WHERE b.total > 0 AND b.cumulative >= q * b.total
+	 ORDER BY b.cumulative
+	 LIMIT 1;
+END;
+
 -- the retention: fixed statements per kind in place of a condition text
 DROP PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint);
 DROP PROCEDURE smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint);

@@ -66,7 +66,9 @@ $$;
 CREATE FUNCTION smsdispatch.alarm_text(number text, body text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-AS $$ SELECT '[' || number || '] ' || body $$;
+BEGIN ATOMIC
+	SELECT '[' || number || '] ' || body;
+END;
 
 -- Hands one level of each given alarm to its channel: one queued sms_log
 -- row per recipient on that level, the recipients waiting for it to be

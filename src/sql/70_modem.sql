@@ -44,6 +44,7 @@ SELECT pg_catalog.pg_extension_config_dump('smsdispatch.modem_received', '');
 CREATE FUNCTION smsdispatch.modem_check_name(modem text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF modem IS NULL OR modem = '' THEN

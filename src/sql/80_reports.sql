@@ -63,7 +63,7 @@ $$;
 CREATE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
 	SELECT CASE
 		WHEN gateway_status = 'Delivered' THEN 'delivered'
 		WHEN gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
@@ -71,8 +71,8 @@ AS $$
 		WHEN send_state = 'failed' THEN 'send_failed'
 		WHEN send_state = 'unknown' THEN 'send_unknown'
 		ELSE 'pending'
-	END
-$$;
+	END;
+END;
 
 -- Seconds from queueing to delivery: the gateway's date of the Delivered
 -- state, or the time the row was last updated when the gateway gave none.
@@ -80,9 +80,9 @@ CREATE FUNCTION smsdispatch.delivery_seconds(inserted_at timestamptz,
 	status_changed_at timestamptz, updated_at timestamptz)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-	SELECT extract(epoch FROM coalesce(status_changed_at, updated_at) - inserted_at)::float8
-$$;
+BEGIN ATOMIC
+	SELECT extract(epoch FROM coalesce(status_changed_at, updated_at) - inserted_at)::float8;
+END;
 
 -- Delivery statistics of the SMS queued in ["from", "to"), per period
 -- (date_trunc(grain, inserted_at) in the session's TimeZone: 'hour' or
@@ -213,7 +213,7 @@ CREATE VIEW smsdispatch.escalation_stats AS
 CREATE FUNCTION smsdispatch.histogram_quantile(q float8, bounds float8[], counts bigint[])
 RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
 	SELECT b.bound
 	  FROM (SELECT u.bound,
 				   sum(u.n) OVER (ORDER BY u.i) AS cumulative,
@@ -221,8 +221,8 @@ AS $$
 			  FROM unnest(bounds, counts) WITH ORDINALITY AS u(bound, n, i)) b
 	 WHERE b.total > 0 AND b.cumulative >= q * b.total
 	 ORDER BY b.cumulative
-	 LIMIT 1
-$$;
+	 LIMIT 1;
+END;
 
 -- The gateway per hour for the snapshots taken in ["from", "to"), and the
 -- counters as they are now when now() is in the range: what happened between
@@ -331,10 +331,10 @@ CREATE VIEW smsdispatch.queue AS
 CREATE FUNCTION smsdispatch.html_escape(t text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
 	SELECT replace(replace(replace(replace(replace(coalesce(t, ''),
-		'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;')
-$$;
+		'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
+END;
 
 -- A bar chart as inline SVG. vals holds one value per (category, series),
 -- category-major: vals[(c - 1) * number of series + s]. Stacked draws one
