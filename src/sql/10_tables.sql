@@ -129,10 +129,16 @@ CREATE TABLE verification.sms_log (
 	claimed_by			text,
 	lease_until			timestamptz,
 	message_id			bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
-	verification_id		text
+	verification_id		text,
+	-- 1 is the most urgent, 9 the least; both channels claim by priority
+	-- first. sms_send() and the verification trigger set it from the type
+	-- (smsdispatch.default_priority), alarms' SMS are 1.
+	priority			int NOT NULL DEFAULT 7
 );
--- The channels find their work through these partial indexes, never by a scan.
-CREATE INDEX sms_log_queued_idx ON verification.sms_log (channel, next_attempt_at, id)
+-- The channels find their work through these partial indexes, never by a scan:
+-- the most urgent first, within a priority fresh rows, then retries by time.
+CREATE INDEX sms_log_queued_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id)
 	WHERE send_state = 'queued';
 CREATE INDEX sms_log_sending_idx ON verification.sms_log (channel, lease_until)
 	WHERE send_state = 'sending';
