@@ -17,7 +17,7 @@ REGRESS_OPTS = --temp-config=test/regress.conf
 
 PG_CONFIG ?= pg_config
 XML2_CFLAGS := $(shell xml2-config --cflags 2>/dev/null)
-PG_CPPFLAGS = -Isrc $(XML2_CFLAGS)
+PG_CPPFLAGS = -Isrc $(XML2_CFLAGS) -DSMS_MODULE_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lxml2
@@ -25,24 +25,14 @@ SHLIB_LINK = -lcurl -lxml2
 EXTRA_CLEAN = smsdispatch--$(EXTVERSION).sql
 
 PGXS := $(wildcard $(shell $(PG_CONFIG) --pgxs 2>/dev/null))
-ifeq ($(PGXS),)
-# Nothing can be built yet: only the targets that install what is missing.
-.DEFAULT_GOAL := check
-check demo: deps
-	$(MAKE) $@
-deps:
-	./install-deps.sh
-.PHONY: check demo deps
-else
-include $(PGXS)
 
-smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
-	cat $^ > $@
-
-.PHONY: deps check demo fuzz
-
-deps:
-	./install-deps.sh
+# `make check` and `make demo` are the project's own targets. pgxs defines a
+# `check` of its own, and a second recipe for a target makes make warn, so a
+# make asked for one of them does not read pgxs: it installs what is missing,
+# then builds and installs in makes of their own, which read pgxs.
+PROJECT_GOALS = check demo
+ifneq ($(filter $(PROJECT_GOALS),$(MAKECMDGOALS)),)
+.PHONY: $(PROJECT_GOALS) deps
 
 # Everything: regression, isolation, TAP, fuzz smoke. The suites run as an
 # unprivileged user when make runs as root (PostgreSQL refuses root).
@@ -51,16 +41,44 @@ check: deps
 	$(MAKE) install
 	PG_CONFIG=$(PG_CONFIG) test/run-checks.sh
 
+# The demo installs the extension into the PostgreSQL that pg_config names
+# (the system's by default), then runs a throwaway cluster of its own.
+demo: deps
+	$(MAKE) all
+	$(MAKE) install
+	PG_CONFIG=$(PG_CONFIG) test/demo.sh
+
+deps:
+	./install-deps.sh
+
+# any other goal named beside them (make clean check) is pgxs's
+.DEFAULT:
+	$(MAKE) $@
+else ifeq ($(PGXS),)
+# Nothing can be built yet: only the targets that install what is missing.
+.DEFAULT_GOAL := check
+$(PROJECT_GOALS): deps
+	$(MAKE) $@
+deps:
+	./install-deps.sh
+.PHONY: $(PROJECT_GOALS) deps
+else
+include $(PGXS)
+PGXS_READ = yes
+
+smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
+	cat $^ > $@
+
+.PHONY: deps fuzz
+
+deps:
+	./install-deps.sh
+
 # A long run of the IP2SMS answer parser's libFuzzer target (make check runs
 # a short one): make fuzz FUZZ_RUNS=1000000
 FUZZ_RUNS ?= 1000000
 fuzz:
 	test/fuzz/run-smoke.sh tmp_check/fuzz $(FUZZ_RUNS)
-
-demo: deps
-	$(MAKE) all
-	$(MAKE) install
-	PG_CONFIG=$(PG_CONFIG) test/demo.sh
 endif
 
 # The modem sidecar: its own program, linking libpq and libgammu
@@ -79,10 +97,19 @@ $(MODEM_PROGRAM): $(MODEM_SRCS) src/modem/modem.h
 	$(CC) $(MODEM_CFLAGS) -o $@ $(MODEM_SRCS) $(MODEM_LIBS)
 
 install: install-modem
-.PHONY: install-modem
+uninstall: uninstall-modem
+.PHONY: install-modem uninstall-modem
 install-modem: $(MODEM_PROGRAM)
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) $(MODEM_PROGRAM) '$(DESTDIR)$(bindir)/smsdispatch-modem'
+uninstall-modem:
+	rm -f '$(DESTDIR)$(bindir)/smsdispatch-modem'
 
 EXTRA_CLEAN += $(MODEM_PROGRAM)
 endif
+
+# The whole suite on Debian 13 (PostgreSQL 17) and Debian unstable (18), each
+# in a debootstrap root cached in /var/cache/smsdispatch-matrix (as root).
+.PHONY: check-matrix
+check-matrix:
+	test/matrix/run.sh

@@ -3,3 +3,1361 @@
 -- a fresh install of 1.1 (test/t/012_upgrade.pl checks it).
 
 \echo Use "ALTER EXTENSION smsdispatch UPDATE TO '1.1'" to load this file. \quit
+
+-- issue 14: a newcomer's first hour. The gateway counters outlive a clean
+-- restart and show live; delivery statistics get an error rate, an hourly
+-- grain and a sent count without gateway refusals; the HTML report fits
+-- 1,200 px; schedule_maintenance() checks that pg_cron can connect; spool
+-- files may name their channel and refused ones are rows of
+-- spool_failure; national number lengths are checked per country code.
+
+-- When the counters last started from zero; NULL when not preloaded.
+CREATE FUNCTION smsdispatch.stats_since()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_stats_since'
+LANGUAGE C VOLATILE;
+
+-- Copies the current counters into counter_snapshot; returns the rows written.
+CREATE OR REPLACE FUNCTION smsdispatch.snapshot_counters()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	written integer;
+BEGIN
+	INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
+	SELECT now(), smsdispatch.stats_since(), s.name, s.value
+	  FROM smsdispatch.stats() AS s
+	ON CONFLICT DO NOTHING;
+	GET DIAGNOSTICS written = ROW_COUNT;
+	RETURN written;
+END;
+$$;
+
+-- The counters as they are now, shaped like counter_snapshot rows; no row
+-- when the library is not preloaded. gateway_stats() reads them as a last
+-- snapshot, so the current hour shows before any snapshot was taken.
+CREATE FUNCTION smsdispatch.counters_now()
+RETURNS SETOF smsdispatch.counter_snapshot
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	since timestamptz := smsdispatch.stats_since();
+BEGIN
+	IF since IS NOT NULL THEN
+		RETURN QUERY SELECT now(), since, s.name, s.value FROM smsdispatch.stats() AS s;
+	END IF;
+END;
+$$;
+
+-- delivery_stats() gains error_rate: its result type changes, so it and its
+-- view are made again
+DROP VIEW smsdispatch.delivery_stats;
+DROP FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz);
+
+-- Delivery statistics of the SMS queued in ["from", "to"), per period
+-- (date_trunc(grain, inserted_at) in the session's TimeZone: 'hour' or
+-- 'day') x type x channel. sent counts the SMS a channel accepted (submitted,
+-- and not refused by the gateway: a Rejected or Unaccepted row is a refusal,
+-- never sent); delivery_ratio and error_rate are delivered and failed over
+-- the SMS whose outcome is known (logged - pending). A plain SQL function,
+-- so the planner inlines it and the range uses the index on inserted_at.
+CREATE FUNCTION smsdispatch.delivery_stats_per(grain text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending,
+		   round(d.delivered::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.failed::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.median_s::numeric, 1), round(d.p95_s::numeric, 1)
+	  FROM (SELECT c.*, c.expired + c.deleted + c.undeliverable + c.rejected
+					   + c.unaccepted + c.terminated + c.send_failed AS failed
+			  FROM (SELECT date_trunc(grain, l.inserted_at) AS period, l.type, l.channel,
+				   count(*) AS logged,
+				   count(*) FILTER (WHERE l.send_state = 'submitted'
+									  AND l.gateway_status IS DISTINCT FROM 'Rejected'
+									  AND l.gateway_status IS DISTINCT FROM 'Unaccepted') AS sent,
+				   count(*) FILTER (WHERE o.outcome = 'delivered') AS delivered,
+				   count(*) FILTER (WHERE o.outcome = 'expired') AS expired,
+				   count(*) FILTER (WHERE o.outcome = 'deleted') AS deleted,
+				   count(*) FILTER (WHERE o.outcome = 'undeliverable') AS undeliverable,
+				   count(*) FILTER (WHERE o.outcome = 'rejected') AS rejected,
+				   count(*) FILTER (WHERE o.outcome = 'unaccepted') AS unaccepted,
+				   count(*) FILTER (WHERE o.outcome = 'terminated') AS terminated,
+				   count(*) FILTER (WHERE o.outcome = 'send_failed') AS send_failed,
+				   count(*) FILTER (WHERE o.outcome = 'send_unknown') AS send_unknown,
+				   count(*) FILTER (WHERE o.outcome = 'pending') AS pending,
+				   percentile_cont(0.5) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
+					   l.inserted_at, l.status_changed_at, l.updated_at))
+					   FILTER (WHERE o.outcome = 'delivered') AS median_s,
+				   percentile_cont(0.95) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
+					   l.inserted_at, l.status_changed_at, l.updated_at))
+					   FILTER (WHERE o.outcome = 'delivered') AS p95_s
+			  FROM verification.sms_log l
+			 CROSS JOIN LATERAL (SELECT smsdispatch.sms_outcome(l.send_state,
+										l.gateway_status) AS outcome) o
+			 WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+			 GROUP BY 1, 2, 3) c) d
+$$;
+
+-- Per day (the session's TimeZone) x type x channel.
+CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period::date, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending, d.delivery_ratio,
+		   d.error_rate, d.median_delivery_s, d.p95_delivery_s
+	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d
+$$;
+
+-- Per hour x type x channel: the same columns, the hour first.
+CREATE FUNCTION smsdispatch.delivery_stats_hourly("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to")
+$$;
+
+-- Every day: the function over all time.
+CREATE VIEW smsdispatch.delivery_stats AS
+	SELECT * FROM smsdispatch.delivery_stats('-infinity', 'infinity');
+
+-- The gateway per hour for the snapshots taken in ["from", "to"), and the
+-- counters as they are now when now() is in the range: what happened between
+-- consecutive snapshots counts in the hour of the later one, so the last
+-- snapshot before "from" is read as the baseline. A counter that went down,
+-- or a new server_started_at (a crash or stats_reset()), is a reset: the
+-- later value is then the whole increase. A counter's first snapshot has no
+-- baseline: its value counts in full when the counters started from zero
+-- inside the range, else its increase is unknown.
+CREATE OR REPLACE FUNCTION smsdispatch.gateway_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
+	requests_status bigint, answers_accepted bigint, answers_enroute bigint,
+	answers_delivered bigint, answers_expired bigint, answers_deleted bigint,
+	answers_undeliverable bigint, answers_rejected bigint, answers_unknown bigint,
+	answers_unaccepted bigint, answers_terminated bigint, answers_pending bigint,
+	errors_connect bigint, errors_timeout bigint, errors_http_5xx bigint,
+	errors_http_401 bigint, errors_http_other bigint, errors_parse bigint,
+	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
+LANGUAGE sql STABLE
+AS $$
+	WITH snapshot AS (
+		SELECT c.* FROM smsdispatch.counter_snapshot c
+		 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
+										 FROM smsdispatch.counter_snapshot b
+										WHERE b.taken_at < "from"), "from")
+		   AND c.taken_at < "to"
+		UNION ALL
+		SELECT n.* FROM smsdispatch.counters_now() n
+		 WHERE n.taken_at >= "from" AND n.taken_at < "to"
+	), increase AS (
+		SELECT s.taken_at, s.name,
+			   CASE WHEN s.prev_value IS NULL THEN
+						CASE WHEN s.server_started_at >= "from" THEN s.value END
+					WHEN s.value < s.prev_value
+						 OR s.server_started_at <> s.prev_started_at THEN s.value
+					ELSE s.value - s.prev_value
+			   END AS delta
+		  FROM (SELECT c.*,
+					   lag(c.value) OVER w AS prev_value,
+					   lag(c.server_started_at) OVER w AS prev_started_at
+				  FROM snapshot c
+				WINDOW w AS (PARTITION BY c.name ORDER BY c.taken_at)) s
+		 WHERE s.taken_at >= "from"
+	), hourly AS (
+		SELECT date_trunc('hour', i.taken_at) AS hour,
+			   count(DISTINCT i.taken_at) AS snapshots,
+			   i.name, coalesce(sum(i.delta), 0)::bigint AS n
+		  FROM increase i
+		 GROUP BY 1, 3
+	)
+	SELECT h.hour, max(h.snapshots) AS snapshots,
+		   sum(h.n) FILTER (WHERE h.name = 'requests_send')::bigint AS requests_send,
+		   sum(h.n) FILTER (WHERE h.name = 'requests_status')::bigint AS requests_status,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Accepted')::bigint AS answers_accepted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Enroute')::bigint AS answers_enroute,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Delivered')::bigint AS answers_delivered,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Expired')::bigint AS answers_expired,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Deleted')::bigint AS answers_deleted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Undeliverable')::bigint AS answers_undeliverable,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Rejected')::bigint AS answers_rejected,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Unknown')::bigint AS answers_unknown,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Unaccepted')::bigint AS answers_unaccepted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Terminated')::bigint AS answers_terminated,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Pending')::bigint AS answers_pending,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_connect')::bigint AS errors_connect,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_timeout')::bigint AS errors_timeout,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_5xx')::bigint AS errors_http_5xx,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_401')::bigint AS errors_http_401,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_other')::bigint AS errors_http_other,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_parse')::bigint AS errors_parse,
+		   sum(h.n) FILTER (WHERE h.name = 'retries')::bigint AS retries,
+		   round(sum(h.n) FILTER (WHERE h.name = 'latency_us_sum') / 1000.0
+				 / nullif(sum(h.n) FILTER (WHERE h.name = 'latency_count'), 0), 1)
+			   AS latency_mean_ms,
+		   smsdispatch.histogram_quantile(0.95,
+			   '{10,50,100,500,1000,5000,Infinity}',
+			   ARRAY[coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_10ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_50ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_100ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_500ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_1s'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_5s'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_gt_5s'), 0)]::bigint[])
+			   AS latency_p95_le_ms
+	  FROM hourly h
+	 GROUP BY h.hour
+$$;
+
+-- The rows of a query as an HTML table, every value escaped; numbers are
+-- right-aligned, timestamps shown to the second in the session's TimeZone
+-- (as their JSON form, ISO 8601 with a T and an offset, is recognised).
+-- Headers may break after an underscore, so that narrow numeric columns stay
+-- narrow. The header comes from the query's columns even when it returns no
+-- row.
+CREATE OR REPLACE FUNCTION smsdispatch.html_table(caption text, query text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	header json;
+	rows json;
+	out text;
+BEGIN
+	-- one row of NULLs named like the query's columns (t.* expanded, so the
+	-- row itself is not NULL), without running the query
+	EXECUTE format('SELECT row_to_json(h) FROM (SELECT t.* FROM (SELECT) AS d LEFT JOIN (%s) AS t ON false) AS h',
+				   query)
+		INTO header;
+	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
+	SELECT format('<div class="scroll"><table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
+				  smsdispatch.html_escape(caption),
+				  string_agg('<th>' || replace(smsdispatch.html_escape(k), '_', '_<wbr>') || '</th>',
+							 '' ORDER BY n))
+	  INTO out
+	  FROM json_object_keys(header) WITH ORDINALITY AS h(k, n);
+	IF rows IS NULL THEN
+		RETURN out || format('<tr><td colspan="%s" class="empty">no rows</td></tr></tbody></table></div>',
+							 (SELECT count(*) FROM json_object_keys(header)));
+	END IF;
+	SELECT out || string_agg(r.cells, '' ORDER BY r.n) || '</tbody></table></div>'
+	  INTO out
+	  FROM (SELECT t.n, '<tr>' || string_agg(
+					   CASE WHEN json_typeof(e.value) = 'number'
+							THEN '<td class="num">' ELSE '<td>' END
+					   || smsdispatch.html_escape(CASE
+							WHEN json_typeof(e.value) = 'string' AND (t.row ->> e.key)
+								 ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d(:\d\d)?$'
+							THEN to_char((t.row ->> e.key)::timestamptz, 'YYYY-MM-DD HH24:MI:SS')
+							ELSE t.row ->> e.key END) || '</td>', '' ORDER BY e.n)
+				   || '</tr>' AS cells
+			  FROM json_array_elements(rows) WITH ORDINALITY AS t(row, n)
+			 CROSS JOIN LATERAL json_each(t.row) WITH ORDINALITY AS e(key, value, n)
+			 GROUP BY t.n) r;
+	RETURN out;
+END;
+$$;
+
+-- Creates (or updates) the pg_cron jobs that keep the tables small and the
+-- gateway statistics fed: the purge every day and a counter snapshot every
+-- minute. pg_cron must be installed in this database, and able to connect
+-- (it is refused when its jobs could only fail).
+CREATE OR REPLACE FUNCTION smsdispatch.schedule_maintenance(retention interval DEFAULT '90 days',
+	purge_schedule text DEFAULT '30 3 * * *')
+RETURNS TABLE (jobid bigint, jobname text, schedule text, command text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, '
+								'restart the server and run CREATE EXTENSION pg_cron; or schedule '
+								'CALL smsdispatch.purge(...) and SELECT smsdispatch.snapshot_counters() '
+								'with any other scheduler.', current_database());
+	END IF;
+	-- pg_cron runs a job through a libpq connection to cron.host unless
+	-- cron.use_background_workers is on; a host name cannot reach a server
+	-- that listens on a Unix socket only, and every run would fail
+	IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on'
+	   AND left(coalesce(current_setting('cron.host', true), 'localhost'), 1) <> '/'
+	   AND current_setting('listen_addresses') = '' THEN
+		RAISE EXCEPTION 'pg_cron could not run the maintenance jobs: cron.host is "%" but the server listens on no TCP address',
+			coalesce(current_setting('cron.host', true), 'localhost')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Set cron.use_background_workers = on (with max_worker_processes to spare), '
+								'or cron.host = %L, in postgresql.conf and restart the server.',
+								btrim(split_part(current_setting('unix_socket_directories'), ',', 1)));
+	END IF;
+	IF retention IS NULL OR retention < interval '0' THEN
+		RAISE EXCEPTION 'retention "%" must be a non-negative interval', retention
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example smsdispatch.schedule_maintenance(''90 days'').';
+	END IF;
+	PERFORM cron.schedule('smsdispatch-purge', purge_schedule,
+						  format('CALL smsdispatch.purge(%L)', retention));
+	PERFORM cron.schedule('smsdispatch-snapshot', '* * * * *',
+						  'SELECT smsdispatch.snapshot_counters()');
+	RETURN QUERY
+		SELECT j.jobid, j.jobname::text, j.schedule, j.command
+		  FROM cron.job j
+		 WHERE j.jobname IN ('smsdispatch-purge', 'smsdispatch-snapshot')
+		   AND j.username = current_user
+		 ORDER BY j.jobname;
+END;
+$$;
+
+-- spool_enqueue() gains the file's channel
+DROP FUNCTION smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text);
+
+-- Imports one parsed spool file: an alarm to a list, or one SMS per phone;
+-- channel NULL is smsdispatch.default_channel.
+-- Returns what it did, or NULL when the file was imported before. Bad
+-- content raises the error of sms_enqueue() or sms_send(); the importer
+-- writes it into the file's .reason.
+CREATE FUNCTION smsdispatch.spool_enqueue(file_name text, file_size bigint,
+	file_mtime timestamptz, file_md5 text, list text, body text,
+	phones text[], type text, channel text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	file_id bigint;
+	num text;
+	msg_id bigint;
+	phone text;
+	ids bigint[] := '{}';
+BEGIN
+	INSERT INTO smsdispatch.spool_file (name, size, mtime, md5)
+		VALUES (file_name, file_size, file_mtime, file_md5)
+		ON CONFLICT DO NOTHING
+		RETURNING id INTO file_id;
+	IF file_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+
+	IF list IS NOT NULL THEN
+		num := @extschema@.sms_enqueue(body, list, channel);
+		UPDATE smsdispatch.message m SET source = 'spool'
+		 WHERE m.number = num AND m.state = 'open'
+		RETURNING m.id INTO msg_id;
+		UPDATE smsdispatch.spool_file SET message_id = msg_id WHERE id = file_id;
+		RETURN 'alarm ' || num;
+	END IF;
+
+	FOREACH phone IN ARRAY phones LOOP
+		ids := ids || @extschema@.sms_send(phone, body, coalesce(type, 'text'), channel);
+	END LOOP;
+	UPDATE smsdispatch.spool_file SET sms_log_ids = ids WHERE id = file_id;
+	RETURN cardinality(ids) || ' SMS';
+END;
+$$;
+
+-- Spool files refused by the importer (moved to failed/ with a .reason file
+-- beside them), so that failures are visible from SQL as imports are in
+-- smsdispatch.spool_file. Rows stay until deleted.
+CREATE TABLE smsdispatch.spool_failure (
+	id			bigserial PRIMARY KEY,
+	name		text NOT NULL,
+	size		bigint,
+	mtime		timestamptz,
+	reason		text NOT NULL,
+	failed_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX spool_failure_failed_idx ON smsdispatch.spool_failure (failed_at);
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure_id_seq', '');
+
+-- The country codes whose national number lengths sms_normalize_phone
+-- checks, with those lengths (ITU-T E.164 national plans; a focused subset,
+-- other country codes are held to 7 to 15 digits only).
+CREATE FUNCTION smsdispatch.phone_plan()
+RETURNS TABLE (country_code text, min_digits int, max_digits int)
+AS 'MODULE_PATHNAME', 'sms_phone_plan'
+LANGUAGE C IMMUTABLE STRICT;
+
+-- privileges as a fresh install gives them (90_roles.sql, 95_reports_roles.sql)
+REVOKE ALL ON FUNCTION smsdispatch.stats_since(), smsdispatch.counters_now(),
+	smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats(timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text, text),
+	smsdispatch.phone_plan() FROM PUBLIC;
+-- (in a fresh install's order: the admins' grant, then the readers')
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.delivery_stats TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.delivery_stats TO smsdispatch_reader;
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz) TO smsdispatch_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_failure TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.spool_failure_id_seq TO smsdispatch_admin;
+
+-- Privileges on objects added in 1.1: readers see the hourly delivery
+-- statistics and the live counters (80_reports.sql).
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.counters_now(),
+	smsdispatch.stats_since()
+	TO smsdispatch_reader;
+-- readers see which spool files were refused, and why
+GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
+-- everyone who may normalise a number may see the plan it is checked against
+GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+
+-- issue 10: the worker never runs another role's code, secrets leave the
+-- settings, readers see statistics only, DROP EXTENSION keeps the
+-- application's tables
+
+-- what a redacted body was
+ALTER TABLE verification.sms_log ADD COLUMN body_length int;
+ALTER TABLE verification.sms_log ADD COLUMN body_parts int;
+ALTER TABLE verification.sms_log ADD COLUMN redacted_at timestamptz;
+
+-- smsdispatch.max_inbound_length in bytes and smsdispatch.redact_after as
+-- an interval (NULL = off), likewise.
+CREATE FUNCTION smsdispatch.max_inbound_length()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'sms_max_inbound_length_sql'
+LANGUAGE C STABLE;
+CREATE FUNCTION smsdispatch.redact_after()
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_redact_after_sql'
+LANGUAGE C STABLE;
+
+-- Refuses to go on inside a transaction block, as VACUUM does, for the
+-- procedures that COMMIT as they go (what names the statement).
+CREATE FUNCTION smsdispatch.prevent_in_transaction_block(what text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_prevent_in_transaction_block'
+LANGUAGE C VOLATILE STRICT;
+
+-- Whether a sender's number, written as the network or a person gave it,
+-- is the E.164 number e164 when normalising it did not say so: its digits
+-- (without a trunk or international prefix of zeros) and e164's overlap at
+-- the end by nine digits or more, the shorter being a tail of the longer.
+-- So 0501000099 and 380501000099 are +380501000099, while +15501000099,
+-- another country's number with the same last nine digits, is not.
+CREATE FUNCTION smsdispatch.same_subscriber(sender text, e164 text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT length(s.d) >= 9 AND length(t.d) >= 9
+		   AND (right(t.d, length(s.d)) = s.d OR right(s.d, length(t.d)) = t.d)
+	  FROM (SELECT ltrim(regexp_replace(coalesce(sender, ''), '[^0-9]', '', 'g'), '0') AS d) s,
+		   (SELECT ltrim(regexp_replace(coalesce(e164, ''), '[^0-9]', '', 'g'), '0') AS d) t;
+END;
+
+-- Refuses DROP EXTENSION smsdispatch CASCADE while schema verification (a
+-- member) holds the application's tables, which the cascade would drop.
+CREATE FUNCTION smsdispatch.drop_guard()
+RETURNS event_trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'sms_drop_guard';
+CREATE EVENT TRIGGER smsdispatch_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION')
+	EXECUTE FUNCTION smsdispatch.drop_guard();
+
+CREATE OR REPLACE FUNCTION smsdispatch.match_recipient(message_id bigint, phone text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	found_id bigint;
+BEGIN
+	e164 := smsdispatch.try_normalize_phone(phone);
+	SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
+	 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
+	   AND r.phone = e164
+	 ORDER BY r.level LIMIT 1;
+	IF found_id IS NULL THEN
+		SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
+		 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
+		   AND smsdispatch.same_subscriber(match_recipient.phone, r.phone)
+		 ORDER BY r.level LIMIT 1;
+	END IF;
+	RETURN found_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_receive(sender text, body text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	token text;
+	msg_id bigint;
+	recipient_id bigint;
+	outcome text := 'no_number';
+	first_token text;
+	first_msg bigint;
+BEGIN
+	IF sender IS NULL OR body IS NULL THEN
+		RAISE EXCEPTION 'sender and body of a received SMS must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(body) > smsdispatch.max_inbound_length() THEN
+		RAISE EXCEPTION 'body of a received SMS from "%" is % bytes, longer than smsdispatch.max_inbound_length (% bytes)',
+			left(sender, 32), octet_length(body), smsdispatch.max_inbound_length()
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'A real SMS, even of 255 parts, is far shorter; raise the setting if your application passes longer texts.';
+	END IF;
+	-- every standalone four-digit token, in order; the first that names an
+	-- alarm this sender was sent decides
+	FOR token IN
+		SELECT t[1] FROM regexp_matches(body, '(?:^|[^0-9])([0-9]{4})(?=[^0-9]|$)', 'g') AS t
+	LOOP
+		first_token := coalesce(first_token, token);
+		msg_id := smsdispatch.find_alarm(token);
+		-- a cancelled alarm's number answers as if unknown, to anyone
+		IF msg_id IS NULL OR EXISTS (SELECT 1 FROM smsdispatch.message m
+									 WHERE m.id = msg_id AND m.state = 'cancelled') THEN
+			CONTINUE;
+		END IF;
+		first_msg := coalesce(first_msg, msg_id);
+		recipient_id := smsdispatch.match_recipient(msg_id, sender);
+		IF recipient_id IS NOT NULL THEN
+			outcome := smsdispatch.record_ack(msg_id, recipient_id);
+			IF outcome = 'cancelled' THEN
+				outcome := 'unknown_number';
+			END IF;
+			INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
+				VALUES (sender, body, outcome, token, msg_id);
+			RETURN outcome;
+		END IF;
+	END LOOP;
+	IF first_msg IS NOT NULL THEN
+		outcome := 'not_recipient';
+	ELSIF first_token IS NOT NULL THEN
+		outcome := 'unknown_number';
+	END IF;
+	INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
+		VALUES (sender, body, outcome, first_token, first_msg);
+	RETURN outcome;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
+	reference int, status text, changed_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	found_id bigint;
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF status IS NULL OR status NOT IN ('Delivered', 'Enroute', 'Undeliverable', 'Expired',
+										'Deleted', 'Rejected', 'Unknown') THEN
+		RAISE EXCEPTION 'unknown status report word "%"', status
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Words are Delivered, Enroute, Undeliverable, Expired, Deleted, Rejected and Unknown.';
+	END IF;
+	e164 := smsdispatch.try_normalize_phone(phone);
+	SELECT l.id INTO found_id FROM verification.sms_log l
+	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
+	   AND l.channel = 'modem' AND l.claimed_by = modem
+	   AND l.send_state IN ('submitted', 'unknown')
+	   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+	 LIMIT 1
+	 FOR UPDATE;
+	-- a number in another format than we sent to
+	IF found_id IS NULL THEN
+		SELECT l.id INTO found_id FROM verification.sms_log l
+		 WHERE smsdispatch.same_subscriber(modem_status_report.phone, l.phone_number)
+		   AND l.inserted_at > now() - interval '7 days'
+		   AND l.channel = 'modem' AND l.claimed_by = modem
+		   AND l.send_state IN ('submitted', 'unknown')
+		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+		 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+		 LIMIT 1
+		 FOR UPDATE;
+	END IF;
+	IF found_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+	UPDATE verification.sms_log l
+	   SET gateway_status = status, status_changed_at = coalesce(changed_at, now()),
+		   updated_at = now()
+	 WHERE l.id = found_id
+	   AND l.gateway_status IS DISTINCT FROM status
+	   AND coalesce(l.gateway_status, '') NOT IN ('Undeliverable', 'Expired', 'Deleted', 'Rejected')
+	   AND NOT (status = 'Enroute' AND l.gateway_status = 'Delivered');
+	RETURN found_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION smsdispatch.ip2sms_poll_delay(elapsed interval, base interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT base * CASE
+		WHEN elapsed < base THEN 1
+		WHEN elapsed < base * 4 THEN 3
+		WHEN elapsed < base * 10 THEN 6
+		WHEN elapsed < base * 22 THEN 12
+		ELSE 30 END;
+END;
+
+CREATE OR REPLACE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	days text[];
+	daily float8[];
+	delivery_buckets constant text[] := ARRAY['< 10 s', '10-30 s', '30-60 s', '1-2 min',
+		'2-5 min', '5-15 min', '15-60 min', '>= 1 h'];
+	delivery_hist float8[];
+	ack float8[];
+	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
+	-- times as people read them: to the minute, in the session's TimeZone
+	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
+	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
+							   to_char("to", shown));
+BEGIN
+	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
+	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is not a finite, non-empty range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give two timestamps, the first earlier, e.g. sms_report_html(now() - interval ''7 days'', now()).';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write one report per year or shorter period.';
+	END IF;
+
+	-- chart 1: per day, delivered / failed / send_unknown / pending
+	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
+	  INTO days
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day);
+	WITH d AS (
+		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
+			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
+		  FROM smsdispatch.delivery_stats("from", "to") AS s
+		 GROUP BY s.day
+	)
+	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
+									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
+					 ORDER BY g.day, k)
+	  INTO daily
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day)
+	 CROSS JOIN generate_series(1, 4) AS k
+	  LEFT JOIN d ON d.day = g.day::date;
+
+	-- chart 2: seconds from queueing to delivery
+	SELECT array_agg(coalesce(h.n, 0)::float8 ORDER BY b.i)
+	  INTO delivery_hist
+	  FROM generate_series(0, 7) AS b(i)
+	  LEFT JOIN (SELECT width_bucket(smsdispatch.delivery_seconds(l.inserted_at,
+										l.status_changed_at, l.updated_at),
+									 ARRAY[10, 30, 60, 120, 300, 900, 3600]::float8[]) AS i,
+						count(*) AS n
+				   FROM verification.sms_log l
+				  WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
+				  GROUP BY 1) h ON h.i = b.i;
+
+	-- chart 3: median and p95 time to ack per level reached
+	WITH a AS (
+		SELECT m.level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
+				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
+		  FROM smsdispatch.message m
+		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
+		 GROUP BY m.level
+	)
+	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
+	  INTO ack
+	  FROM generate_series(1, 3) AS lvl
+	 CROSS JOIN generate_series(1, 2) AS k
+	  LEFT JOIN a ON a.level = lvl;
+
+	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
+		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
+		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
+		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
+		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
+		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
+		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
+		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
+		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
+		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
+		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
+		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
+				  smsdispatch.html_escape(range_shown),
+				  smsdispatch.html_escape(to_char(now(), shown)))
+		|| '<h2>Charts</h2>'
+		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
+				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
+				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
+		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
+				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
+		|| smsdispatch.svg_bar_chart('Time to acknowledge per level reached', 'seconds',
+				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
+				ARRAY['#00838f', '#6a1b9a'], ack, false)
+		|| '<h2>Tables</h2>'
+		|| smsdispatch.html_table('Delivery per day, type and channel',
+				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
+					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
+					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
+		|| smsdispatch.html_table('Failures per day, type and channel',
+				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
+					   'unaccepted, terminated, send_failed '
+					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
+					   range_literal))
+		|| smsdispatch.html_table('Gateway requests per hour',
+				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
+					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
+					   'latency_mean_ms, latency_p95_le_ms '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Gateway answers per hour',
+				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
+					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
+					   'answers_unaccepted, answers_terminated, answers_pending '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Escalation per recipient list',
+				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
+		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
+				THEN smsdispatch.html_table('Open alarms now',
+					'SELECT number, list, level, created, text, recipient_level, recipient, phone, status, '
+					'sent_at, deadline FROM smsdispatch.queue WHERE state = ''open''')
+				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
+		|| '</body></html>';
+END;
+$$;
+
+-- the retention: fixed statements per kind in place of a condition text
+DROP PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint);
+DROP PROCEDURE smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint);
+
+-- One batch of the retention: of one kind of rows past its cutoff, at most
+-- batch_size, skipping rows that others have locked (the next run takes
+-- them). Kinds: alarms (closed before the cutoff and out of number
+-- quarantine, with their recipients and events), log_rows (SMS no longer
+-- queued or sending that belong to no remaining alarm), inbox_rows,
+-- snapshots, and redacted: SMS in a final state for longer than
+-- smsdispatch.redact_after get an empty body, their length and parts kept.
+-- after_id is where the previous batch of the same kind stopped (the
+-- redacted rows stay, so their kind walks by id); n is how many rows the
+-- batch did and last_id where it stopped. The statements are fixed, one per
+-- kind, and run under a pinned search_path.
+CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+	started timestamptz, batch_size int, after_id bigint,
+	OUT n bigint, OUT last_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cutoff timestamptz := started - older_than;
+BEGIN
+	last_id := after_id;
+	CASE kind
+	WHEN 'alarms' THEN
+		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
+		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.message
+			 WHERE state <> 'open' AND closed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'log_rows' THEN
+		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM verification.sms_log
+			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
+			   AND message_id IS NULL
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'inbox_rows' THEN
+		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'snapshots' THEN
+		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'redacted' THEN
+		IF smsdispatch.redact_after() IS NULL THEN
+			n := 0;
+			RETURN;
+		END IF;
+		cutoff := started - smsdispatch.redact_after();
+		WITH batch AS (
+			SELECT l.id FROM verification.sms_log l
+			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
+			   AND l.redacted_at IS NULL
+			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
+			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+		), done AS (
+			UPDATE verification.sms_log l
+			   SET body = '', body_length = length(l.body),
+				   body_parts = (@extschema@.sms_segments(l.body)).parts,
+				   redacted_at = now()
+			  FROM batch WHERE l.id = batch.id
+			RETURNING l.id
+		)
+		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
+		RETURN;
+	ELSE
+		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END CASE;
+	GET DIAGNOSTICS n = ROW_COUNT;
+END;
+$$;
+
+CREATE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
+	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
+	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL,
+	INOUT redacted bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	started timestamptz;
+	kind text;
+	total bigint;
+	after bigint;
+	b record;
+BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
+	IF older_than IS NULL THEN
+		RAISE EXCEPTION 'older_than must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
+	END IF;
+	IF older_than < interval '0' THEN
+		RAISE EXCEPTION 'older_than "%" must not be negative', older_than
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
+	END IF;
+	IF batch_size IS NULL OR batch_size < 1 THEN
+		RAISE EXCEPTION 'batch_size % must be at least 1', batch_size
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	started := now();
+	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots', 'redacted']
+	LOOP
+		total := 0;
+		after := 0;
+		LOOP
+			SELECT * INTO b FROM smsdispatch.purge_batch(kind, older_than, started,
+														   batch_size, after);
+			total := total + b.n;
+			after := b.last_id;
+			COMMIT;
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			EXIT WHEN b.n < batch_size;
+			RAISE NOTICE 'smsdispatch.purge: % % so far', total, replace(kind, '_', ' ');
+		END LOOP;
+		CASE kind
+			WHEN 'alarms' THEN alarms := total;
+			WHEN 'log_rows' THEN log_rows := total;
+			WHEN 'inbox_rows' THEN inbox_rows := total;
+			WHEN 'snapshots' THEN snapshots := total;
+			ELSE redacted := total;
+		END CASE;
+	END LOOP;
+END;
+$$;
+
+-- privileges
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsdispatch FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.verification_trigger() TO smsdispatch_admin;
+
+-- Readers (reports, the metrics exporter) see the statistics: every column
+-- of the log, the alarms, their events and the received SMS except those
+-- that say who (phones) or what (texts, verification codes, error texts that
+-- quote a number). Column privileges, so the reports' functions run as the
+-- reader and the planner still inlines them.
+DO $$
+DECLARE
+	t record;
+BEGIN
+	FOR t IN
+		SELECT v.tbl::regclass AS tbl, v.secret
+		  FROM (VALUES
+			('verification.sms_log', '{phone_number,body,last_error,verification_id,gateway_id,claimed_by}'::name[]),
+			('smsdispatch.message', '{body,acked_by}'),
+			('smsdispatch.event', '{phone,detail}'),
+			('smsdispatch.inbox', '{sender,body}')) AS v(tbl, secret)
+	LOOP
+		EXECUTE format('REVOKE SELECT ON %s FROM smsdispatch_reader', t.tbl);
+		EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO smsdispatch_reader',
+							   string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), t.tbl)
+				   FROM pg_attribute a
+				  WHERE a.attrelid = t.tbl AND a.attnum > 0 AND NOT a.attisdropped
+					AND a.attname <> ALL (t.secret));
+	END LOOP;
+END;
+$$;
+REVOKE SELECT ON smsdispatch.queue FROM smsdispatch_reader;
+REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.html_escape(text), smsdispatch.html_table(text, text),
+	smsdispatch.svg_bar_chart(text, text, text[], text[], text[], float8[], boolean)
+	TO smsdispatch_reader;
+GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint),
+	smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
+	TO smsdispatch_admin;
+
+-- issue 11: priorities, the continuous IP2SMS pipeline, validity before
+-- sending, one claim and backoff for both channels, loud exhausted alarms.
+-- The priority an SMS of a type gets when its sender names none: 3 for
+-- verification and 2FA, 5 for medication_request, 7 for text (alarms: 1).
+CREATE FUNCTION smsdispatch.default_priority(type text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'sms_default_priority_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- How long an SMS of a type may wait to be submitted
+-- (smsdispatch.validity_<type>); NULL = for ever. Alarms' SMS never expire.
+CREATE FUNCTION smsdispatch.validity(type text)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_validity'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+ALTER TABLE verification.sms_log ADD COLUMN priority int NOT NULL DEFAULT 7;
+-- rows still waiting take the priority they would get now
+UPDATE verification.sms_log
+   SET priority = CASE WHEN message_id IS NOT NULL THEN 1
+					   ELSE smsdispatch.default_priority(type) END
+ WHERE send_state IN ('queued', 'sending');
+DROP INDEX verification.sms_log_queued_idx;
+CREATE INDEX sms_log_queued_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id)
+	WHERE send_state = 'queued';
+
+DROP FUNCTION sms_send(text, text, text, text);
+-- priority: 1 (most urgent, as alarms) to 9; NULL = the type's default
+-- (smsdispatch.default_priority).
+CREATE FUNCTION sms_send(phone text, body text, type text DEFAULT 'text',
+	channel text DEFAULT NULL, priority int DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sms_send'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION sms_send(text, text, text, text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_send(text, text, text, text, int) TO smsdispatch_sender;
+
+-- The pause before attempt attempts + 1 after a transport failure: 1 s,
+-- doubling, at most 5 min. One policy for every channel.
+CREATE FUNCTION smsdispatch.retry_delay(attempts int)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT least(interval '1 s' * (2 ^ least(greatest(attempts - 1, 0), 9)), interval '5 min')
+$$;
+
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. Alarms' SMS never expire. Rows other sessions hold are skipped,
+-- so a claim never waits.
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND l.inserted_at + smsdispatch.validity(l.type) < now() AS expired
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed' ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   claimed_by = CASE WHEN due.expired THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority, due.expired
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	  FROM claimed c
+	 WHERE NOT c.expired
+	 ORDER BY c.priority, c.id
+$$;
+
+-- IP2SMS rows still in a pollable state after the status window become
+-- Terminated and are no longer polled. Rows or alarms another session holds
+-- are left for the next call, so this never waits.
+CREATE FUNCTION smsdispatch.ip2sms_terminate_polls(status_window int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	alarms bigint[];
+BEGIN
+	SELECT array_agg(m.id) INTO alarms FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.id IN (SELECT l.message_id FROM verification.sms_log l
+						 WHERE l.next_poll_at <= now() AND l.channel = 'ip2sms'
+						   AND l.submitted_at <= now() - make_interval(secs => status_window)
+						   AND l.message_id IS NOT NULL)
+		 ORDER BY m.id
+		 FOR NO KEY UPDATE SKIP LOCKED) AS m;
+	UPDATE verification.sms_log l
+	   SET gateway_status = 'Terminated', status_changed_at = now(),
+		   next_poll_at = NULL, updated_at = now()
+	 WHERE l.id IN (SELECT p.id FROM verification.sms_log p
+					 WHERE p.next_poll_at <= now() AND p.channel = 'ip2sms'
+					   AND p.submitted_at <= now() - make_interval(secs => status_window)
+					   AND (p.message_id IS NULL OR p.message_id = ANY (alarms))
+					 FOR UPDATE SKIP LOCKED);
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.default_priority(text), smsdispatch.validity(text),
+	smsdispatch.retry_delay(int), smsdispatch.claim_sends(text, int, text, interval),
+	smsdispatch.ip2sms_terminate_polls(int) FROM PUBLIC;
+
+-- Hands one level of each given alarm to its channel: one queued sms_log
+-- row per recipient on that level, the recipients waiting for it to be
+-- submitted. Set-based, so that the escalation starts any number of levels
+-- in a few statements.
+CREATE OR REPLACE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+-- a small set of alarms, each reached by index: nested loops over the
+-- per-alarm indexes, never a hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+	-- the level first: the statements below find each alarm's recipients
+	-- through it, linear in the number of alarms. Nothing to wait for until
+	-- a channel submits the level.
+	UPDATE smsdispatch.message m
+	   SET level = p.level, level_started_at = now(), check_at = NULL
+	  FROM unnest(message_ids, levels) AS p(message_id, level)
+	 WHERE m.id = p.message_id;
+
+	WITH due AS (
+		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
+		  FROM smsdispatch.message m
+		  JOIN smsdispatch.message_recipient r
+			ON r.message_id = m.id AND r.level = m.level
+		 WHERE m.id = ANY (message_ids)
+	), queued AS (
+		-- alarms go before every other SMS (priority 1)
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority)
+		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
+			   due.channel, due.message_id, 1
+		  FROM due
+		 ORDER BY due.id
+		RETURNING id, message_id, phone_number
+	)
+	UPDATE smsdispatch.message_recipient r
+	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
+		   deadline = NULL, acked_at = NULL
+	  FROM queued q
+	  JOIN smsdispatch.message m ON m.id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
+	   AND r.level = m.level;
+
+	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+	SELECT m.id, 'level_started', m.level, 'round ' || m.round
+	  FROM smsdispatch.message m
+	 WHERE m.id = ANY (message_ids);
+$$;
+
+DROP TRIGGER sms_log_progress ON verification.sms_log;
+-- Claiming ('sending') and putting back ('queued') change nothing for the
+-- alarm: they do not fire it, so that a claim never waits for an alarm's lock.
+CREATE TRIGGER sms_log_progress
+	AFTER UPDATE OF send_state, gateway_status ON verification.sms_log
+	FOR EACH ROW
+	WHEN (NEW.message_id IS NOT NULL
+		  AND ((OLD.send_state IS DISTINCT FROM NEW.send_state
+				AND NEW.send_state::text IN ('submitted', 'unknown', 'failed'))
+			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
+	EXECUTE FUNCTION smsdispatch.sms_log_progress();
+
+-- Makes an alarm that reaches nobody loud: a WARNING in the server log
+-- naming it and why, and NOTIFY smsdispatch_alarm with a JSON payload
+-- {"number": "0042", "state": "exhausted", "reason": "..."} that an
+-- application or a pager bridge can LISTEN for (sent at COMMIT).
+CREATE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, reason;
+	PERFORM pg_notify('smsdispatch_alarm',
+					  json_build_object('number', number, 'state', state,
+										'reason', reason)::text);
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.alarm_alert(text, text, text) FROM PUBLIC;
+
+-- One escalation step for the due open alarms (check_at passed), at most
+-- batch of them: recipients of the current level past their deadline become
+-- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
+-- to its next level with recipients, else starts another round when its
+-- list's repeat allows, else is exhausted. Alarms that an ack or a channel
+-- holds locked are skipped and seen on the next pass. Set-based: a fixed
+-- number of statements whatever the batch, every one of them found through
+-- message_check_idx and the per-alarm indexes, never by a scan of history.
+CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
+	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
+	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- the due alarms are a small set found by index: each statement reaches
+-- their recipients by nested loops over the per-alarm indexes, never by a
+-- hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	due bigint[];
+	up_ids bigint[];
+	up_levels int[];
+	again_ids bigint[];
+	again_levels int[];
+	done_ids bigint[];
+	gone record;
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	timed_out := 0;
+	escalated := 0;
+	repeated := 0;
+	exhausted := 0;
+
+	SELECT array_agg(s.id) INTO due FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.state = 'open' AND m.check_at <= now()
+		 ORDER BY m.check_at
+		 LIMIT batch
+		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
+	alarms_checked := coalesce(cardinality(due), 0);
+
+	IF due IS NOT NULL THEN
+		-- each statement from here on sees what was committed before the
+		-- locks above were granted
+		WITH over AS (
+			UPDATE smsdispatch.message_recipient r
+			   SET status = 'ACK_TIME_OVER'
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
+			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
+			RETURNING r.message_id, r.level, r.phone, r.deadline)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
+		  FROM over o;
+		GET DIAGNOSTICS timed_out = ROW_COUNT;
+
+		-- the alarms whose level is over, and where each goes next
+		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.first_level ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
+		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
+		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
+					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
+					   min(r.level) AS first_level
+				  FROM smsdispatch.message m
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
+				 WHERE m.id = ANY (due)
+				 GROUP BY m.id, m.round, l.repeat
+				HAVING NOT bool_or(r.level = m.level
+								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
+
+		IF up_ids IS NOT NULL THEN
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
+			  FROM unnest(up_ids, up_levels) AS u(id, level)
+			  JOIN smsdispatch.message m ON m.id = u.id;
+			escalated := cardinality(up_ids);
+		END IF;
+
+		IF again_ids IS NOT NULL THEN
+			-- a new round: everybody waits to be sent the alarm again; the
+			-- previous round's SMS still let its recipients acknowledge
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
+			 WHERE message_id = ANY (again_ids);
+			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT a.id, 'repeated', a.level, 'round ' || m.round
+			  FROM unnest(again_ids, again_levels) AS a(id, level)
+			  JOIN smsdispatch.message m ON m.id = a.id;
+			repeated := cardinality(again_ids);
+		END IF;
+
+		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
+			PERFORM smsdispatch.start_levels(
+				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
+				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
+		END IF;
+
+		IF done_ids IS NOT NULL THEN
+			UPDATE smsdispatch.message
+			   SET state = 'exhausted', closed_at = now(), check_at = NULL
+			 WHERE id = ANY (done_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (done_ids);
+			exhausted := cardinality(done_ids);
+			-- nobody has the alarm: that must be heard
+			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
+						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
+				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
+					format('nobody on list "%s" acknowledged it in %s round(s)',
+						   gone.list, gone.round));
+			END LOOP;
+		END IF;
+
+		-- the alarms still waiting: next look at their earliest deadline
+		UPDATE smsdispatch.message m
+		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level
+							  AND r.status = 'NOT_YET_ACK')
+		 WHERE m.id = ANY (due) AND m.state = 'open';
+	END IF;
+
+	SELECT min(m.check_at) INTO next_check
+	  FROM smsdispatch.message m
+	 WHERE m.state = 'open';
+END;
+$$;
+
+-- Takes the next due queued modem row for this modem, the most urgent first
+-- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
+-- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
+-- claim side by side without ever taking the same row.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
+RETURNS TABLE (id bigint, phone_number text, body text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF lease IS NULL OR lease <= interval '0' THEN
+		RAISE EXCEPTION 'lease "%" must be positive', lease
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN QUERY
+	SELECT c.id, c.phone_number, c.body
+	  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+END;
+$$;
+
+-- Records what became of a claimed row. outcome: 'submitted' (the modem
+-- gave a message reference; gateway_id holds the references of all parts),
+-- 'retry' (the modem refused it before anything left: queued again with
+-- backoff, failed after smsdispatch.max_attempts), 'failed' (final),
+-- 'unknown' (it may have left: never re-sent), 'released' (never tried:
+-- back to queued, the attempt not counted). A row whose lease expired and
+-- was recovered as unknown still takes the outcome its sidecar learnt.
+-- Returns false when the row is not this modem's to finish.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_finish(id bigint, modem text, outcome text,
+	gateway_id text DEFAULT NULL, error text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	max_attempts int := smsdispatch.setting('smsdispatch.max_attempts')::int;
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF outcome IS NULL OR outcome NOT IN ('submitted', 'retry', 'failed', 'unknown', 'released') THEN
+		RAISE EXCEPTION 'unknown modem send outcome "%"', outcome
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Outcomes are submitted, retry, failed, unknown and released.';
+	END IF;
+	IF outcome = 'submitted' AND (gateway_id IS NULL OR gateway_id = '') THEN
+		RAISE EXCEPTION 'a submitted modem SMS needs its message reference'
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = format('sms_log id %s has no gateway_id.', id);
+	END IF;
+	UPDATE verification.sms_log l
+	   SET send_state = CASE
+				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN 'failed'
+				WHEN outcome IN ('retry', 'released') THEN 'queued'
+				ELSE outcome END,
+		   gateway_id = coalesce(modem_finish.gateway_id, l.gateway_id),
+		   gateway_status = CASE WHEN outcome = 'submitted' THEN 'Accepted'
+							ELSE l.gateway_status END,
+		   status_changed_at = CASE WHEN outcome = 'submitted' THEN now()
+							   ELSE l.status_changed_at END,
+		   submitted_at = CASE WHEN outcome = 'submitted' THEN now() ELSE l.submitted_at END,
+		   attempts = CASE WHEN outcome = 'released' THEN greatest(l.attempts - 1, 0)
+					  ELSE l.attempts END,
+		   next_attempt_at = CASE WHEN outcome = 'retry' THEN
+				now() + smsdispatch.retry_delay(l.attempts)
+				ELSE l.next_attempt_at END,
+		   last_error = CASE
+				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN
+					format('%s (gave up after %s attempts)', error, l.attempts)
+				WHEN outcome = 'released' THEN l.last_error
+				ELSE error END,
+		   claimed_by = CASE WHEN outcome IN ('retry', 'released') THEN NULL ELSE l.claimed_by END,
+		   lease_until = NULL,
+		   updated_at = now()
+	 WHERE l.id = modem_finish.id AND l.claimed_by = modem
+	   AND l.channel = 'modem' AND l.send_state IN ('sending', 'unknown');
+	RETURN FOUND;
+END;
+$$;

@@ -119,9 +119,12 @@ UPDATE verification.verifications SET attempts_count = 3, status = 'verified', a
 SELECT s.phone_number, s.type, s.body, s.send_state, s.verification_id = v.id::text AS linked
   FROM verification.sms_log s, verification.verifications v;
 -- the extension adopted the schema (so that pg_dump restores it in the right
--- order): dropping the extension refuses to take the application's table
--- with it, and releasing the schema first keeps both
+-- order): a plain DROP EXTENSION refuses to take the application's table
+-- with it, the CASCADE its hint offers is refused too, and releasing the
+-- schema first keeps both
 DROP EXTENSION smsdispatch;
+DROP EXTENSION smsdispatch CASCADE;
+SELECT count(*) AS verifications_kept FROM verification.verifications;
 ALTER EXTENSION smsdispatch DROP SCHEMA verification;
 DROP EXTENSION smsdispatch CASCADE;
 SELECT count(*) AS verifications_kept FROM verification.verifications;

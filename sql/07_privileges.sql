@@ -72,11 +72,16 @@ SELECT regress.try(s) FROM unnest(ARRAY[
 	$$SELECT smsdispatch.allocate_number()$$]) AS s;
 RESET ROLE;
 
--- the reader sees the log and the alarms, not the lists, and sends nothing
+-- the reader sees the counts of the log and the alarms, not their texts,
+-- not the phones, not the lists, and sends nothing
 SET ROLE regress_reader;
-SELECT phone_number, body, send_state FROM verification.sms_log ORDER BY id;
+SELECT type, channel, send_state FROM verification.sms_log ORDER BY id;
 SELECT number, state FROM smsdispatch.message ORDER BY id;
 SELECT regress.try(s) FROM unnest(ARRAY[
+	$$SELECT phone_number FROM verification.sms_log$$,
+	$$SELECT body FROM verification.sms_log$$,
+	$$SELECT body FROM smsdispatch.message$$,
+	$$SELECT * FROM smsdispatch.queue$$,
 	$$SELECT * FROM smsdispatch.list_member$$,
 	$$SELECT * FROM smsdispatch.message_recipient$$,
 	$$SELECT sms_send('+380501234567', 'x')$$,

@@ -36,6 +36,11 @@ SELECT * FROM smsdispatch.delivery_stats ORDER BY day, type, channel;
 SELECT day, type, channel, logged, delivered, failed, pending, delivery_ratio
   FROM smsdispatch.delivery_stats('2026-03-01', '2026-03-02') ORDER BY 1, 2, 3;
 SELECT day, type, logged FROM smsdispatch.delivery_stats('2026-03-02', '2026-03-02 00:10') ORDER BY 1, 2;
+-- per hour: the same columns; sent leaves out the Rejected row (10:06), and
+-- delivery_ratio and error_rate are delivered and failed over logged - pending
+SELECT hour, type, channel, logged, sent, delivered, failed, pending, delivery_ratio, error_rate
+  FROM smsdispatch.delivery_stats_hourly('2026-03-01 10:00', '2026-03-01 12:00') ORDER BY 1, 2, 3;
+SELECT hour, type, logged FROM smsdispatch.delivery_stats_hourly('2026-03-01 23:00', '2026-03-02 01:00') ORDER BY 1, 2;
 -- the range form is inlined, so a one-day query can use the index on inserted_at
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT * FROM smsdispatch.delivery_stats('2026-03-01', '2026-03-02');
@@ -78,8 +83,11 @@ SELECT * FROM smsdispatch.queue;
 SELECT day, type, channel, logged, delivered, pending, median_delivery_s
   FROM smsdispatch.delivery_stats WHERE type = 'text' ORDER BY 1, 2, 3;
 
--- gateway counters: snapshots with fixed timestamps; the server restarts
--- between 10:59 and 11:10, and requests_status is reset at 10:59 without one
+-- gateway counters: snapshots with fixed timestamps; the counters restart
+-- from zero between 10:59 and 11:10 (server_started_at changes: a crash or
+-- stats_reset), and requests_status goes down at 10:59 without that. The
+-- first snapshot counts in full over all time (the counters started at
+-- 00:00), and in no range that starts after 00:00.
 INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
 SELECT t.at, t.started, c.name, c.v[t.i]
   FROM (VALUES (1, timestamptz '2026-03-01 10:00', timestamptz '2026-03-01 00:00'),
@@ -104,7 +112,17 @@ SELECT t.at, t.started, c.name, c.v[t.i]
 	('latency_le_1s', '{0,0,0,0,3}'),
 	('latency_le_5s', '{0,0,0,0,0}'),
 	('latency_gt_5s', '{0,0,0,0,2}')) AS c(name, v);
-SELECT * FROM smsdispatch.gateway_stats ORDER BY hour;
+SELECT * FROM smsdispatch.gateway_stats WHERE hour < '2026-04-01' ORDER BY hour;
+SELECT hour, snapshots, requests_send
+  FROM smsdispatch.gateway_stats('2026-03-01 09:00', '2026-03-01 10:45') ORDER BY hour;
+-- the counters as they are now are a last snapshot when now() is in the
+-- range, so the current hour shows before any snapshot job ran
+SELECT count(*) AS hours, bool_and(snapshots = 1) AS live_only,
+	   bool_and(requests_send = (SELECT value FROM smsdispatch.stats() WHERE name = 'requests_send')) AS live_value
+  FROM smsdispatch.gateway_stats(now() - interval '1 hour', now() + interval '1 hour');
+SELECT count(*) AS hours FROM smsdispatch.gateway_stats('2026-03-01 12:00', '2026-03-01 13:00');
+SELECT smsdispatch.stats_since() <= now() AS since_known,
+	   (SELECT count(*) FROM smsdispatch.counters_now()) = (SELECT count(*) FROM smsdispatch.stats()) AS live_rows;
 -- a range starting at 11:00 reads the 10:59 snapshot as its baseline
 SELECT hour, snapshots, requests_send, requests_status, answers_delivered, latency_mean_ms
   FROM smsdispatch.gateway_stats('2026-03-01 11:00', '2026-03-01 12:00');
@@ -145,14 +163,18 @@ SET ROLE smsdispatch_reader;
 SELECT (SELECT count(*) FROM smsdispatch.delivery_stats) AS delivery,
 	   (SELECT count(*) FROM smsdispatch.escalation_stats) AS escalation,
 	   (SELECT count(*) FROM smsdispatch.gateway_stats) AS gateway,
-	   (SELECT count(*) FROM smsdispatch.queue) AS queue,
-	   length(sms_report_html('2026-03-01', '2026-03-02')) > 1000 AS report;
+	   length(sms_report_html('2026-03-01', '2026-03-02')) > 1000 AS report,
+	   position('Open alarms now' IN sms_report_html('2026-03-01', '2026-03-02')) > 0 AS report_shows_queue;
 CALL smsdispatch.purge('1 day');
 RESET ROLE;
--- admins read the same and may purge
+-- admins read the same, the queue too, and may purge
+SET ROLE smsdispatch_admin;
+SELECT (SELECT count(*) FROM smsdispatch.queue) AS queue,
+	   position('Open alarms now' IN sms_report_html('2026-03-01', '2026-03-02')) > 0 AS report_shows_queue;
+RESET ROLE;
 SELECT has_function_privilege('smsdispatch_admin', 'sms_report_html(timestamptz, timestamptz)', 'EXECUTE') AS admin_report,
-	   has_function_privilege('smsdispatch_admin', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)', 'EXECUTE') AS admin_purge,
-	   has_function_privilege('smsdispatch_sender', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint)', 'EXECUTE') AS sender_purge,
+	   has_function_privilege('smsdispatch_admin', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)', 'EXECUTE') AS admin_purge,
+	   has_function_privilege('smsdispatch_sender', 'smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)', 'EXECUTE') AS sender_purge,
 	   has_table_privilege('smsdispatch_sender', 'smsdispatch.delivery_stats', 'SELECT') AS sender_stats;
 
 -- retention

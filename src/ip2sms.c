@@ -294,7 +294,7 @@ start_request(Slot *slot, Ip2smsRequest *req)
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, slot->body);
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(slot->body));
 	curl_easy_setopt(easy, CURLOPT_USERNAME, sms_ip2sms_login);
-	curl_easy_setopt(easy, CURLOPT_PASSWORD, sms_ip2sms_password);
+	curl_easy_setopt(easy, CURLOPT_PASSWORD, sms_ip2sms_password());
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) sms_ip2sms_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) Max(sms_ip2sms_timeout_ms / 3, 1));
 	curl_easy_setopt(easy, CURLOPT_CAINFO,
@@ -347,7 +347,7 @@ auth_failed(Ip2smsRequest *req)
 
 	req->outcome = IP2SMS_AUTH_FAILED;
 	snprintf(req->detail, sizeof(req->detail),
-			 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and smsdispatch.ip2sms_password");
+			 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file");
 	sms_stats_count(SMS_STAT_ERRORS_HTTP_401);
 	if (auth_failed_since == 0)
 		auth_failed_since = now;
@@ -357,7 +357,7 @@ auth_failed(Ip2smsRequest *req)
 	{
 		ereport(WARNING,
 				(errmsg("smsdispatch: the IP2SMS gateway refused the credentials (HTTP 401); the channel is paused and its SMS stay queued"),
-				 errhint("Check smsdispatch.ip2sms_login and smsdispatch.ip2sms_password, then reload the configuration.")));
+				 errhint("Check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file, then reload the configuration.")));
 		auth_warned_at = now;
 	}
 }
@@ -462,7 +462,7 @@ sync_wait_set(void)
 	}
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
-	wait_set = CreateWaitEventSet(TopMemoryContext, nsockets + 2);
+	wait_set = sms_create_lasting_wait_event_set(nsockets + 2);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < nsockets; i++)
@@ -622,8 +622,10 @@ void
 ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	bool		can_send = sms_ip2sms_url[0] != '\0';
-	bool		can_poll = sms_ip2sms_status_url[0] != '\0';
+	/* without a usable password nothing is claimed: the rows stay queued */
+	bool		have_password = sms_ip2sms_password_refresh();
+	bool		can_send = have_password && sms_ip2sms_url[0] != '\0';
+	bool		can_poll = have_password && sms_ip2sms_status_url[0] != '\0';
 	Ip2smsExchange x;
 	Ip2smsRequest *claimed[IP2SMS_MAX_SLOTS];
 	int			free_slots;
@@ -670,7 +672,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		(nfinished > 0 && (sends + polls > 0 ||
 						   TimestampDifferenceExceeds(oldest_finished(), now, RECORD_DELAY_MS)));
 	terminate = can_poll && now >= next_terminate;
-	check = !can_send && !unconfigured_checked;
+	check = have_password && sms_ip2sms_url[0] == '\0' && !unconfigured_checked;
 
 	if (record || sends + polls > 0 || terminate || check)
 	{
@@ -707,7 +709,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 			if (x.queued_unconfigured)
 				ereport(WARNING,
 						(errmsg("smsdispatch: IP2SMS messages stay queued: smsdispatch.ip2sms_url is empty"),
-						 errhint("Set smsdispatch.ip2sms_url, ip2sms_status_url, ip2sms_login and ip2sms_password, then reload.")));
+						 errhint("Set smsdispatch.ip2sms_url, ip2sms_status_url, ip2sms_login and ip2sms_password_file, then reload.")));
 		}
 		if (x.terminate_polls)
 			next_terminate = TimestampTzPlusMilliseconds(now, TERMINATE_EVERY_MS);

@@ -28,6 +28,7 @@
 #include <libxml/xmlerror.h>
 
 #include "ip2sms_xml.h"
+#include "xml_compat.h"
 
 const char *const ip2sms_states[] = {
 	"Accepted", "Enroute", "Delivered", "Expired", "Deleted",
@@ -241,7 +242,7 @@ ip2sms_parse_date(const char *rfc1123, char *iso, size_t isolen)
 
 /* Collects the first libxml2 error of a parse instead of printing it. */
 static void
-collect_xml_error(void *ctx, xmlErrorPtr error)
+collect_xml_error(void *ctx, SmsXmlError error)
 {
 	Ip2smsAnswer *answer = ctx;
 

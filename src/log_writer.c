@@ -312,10 +312,10 @@ insert_row(Relation log, WriterCache *cache, const SmsLogRow *row)
 	rte->relid = RelationGetRelid(log);
 	rte->relkind = log->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
+	sms_init_range_table(estate, list_make1(rte));
 	rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(rri, log, 1, NULL, 0);
-	CheckValidResultRel(rri, CMD_INSERT);
+	sms_check_insertable(rri);
 	estate->es_opened_result_relations = list_make1(rri);
 	estate->es_output_cid = GetCurrentCommandId(true);
 	ExecOpenIndices(rri, false);
@@ -340,7 +340,7 @@ insert_row(Relation log, WriterCache *cache, const SmsLogRow *row)
 		ExecConstraints(rri, slot, estate);
 	table_tuple_insert(log, slot, estate->es_output_cid, 0, NULL);
 	if (rri->ri_NumIndices > 0)
-		recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+		recheck = sms_insert_index_tuples(rri, slot, estate);
 	ExecARInsertTriggers(estate, rri, slot, recheck, transitions);
 	ExecASInsertTriggers(estate, rri, transitions);
 	AfterTriggerEndQuery(estate);

@@ -85,6 +85,8 @@ sms_try_normalize_phone(const char *phone, const char **detail)
 		*detail = "A country code does not begin with 0.";
 		return NULL;
 	}
+	if (!sms_phone_plan_check(result, detail))
+		return NULL;
 	return result;
 }
 

@@ -42,8 +42,14 @@ PG_FUNCTION_INFO_V1(sms_resolve_channel_sql);
 PG_FUNCTION_INFO_V1(sms_verification_trigger);
 PG_FUNCTION_INFO_V1(sms_default_priority_sql);
 
-/* advisory lock class of the per-phone abuse guard ("SMSD") */
+/*
+ * The per-phone abuse guard's lock: an advisory lock tag in class "SMSD"
+ * whose last field is neither 1 nor 2. pg_advisory_lock() and friends
+ * always set that field to 1 (int8 key) or 2 (int4 pair), so no role, with
+ * or without grants, can take this lock from SQL and stall the senders.
+ */
 #define SMS_GUARD_LOCK_CLASS 0x534D5344
+#define SMS_GUARD_LOCK_FIELD4 0x5344
 
 static const char *const sms_types[] = {
 	"verification", "medication_request", "text", "2FA"
@@ -163,7 +169,7 @@ count_recent(Relation heap, const char *phone, int limit)
 
 	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = index_beginscan(heap, index, snapshot, 2, 0);
+	scan = sms_index_beginscan(heap, index, snapshot, 2, 0);
 	index_rescan(scan, keys, 2, NULL, 0);
 	slot = table_slot_create(heap, NULL);
 	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
@@ -231,7 +237,8 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 
 		/* serialise senders to one number so that the count is exact */
 		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SMS_GUARD_LOCK_CLASS,
-							 hash_bytes((const unsigned char *) phone, strlen(phone)), 2);
+							 hash_bytes((const unsigned char *) phone, strlen(phone)),
+							 SMS_GUARD_LOCK_FIELD4);
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 		recent = count_recent(log, phone, sms_max_per_phone_per_hour);
 		if (recent >= sms_max_per_phone_per_hour)

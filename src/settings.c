@@ -20,6 +20,8 @@
 
 PG_FUNCTION_INFO_V1(sms_number_quarantine);
 PG_FUNCTION_INFO_V1(sms_validity);
+PG_FUNCTION_INFO_V1(sms_max_inbound_length_sql);
+PG_FUNCTION_INFO_V1(sms_redact_after_sql);
 
 char	   *sms_database = NULL;
 int			sms_naptime_ms = 1000;
@@ -27,7 +29,7 @@ char	   *sms_default_channel = NULL;
 char	   *sms_ip2sms_url = NULL;
 char	   *sms_ip2sms_status_url = NULL;
 char	   *sms_ip2sms_login = NULL;
-char	   *sms_ip2sms_password = NULL;
+char	   *sms_ip2sms_password_file = NULL;
 char	   *sms_ip2sms_source = NULL;
 char	   *sms_ip2sms_validity = NULL;
 char	   *sms_ip2sms_ca_file = NULL;
@@ -44,6 +46,8 @@ char	   *sms_default_country_code = NULL;
 int			sms_number_quarantine_s = 86400;
 int			sms_max_per_phone_per_hour = 10;
 int			sms_max_parts = 10;
+int			sms_max_inbound_length = 65536;
+int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
 int			sms_validity_verification_s = 600;
 int			sms_validity_2fa_s = 600;
@@ -141,11 +145,12 @@ sms_define_settings(void)
 							   "IP2SMS Basic authentication user.",
 							   NULL, &sms_ip2sms_login, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("smsdispatch.ip2sms_password",
-							   "IP2SMS Basic authentication password.",
-							   NULL, &sms_ip2sms_password, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.ip2sms_password_file",
+							   "File holding the IP2SMS Basic authentication password on its first line.",
+							   "A regular file of the server's user with mode 0600 or less; read by the worker only.",
+							   &sms_ip2sms_password_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   sms_check_password_file, NULL, NULL);
 	DefineCustomStringVariable("smsdispatch.ip2sms_source",
 							   "IP2SMS sender alpha-name.",
 							   NULL, &sms_ip2sms_source, "",
@@ -212,6 +217,16 @@ sms_define_settings(void)
 							NULL, &sms_max_parts, 10, 1, 255,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("smsdispatch.max_inbound_length",
+							"Longest body of a received SMS that sms_receive() accepts.",
+							NULL, &sms_max_inbound_length, 65536, 160, 1024 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.redact_after",
+							"How long after reaching a final state an SMS keeps its body; 0 = for good.",
+							"smsdispatch.purge() blanks older bodies, keeping their length and parts.",
+							&sms_redact_after_s, 0, 0, 3650 * 86400,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("smsdispatch.loopback_channel",
 							 "Test aid: the worker marks every queued SMS submitted without sending it.",
 							 "Lets the escalation be tested without a gateway or a modem; never turn it on in production.",
@@ -272,5 +287,25 @@ sms_validity(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	result = palloc0(sizeof(Interval));
 	result->time = (int64) secs * USECS_PER_SEC;
+	PG_RETURN_INTERVAL_P(result);
+}
+
+/* SQL: smsdispatch.max_inbound_length() -> the setting, in bytes */
+Datum
+sms_max_inbound_length_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(sms_max_inbound_length);
+}
+
+/* SQL: smsdispatch.redact_after() -> the setting as an interval, NULL = off */
+Datum
+sms_redact_after_sql(PG_FUNCTION_ARGS)
+{
+	Interval   *result;
+
+	if (sms_redact_after_s == 0)
+		PG_RETURN_NULL();
+	result = palloc0(sizeof(Interval));
+	result->time = (int64) sms_redact_after_s * USECS_PER_SEC;
 	PG_RETURN_INTERVAL_P(result);
 }

@@ -8,14 +8,18 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "utils/builtins.h"
 
 #include "smsdispatch.h"
 #include "ip2sms.h"
 
-PG_MODULE_MAGIC;
+SMS_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(sms_prevent_in_transaction_block);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -45,7 +49,8 @@ smsdispatch_shmem_startup(void)
 /*
  * Defines the settings in every process that loads us; when preloaded, also
  * reserves shared memory so backends can wake the worker, and registers the
- * worker.
+ * worker. Not while pg_upgrade runs the server (binary upgrade mode): the
+ * worker would send from the old cluster or meet the new one half restored.
  */
 void
 _PG_init(void)
@@ -60,5 +65,21 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = smsdispatch_shmem_startup;
 
-	sms_register_worker();
+	if (!IsBinaryUpgrade)
+		sms_register_worker();
+}
+
+/*
+ * SQL: smsdispatch.prevent_in_transaction_block(what). A procedure that
+ * commits between batches fails at its first COMMIT inside BEGIN, with an
+ * error about transaction termination deep in its call stack; this says at
+ * once, in the words of VACUUM's error, what to do instead.
+ */
+Datum
+sms_prevent_in_transaction_block(PG_FUNCTION_ARGS)
+{
+	char	   *what = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PreventInTransactionBlock(true, what);
+	PG_RETURN_VOID();
 }

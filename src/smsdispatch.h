@@ -9,9 +9,11 @@
 #define SMSDISPATCH_H
 
 #include "postgres.h"
+#include "pg_compat.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/relcache.h"
 
 /* settings (settings.c); names as in the README */
@@ -21,7 +23,7 @@ extern char *sms_default_channel;
 extern char *sms_ip2sms_url;
 extern char *sms_ip2sms_status_url;
 extern char *sms_ip2sms_login;
-extern char *sms_ip2sms_password;
+extern char *sms_ip2sms_password_file;
 extern char *sms_ip2sms_source;
 extern char *sms_ip2sms_validity;
 extern char *sms_ip2sms_ca_file;
@@ -38,6 +40,8 @@ extern char *sms_default_country_code;
 extern int	sms_number_quarantine_s;
 extern int	sms_max_per_phone_per_hour;
 extern int	sms_max_parts;
+extern int	sms_max_inbound_length;
+extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
 extern int	sms_validity_verification_s;
 extern int	sms_validity_2fa_s;
@@ -45,6 +49,11 @@ extern int	sms_validity_medication_request_s;
 extern int	sms_validity_text_s;
 
 extern void sms_define_settings(void);
+
+/* secrets.c: the IP2SMS password, from smsdispatch.ip2sms_password_file */
+extern bool sms_check_password_file(char **newval, void **extra, GucSource source);
+extern bool sms_ip2sms_password_refresh(void);
+extern const char *sms_ip2sms_password(void);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */
 typedef struct SmsSegments
@@ -98,6 +107,11 @@ extern const char *sms_resolve_channel(const char *channel);
 #define SMS_PRIORITY_MAX	9
 #define SMS_PRIORITY_ALARM	1
 extern int	sms_default_priority(const char *type);
+/* worker_database.c: the worker's wait for its database */
+extern void sms_worker_wait_for_database(void);
+
+/* phone_plan.c: national number lengths per country code */
+extern bool sms_phone_plan_check(const char *e164, const char **detail);
 
 /* shmem.c: state shared with the background worker */
 typedef struct SmsSharedState
@@ -105,6 +119,7 @@ typedef struct SmsSharedState
 	Latch	   *worker_latch;	/* NULL while no worker runs */
 	pid_t		worker_pid;
 	Oid			worker_dboid;	/* the database it serves */
+	bool		worker_connecting;	/* still set: its connection failed */
 } SmsSharedState;
 
 /* the LISTEN channel of the modem sidecars */

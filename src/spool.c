@@ -4,7 +4,7 @@
  *	  Imports the XML files of the spool directory (smsdispatch.spool_dir):
  *	  <SMS><RECIPIENT_LIST>oncall</RECIPIENT_LIST><MSG>text</MSG></SMS>
  *	  becomes an alarm; <TO> elements instead of the list (and an optional
- *	  <TYPE>) become one SMS each.
+ *	  <TYPE>) become one SMS each; an optional <CHANNEL> picks the channel.
  *
  * A writer creates a file under another name and renames it to *.xml, so
  * only *.xml names are read, and a *.xml file is complete. Every file is
@@ -17,7 +17,10 @@
  * stderr. A bad file never aborts the pass.
  *
  * Imported files move to processed/, bad ones to failed/ with a .reason
- * file beside them. The moves happen when the importing transaction
+ * file beside them and a row in smsdispatch.spool_failure. processed/,
+ * failed/ and the .reason files follow the spool directory's group and its
+ * group permissions, so that the writing program can read why its file
+ * failed. The moves happen when the importing transaction
  * commits, never when it rolls back; smsdispatch.spool_file remembers every
  * import, so a file left behind by a crash after the commit is moved, not
  * imported twice.
@@ -38,6 +41,7 @@
 #include "catalog/pg_type.h"
 #include "common/file_perm.h"
 #include "common/md5.h"
+#include "common/username.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -49,6 +53,7 @@
 #include "utils/timestamp.h"
 
 #include "smsdispatch.h"
+#include "xml_compat.h"
 
 /* the largest spool file read; an alarm is a few hundred bytes */
 #define SPOOL_MAX_FILE_SIZE 65536
@@ -61,6 +66,7 @@ typedef struct SpoolMessage
 	char	   *list;
 	char	   *body;
 	char	   *type;
+	char	   *channel;
 	List	   *phones;
 } SpoolMessage;
 
@@ -71,6 +77,8 @@ typedef struct SpoolMove
 	char	   *to;
 	char	   *reason_path;	/* failed/NAME.reason, or NULL */
 	char	   *reason;
+	mode_t		reason_mode;	/* the spool directory's group bits too */
+	gid_t		reason_gid;		/* the spool directory's group */
 	SubTransactionId subid;		/* (sub)transaction that decided it */
 } SpoolMove;
 
@@ -88,9 +96,14 @@ typedef struct SpoolXmlState
 /* the parse in progress: libxml2's callbacks have no argument of ours */
 static SpoolXmlState *xml_state = NULL;
 
-/* Writes a failed file's reason beside it; false (errno set) on failure. */
+/*
+ * Writes a failed file's reason beside it, with that mode and group (set
+ * explicitly: the server's umask would take the group bits away); false
+ * (errno set) on failure. A group the server's user is not in is left as
+ * the directory gave it.
+ */
 static bool
-write_reason(const char *path, const char *reason)
+write_reason(const char *path, const char *reason, mode_t mode, gid_t gid)
 {
 	int			fd;
 	bool		ok;
@@ -100,10 +113,28 @@ write_reason(const char *path, const char *reason)
 			  pg_file_create_mode);
 	if (fd < 0)
 		return false;
-	ok = write(fd, reason, len) == (ssize_t) len && write(fd, "\n", 1) == 1;
+	ok = write(fd, reason, len) == (ssize_t) len && write(fd, "\n", 1) == 1 &&
+		fchmod(fd, mode) == 0;
+	if (ok && fchown(fd, (uid_t) -1, gid) != 0)
+		elog(DEBUG1, "smsdispatch: could not give \"%s\" group %u: %m", path, (unsigned) gid);
 	if (close(fd) != 0)
 		ok = false;
 	return ok;
+}
+
+/*
+ * The mode of files and directories the importer creates: the owner's
+ * rights, and the spool directory's group rights (setgid too, for
+ * directories), so that the directory's group may read what it holds.
+ */
+static mode_t
+spool_mode(const struct stat *dir_st, bool directory)
+{
+	mode_t		group = dir_st->st_mode & (S_IRGRP | S_IWGRP | S_IXGRP);
+
+	if (directory)
+		return S_IRWXU | group | (dir_st->st_mode & S_ISGID);
+	return S_IRUSR | S_IWUSR | (group & (S_IRGRP | S_IWGRP));
 }
 
 /*
@@ -113,7 +144,9 @@ write_reason(const char *path, const char *reason)
 static void
 spool_move_now(const SpoolMove *move)
 {
-	if (move->reason_path != NULL && !write_reason(move->reason_path, move->reason))
+	if (move->reason_path != NULL &&
+		!write_reason(move->reason_path, move->reason, move->reason_mode,
+					  move->reason_gid))
 		ereport(WARNING,
 				(errcode_for_file_access(),
 				 errmsg("smsdispatch: could not write \"%s\": %m", move->reason_path)));
@@ -182,8 +215,8 @@ spool_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 /* Queues the move of dir/name into dir/subdir for the commit. */
 static void
-spool_schedule_move(const char *dir, const char *name, const char *subdir,
-					const char *reason)
+spool_schedule_move(const char *dir, const struct stat *dir_st, const char *name,
+					const char *subdir, const char *reason)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	SpoolMove  *move = palloc0(sizeof(SpoolMove));
@@ -194,6 +227,8 @@ spool_schedule_move(const char *dir, const char *name, const char *subdir,
 	{
 		move->reason_path = psprintf("%s.reason", move->to);
 		move->reason = pstrdup(reason);
+		move->reason_mode = spool_mode(dir_st, false);
+		move->reason_gid = dir_st->st_gid;
 	}
 	move->subid = GetCurrentSubTransactionId();
 	pending_moves = lappend(pending_moves, move);
@@ -202,7 +237,7 @@ spool_schedule_move(const char *dir, const char *name, const char *subdir,
 
 /* libxml2's structured errors: keeps the first for the .reason file. */
 static void
-spool_xml_error(void *data, xmlErrorPtr error)
+spool_xml_error(void *data, SmsXmlError error)
 {
 	SpoolXmlState *state = xml_state;
 	size_t		len;
@@ -300,7 +335,8 @@ spool_extract(xmlDocPtr doc, SpoolMessage *msg)
 		}
 		if ((strcmp(name, "RECIPIENT_LIST") == 0 && msg->list != NULL) ||
 			(strcmp(name, "MSG") == 0 && msg->body != NULL) ||
-			(strcmp(name, "TYPE") == 0 && msg->type != NULL))
+			(strcmp(name, "TYPE") == 0 && msg->type != NULL) ||
+			(strcmp(name, "CHANNEL") == 0 && msg->channel != NULL))
 			return psprintf("<%s> appears more than once", name);
 		if (strcmp(name, "RECIPIENT_LIST") == 0)
 			msg->list = text;
@@ -308,8 +344,10 @@ spool_extract(xmlDocPtr doc, SpoolMessage *msg)
 			msg->body = text;
 		else if (strcmp(name, "TYPE") == 0)
 			msg->type = text;
+		else if (strcmp(name, "CHANNEL") == 0)
+			msg->channel = text;
 		else
-			return psprintf("unknown element <%s>; a spool file holds <RECIPIENT_LIST> or <TO>, <MSG> and optionally <TYPE>",
+			return psprintf("unknown element <%s>; a spool file holds <RECIPIENT_LIST> or <TO>, <MSG> and optionally <TYPE> and <CHANNEL>",
 							name);
 	}
 
@@ -362,8 +400,10 @@ spool_parse(const char *buf, int len, SpoolMessage *msg)
 		if (state.dtd_seen)
 			reason = pstrdup("the file has a DOCTYPE; DTDs and entity declarations are not allowed");
 		else if (doc == NULL || !ctxt->wellFormed)
-			reason = psprintf("malformed XML: %s",
-							  state.first_error[0] ? state.first_error : "the parser gave up");
+			reason = psprintf("malformed XML: %s%s",
+							  state.first_error[0] ? state.first_error : "the parser gave up",
+							  strstr(state.first_error, "Extra content at the end") ?
+							  " (a spool file holds one <SMS>: write one file per message)" : "");
 		else
 			reason = spool_extract(doc, msg);
 	}
@@ -406,9 +446,18 @@ spool_read(const char *path, const struct stat *st, char **buf, int *len)
 
 	fd = OpenTransientFile(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | PG_BINARY);
 	if (fd < 0)
-		return errno == ELOOP ?
-			pstrdup("the file is a symbolic link; spool files must be regular files") :
-			psprintf("could not open the file: %s", strerror(errno));
+	{
+		const char *user;
+		char	   *errstr;
+
+		if (errno == ELOOP)
+			return pstrdup("the file is a symbolic link; spool files must be regular files");
+		if (errno != EACCES)
+			return psprintf("could not open the file: %s", strerror(errno));
+		user = get_user_name(&errstr);
+		return psprintf("could not open the file: %s; the server runs as user \"%s\", which must be able to read it (give the file the spool directory's group and mode 0640)",
+						strerror(EACCES), user ? user : "?");
+	}
 	if (fstat(fd, &opened) != 0 || opened.st_ino != st->st_ino ||
 		opened.st_dev != st->st_dev || !S_ISREG(opened.st_mode))
 	{
@@ -462,10 +511,10 @@ static char *
 spool_call_enqueue(const char *name, const struct stat *st, const char *buf,
 				   int len, const SpoolMessage *msg)
 {
-	Oid			types[8] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID};
-	Datum		values[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[9] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID};
+	Datum		values[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	char		md5[33];
 	const char *errstr = NULL;
 	bool		isnull;
@@ -502,9 +551,13 @@ spool_call_enqueue(const char *name, const struct stat *st, const char *buf,
 		values[7] = utf8_text(msg->type);
 	else
 		nulls[7] = 'n';
+	if (msg->channel)
+		values[8] = utf8_text(msg->channel);
+	else
+		nulls[8] = 'n';
 
-	ret = SPI_execute_with_args("SELECT smsdispatch.spool_enqueue($1, $2, $3, $4, $5, $6, $7, $8)",
-								8, types, values, nulls, false, 1);
+	ret = SPI_execute_with_args("SELECT smsdispatch.spool_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+								9, types, values, nulls, false, 1);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "smsdispatch: importing a spool file failed: %s",
 			 SPI_result_code_string(ret));
@@ -560,9 +613,40 @@ spool_import_parsed(const char *name, const struct stat *st, const char *buf,
 	return reason;
 }
 
+/*
+ * Records a refused file in smsdispatch.spool_failure, in the transaction
+ * that moves it to failed/ at COMMIT.
+ */
+static void
+spool_record_failure(const char *name, const struct stat *st, bool have_st,
+					 const char *reason)
+{
+	Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			ret;
+
+	values[0] = CStringGetTextDatum(name);
+	values[3] = CStringGetTextDatum(reason);
+	if (have_st)
+	{
+		values[1] = Int64GetDatum((int64) st->st_size);
+		values[2] = TimestampTzGetDatum(time_t_to_timestamptz(st->st_mtime));
+	}
+	else
+		nulls[1] = nulls[2] = 'n';
+	ret = SPI_execute_with_args("INSERT INTO smsdispatch.spool_failure (name, size, mtime, reason) "
+								"VALUES ($1, $2, $3, $4)",
+								4, types, values, nulls, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "smsdispatch: recording a refused spool file failed: %s",
+			 SPI_result_code_string(ret));
+}
+
 /* Imports dir/name, or decides it goes to failed/; the move waits for COMMIT. */
 static void
-spool_import_file(const char *dir, const char *name, SmsPassSummary *summary)
+spool_import_file(const char *dir, const struct stat *dir_st, const char *name,
+				  SmsPassSummary *summary)
 {
 	char	   *path = psprintf("%s/%s", dir, name);
 	struct stat st;
@@ -571,6 +655,7 @@ spool_import_file(const char *dir, const char *name, SmsPassSummary *summary)
 	int			len = 0;
 	char	   *reason;
 	char	   *outcome = NULL;
+	bool		have_st = false;
 
 	if (lstat(path, &st) != 0)
 	{
@@ -580,6 +665,7 @@ spool_import_file(const char *dir, const char *name, SmsPassSummary *summary)
 	}
 	else
 	{
+		have_st = true;
 		memset(&msg, 0, sizeof(msg));
 		reason = spool_read(path, &st, &buf, &len);
 		if (reason == NULL)
@@ -592,7 +678,8 @@ spool_import_file(const char *dir, const char *name, SmsPassSummary *summary)
 	{
 		ereport(LOG,
 				(errmsg("smsdispatch: spool file \"%s\" goes to failed/: %s", name, reason)));
-		spool_schedule_move(dir, name, "failed", reason);
+		spool_record_failure(name, &st, have_st, reason);
+		spool_schedule_move(dir, dir_st, name, "failed", reason);
 		summary->spool_failed++;
 		return;
 	}
@@ -602,7 +689,7 @@ spool_import_file(const char *dir, const char *name, SmsPassSummary *summary)
 				(errmsg("smsdispatch: imported spool file \"%s\": %s", name, outcome)));
 		summary->spool_imported++;
 	}
-	spool_schedule_move(dir, name, "processed", NULL);
+	spool_schedule_move(dir, dir_st, name, "processed", NULL);
 }
 
 /* Spool files are *.xml; a writer's temporary or hidden name is not one. */
@@ -621,19 +708,35 @@ name_cmp(const ListCell *a, const ListCell *b)
 	return strcmp(lfirst(a), lfirst(b));
 }
 
-/* Creates dir/sub when missing; false (with a WARNING) when it cannot. */
+/*
+ * Creates dir/sub when missing, with the spool directory's group and group
+ * rights; false (with a WARNING) when it cannot.
+ */
 static bool
-spool_subdir(const char *dir, const char *sub)
+spool_subdir(const char *dir, const struct stat *dir_st, const char *sub)
 {
 	char	   *path = psprintf("%s/%s", dir, sub);
 
-	if (MakePGDirectory(path) != 0 && errno != EEXIST)
+	if (mkdir(path, S_IRWXU) != 0)
 	{
+		if (errno == EEXIST)
+			return true;
 		ereport(WARNING,
 				(errcode_for_file_access(),
 				 errmsg("smsdispatch: could not create spool directory \"%s\": %m", path)));
 		return false;
 	}
+	/* the umask took the group bits away; a foreign group is left as it is */
+	if (chmod(path, spool_mode(dir_st, true)) != 0)
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("smsdispatch: could not set the mode of spool directory \"%s\": %m", path)));
+	if (chown(path, (uid_t) -1, dir_st->st_gid) != 0)
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("smsdispatch: could not give spool directory \"%s\" the group of \"%s\": %m",
+						path, dir),
+				 errhint("Make the server's user a member of that group, or make the spool directory setgid.")));
 	return true;
 }
 
@@ -652,6 +755,7 @@ sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due)
 	ListCell   *lc;
 	MemoryContext file_cxt;
 	MemoryContext old;
+	struct stat dir_st;
 	int			n = 0;
 
 	if (dirpath[0] == '\0')
@@ -676,8 +780,17 @@ sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due)
 		if (spool_name(de->d_name))
 			names = lappend(names, pstrdup(de->d_name));
 	FreeDir(dir);
-	if (names == NIL || !spool_subdir(dirpath, "processed") ||
-		!spool_subdir(dirpath, "failed"))
+	if (names == NIL)
+		return;
+	if (stat(dirpath, &dir_st) != 0)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("smsdispatch: could not examine spool directory \"%s\": %m", dirpath)));
+		return;
+	}
+	if (!spool_subdir(dirpath, &dir_st, "processed") ||
+		!spool_subdir(dirpath, &dir_st, "failed"))
 		return;
 	list_sort(names, name_cmp);
 
@@ -692,7 +805,7 @@ sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due)
 		}
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(file_cxt);
-		spool_import_file(dirpath, lfirst(lc), summary);
+		spool_import_file(dirpath, &dir_st, lfirst(lc), summary);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(file_cxt);
 	}

@@ -217,6 +217,38 @@ worker_loop(void)
 	}
 }
 
+/*
+ * The settings the worker's SQL depends on, pinned over whatever the database
+ * or its roles set (ALTER DATABASE ... SET is the database owner's to give,
+ * and the worker runs as the bootstrap superuser).
+ *
+ * NB: search_path above all. The worker resolves no name through a schema
+ * another role can write to: with "$user", public, a function or operator
+ * planted there (an exact-type make_interval(int), an = on one of our
+ * domains) would run as superuser on the next pass. So the path is
+ * pg_catalog and pg_temp only, and every object of the extension the worker
+ * names is schema-qualified. PGC_S_OVERRIDE keeps a reload from undoing it.
+ */
+static const struct
+{
+	const char *name;
+	const char *value;
+}			pinned_settings[] =
+{
+	{"search_path", "pg_catalog, pg_temp"},
+	{"default_transaction_isolation", "read committed"},
+	{"default_transaction_read_only", "off"},
+};
+
+/* Applies pinned_settings to the worker's session. */
+static void
+pin_worker_settings(void)
+{
+	for (int i = 0; i < lengthof(pinned_settings); i++)
+		SetConfigOption(pinned_settings[i].name, pinned_settings[i].value,
+						PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Entry point of the background worker. */
 void
 sms_worker_main(Datum main_arg)
@@ -227,7 +259,17 @@ sms_worker_main(Datum main_arg)
 	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
 	BackgroundWorkerUnblockSignals();
 
+	/*
+	 * The flag is still set when the last start's connection failed (its
+	 * database did not exist): wait for the database instead of failing
+	 * again.
+	 */
+	if (sms_shared->worker_connecting)
+		sms_worker_wait_for_database();
+	sms_shared->worker_connecting = true;
 	BackgroundWorkerInitializeConnection(sms_database, NULL, 0);
+	pin_worker_settings();
+	sms_shared->worker_connecting = false;
 	pgstat_report_appname("smsdispatch worker");
 
 	before_shmem_exit(worker_detach, (Datum) 0);

@@ -42,6 +42,12 @@ wait_for() {
 	done
 }
 
+step "smsdispatch is installed in the PostgreSQL that pg_config names"
+# make demo ran make install before this script: say where it went
+printf 'library: %s/smsdispatch.so\nextension scripts: %s/extension/\nmodem sidecar: %s/smsdispatch-modem\n' \
+	"$(pg_config --pkglibdir)" "$(pg_config --sharedir)" "$bindir"
+echo '(make demo and make check install there; make uninstall removes it)'
+
 step "A mock IP2SMS gateway on 127.0.0.1 and a throwaway cluster in $dir, smsdispatch preloaded"
 python3 "$top/test/mock/ip2sms_mock.py" --port-file "$dir/mock.port" --log "$dir/mock.log" \
 	--login demo --password demo-secret &
@@ -55,6 +61,7 @@ done
 gw="http://127.0.0.1:$(cat "$dir/mock.port")"
 echo "mock gateway: $gw"
 initdb -D "$dir/data" --encoding=UTF8 --locale=C -A trust >/dev/null
+(umask 077 && echo demo-secret > "$dir/ip2sms.password")
 cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = ''
 unix_socket_directories = '$dir/socket'
@@ -64,7 +71,7 @@ smsdispatch.default_country_code = '380'
 smsdispatch.ip2sms_url = '$gw/ip2sms/'
 smsdispatch.ip2sms_status_url = '$gw/ip2sms-request/'
 smsdispatch.ip2sms_login = 'demo'
-smsdispatch.ip2sms_password = 'demo-secret'
+smsdispatch.ip2sms_password_file = '$dir/ip2sms.password'
 smsdispatch.ip2sms_source = 'DEMO'
 smsdispatch.ip2sms_poll_interval = '1s'
 EOF
@@ -100,19 +107,30 @@ SELECT sms_enqueue('Disk full on db1', 'oncall') AS number;
 
 \echo '-- a verification: one INSERT queues one SMS, later updates queue none'
 INSERT INTO verification.verifications (phone_number, code) VALUES ('+380501234567', '4812');
+SELECT 'after the INSERT' AS step, count(*) AS verification_sms
+  FROM verification.sms_log WHERE type = 'verification';
 UPDATE verification.verifications SET attempts_count = attempts_count + 1;
+UPDATE verification.verifications SET attempts_count = attempts_count + 1;
+SELECT 'after two UPDATEs' AS step, count(*) AS verification_sms
+  FROM verification.sms_log WHERE type = 'verification';
 
 \echo '-- a single SMS, and what it costs in parts'
 SELECT sms_send('+380507654321', 'Ваш код: 1234', '2FA') AS sms_log_id;
 SELECT * FROM sms_segments('Ваш код: 1234');
 
-\echo '-- the alarm queue'
-SELECT m.number, m.state, m.level, r.level AS recipient_level, r.phone, r.status
+EOF
+# the worker hands them to the gateway within milliseconds of each COMMIT
+wait_for "SELECT count(*) = 0 FROM verification.sms_log WHERE send_state IN ('queued', 'sending')"
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\echo '-- the alarm once the worker sent level 1: Alice has until her deadline to ack'
+SELECT m.number, m.state, m.level, r.level AS recipient_level, r.name, r.status,
+	   l.send_state AS her_sms
   FROM smsdispatch.message m JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+  LEFT JOIN verification.sms_log l ON l.message_id = m.id AND l.phone_number = r.phone
  ORDER BY m.id, r.level;
 
-\echo '-- verification.sms_log'
-SELECT id, phone_number, type, body, channel, send_state FROM verification.sms_log ORDER BY id;
+\echo '-- verification.sms_log: every SMS above, handed to the gateway'
+SELECT id, phone_number, type, body, channel, send_state, gateway_id FROM verification.sms_log ORDER BY id;
 EOF
 
 step "The GSM modem path: smsdispatch-modem with gammu's dummy phone"
@@ -184,10 +202,24 @@ psql -X -c "SELECT id, phone_number, type, send_state, gateway_id, gateway_statu
 	-c "SELECT name, value FROM smsdispatch.stats() WHERE value > 0 AND name NOT LIKE 'latency_le%' AND name NOT LIKE 'latency_gt%'"
 printf 'the gateway received %s requests (log: %s)\n' "$(wc -l <"$dir/mock.log")" "$dir/mock.log"
 
-step "The HTML report of this run"
+step "The reports: delivery per type, the gateway this hour, the HTML report"
+psql -X -c "SELECT type, channel, logged, sent, delivered, failed, pending, delivery_ratio
+              FROM smsdispatch.delivery_stats(now() - interval '1 hour', now() + interval '1 minute')
+             ORDER BY type, channel" \
+	-c "SELECT hour, snapshots, requests_send, requests_status, answers_accepted,
+	           answers_delivered, answers_rejected, latency_mean_ms
+	      FROM smsdispatch.gateway_stats(date_trunc('hour', now()), now() + interval '1 minute')"
 psql -XAtq -c "SELECT sms_report_html(now() - interval '1 hour', now() + interval '1 minute')" \
 	>"$dir/report.html"
 printf 'report: %s (%s bytes; open it in a browser)\n' "$dir/report.html" \
 	"$(wc -c <"$dir/report.html")"
+
+step "Closing what the demo opened"
+first=$(psql -XAt -c "SELECT number FROM smsdispatch.message WHERE list = 'oncall' AND state = 'open'")
+echo "-- alarm $first went out over IP2SMS, which brings no reply back (replies come"
+echo "-- through the modem, or an application calling sms_receive); nobody answered,"
+echo "-- so the demo cancels it"
+psql -X -c "SELECT sms_cancel('$first') AS cancelled" \
+	-c "SELECT count(*) AS open_alarms FROM smsdispatch.message WHERE state = 'open'"
 
 printf '\nDemo done. Server log: %s\n' "$dir/server.log"

@@ -58,9 +58,19 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	echo "== TAP"
 	rm -rf "$out/tap"
 	mkdir -p "$out/tap"
-	TESTDIR="$out/tap" PG_REGRESS="$pgxs/test/regress/pg_regress" \
+	# 15 derives its directories from TESTDIR, 16 and later read
+	# TESTDATADIR and TESTLOGDIR: the same layout on every major
+	TESTDIR="$out/tap" TESTDATADIR="$out/tap/tmp_check" \
+		TESTLOGDIR="$out/tap/tmp_check/log" \
+		PG_REGRESS="$pgxs/test/regress/pg_regress" \
 		prove -I "$pgxs/test/perl" -I test/perl test/t/*.pl
 	record $? TAP
+fi
+
+if [ -x test/pgxn/run.sh ]; then
+	echo "== PGXN META.json"
+	test/pgxn/run.sh
+	record $? pgxn
 fi
 
 if [ -x test/fuzz/run-smoke.sh ]; then

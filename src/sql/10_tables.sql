@@ -8,8 +8,10 @@ CREATE SCHEMA smsdispatch;
 -- table lives there). The extension adopts it as a member either way: pg_dump
 -- then leaves its creation to CREATE EXTENSION, which a restore runs before
 -- the application's tables (a separate CREATE SCHEMA would come after it and
--- fail). To drop the extension and keep the schema, first
--- ALTER EXTENSION smsdispatch DROP SCHEMA verification.
+-- fail). So that DROP EXTENSION ... CASCADE cannot take the application's
+-- tables with the schema, smsdispatch.drop_guard refuses it while the schema
+-- holds tables of others (40_verification.sql). To drop the extension and
+-- keep the schema, first ALTER EXTENSION smsdispatch DROP SCHEMA verification.
 DO $$
 BEGIN
 	IF to_regnamespace('verification') IS NULL THEN
@@ -130,6 +132,10 @@ CREATE TABLE verification.sms_log (
 	lease_until			timestamptz,
 	message_id			bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
 	verification_id		text,
+	-- set when smsdispatch.redact_after blanked the body: what it was
+	body_length			int,
+	body_parts			int,
+	redacted_at			timestamptz,
 	-- 1 is the most urgent, 9 the least; both channels claim by priority
 	-- first. sms_send() and the verification trigger set it from the type
 	-- (smsdispatch.default_priority), alarms' SMS are 1.

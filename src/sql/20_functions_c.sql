@@ -82,3 +82,20 @@ CREATE FUNCTION smsdispatch.validity(type text)
 RETURNS interval
 AS 'MODULE_PATHNAME', 'sms_validity'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- smsdispatch.max_inbound_length in bytes and smsdispatch.redact_after as
+-- an interval (NULL = off), likewise.
+CREATE FUNCTION smsdispatch.max_inbound_length()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'sms_max_inbound_length_sql'
+LANGUAGE C STABLE;
+CREATE FUNCTION smsdispatch.redact_after()
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_redact_after_sql'
+LANGUAGE C STABLE;
+
+-- Refuses to go on inside a transaction block, as VACUUM does, for the
+-- procedures that COMMIT as they go (what names the statement).
+CREATE FUNCTION smsdispatch.prevent_in_transaction_block(what text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_prevent_in_transaction_block'
+LANGUAGE C VOLATILE STRICT;

@@ -235,8 +235,25 @@ AS $$
 	 LIMIT 1
 $$;
 
+-- Whether a sender's number, written as the network or a person gave it,
+-- is the E.164 number e164 when normalising it did not say so: its digits
+-- (without a trunk or international prefix of zeros) and e164's overlap at
+-- the end by nine digits or more, the shorter being a tail of the longer.
+-- So 0501000099 and 380501000099 are +380501000099, while +15501000099,
+-- another country's number with the same last nine digits, is not.
+CREATE FUNCTION smsdispatch.same_subscriber(sender text, e164 text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT length(s.d) >= 9 AND length(t.d) >= 9
+		   AND (right(t.d, length(s.d)) = s.d OR right(s.d, length(t.d)) = t.d)
+	  FROM (SELECT ltrim(regexp_replace(coalesce(sender, ''), '[^0-9]', '', 'g'), '0') AS d) s,
+		   (SELECT ltrim(regexp_replace(coalesce(e164, ''), '[^0-9]', '', 'g'), '0') AS d) t;
+END;
+
 -- The recipient row of an alarm that a phone answers for: exact E.164 match,
--- else the last nine digits. Only recipients already sent the alarm count.
+-- else smsdispatch.same_subscriber. Only recipients already sent the alarm
+-- count.
 CREATE FUNCTION smsdispatch.match_recipient(message_id bigint, phone text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
@@ -245,17 +262,16 @@ AS $$
 DECLARE
 	e164 text;
 	found_id bigint;
-	tail text := right(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), 9);
 BEGIN
 	e164 := smsdispatch.try_normalize_phone(phone);
 	SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
 	 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
 	   AND r.phone = e164
 	 ORDER BY r.level LIMIT 1;
-	IF found_id IS NULL AND length(tail) = 9 THEN
+	IF found_id IS NULL THEN
 		SELECT r.id INTO found_id FROM smsdispatch.message_recipient r
 		 WHERE r.message_id = match_recipient.message_id AND r.sms_log_id IS NOT NULL
-		   AND right(r.phone, 9) = tail
+		   AND smsdispatch.same_subscriber(match_recipient.phone, r.phone)
 		 ORDER BY r.level LIMIT 1;
 	END IF;
 	RETURN found_id;
@@ -352,6 +368,12 @@ BEGIN
 	IF sender IS NULL OR body IS NULL THEN
 		RAISE EXCEPTION 'sender and body of a received SMS must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(body) > smsdispatch.max_inbound_length() THEN
+		RAISE EXCEPTION 'body of a received SMS from "%" is % bytes, longer than smsdispatch.max_inbound_length (% bytes)',
+			left(sender, 32), octet_length(body), smsdispatch.max_inbound_length()
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'A real SMS, even of 255 parts, is far shorter; raise the setting if your application passes longer texts.';
 	END IF;
 	-- every standalone four-digit token, in order; the first that names an
 	-- alarm this sender was sent decides

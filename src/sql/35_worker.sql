@@ -222,13 +222,14 @@ CREATE INDEX spool_file_mtime_idx ON smsdispatch.spool_file (mtime);
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_file', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_file_id_seq', '');
 
--- Imports one parsed spool file: an alarm to a list, or one SMS per phone.
+-- Imports one parsed spool file: an alarm to a list, or one SMS per phone;
+-- channel NULL is smsdispatch.default_channel.
 -- Returns what it did, or NULL when the file was imported before. Bad
 -- content raises the error of sms_enqueue() or sms_send(); the importer
 -- writes it into the file's .reason.
 CREATE FUNCTION smsdispatch.spool_enqueue(file_name text, file_size bigint,
 	file_mtime timestamptz, file_md5 text, list text, body text,
-	phones text[], type text)
+	phones text[], type text, channel text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -249,7 +250,7 @@ BEGIN
 	END IF;
 
 	IF list IS NOT NULL THEN
-		num := @extschema@.sms_enqueue(body, list);
+		num := @extschema@.sms_enqueue(body, list, channel);
 		UPDATE smsdispatch.message m SET source = 'spool'
 		 WHERE m.number = num AND m.state = 'open'
 		RETURNING m.id INTO msg_id;
@@ -258,7 +259,7 @@ BEGIN
 	END IF;
 
 	FOREACH phone IN ARRAY phones LOOP
-		ids := ids || @extschema@.sms_send(phone, body, coalesce(type, 'text'));
+		ids := ids || @extschema@.sms_send(phone, body, coalesce(type, 'text'), channel);
 	END LOOP;
 	UPDATE smsdispatch.spool_file SET sms_log_ids = ids WHERE id = file_id;
 	RETURN cardinality(ids) || ' SMS';

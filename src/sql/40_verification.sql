@@ -36,3 +36,14 @@ BEGIN
 	END IF;
 END;
 $$;
+
+-- Refuses DROP EXTENSION smsdispatch CASCADE while schema verification (a
+-- member) holds the application's tables, which the cascade would drop.
+CREATE FUNCTION smsdispatch.drop_guard()
+RETURNS event_trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'sms_drop_guard';
+CREATE EVENT TRIGGER smsdispatch_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION')
+	EXECUTE FUNCTION smsdispatch.drop_guard();

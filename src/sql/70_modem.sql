@@ -158,8 +158,8 @@ $$;
 
 -- Pairs a status report with the row it reports on (same modem, same
 -- recipient, the message reference among the row's parts; the most recent
--- such row, references wrap at 256; the recipient by its last nine digits
--- when the report writes the number differently) and records the TP-Status word. A
+-- such row, references wrap at 256; the recipient by
+-- smsdispatch.same_subscriber when the report writes the number differently) and records the TP-Status word. A
 -- final failure of one part is not overwritten by another part's success.
 -- Returns the sms_log id, or NULL when nothing matched.
 CREATE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
@@ -170,7 +170,6 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	e164 text;
-	tail text := right(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), 9);
 	found_id bigint;
 BEGIN
 	PERFORM smsdispatch.modem_check_name(modem);
@@ -189,10 +188,11 @@ BEGIN
 	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
 	 LIMIT 1
 	 FOR UPDATE;
-	-- a number in another format than we sent to: its last nine digits
-	IF found_id IS NULL AND length(tail) = 9 THEN
+	-- a number in another format than we sent to
+	IF found_id IS NULL THEN
 		SELECT l.id INTO found_id FROM verification.sms_log l
-		 WHERE right(l.phone_number, 9) = tail AND l.inserted_at > now() - interval '7 days'
+		 WHERE smsdispatch.same_subscriber(modem_status_report.phone, l.phone_number)
+		   AND l.inserted_at > now() - interval '7 days'
 		   AND l.channel = 'modem' AND l.claimed_by = modem
 		   AND l.send_state IN ('submitted', 'unknown')
 		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))

@@ -7,8 +7,10 @@ CREATE INDEX message_closed_idx ON smsdispatch.message (closed_at) WHERE state <
 CREATE INDEX inbox_received_idx ON smsdispatch.inbox (received_at);
 
 -- Snapshots of the IP2SMS channel's cumulative counters (smsdispatch.stats()),
--- taken every minute by smsdispatch.snapshot_counters(). A counter goes back
--- to zero when the server restarts; server_started_at tells such resets apart.
+-- taken every minute by smsdispatch.snapshot_counters(). server_started_at
+-- is when the counters last started from zero (smsdispatch.stats_since():
+-- they outlive a clean restart, a crash or stats_reset() zeroes them), so
+-- that a reset is told apart from a restart.
 CREATE TABLE smsdispatch.counter_snapshot (
 	taken_at			timestamptz NOT NULL,
 	server_started_at	timestamptz NOT NULL,
@@ -29,11 +31,28 @@ DECLARE
 	written integer;
 BEGIN
 	INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
-	SELECT now(), pg_postmaster_start_time(), s.name, s.value
+	SELECT now(), smsdispatch.stats_since(), s.name, s.value
 	  FROM smsdispatch.stats() AS s
 	ON CONFLICT DO NOTHING;
 	GET DIAGNOSTICS written = ROW_COUNT;
 	RETURN written;
+END;
+$$;
+
+-- The counters as they are now, shaped like counter_snapshot rows; no row
+-- when the library is not preloaded. gateway_stats() reads them as a last
+-- snapshot, so the current hour shows before any snapshot was taken.
+CREATE FUNCTION smsdispatch.counters_now()
+RETURNS SETOF smsdispatch.counter_snapshot
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	since timestamptz := smsdispatch.stats_since();
+BEGIN
+	IF since IS NOT NULL THEN
+		RETURN QUERY SELECT now(), since, s.name, s.value FROM smsdispatch.stats() AS s;
+	END IF;
 END;
 $$;
 
@@ -65,28 +84,35 @@ AS $$
 	SELECT extract(epoch FROM coalesce(status_changed_at, updated_at) - inserted_at)::float8
 $$;
 
--- Delivery statistics of the SMS queued in ["from", "to"), per day (in the
--- session's TimeZone) x type x channel. A plain SQL function, so the planner
--- inlines it and the range uses the index on inserted_at.
-CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
-RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
+-- Delivery statistics of the SMS queued in ["from", "to"), per period
+-- (date_trunc(grain, inserted_at) in the session's TimeZone: 'hour' or
+-- 'day') x type x channel. sent counts the SMS a channel accepted (submitted,
+-- and not refused by the gateway: a Rejected or Unaccepted row is a refusal,
+-- never sent); delivery_ratio and error_rate are delivered and failed over
+-- the SMS whose outcome is known (logged - pending). A plain SQL function,
+-- so the planner inlines it and the range uses the index on inserted_at.
+CREATE FUNCTION smsdispatch.delivery_stats_per(grain text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent bigint,
 	delivered bigint, failed bigint, expired bigint, deleted bigint,
 	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
 	send_failed bigint, send_unknown bigint, pending bigint,
-	delivery_ratio numeric, median_delivery_s numeric, p95_delivery_s numeric)
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
 LANGUAGE sql STABLE
 AS $$
-	SELECT d.day, d.type, d.channel, d.logged, d.sent, d.delivered,
-		   d.expired + d.deleted + d.undeliverable + d.rejected + d.unaccepted
-		   + d.terminated + d.send_failed,
+	SELECT d.period, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
 		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
 		   d.terminated, d.send_failed, d.send_unknown, d.pending,
 		   round(d.delivered::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.failed::numeric / nullif(d.logged - d.pending, 0), 4),
 		   round(d.median_s::numeric, 1), round(d.p95_s::numeric, 1)
-	  FROM (SELECT l.inserted_at::date AS day, l.type, l.channel,
+	  FROM (SELECT c.*, c.expired + c.deleted + c.undeliverable + c.rejected
+					   + c.unaccepted + c.terminated + c.send_failed AS failed
+			  FROM (SELECT date_trunc(grain, l.inserted_at) AS period, l.type, l.channel,
 				   count(*) AS logged,
 				   count(*) FILTER (WHERE l.send_state = 'submitted'
-									   OR l.gateway_status IS NOT NULL) AS sent,
+									  AND l.gateway_status IS DISTINCT FROM 'Rejected'
+									  AND l.gateway_status IS DISTINCT FROM 'Unaccepted') AS sent,
 				   count(*) FILTER (WHERE o.outcome = 'delivered') AS delivered,
 				   count(*) FILTER (WHERE o.outcome = 'expired') AS expired,
 				   count(*) FILTER (WHERE o.outcome = 'deleted') AS deleted,
@@ -107,7 +133,37 @@ AS $$
 			 CROSS JOIN LATERAL (SELECT smsdispatch.sms_outcome(l.send_state,
 										l.gateway_status) AS outcome) o
 			 WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
-			 GROUP BY 1, 2, 3) d
+			 GROUP BY 1, 2, 3) c) d
+$$;
+
+-- Per day (the session's TimeZone) x type x channel.
+CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period::date, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending, d.delivery_ratio,
+		   d.error_rate, d.median_delivery_s, d.p95_delivery_s
+	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d
+$$;
+
+-- Per hour x type x channel: the same columns, the hour first.
+CREATE FUNCTION smsdispatch.delivery_stats_hourly("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to")
 $$;
 
 -- Every day: the function over all time.
@@ -168,12 +224,14 @@ AS $$
 	 LIMIT 1
 $$;
 
--- The gateway per hour for the snapshots taken in ["from", "to"), from the
--- counter snapshots: what happened between consecutive snapshots counts in
--- the hour of the later one, so the last snapshot before "from" is read as
--- the baseline. A counter that went down, or a new server start, is a reset:
--- the later value is then the whole increase. The first snapshot of a
--- counter has no increase.
+-- The gateway per hour for the snapshots taken in ["from", "to"), and the
+-- counters as they are now when now() is in the range: what happened between
+-- consecutive snapshots counts in the hour of the later one, so the last
+-- snapshot before "from" is read as the baseline. A counter that went down,
+-- or a new server_started_at (a crash or stats_reset()), is a reset: the
+-- later value is then the whole increase. A counter's first snapshot has no
+-- baseline: its value counts in full when the counters started from zero
+-- inside the range, else its increase is unknown.
 CREATE FUNCTION smsdispatch.gateway_stats("from" timestamptz, "to" timestamptz)
 RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
 	requests_status bigint, answers_accepted bigint, answers_enroute bigint,
@@ -185,9 +243,19 @@ RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
 	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
 LANGUAGE sql STABLE
 AS $$
-	WITH increase AS (
+	WITH snapshot AS (
+		SELECT c.* FROM smsdispatch.counter_snapshot c
+		 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
+										 FROM smsdispatch.counter_snapshot b
+										WHERE b.taken_at < "from"), "from")
+		   AND c.taken_at < "to"
+		UNION ALL
+		SELECT n.* FROM smsdispatch.counters_now() n
+		 WHERE n.taken_at >= "from" AND n.taken_at < "to"
+	), increase AS (
 		SELECT s.taken_at, s.name,
-			   CASE WHEN s.prev_value IS NULL THEN NULL
+			   CASE WHEN s.prev_value IS NULL THEN
+						CASE WHEN s.server_started_at >= "from" THEN s.value END
 					WHEN s.value < s.prev_value
 						 OR s.server_started_at <> s.prev_started_at THEN s.value
 					ELSE s.value - s.prev_value
@@ -195,11 +263,7 @@ AS $$
 		  FROM (SELECT c.*,
 					   lag(c.value) OVER w AS prev_value,
 					   lag(c.server_started_at) OVER w AS prev_started_at
-				  FROM smsdispatch.counter_snapshot c
-				 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
-												 FROM smsdispatch.counter_snapshot b
-												WHERE b.taken_at < "from"), "from")
-				   AND c.taken_at < "to"
+				  FROM snapshot c
 				WINDOW w AS (PARTITION BY c.name ORDER BY c.taken_at)) s
 		 WHERE s.taken_at >= "from"
 	), hourly AS (
@@ -385,8 +449,11 @@ END;
 $$;
 
 -- The rows of a query as an HTML table, every value escaped; numbers are
--- right-aligned. The header comes from the query's columns even when it
--- returns no row.
+-- right-aligned, timestamps shown to the second in the session's TimeZone
+-- (as their JSON form, ISO 8601 with a T and an offset, is recognised).
+-- Headers may break after an underscore, so that narrow numeric columns stay
+-- narrow. The header comes from the query's columns even when it returns no
+-- row.
 CREATE FUNCTION smsdispatch.html_table(caption text, query text)
 RETURNS text
 LANGUAGE plpgsql
@@ -405,7 +472,8 @@ BEGIN
 	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
 	SELECT format('<div class="scroll"><table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
 				  smsdispatch.html_escape(caption),
-				  string_agg('<th>' || smsdispatch.html_escape(k) || '</th>', '' ORDER BY n))
+				  string_agg('<th>' || replace(smsdispatch.html_escape(k), '_', '_<wbr>') || '</th>',
+							 '' ORDER BY n))
 	  INTO out
 	  FROM json_object_keys(header) WITH ORDINALITY AS h(k, n);
 	IF rows IS NULL THEN
@@ -417,7 +485,11 @@ BEGIN
 	  FROM (SELECT t.n, '<tr>' || string_agg(
 					   CASE WHEN json_typeof(e.value) = 'number'
 							THEN '<td class="num">' ELSE '<td>' END
-					   || smsdispatch.html_escape(t.row ->> e.key) || '</td>', '' ORDER BY e.n)
+					   || smsdispatch.html_escape(CASE
+							WHEN json_typeof(e.value) = 'string' AND (t.row ->> e.key)
+								 ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d(:\d\d)?$'
+							THEN to_char((t.row ->> e.key)::timestamptz, 'YYYY-MM-DD HH24:MI:SS')
+							ELSE t.row ->> e.key END) || '</td>', '' ORDER BY e.n)
 				   || '</tr>' AS cells
 			  FROM json_array_elements(rows) WITH ORDINALITY AS t(row, n)
 			 CROSS JOIN LATERAL json_each(t.row) WITH ORDINALITY AS e(key, value, n)
@@ -433,7 +505,7 @@ $$;
 -- anything even if it tried.
 CREATE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
 RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -444,6 +516,10 @@ DECLARE
 	delivery_hist float8[];
 	ack float8[];
 	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
+	-- times as people read them: to the minute, in the session's TimeZone
+	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
+	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
+							   to_char("to", shown));
 BEGIN
 	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
 	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
@@ -457,19 +533,19 @@ BEGIN
 				  HINT = 'Write one report per year or shorter period.';
 	END IF;
 
-	-- chart 1: per day, delivered / failed / lost / pending
+	-- chart 1: per day, delivered / failed / send_unknown / pending
 	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
 	  INTO days
 	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
 						   interval '1 day') AS g(day);
 	WITH d AS (
 		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
-			   sum(s.send_unknown) AS lost, sum(s.pending) AS pending
+			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
 		  FROM smsdispatch.delivery_stats("from", "to") AS s
 		 GROUP BY s.day
 	)
 	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
-									 WHEN 3 THEN d.lost ELSE d.pending END, 0)::float8
+									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
 					 ORDER BY g.day, k)
 	  INTO daily
 	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
@@ -507,23 +583,22 @@ BEGIN
 	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
 		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
 		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
-		|| format('<title>SMS report %s - %s</title>', smsdispatch.html_escape("from"::text),
-				  smsdispatch.html_escape("to"::text))
+		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
 		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
 		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
 		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
 		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
 		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
 		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
-		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px;white-space:nowrap}'
-		|| 'th{background:#eeeeee}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
+		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
 		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
-		|| format('<h1>SMS dispatch report</h1><p>From %s to %s, generated %s.</p>',
-				  smsdispatch.html_escape("from"::text), smsdispatch.html_escape("to"::text),
-				  smsdispatch.html_escape(now()::text))
+		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
+				  smsdispatch.html_escape(range_shown),
+				  smsdispatch.html_escape(to_char(now(), shown)))
 		|| '<h2>Charts</h2>'
 		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
-				ARRAY['delivered', 'failed', 'lost', 'pending'],
+				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
 				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
 		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
 				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
@@ -532,61 +607,135 @@ BEGIN
 				ARRAY['#00838f', '#6a1b9a'], ack, false)
 		|| '<h2>Tables</h2>'
 		|| smsdispatch.html_table('Delivery per day, type and channel',
-				format('SELECT * FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
-		|| smsdispatch.html_table('Gateway per hour',
-				format('SELECT * FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
+					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
+					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
+		|| smsdispatch.html_table('Failures per day, type and channel',
+				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
+					   'unaccepted, terminated, send_failed '
+					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
+					   range_literal))
+		|| smsdispatch.html_table('Gateway requests per hour',
+				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
+					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
+					   'latency_mean_ms, latency_p95_le_ms '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Gateway answers per hour',
+				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
+					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
+					   'answers_unaccepted, answers_terminated, answers_pending '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
 					   "from", "to"))
 		|| smsdispatch.html_table('Escalation per recipient list',
 				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
-		|| smsdispatch.html_table('Queue now', 'SELECT * FROM smsdispatch.queue')
+		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
+				THEN smsdispatch.html_table('Open alarms now',
+					'SELECT number, list, level, created, text, recipient_level, recipient, phone, status, '
+					'sent_at, deadline FROM smsdispatch.queue WHERE state = ''open''')
+				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
 		|| '</body></html>';
 END;
 $$;
 
--- Deletes the rows of tbl that match condition ($1 is the cutoff),
--- batch_size at a time with a COMMIT after each batch, so that no transaction
--- holds many row locks; rows locked by others are left for the next run.
-CREATE PROCEDURE smsdispatch.delete_in_batches(tbl regclass, condition text,
-	cutoff timestamptz, batch_size int, INOUT deleted bigint DEFAULT NULL)
+-- One batch of the retention: of one kind of rows past its cutoff, at most
+-- batch_size, skipping rows that others have locked (the next run takes
+-- them). Kinds: alarms (closed before the cutoff and out of number
+-- quarantine, with their recipients and events), log_rows (SMS no longer
+-- queued or sending that belong to no remaining alarm), inbox_rows,
+-- snapshots, and redacted: SMS in a final state for longer than
+-- smsdispatch.redact_after get an empty body, their length and parts kept.
+-- after_id is where the previous batch of the same kind stopped (the
+-- redacted rows stay, so their kind walks by id); n is how many rows the
+-- batch did and last_id where it stopped. The statements are fixed, one per
+-- kind, and run under a pinned search_path.
+CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+	started timestamptz, batch_size int, after_id bigint,
+	OUT n bigint, OUT last_id bigint)
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	n bigint;
+	cutoff timestamptz := started - older_than;
 BEGIN
-	deleted := 0;
-	LOOP
-		EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY('
-					   'SELECT ctid FROM %s WHERE %s LIMIT $2 FOR UPDATE SKIP LOCKED))',
-					   tbl, tbl, condition)
-			USING cutoff, batch_size;
-		GET DIAGNOSTICS n = ROW_COUNT;
-		deleted := deleted + n;
-		COMMIT;
-		EXIT WHEN n < batch_size;
-	END LOOP;
+	last_id := after_id;
+	CASE kind
+	WHEN 'alarms' THEN
+		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
+		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.message
+			 WHERE state <> 'open' AND closed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'log_rows' THEN
+		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM verification.sms_log
+			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
+			   AND message_id IS NULL
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'inbox_rows' THEN
+		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'snapshots' THEN
+		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'redacted' THEN
+		IF smsdispatch.redact_after() IS NULL THEN
+			n := 0;
+			RETURN;
+		END IF;
+		cutoff := started - smsdispatch.redact_after();
+		WITH batch AS (
+			SELECT l.id FROM verification.sms_log l
+			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
+			   AND l.redacted_at IS NULL
+			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
+			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+		), done AS (
+			UPDATE verification.sms_log l
+			   SET body = '', body_length = length(l.body),
+				   body_parts = (@extschema@.sms_segments(l.body)).parts,
+				   redacted_at = now()
+			  FROM batch WHERE l.id = batch.id
+			RETURNING l.id
+		)
+		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
+		RETURN;
+	ELSE
+		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END CASE;
+	GET DIAGNOSTICS n = ROW_COUNT;
 END;
 $$;
 
--- Removes what is no longer needed, in batches of batch_size rows, each in
--- its own short transaction: closed alarms (with their recipients and events)
--- closed before now() - older_than and out of number quarantine, SMS log rows
--- queued before it that are no longer queued or sending and belong to no
--- remaining alarm, received SMS and counter snapshots older than it.
--- A PROCEDURE because only a procedure can COMMIT between batches: row locks
--- are held for one batch only and the deleted space becomes reusable as the
--- purge goes. Call it outside a transaction block: CALL smsdispatch.purge('90 days').
--- No SET search_path (a procedure with SET cannot COMMIT): every table is
--- schema-qualified and pg_catalog is always searched first.
+-- Removes what is no longer needed and blanks what must not be kept, in
+-- batches of batch_size rows, each in its own short transaction (see
+-- smsdispatch.purge_batch for what goes); a NOTICE after each batch tells how
+-- far it got. A PROCEDURE because only a procedure can COMMIT between
+-- batches: row locks are held for one batch only and the deleted space
+-- becomes reusable as the purge goes. So it must be called outside a
+-- transaction block: CALL smsdispatch.purge('90 days').
+-- A procedure that commits cannot carry SET search_path; instead it pins the
+-- path itself at the start of each of its transactions, before anything
+-- else is resolved (pg_cron may run it as a superuser with a search_path the
+-- database owner chose).
 CREATE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
 	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
-	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL)
+	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL,
+	INOUT redacted bigint DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-	cutoff timestamptz;
-	alarm_cutoff timestamptz;
-	n bigint;
+	started timestamptz;
+	kind text;
+	total bigint;
+	after bigint;
+	b record;
 BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
 	IF older_than IS NULL THEN
 		RAISE EXCEPTION 'older_than must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed',
@@ -601,24 +750,36 @@ BEGIN
 		RAISE EXCEPTION 'batch_size % must be at least 1', batch_size
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	cutoff := now() - older_than;
-	alarm_cutoff := least(cutoff, now() - smsdispatch.number_quarantine());
-
-	CALL smsdispatch.delete_in_batches('smsdispatch.message',
-		$c$state <> 'open' AND closed_at < $1$c$, alarm_cutoff, batch_size, alarms);
-	CALL smsdispatch.delete_in_batches('verification.sms_log',
-		$c$inserted_at < $1 AND send_state <> ALL ('{queued,sending}') AND message_id IS NULL$c$,
-		cutoff, batch_size, log_rows);
-	CALL smsdispatch.delete_in_batches('smsdispatch.inbox',
-		'received_at < $1', cutoff, batch_size, inbox_rows);
-	CALL smsdispatch.delete_in_batches('smsdispatch.counter_snapshot',
-		'taken_at < $1', cutoff, batch_size, snapshots);
+	started := now();
+	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots', 'redacted']
+	LOOP
+		total := 0;
+		after := 0;
+		LOOP
+			SELECT * INTO b FROM smsdispatch.purge_batch(kind, older_than, started,
+														   batch_size, after);
+			total := total + b.n;
+			after := b.last_id;
+			COMMIT;
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			EXIT WHEN b.n < batch_size;
+			RAISE NOTICE 'smsdispatch.purge: % % so far', total, replace(kind, '_', ' ');
+		END LOOP;
+		CASE kind
+			WHEN 'alarms' THEN alarms := total;
+			WHEN 'log_rows' THEN log_rows := total;
+			WHEN 'inbox_rows' THEN inbox_rows := total;
+			WHEN 'snapshots' THEN snapshots := total;
+			ELSE redacted := total;
+		END CASE;
+	END LOOP;
 END;
 $$;
 
 -- Creates (or updates) the pg_cron jobs that keep the tables small and the
 -- gateway statistics fed: the purge every day and a counter snapshot every
--- minute. pg_cron must be installed in this database.
+-- minute. pg_cron must be installed in this database, and able to connect
+-- (it is refused when its jobs could only fail).
 CREATE FUNCTION smsdispatch.schedule_maintenance(retention interval DEFAULT '90 days',
 	purge_schedule text DEFAULT '30 3 * * *')
 RETURNS TABLE (jobid bigint, jobname text, schedule text, command text)
@@ -633,6 +794,19 @@ BEGIN
 								'restart the server and run CREATE EXTENSION pg_cron; or schedule '
 								'CALL smsdispatch.purge(...) and SELECT smsdispatch.snapshot_counters() '
 								'with any other scheduler.', current_database());
+	END IF;
+	-- pg_cron runs a job through a libpq connection to cron.host unless
+	-- cron.use_background_workers is on; a host name cannot reach a server
+	-- that listens on a Unix socket only, and every run would fail
+	IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on'
+	   AND left(coalesce(current_setting('cron.host', true), 'localhost'), 1) <> '/'
+	   AND current_setting('listen_addresses') = '' THEN
+		RAISE EXCEPTION 'pg_cron could not run the maintenance jobs: cron.host is "%" but the server listens on no TCP address',
+			coalesce(current_setting('cron.host', true), 'localhost')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Set cron.use_background_workers = on (with max_worker_processes to spare), '
+								'or cron.host = %L, in postgresql.conf and restart the server.',
+								btrim(split_part(current_setting('unix_socket_directories'), ',', 1)));
 	END IF;
 	IF retention IS NULL OR retention < interval '0' THEN
 		RAISE EXCEPTION 'retention "%" must be a non-negative interval', retention

@@ -33,15 +33,40 @@ GRANT smsdispatch_sender TO smsdispatch_admin;
 GRANT EXECUTE ON FUNCTION sms_list_create(text, text, int),
 	sms_list_add(text, text, int, interval, text),
 	smsdispatch.watch_verifications(regclass, name, name),
+	smsdispatch.verification_trigger(),
 	smsdispatch.run_once()
 	TO smsdispatch_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA smsdispatch TO smsdispatch_admin;
 GRANT SELECT, UPDATE ON verification.sms_log TO smsdispatch_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA smsdispatch TO smsdispatch_admin;
 
--- readers see the log, the alarms and the statistics, not who is on call
-GRANT SELECT ON verification.sms_log, smsdispatch.message, smsdispatch.event,
-	smsdispatch.inbox, smsdispatch.recipient_list TO smsdispatch_reader;
+-- Readers (reports, the metrics exporter) see the statistics: every column
+-- of the log, the alarms, their events and the received SMS except those
+-- that say who (phones) or what (texts, verification codes, error texts that
+-- quote a number). Column privileges, so the reports' functions run as the
+-- reader and the planner still inlines them.
+DO $$
+DECLARE
+	t record;
+BEGIN
+	FOR t IN
+		SELECT v.tbl::regclass AS tbl, v.secret
+		  FROM (VALUES
+			('verification.sms_log', '{phone_number,body,last_error,verification_id,gateway_id,claimed_by}'::name[]),
+			('smsdispatch.message', '{body,acked_by}'),
+			('smsdispatch.event', '{phone,detail}'),
+			('smsdispatch.inbox', '{sender,body}')) AS v(tbl, secret)
+	LOOP
+		EXECUTE format('REVOKE SELECT ON %s FROM smsdispatch_reader', t.tbl);
+		EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO smsdispatch_reader',
+							   string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), t.tbl)
+				   FROM pg_attribute a
+				  WHERE a.attrelid = t.tbl AND a.attnum > 0 AND NOT a.attisdropped
+					AND a.attname <> ALL (t.secret));
+	END LOOP;
+END;
+$$;
+GRANT SELECT ON smsdispatch.recipient_list TO smsdispatch_reader;
 
 -- the modem sidecar logs in as an admin (or a role granted smsdispatch_admin)
 GRANT EXECUTE ON FUNCTION smsdispatch.modem_claim(text, interval),

@@ -1,16 +1,18 @@
 -- Privileges on the reports (80_reports.sql), granted once the roles exist.
--- Readers see the statistics, the queue and the HTML report; admins also run
--- the retention.
+-- Readers see the statistics and the HTML report; admins also see the queue
+-- (who is paged, with the alarms' texts) and run the retention.
 
 REVOKE ALL ON FUNCTION sms_report_html(timestamptz, timestamptz) FROM PUBLIC;
-REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint),
-	smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	FROM PUBLIC;
+REVOKE ALL ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint)
+	FROM PUBLIC;
 
 GRANT SELECT ON smsdispatch.delivery_stats, smsdispatch.gateway_stats,
-	smsdispatch.escalation_stats, smsdispatch.queue, smsdispatch.counter_snapshot
+	smsdispatch.escalation_stats, smsdispatch.counter_snapshot
 	TO smsdispatch_reader;
--- the range forms of the statistics run with the caller's rights: readers
--- already read sms_log, message, recipient_list and counter_snapshot
+-- the range forms of the statistics and the HTML report run with the
+-- caller's rights: readers read the columns they count (90_roles.sql)
 GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
 	smsdispatch.escalation_stats(timestamptz, timestamptz),
 	smsdispatch.gateway_stats(timestamptz, timestamptz),
@@ -18,13 +20,17 @@ GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
 	smsdispatch.sms_outcome(text, text),
 	smsdispatch.delivery_seconds(timestamptz, timestamptz, timestamptz),
 	smsdispatch.number_quarantine(),
+	smsdispatch.html_escape(text), smsdispatch.html_table(text, text),
+	smsdispatch.svg_bar_chart(text, text, text[], text[], text[], float8[], boolean),
 	sms_report_html(timestamptz, timestamptz)
 	TO smsdispatch_reader;
 
 -- admins read everything readers read
 GRANT smsdispatch_reader TO smsdispatch_admin;
-GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint),
-	smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint)
+GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint),
+	smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
 	TO smsdispatch_admin;
 GRANT DELETE ON verification.sms_log TO smsdispatch_admin;
 

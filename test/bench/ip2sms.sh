@@ -75,6 +75,7 @@ status_url="http://127.0.0.1:$http_port/ip2sms-request/"
 # PostgreSQL with the worker pointed at nginx
 pg_port=$(free_port)
 "$bindir/initdb" -D "$work/data" --encoding=UTF8 --locale=C -A trust >/dev/null
+(umask 077 && echo secret > "$work/ip2sms.password")
 cat >> "$work/data/postgresql.conf" <<CONF
 port = $pg_port
 listen_addresses = ''
@@ -83,7 +84,7 @@ shared_preload_libraries = 'smsdispatch'
 smsdispatch.ip2sms_url = '$send_url'
 smsdispatch.ip2sms_status_url = '$status_url'
 smsdispatch.ip2sms_login = 'user'
-smsdispatch.ip2sms_password = 'secret'
+smsdispatch.ip2sms_password_file = '$work/ip2sms.password'
 smsdispatch.ip2sms_max_connections = $conc
 smsdispatch.ip2sms_poll_interval = '1h'
 smsdispatch.max_per_phone_per_hour = 0

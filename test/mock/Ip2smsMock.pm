@@ -56,6 +56,18 @@ sub port { $_[0]{port} }
 sub send_url { "http://127.0.0.1:$_[0]{port}/ip2sms/" }
 sub status_url { "http://127.0.0.1:$_[0]{port}/ip2sms-request/" }
 
+# Writes the password file the server reads (mode 0600); returns its path.
+sub password_file
+{
+	my ($self, $password) = @_;
+	my $file = "$self->{dir}/ip2sms.password";
+	open my $fh, '>', $file or die "$file: $!";
+	print $fh (defined $password ? $password : $self->{password}), "\n";
+	close $fh;
+	chmod 0600, $file or die "chmod $file: $!";
+	return $file;
+}
+
 # The postgresql.conf lines that point smsdispatch at this mock.
 sub conf
 {
@@ -64,7 +76,7 @@ sub conf
 	  "smsdispatch.ip2sms_url = '" . $self->send_url . "'\n",
 	  "smsdispatch.ip2sms_status_url = '" . $self->status_url . "'\n",
 	  "smsdispatch.ip2sms_login = '$self->{login}'\n",
-	  "smsdispatch.ip2sms_password = '$self->{password}'\n",
+	  "smsdispatch.ip2sms_password_file = '" . $self->password_file . "'\n",
 	  "smsdispatch.ip2sms_source = 'TestSender'\n";
 }
 

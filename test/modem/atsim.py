@@ -331,6 +331,9 @@ class Modem:
                 self.reply("+CMGR: %d,,%d\r\n%s" % (stat, len(pdu) // 2 - 1, pdu))
             else:
                 self.reply(final="+CMS ERROR: 321")
+        elif body == "+CMGD=?":
+            # gammu 1.45 asks which indexes and delete flags there are
+            self.reply("+CMGD: (1-%d),(0-4)" % STORAGE_SIZE)
         elif body.startswith("+CMGD="):
             idx = int(body[6:].split(",")[0])
             self.storage.pop(idx, None)

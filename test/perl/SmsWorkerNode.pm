@@ -14,11 +14,14 @@ use Time::HiRes qw(time usleep);
 our @EXPORT = qw(worker_node make_list worker_pid wait_until repeated_sends);
 
 # A started cluster with the worker (unless preload => 0) and, unless
-# no_extension => 1, the extension created in postgres. conf adds lines.
+# no_extension => 1, the extension created in postgres. conf adds lines;
+# install_path runs another installed major; init_only => 1 returns it
+# before it starts.
 sub worker_node
 {
 	my ($name, %opt) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		$opt{install_path} ? (install_path => $opt{install_path}) : ());
 	$node->init(
 		extra => [ '--encoding=UTF8', '--locale=C' ],
 		$opt{allows_streaming} ? (allows_streaming => 1) : ());
@@ -28,6 +31,7 @@ sub worker_node
 		  . "smsdispatch.loopback_channel = on\n"
 		  . "smsdispatch.naptime = '1s'\n"
 		  . ($opt{conf} // ''));
+	return $node if $opt{init_only};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION smsdispatch')
 	  unless $opt{no_extension};
@@ -77,6 +81,7 @@ sub repeated_sends
 	return $node->safe_psql(
 		'postgres', "SELECT count(*) FROM (
 			SELECT message_id, phone_number FROM verification.sms_log
+			 WHERE message_id IS NOT NULL
 			 GROUP BY 1, 2 HAVING count(*) > 1) d");
 }
 

@@ -10,35 +10,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use SmsTables;
 
 my $node = PostgreSQL::Test::Cluster->new('dump');
 $node->init(extra => ['--encoding=UTF8', '--locale=C']);
 $node->start;
-
-# every table of the extension, with the column that orders its rows
-my %tables = (
-	'smsdispatch.recipient_list' => 'id',
-	'smsdispatch.list_member' => 'id',
-	'smsdispatch.message' => 'id',
-	'smsdispatch.message_recipient' => 'id',
-	'smsdispatch.event' => 'id',
-	'smsdispatch.inbox' => 'id',
-	'smsdispatch.number_cursor' => 'only_row',
-	'verification.sms_log' => 'id',
-);
-
-# One text per table: its row count and a digest of all its rows.
-sub table_digests
-{
-	my ($db) = @_;
-	my %digest;
-	foreach my $t (sort keys %tables)
-	{
-		$digest{$t} = $node->safe_psql($db,
-			"SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.$tables{$t})), '-') FROM $t t");
-	}
-	return \%digest;
-}
 
 # Fills a database with one of everything.
 sub populate
@@ -81,7 +57,7 @@ foreach my $app_schema (1, 0)
 	my $dump = $node->basedir . "/$src.dump";
 
 	populate($src, $app_schema);
-	my $before = table_digests($src);
+	my $before = table_digests($node, $src);
 
 	$node->command_ok(
 		[ 'pg_dump', '-Fc', '-d', $node->connstr($src), '-f', $dump ],
@@ -91,8 +67,8 @@ foreach my $app_schema (1, 0)
 		[ 'pg_restore', '--exit-on-error', '-d', $node->connstr($dst), $dump ],
 		"$src: pg_restore without errors");
 
-	my $after = table_digests($dst);
-	foreach my $t (sort keys %tables)
+	my $after = table_digests($node, $dst);
+	foreach my $t (sort keys %extension_tables)
 	{
 		isnt($before->{$t}, '0 -', "$src: $t has rows");
 		is($after->{$t}, $before->{$t}, "$src: $t restored row for row");
@@ -103,7 +79,7 @@ foreach my $app_schema (1, 0)
 	# would fail these inserts on the primary key)
 	my %max_id = map {
 		$_ => $node->safe_psql($dst, "SELECT max(id) FROM $_")
-	} grep { $tables{$_} eq 'id' } keys %tables;
+	} grep { $extension_tables{$_} eq 'id' } keys %extension_tables;
 	is($node->safe_psql($dst, "SELECT sms_send('+380506666666', 'after restore')"),
 		$max_id{'verification.sms_log'} + 1, "$src: sms_log ids go on after the restored ones");
 	is($node->safe_psql($dst, "SELECT sms_enqueue('after restore', 'oncall')"),

@@ -72,10 +72,10 @@ ok($node->poll_query_until('postgres',
 	'401: the reason is recorded');
 is($node->safe_psql('postgres',
 	"SELECT send_state, attempts, last_error FROM verification.sms_log WHERE id = $id"),
-	'queued|0|HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and smsdispatch.ip2sms_password',
+	'queued|0|HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file',
 	'401: the SMS stays queued, the attempt not counted');
 like(slurp_file($node->logfile, $log_offset),
-	qr/WARNING:.*refused the credentials \(HTTP 401\).*paused.*\n.*HINT:.*smsdispatch\.ip2sms_login and smsdispatch\.ip2sms_password/,
+	qr/WARNING:.*refused the credentials \(HTTP 401\).*paused.*\n.*HINT:.*smsdispatch\.ip2sms_login and the password in smsdispatch\.ip2sms_password_file/,
 	'401: WARNING in the server log names the settings');
 ok($node->poll_query_until('postgres',
 	"SELECT send_state = 'submitted' FROM verification.sms_log WHERE id = $id"),

@@ -58,7 +58,7 @@ $reachable //= '0';
 $reachable =~ s/,//g;
 cmp_ok($reachable, '<', 65536,
 	'what is still reachable at exit does not grow with 1,100 messages (under 64 kB)');
-diag(join("\n", grep { /lost:|reachable:|in use at exit/ } split(/\n/, $report)));
+note(join("\n", grep { /lost:|reachable:|in use at exit/ } split(/\n/, $report)));
 
 $node->stop;
 done_testing();

@@ -1,5 +1,7 @@
 # sms_report_html() rendered by headless Chromium: the page loads without a
-# single request leaving the file, and its three charts are drawn.
+# single request leaving the file, its three charts are drawn, and at
+# 1,200 px nothing is cut: no table is wider than its box, the page no wider
+# than the window.
 use strict;
 use warnings;
 use Compress::Zlib;
@@ -16,6 +18,10 @@ BAIL_OUT('chromium is not in PATH: run install-deps.sh') unless $chromium;
 my $node = start_node('report', 'reports');
 fill_report_data($node, 'reports');
 $node->safe_psql('reports', q{SELECT sms_enqueue('Disk <full> & "hot" on db1', 'oncall')});
+# a closed alarm still in its number's quarantine: in smsdispatch.queue, not
+# among the report's open alarms
+my $closed = $node->safe_psql('reports', q{SELECT sms_enqueue('closed one', 'oncall')});
+$node->safe_psql('reports', qq{SELECT sms_cancel('$closed')});
 
 my $html = $node->safe_psql('reports',
 	q{SELECT sms_report_html(now() - interval '3 days', now())});
@@ -31,15 +37,30 @@ unlike($html, qr{https?:|//|\bsrc=|\bhref=|url\(|\@import|<script|<link|<img|<if
 	'no URL, script, link or embedded resource');
 like($html, qr/Disk &lt;full&gt; &amp; &quot;hot&quot; on db1/, 'alarm text is escaped');
 like($html, qr/Alice &lt;on call&gt;/, 'recipient name is escaped');
-for my $caption ('Delivery per day, type and channel', 'Gateway per hour',
-	'Escalation per recipient list', 'Queue now')
+for my $caption ('Delivery per day, type and channel', 'Failures per day, type and channel',
+	'Gateway requests per hour', 'Gateway answers per hour',
+	'Escalation per recipient list', 'Open alarms now')
 {
 	like($html, qr/<caption>\Q$caption\E<\/caption>/, "table \"$caption\"");
 }
 my %daily;
 $daily{$1} += $2 while $html =~ /<title>\d\d-\d\d, (\w+): (\d+) SMS<\/title>/g;
-is_deeply(\%daily, { delivered => 69, failed => 12, pending => 2 }, 'daily bars add up');
-like($html, qr/<th>delivery_ratio<\/th>/, 'table headers');
+# failed: 12 in the data, and the cancelled alarm's SMS, withdrawn
+is_deeply(\%daily, { delivered => 69, failed => 13, pending => 2 }, 'daily bars add up');
+like($html, qr/<th>delivery_<wbr>ratio<\/th>/, 'table headers, breakable at an underscore');
+like($html, qr/<th>error_<wbr>rate<\/th>/, 'an error rate column');
+
+# what people read: times to the minute or second, words as in the tables
+like($html, qr/<title>SMS report from \d{4}-\d\d-\d\d \d\d:\d\d to \d{4}-\d\d-\d\d \d\d:\d\d UTC<\/title>/,
+	'the title shows the range to the minute');
+unlike($html, qr/\d\d:\d\d:\d\d\.\d/, 'no timestamp with fractions of a second');
+unlike($html, qr/<td>\d{4}-\d\d-\d\dT/, 'no ISO 8601 timestamp in the tables');
+like($html, qr/<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d<\/td>/, 'table timestamps to the second');
+like($html, qr/<text [^>]*>send_unknown<\/text>/, 'chart legend names send_unknown as the table does');
+unlike($html, qr/>lost</, 'no "lost" in the legend');
+my ($open_alarms) = $html =~ /<caption>Open alarms now<\/caption>(.*?)<\/table>/s;
+like($open_alarms, qr/Disk &lt;full&gt;/, 'the open alarm is listed');
+unlike($open_alarms, qr/closed one|<td>$closed<\/td>/, 'the closed alarm is not');
 like($html, qr/<title>level 2, median: 400 seconds<\/title>/, 'ack time bar of level 2');
 
 # Chromium: no page request, checked on the page as is, on the page without
@@ -63,6 +84,27 @@ is_deeply($requests{no_csp}, [], 'the report makes no request even without its C
 is_deeply($requests{probe}, ["http://127.0.0.1:$port/probe.png"],
 	'the control page request is seen');
 
+# at 1,200 px: the page's scroll width and each table box's, measured by a
+# script added to a copy of the page (the report itself runs none)
+my $measure = $no_csp;
+$measure =~ s{</body>}{<script>
+document.title = 'widths ' + document.documentElement.scrollWidth + ' ' +
+  [].map.call(document.querySelectorAll('div.scroll'),
+    function (d) { return d.scrollWidth + '/' + d.clientWidth; }).join(' ');
+</script></body>};
+write_file("$dir/measure.html", $measure);
+my $dom = dump_dom('measure', 1200);
+my ($page_width, @boxes) = $dom =~ /<title>widths (\d+) ([\d\/ ]*)<\/title>/
+  ? ($1, split / /, $2) : (undef);
+ok(defined $page_width, 'the page was measured') or diag($dom);
+cmp_ok($page_width // 9999, '<=', 1200, 'page scroll width at most 1,200 px');
+is(scalar(@boxes), 6, 'six tables measured');
+for my $i (0 .. $#boxes)
+{
+	my ($scroll, $client) = split m{/}, $boxes[$i];
+	cmp_ok($scroll, '<=', $client, "table " . ($i + 1) . " fits its box at 1,200 px ($boxes[$i])");
+}
+
 # the screenshot: not blank, and each chart's colours are painted
 my $png = read_png("$dir/report.png");
 ok($png->{width} >= 800 && $png->{height} >= 1600, "screenshot is $png->{width}x$png->{height}");
@@ -82,27 +124,41 @@ for my $what (sort keys %chart_colour)
 $node->stop;
 done_testing();
 
-# Renders $dir/$page.html to $dir/$page.png, recording Chromium's net log.
-# No host name resolves, so even Chromium's own background requests stay on
-# this machine.
-sub render
+# Runs headless Chromium on $dir/$page.html with the extra options; returns
+# its standard output. No host name resolves, so even Chromium's own
+# background requests stay on this machine.
+sub chromium
 {
-	my ($page) = @_;
+	my ($page, @extra) = @_;
 	my @cmd = ($chromium, '--headless', '--no-sandbox', '--disable-gpu',
 		'--disable-background-networking', '--disable-component-update',
 		'--disable-sync', '--no-first-run', '--disable-dev-shm-usage',
 		'--host-resolver-rules=MAP * ~NOTFOUND',
-		"--user-data-dir=$dir/profile-$page",
-		"--log-net-log=$dir/$page.netlog.json",
-		'--window-size=1000,2200', "--screenshot=$dir/$page.png",
-		"file://$dir/$page.html");
+		"--user-data-dir=$dir/profile-$page", @extra, "file://$dir/$page.html");
 	local $ENV{HOME} = $dir;
 	my ($out, $err);
 	IPC::Run::run(\@cmd, '<', \undef, '>', \$out, '2>', \$err,
 		IPC::Run::timeout(120))
 	  or diag("chromium exited with $?: $err");
+	return $out // '';
+}
+
+# Renders $dir/$page.html to $dir/$page.png, 1,200 px wide, recording
+# Chromium's net log.
+sub render
+{
+	my ($page) = @_;
+	chromium($page, "--log-net-log=$dir/$page.netlog.json",
+		'--window-size=1200,2200', "--screenshot=$dir/$page.png");
 	ok(-s "$dir/$page.png", "$page rendered to PNG");
 	return;
+}
+
+# The DOM of $dir/$page.html after load, in a window $width px wide.
+sub dump_dom
+{
+	my ($page, $width) = @_;
+	return chromium($page, "--window-size=$width,2000", '--dump-dom');
 }
 
 # URLs of the requests a page made: those with an initiator (the browser's

@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ *
+ * secrets.c
+ *	  The IP2SMS password, read from the file smsdispatch.ip2sms_password_file.
+ *
+ * A password kept in a setting is not secret: members of
+ * pg_read_all_settings (pg_monitor, the usual exporter role) read every
+ * setting, and a reload logs each changed value. So the setting names a
+ * file, and only the worker reads the file. The file is checked as libpq
+ * checks ~/.pgpass: a regular file that neither the group nor others may
+ * read or write. The worker looks at the file once per dispatch pass and
+ * reads it again when it changed (a SIGHUP included), so a new password
+ * needs no restart. Nothing of the file's contents is ever logged.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "smsdispatch.h"
+
+/* a password longer than this is not a password */
+#define PASSWORD_FILE_MAX	1024
+
+/* the file the cached password came from, to tell when it changed */
+typedef struct PasswordSource
+{
+	char	   *path;
+	dev_t		dev;
+	ino_t		ino;
+	mode_t		mode;
+	off_t		size;
+	struct timespec mtime;
+	struct timespec ctime;
+} PasswordSource;
+
+static PasswordSource source;
+static char *password = NULL;
+static bool usable = true;
+
+/*
+ * What is wrong with the password file at path, or NULL when nothing is;
+ * fills *st (zeroes where there is no file). The one rule for the setting's
+ * check hook and the worker.
+ */
+static char *
+password_file_problem(const char *path, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (stat(path, st) != 0)
+		return psprintf("could not stat it: %m");
+	if (!S_ISREG(st->st_mode))
+		return pstrdup("it is not a regular file");
+	if ((st->st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		return psprintf("its mode %04o lets the group or others at it",
+						(unsigned int) (st->st_mode & 07777));
+	if (st->st_size > PASSWORD_FILE_MAX)
+		return psprintf("it is larger than %d bytes", PASSWORD_FILE_MAX);
+	return NULL;
+}
+
+/* GUC check hook of smsdispatch.ip2sms_password_file. */
+bool
+sms_check_password_file(char **newval, void **extra, GucSource src)
+{
+	struct stat st;
+	char	   *problem;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	problem = password_file_problem(*newval, &st);
+	if (problem == NULL)
+		return true;
+	GUC_check_errmsg("cannot use password file \"%s\": %s", *newval, problem);
+	GUC_check_errhint("The file must be a regular file of the server's user with mode 0600 or less: chmod 0600 %s",
+					  *newval);
+	return false;
+}
+
+/* Forgets the cached password, overwriting it first. */
+static void
+forget_password(void)
+{
+	if (password != NULL)
+	{
+		explicit_bzero(password, strlen(password));
+		pfree(password);
+		password = NULL;
+	}
+}
+
+/* Reads the first line of the file into password; a problem, or NULL. */
+static char *
+read_password(const char *path)
+{
+	char		buf[PASSWORD_FILE_MAX + 1];
+	ssize_t		len;
+	int			fd;
+	char	   *problem = NULL;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return psprintf("could not open it: %m");
+	len = read(fd, buf, PASSWORD_FILE_MAX);
+	if (len < 0)
+		problem = psprintf("could not read it: %m");
+	close(fd);
+	if (problem == NULL)
+	{
+		buf[len] = '\0';
+		buf[strcspn(buf, "\r\n")] = '\0';
+		if (buf[0] == '\0')
+			problem = pstrdup("its first line is empty");
+		else
+			password = MemoryContextStrdup(TopMemoryContext, buf);
+	}
+	explicit_bzero(buf, sizeof(buf));
+	return problem;
+}
+
+static inline bool
+same_time(struct timespec a, struct timespec b)
+{
+	return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/*
+ * Makes the cached password current; false when the file cannot be used (a
+ * WARNING said why, once per change of the file). Called by the worker
+ * before each dispatch pass. No file configured means no password.
+ */
+bool
+sms_ip2sms_password_refresh(void)
+{
+	const char *path = sms_ip2sms_password_file;
+	struct stat st;
+	char	   *problem;
+
+	if (path[0] == '\0')
+	{
+		forget_password();
+		usable = true;
+		return true;
+	}
+	/* unchanged, usable or not: nothing to read, nothing to say again */
+	problem = password_file_problem(path, &st);
+	if (source.path != NULL && strcmp(source.path, path) == 0 &&
+		source.dev == st.st_dev && source.ino == st.st_ino &&
+		source.mode == st.st_mode && source.size == st.st_size &&
+		same_time(source.mtime, st.st_mtim) && same_time(source.ctime, st.st_ctim))
+		return usable;
+
+	forget_password();
+	if (problem == NULL)
+		problem = read_password(path);
+	if (source.path != NULL)
+		pfree(source.path);
+	source.path = MemoryContextStrdup(TopMemoryContext, path);
+	source.dev = st.st_dev;
+	source.ino = st.st_ino;
+	source.mode = st.st_mode;
+	source.size = st.st_size;
+	source.mtime = st.st_mtim;
+	source.ctime = st.st_ctim;
+	usable = (problem == NULL);
+	if (!usable)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("smsdispatch: IP2SMS messages stay queued: cannot use password file \"%s\": %s",
+						path, problem),
+				 errhint("Give smsdispatch.ip2sms_password_file a file of the server's user with mode 0600 holding the password on its first line.")));
+	return usable;
+}
+
+/* The password for the gateway's Basic authentication ("" for none). */
+const char *
+sms_ip2sms_password(void)
+{
+	return password != NULL ? password : "";
+}

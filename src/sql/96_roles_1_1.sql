@@ -1,0 +1,12 @@
+-- Privileges on objects added in 1.1: readers see the hourly delivery
+-- statistics and the live counters (80_reports.sql).
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.counters_now(),
+	smsdispatch.stats_since()
+	TO smsdispatch_reader;
+-- readers see which spool files were refused, and why
+GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
+-- everyone who may normalise a number may see the plan it is checked against
+GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;

@@ -1,0 +1,55 @@
+# What a newcomer runs first: make check and make demo print no make warning,
+# and the demo shows the effect of each of its steps and leaves nothing open.
+use strict;
+use warnings;
+use File::Basename;
+use IPC::Run;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $top = dirname(dirname(dirname(__FILE__)));
+$top = '.' if $top eq '';
+my $pg_config = $ENV{PG_CONFIG} // 'pg_config';
+
+# make -n runs the recursive makes too (dry), so every level is read; the
+# outer make's flags are not passed on
+for my $goal ('check', 'demo', 'all')
+{
+	local $ENV{MAKEFLAGS} = '';
+	local $ENV{MAKELEVEL} = '';
+	my ($out, $err);
+	IPC::Run::run([ 'make', '-C', $top, '-n', $goal, "PG_CONFIG=$pg_config" ],
+		'<', \undef, '>', \$out, '2>', \$err);
+	unlike($out . $err, qr/warning/i, "make $goal prints no make warning");
+	like($out, qr/\b(run-checks|demo)\.sh|\bgcc|\bcc\b|Nothing to be done|is up to date/,
+		"make -n $goal shows what it would run");
+}
+
+# the demo itself, in a directory of its own
+my $dir = PostgreSQL::Test::Utils::tempdir();
+my ($out, $err);
+{
+	local $ENV{SMSDISPATCH_DEMO_DIR} = $dir;
+	local $ENV{PG_CONFIG} = $pg_config;
+	IPC::Run::run([ 'sh', "$top/test/demo.sh" ], '<', \undef, '>', \$out, '2>', \$err,
+		IPC::Run::timeout(300));
+}
+is($?, 0, 'the demo ran to its end') or diag($err);
+is($err, '', 'nothing on stderr');
+
+like($out, qr/== smsdispatch is installed in the PostgreSQL that pg_config names\nlibrary: \S+\/smsdispatch\.so/,
+	'it says where make installed the extension');
+like($out, qr/after the INSERT \|\s+1\n.*after two UPDATEs \|\s+1\n/s,
+	'the verification: one SMS after the INSERT, still one after the updates');
+like($out, qr/0001\s+\| open\s+\|\s+1 \|\s+1 \| Alice \| NOT_YET_ACK \| submitted/,
+	"the queue shows Alice's SMS submitted and her waiting for the ack");
+unlike($out, qr/Alice \| NOT_SENT/, 'never Alice NOT_SENT while her SMS is out');
+like($out, qr/\+380501111111 \| 0002 ack \| ack/, 'the modem reply acknowledged its alarm');
+like($out, qr/2 \| Bob\s+\| ACK\s+\|/, 'Bob acknowledged the live escalation');
+like($out, qr/requests_send \| requests_status/, 'the gateway table is shown');
+my ($hour) = $out =~ /^ \d{4}-\d\d-\d\d \d\d:00:00\+00 \|\s+\d+ \|\s+(\d+) \|/m;
+ok(defined $hour && $hour > 0, 'the gateway this hour shows its send requests (' . ($hour // 'none') . ')');
+like($out, qr/report: \S+report\.html \(\d+ bytes/, 'the report is written');
+like($out, qr/open_alarms \n-+\n\s+0\n/, 'no alarm is left open');
+
+done_testing();
