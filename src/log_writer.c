@@ -150,8 +150,10 @@ build_cache(Relation log)
 					 errhint("Reinstall the extension smsdispatch.")));
 		cache->row_domain[i] = att->atttypid == TEXTOID ? InvalidOid : att->atttypid;
 	}
-	cache->priority_attnum = column_attnum(log, "priority");
-	if (TupleDescAttr(desc, cache->priority_attnum - 1)->atttypid != INT4OID)
+	/* a log of 1.0 (before ALTER EXTENSION UPDATE) has no priority yet */
+	cache->priority_attnum = get_attnum(RelationGetRelid(log), "priority");
+	if (cache->priority_attnum != InvalidAttrNumber &&
+		TupleDescAttr(desc, cache->priority_attnum - 1)->atttypid != INT4OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"priority\" of table verification.sms_log is not of type integer"),
@@ -286,8 +288,11 @@ fill_slot(WriterCache *cache, TupleTableSlot *slot, const SmsLogRow *row,
 		slot->tts_values[att] = value;
 		slot->tts_isnull[att] = isnull;
 	}
-	slot->tts_values[cache->priority_attnum - 1] = Int32GetDatum(row->priority);
-	slot->tts_isnull[cache->priority_attnum - 1] = false;
+	if (cache->priority_attnum != InvalidAttrNumber)
+	{
+		slot->tts_values[cache->priority_attnum - 1] = Int32GetDatum(row->priority);
+		slot->tts_isnull[cache->priority_attnum - 1] = false;
+	}
 	ExecStoreVirtualTuple(slot);
 }
 

@@ -281,7 +281,9 @@ sms_send(PG_FUNCTION_ARGS)
 	check_type(type);
 	channel = sms_resolve_channel(PG_ARGISNULL(3) ? NULL :
 								  text_to_cstring(PG_GETARG_TEXT_PP(3)));
-	priority = PG_ARGISNULL(4) ? sms_default_priority(type) : PG_GETARG_INT32(4);
+	/* a database still on 1.0's script calls us without a priority */
+	priority = PG_NARGS() < 5 || PG_ARGISNULL(4) ? sms_default_priority(type) :
+		PG_GETARG_INT32(4);
 	check_priority(priority);
 
 	id = sms_queue_insert(phone, body, type, channel, NULL, NULL, priority);

@@ -199,6 +199,9 @@ worker_loop(void)
 				pgstat_report_activity(STATE_IDLE, "smsdispatch: extension not installed");
 			if (summary.more)
 				duties_due = now;
+			/* the worker's own COMMITs do not wake it: new levels, new files */
+			if (summary.escalated > 0 || summary.repeated > 0 || summary.spool_imported > 0)
+				ip2sms_wake();
 			duties_ran = now;
 		}
 		if (installed && !sms_loopback_channel)
