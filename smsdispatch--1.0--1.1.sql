@@ -961,6 +961,8 @@ DROP INDEX verification.sms_log_queued_idx;
 CREATE INDEX sms_log_queued_idx ON verification.sms_log
 	(channel, priority, next_attempt_at NULLS FIRST, id)
 	WHERE send_state = 'queued';
+-- readers see the priority, as every column that says neither who nor what
+GRANT SELECT (priority) ON verification.sms_log TO smsdispatch_reader;
 
 DROP FUNCTION sms_send(text, text, text, text);
 -- priority: 1 (most urgent, as alarms) to 9; NULL = the type's default

@@ -24,13 +24,15 @@ $node->safe_psql('postgres', q{
 	SELECT sms_list_add('duty', '+380509990001', 1, '1 h')});
 
 # Seconds from COMMIT (the row's inserted_at is its transaction's start, a
-# few milliseconds before) to submitted_at, once the row is submitted.
+# few milliseconds before) to submitted_at, once the row is submitted; 99
+# when it is not. (The mock refuses numbers ending in 2, 3 expire, 4 stay
+# en route: the test's own numbers end in other digits.)
 sub latency
 {
 	my ($where) = @_;
 	$node->poll_query_until('postgres',
 		"SELECT bool_and(send_state = 'submitted') FROM verification.sms_log WHERE $where")
-	  or diag("not submitted: $where");
+	  or return 99;
 	return $node->safe_psql('postgres',
 		"SELECT extract(epoch FROM max(submitted_at - inserted_at)) FROM verification.sms_log WHERE $where");
 }
@@ -40,7 +42,7 @@ $node->safe_psql('postgres', q{
 	  FROM generate_series(1, 600) AS g});
 sleep 1;
 my $number = $node->safe_psql('postgres', "SELECT sms_enqueue('boiler pressure', 'duty')");
-my $code = $node->safe_psql('postgres', "SELECT sms_send('+380509990002', 'login 4711', '2FA')");
+my $code = $node->safe_psql('postgres', "SELECT sms_send('+380509990005', 'login 4711', '2FA')");
 
 my $alarm_s = latency("message_id IS NOT NULL");
 cmp_ok($alarm_s, '<', 1, sprintf('the alarm behind 600 bulk SMS was submitted %.3f s after COMMIT', $alarm_s));
@@ -68,7 +70,7 @@ sleep 0.5;
 $mock->control(mode => 'hang', count => 1, kind => 'send');
 my $t0 = time();
 $node->safe_psql('postgres', q{
-	SELECT sms_send('+38050' || lpad(g::text, 7, '2'), 'hang batch ' || g)
+	SELECT sms_send('+3805' || lpad(g::text, 7, '0') || '1', 'hang batch ' || g)
 	  FROM generate_series(1, 50) AS g});
 sleep 1;
 $node->safe_psql('postgres', "SELECT sms_cancel('$number')");
