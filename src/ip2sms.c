@@ -540,11 +540,12 @@ ip2sms_wait(TimestampTz until)
 	return latch_set;
 }
 
-/* New rows may be due: a COMMIT set the latch. */
+/* New rows or polls may be due: a COMMIT set the latch. */
 void
 ip2sms_wake(void)
 {
 	send_due = 0;
+	poll_due = 0;
 }
 
 /* The configuration was reloaded: new credentials end a pause at once. */
