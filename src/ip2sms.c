@@ -605,6 +605,24 @@ busy_polls(int *n)
 	return ids;
 }
 
+/*
+ * Whether to claim for the free connections now: when a quarter of them
+ * are free (or all), or once the first of the results that freed them has
+ * waited RECORD_DELAY_MS, so that an exchange carries a batch and an
+ * urgent row still waits at most a few milliseconds for a connection.
+ */
+static bool
+worth_filling(TimestampTz now)
+{
+	int			free_slots = nslots - nactive;
+
+	if (free_slots <= 0)
+		return false;
+	return free_slots >= Max(1, nslots / 4) || nactive == 0 ||
+		(nfinished > 0 &&
+		 TimestampDifferenceExceeds(oldest_finished(), now, RECORD_DELAY_MS));
+}
+
 /* Lowers *due to t. */
 static inline void
 lower_due(TimestampTz *due, TimestampTz t)
@@ -654,7 +672,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		return;
 	}
 
-	free_slots = nslots - nactive;
+	free_slots = worth_filling(now) ? nslots - nactive : 0;
 	if (can_send && send_due <= now && free_slots > 0)
 	{
 		sends = free_slots;
@@ -749,7 +767,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	/* when there is something to do again */
 	if (nfinished > 0)
 		lower_due(next_due, TimestampTzPlusMilliseconds(oldest_finished(), RECORD_DELAY_MS));
-	if (nactive < nslots)
+	if (worth_filling(now))
 	{
 		if (can_send)
 			lower_due(next_due, auth_failed_since != 0 ? Max(send_due, next_probe) :

@@ -64,6 +64,13 @@ begin_work(const char *synchronous_commit)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
+	/*
+	 * The saved plans keep their parse trees; each run is planned for its
+	 * own LIMIT and time, so that the due rows are always found by index.
+	 */
+	(void) set_config_option("plan_cache_mode", "force_custom_plan",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
