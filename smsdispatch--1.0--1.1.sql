@@ -1001,3 +1001,432 @@ GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigi
 GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint),
 	smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
 	TO smsdispatch_admin;
+
+-- issue 11: priorities, the continuous IP2SMS pipeline, validity before
+-- sending, one claim and backoff for both channels, loud exhausted alarms.
+-- The priority an SMS of a type gets when its sender names none: 3 for
+-- verification and 2FA, 5 for medication_request, 7 for text (alarms: 1).
+CREATE FUNCTION smsdispatch.default_priority(type text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'sms_default_priority_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- How long an SMS of a type may wait to be submitted
+-- (smsdispatch.validity_<type>); NULL = for ever. Alarms' SMS never expire.
+CREATE FUNCTION smsdispatch.validity(type text)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_validity'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+ALTER TABLE verification.sms_log ADD COLUMN priority int NOT NULL DEFAULT 7;
+-- rows still waiting take the priority they would get now
+UPDATE verification.sms_log
+   SET priority = CASE WHEN message_id IS NOT NULL THEN 1
+					   ELSE smsdispatch.default_priority(type) END
+ WHERE send_state IN ('queued', 'sending');
+DROP INDEX verification.sms_log_queued_idx;
+CREATE INDEX sms_log_queued_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id)
+	WHERE send_state = 'queued';
+-- readers see the priority, as every column that says neither who nor what
+GRANT SELECT (priority) ON verification.sms_log TO smsdispatch_reader;
+
+DROP FUNCTION sms_send(text, text, text, text);
+-- priority: 1 (most urgent, as alarms) to 9; NULL = the type's default
+-- (smsdispatch.default_priority).
+CREATE FUNCTION sms_send(phone text, body text, type text DEFAULT 'text',
+	channel text DEFAULT NULL, priority int DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sms_send'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION sms_send(text, text, text, text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_send(text, text, text, text, int) TO smsdispatch_sender;
+
+-- The pause before attempt attempts + 1 after a transport failure: 1 s,
+-- doubling, at most 5 min. One policy for every channel.
+CREATE FUNCTION smsdispatch.retry_delay(attempts int)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT least(interval '1 s' * (2 ^ least(greatest(attempts - 1, 0), 9)), interval '5 min')
+$$;
+
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. Alarms' SMS never expire. Rows other sessions hold are skipped,
+-- so a claim never waits.
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND l.inserted_at + smsdispatch.validity(l.type) < now() AS expired
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed' ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   claimed_by = CASE WHEN due.expired THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority, due.expired
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	  FROM claimed c
+	 WHERE NOT c.expired
+	 ORDER BY c.priority, c.id
+$$;
+
+-- IP2SMS rows still in a pollable state after the status window become
+-- Terminated and are no longer polled. Rows or alarms another session holds
+-- are left for the next call, so this never waits.
+CREATE FUNCTION smsdispatch.ip2sms_terminate_polls(status_window int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	alarms bigint[];
+BEGIN
+	SELECT array_agg(m.id) INTO alarms FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.id IN (SELECT l.message_id FROM verification.sms_log l
+						 WHERE l.next_poll_at <= now() AND l.channel = 'ip2sms'
+						   AND l.submitted_at <= now() - make_interval(secs => status_window)
+						   AND l.message_id IS NOT NULL)
+		 ORDER BY m.id
+		 FOR NO KEY UPDATE SKIP LOCKED) AS m;
+	UPDATE verification.sms_log l
+	   SET gateway_status = 'Terminated', status_changed_at = now(),
+		   next_poll_at = NULL, updated_at = now()
+	 WHERE l.id IN (SELECT p.id FROM verification.sms_log p
+					 WHERE p.next_poll_at <= now() AND p.channel = 'ip2sms'
+					   AND p.submitted_at <= now() - make_interval(secs => status_window)
+					   AND (p.message_id IS NULL OR p.message_id = ANY (alarms))
+					 FOR UPDATE SKIP LOCKED);
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.default_priority(text), smsdispatch.validity(text),
+	smsdispatch.retry_delay(int), smsdispatch.claim_sends(text, int, text, interval),
+	smsdispatch.ip2sms_terminate_polls(int) FROM PUBLIC;
+
+-- Hands one level of each given alarm to its channel: one queued sms_log
+-- row per recipient on that level, the recipients waiting for it to be
+-- submitted. Set-based, so that the escalation starts any number of levels
+-- in a few statements.
+CREATE OR REPLACE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+-- a small set of alarms, each reached by index: nested loops over the
+-- per-alarm indexes, never a hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+	-- the level first: the statements below find each alarm's recipients
+	-- through it, linear in the number of alarms. Nothing to wait for until
+	-- a channel submits the level.
+	UPDATE smsdispatch.message m
+	   SET level = p.level, level_started_at = now(), check_at = NULL
+	  FROM unnest(message_ids, levels) AS p(message_id, level)
+	 WHERE m.id = p.message_id;
+
+	WITH due AS (
+		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
+		  FROM smsdispatch.message m
+		  JOIN smsdispatch.message_recipient r
+			ON r.message_id = m.id AND r.level = m.level
+		 WHERE m.id = ANY (message_ids)
+	), queued AS (
+		-- alarms go before every other SMS (priority 1)
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority)
+		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
+			   due.channel, due.message_id, 1
+		  FROM due
+		 ORDER BY due.id
+		RETURNING id, message_id, phone_number
+	)
+	UPDATE smsdispatch.message_recipient r
+	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
+		   deadline = NULL, acked_at = NULL
+	  FROM queued q
+	  JOIN smsdispatch.message m ON m.id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
+	   AND r.level = m.level;
+
+	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+	SELECT m.id, 'level_started', m.level, 'round ' || m.round
+	  FROM smsdispatch.message m
+	 WHERE m.id = ANY (message_ids);
+$$;
+
+DROP TRIGGER sms_log_progress ON verification.sms_log;
+-- Claiming ('sending') and putting back ('queued') change nothing for the
+-- alarm: they do not fire it, so that a claim never waits for an alarm's lock.
+CREATE TRIGGER sms_log_progress
+	AFTER UPDATE OF send_state, gateway_status ON verification.sms_log
+	FOR EACH ROW
+	WHEN (NEW.message_id IS NOT NULL
+		  AND ((OLD.send_state IS DISTINCT FROM NEW.send_state
+				AND NEW.send_state::text IN ('submitted', 'unknown', 'failed'))
+			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
+	EXECUTE FUNCTION smsdispatch.sms_log_progress();
+
+-- Makes an alarm that reaches nobody loud: a WARNING in the server log
+-- naming it and why, and NOTIFY smsdispatch_alarm with a JSON payload
+-- {"number": "0042", "state": "exhausted", "reason": "..."} that an
+-- application or a pager bridge can LISTEN for (sent at COMMIT).
+CREATE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, reason;
+	PERFORM pg_notify('smsdispatch_alarm',
+					  json_build_object('number', number, 'state', state,
+										'reason', reason)::text);
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.alarm_alert(text, text, text) FROM PUBLIC;
+
+-- One escalation step for the due open alarms (check_at passed), at most
+-- batch of them: recipients of the current level past their deadline become
+-- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
+-- to its next level with recipients, else starts another round when its
+-- list's repeat allows, else is exhausted. Alarms that an ack or a channel
+-- holds locked are skipped and seen on the next pass. Set-based: a fixed
+-- number of statements whatever the batch, every one of them found through
+-- message_check_idx and the per-alarm indexes, never by a scan of history.
+CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
+	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
+	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- the due alarms are a small set found by index: each statement reaches
+-- their recipients by nested loops over the per-alarm indexes, never by a
+-- hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	due bigint[];
+	up_ids bigint[];
+	up_levels int[];
+	again_ids bigint[];
+	again_levels int[];
+	done_ids bigint[];
+	gone record;
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	timed_out := 0;
+	escalated := 0;
+	repeated := 0;
+	exhausted := 0;
+
+	SELECT array_agg(s.id) INTO due FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.state = 'open' AND m.check_at <= now()
+		 ORDER BY m.check_at
+		 LIMIT batch
+		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
+	alarms_checked := coalesce(cardinality(due), 0);
+
+	IF due IS NOT NULL THEN
+		-- each statement from here on sees what was committed before the
+		-- locks above were granted
+		WITH over AS (
+			UPDATE smsdispatch.message_recipient r
+			   SET status = 'ACK_TIME_OVER'
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
+			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
+			RETURNING r.message_id, r.level, r.phone, r.deadline)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
+		  FROM over o;
+		GET DIAGNOSTICS timed_out = ROW_COUNT;
+
+		-- the alarms whose level is over, and where each goes next
+		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.first_level ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
+		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
+		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
+					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
+					   min(r.level) AS first_level
+				  FROM smsdispatch.message m
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
+				 WHERE m.id = ANY (due)
+				 GROUP BY m.id, m.round, l.repeat
+				HAVING NOT bool_or(r.level = m.level
+								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
+
+		IF up_ids IS NOT NULL THEN
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
+			  FROM unnest(up_ids, up_levels) AS u(id, level)
+			  JOIN smsdispatch.message m ON m.id = u.id;
+			escalated := cardinality(up_ids);
+		END IF;
+
+		IF again_ids IS NOT NULL THEN
+			-- a new round: everybody waits to be sent the alarm again; the
+			-- previous round's SMS still let its recipients acknowledge
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
+			 WHERE message_id = ANY (again_ids);
+			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT a.id, 'repeated', a.level, 'round ' || m.round
+			  FROM unnest(again_ids, again_levels) AS a(id, level)
+			  JOIN smsdispatch.message m ON m.id = a.id;
+			repeated := cardinality(again_ids);
+		END IF;
+
+		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
+			PERFORM smsdispatch.start_levels(
+				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
+				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
+		END IF;
+
+		IF done_ids IS NOT NULL THEN
+			UPDATE smsdispatch.message
+			   SET state = 'exhausted', closed_at = now(), check_at = NULL
+			 WHERE id = ANY (done_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (done_ids);
+			exhausted := cardinality(done_ids);
+			-- nobody has the alarm: that must be heard
+			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
+						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
+				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
+					format('nobody on list "%s" acknowledged it in %s round(s)',
+						   gone.list, gone.round));
+			END LOOP;
+		END IF;
+
+		-- the alarms still waiting: next look at their earliest deadline
+		UPDATE smsdispatch.message m
+		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level
+							  AND r.status = 'NOT_YET_ACK')
+		 WHERE m.id = ANY (due) AND m.state = 'open';
+	END IF;
+
+	SELECT min(m.check_at) INTO next_check
+	  FROM smsdispatch.message m
+	 WHERE m.state = 'open';
+END;
+$$;
+
+-- Takes the next due queued modem row for this modem, the most urgent first
+-- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
+-- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
+-- claim side by side without ever taking the same row.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
+RETURNS TABLE (id bigint, phone_number text, body text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF lease IS NULL OR lease <= interval '0' THEN
+		RAISE EXCEPTION 'lease "%" must be positive', lease
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN QUERY
+	SELECT c.id, c.phone_number, c.body
+	  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+END;
+$$;
+
+-- Records what became of a claimed row. outcome: 'submitted' (the modem
+-- gave a message reference; gateway_id holds the references of all parts),
+-- 'retry' (the modem refused it before anything left: queued again with
+-- backoff, failed after smsdispatch.max_attempts), 'failed' (final),
+-- 'unknown' (it may have left: never re-sent), 'released' (never tried:
+-- back to queued, the attempt not counted). A row whose lease expired and
+-- was recovered as unknown still takes the outcome its sidecar learnt.
+-- Returns false when the row is not this modem's to finish.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_finish(id bigint, modem text, outcome text,
+	gateway_id text DEFAULT NULL, error text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	max_attempts int := smsdispatch.setting('smsdispatch.max_attempts')::int;
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF outcome IS NULL OR outcome NOT IN ('submitted', 'retry', 'failed', 'unknown', 'released') THEN
+		RAISE EXCEPTION 'unknown modem send outcome "%"', outcome
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Outcomes are submitted, retry, failed, unknown and released.';
+	END IF;
+	IF outcome = 'submitted' AND (gateway_id IS NULL OR gateway_id = '') THEN
+		RAISE EXCEPTION 'a submitted modem SMS needs its message reference'
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = format('sms_log id %s has no gateway_id.', id);
+	END IF;
+	UPDATE verification.sms_log l
+	   SET send_state = CASE
+				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN 'failed'
+				WHEN outcome IN ('retry', 'released') THEN 'queued'
+				ELSE outcome END,
+		   gateway_id = coalesce(modem_finish.gateway_id, l.gateway_id),
+		   gateway_status = CASE WHEN outcome = 'submitted' THEN 'Accepted'
+							ELSE l.gateway_status END,
+		   status_changed_at = CASE WHEN outcome = 'submitted' THEN now()
+							   ELSE l.status_changed_at END,
+		   submitted_at = CASE WHEN outcome = 'submitted' THEN now() ELSE l.submitted_at END,
+		   attempts = CASE WHEN outcome = 'released' THEN greatest(l.attempts - 1, 0)
+					  ELSE l.attempts END,
+		   next_attempt_at = CASE WHEN outcome = 'retry' THEN
+				now() + smsdispatch.retry_delay(l.attempts)
+				ELSE l.next_attempt_at END,
+		   last_error = CASE
+				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN
+					format('%s (gave up after %s attempts)', error, l.attempts)
+				WHEN outcome = 'released' THEN l.last_error
+				ELSE error END,
+		   claimed_by = CASE WHEN outcome IN ('retry', 'released') THEN NULL ELSE l.claimed_by END,
+		   lease_until = NULL,
+		   updated_at = now()
+	 WHERE l.id = modem_finish.id AND l.claimed_by = modem
+	   AND l.channel = 'modem' AND l.send_state IN ('sending', 'unknown');
+	RETURN FOUND;
+END;
+$$;

@@ -80,3 +80,18 @@ ALTER SYSTEM RESET smsdispatch.max_per_phone_per_hour;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SHOW smsdispatch.max_per_phone_per_hour;
+
+-- priorities (issue 11): by type unless the sender names one, 1 to 9
+SELECT type, smsdispatch.default_priority(type) FROM unnest(ARRAY['verification', '2FA',
+	'medication_request', 'text']) AS type;
+SELECT sms_send('+380501230001', 'p code', 'verification') > 0,
+	   sms_send('+380501230002', 'p bulk') > 0,
+	   sms_send('+380501230003', 'p urgent', priority => 1) > 0,
+	   sms_send('+380501230004', 'p late', 'verification', NULL, 9) > 0;
+SELECT l.body, l.type, l.priority FROM verification.sms_log l
+ WHERE l.body LIKE 'p %' ORDER BY l.id;
+SELECT regress.try($$SELECT sms_send('+380501230005', 'x', priority => 0)$$);
+SELECT regress.try($$SELECT sms_send('+380501230005', 'x', priority => 10)$$);
+-- validity by type: the settings' defaults; alarms' SMS never expire
+SELECT type, smsdispatch.validity(type) FROM unnest(ARRAY['verification', '2FA',
+	'medication_request', 'text']) AS type;

@@ -2,20 +2,28 @@
  *
  * ip2sms.c
  *	  The IP2SMS channel's HTTP side: one libcurl multi handle for the
- *	  worker's life, and the dispatch of one round.
+ *	  worker's life, driven as a continuous pipeline.
  *
- * A round claims its work and commits (ip2sms_db.c), runs every request
- * concurrently, then records all results in one transaction: no
- * transaction is ever open across network I/O. Curl's sockets and timer
- * are folded into a WaitEventSet together with the worker's latch and
- * postmaster death, so the round sleeps until a socket is ready, a timeout
- * or the rate limit is due, or the worker is signalled; SIGTERM cuts the
- * round short (what never left goes back to the queue, what was in flight
- * becomes 'unknown') and then ends the worker.
+ * Every connection that comes free takes the next due row at once: the
+ * worker's loop calls ip2sms_pump(), which records the requests that
+ * finished and claims rows for the free connections in one short
+ * transaction (ip2sms_db.c), then starts them; ip2sms_wait() sleeps on
+ * curl's sockets and timer, the worker's latch and postmaster death, and
+ * drives the transfers. A slow or hanging request holds only its own
+ * connection; no transaction is ever open across network I/O, and the
+ * worker's other duties run between I/O events. Results are recorded in
+ * small batches, a few milliseconds apart.
+ *
+ * The rate limit (smsdispatch.ip2sms_max_rate) is spent as rows are
+ * claimed, so it always goes to the most urgent row due. A 401 pauses the
+ * channel as a whole: rows stay queued, one probe a few seconds apart finds
+ * out whether the gateway takes the credentials again, one WARNING a minute
+ * says what to fix, and a reload resumes at once.
  *
  * Curl allocates with malloc, never palloc; every easy handle, body and
  * buffer is either kept for the worker's life (handles, buffers) or freed
- * when its request ends (bodies), so memory does not grow per message.
+ * when its request ends (bodies), and each request's own memory context is
+ * deleted once its result is recorded, so memory does not grow per message.
  *
  *-------------------------------------------------------------------------
  */
@@ -70,7 +78,37 @@ static WaitEventSet *wait_set = NULL;
 
 static long curl_timeout_ms = -1;	/* from curl's timer callback */
 static TimestampTz curl_timer_set_at = 0;
+
+/* the most connections smsdispatch.ip2sms_max_connections allows */
+#define IP2SMS_MAX_SLOTS	256
+/* results are recorded when this many finished, or this long after the first */
+#define RECORD_BATCH		64
+#define RECORD_DELAY_MS		5
+/* pause after due rows could not be taken (locked by someone) */
+#define IDLE_PAUSE_MS		100
+/* pause after an exchange with the database failed */
+#define ERROR_PAUSE_MS		1000
+/* polls past the status window are ended this often */
+#define TERMINATE_EVERY_MS	1000
+/* while the gateway refuses the credentials: one probe, one WARNING */
+#define AUTH_PROBE_MS		5000
+#define AUTH_WARNING_MS		60000
+
+static int	nactive = 0;		/* requests on the wire */
+static dlist_head finished;		/* requests whose result is not recorded */
+static int	nfinished = 0;
+static MemoryContext pump_cxt = NULL;	/* emptied after every exchange */
+
+static TimestampTz send_due = 0;	/* when queued rows may be due */
+static TimestampTz poll_due = 0;	/* when status polls may be due */
 static TimestampTz next_send_slot = 0;	/* rate limit: earliest next send */
+static TimestampTz next_terminate = 0;
+static TimestampTz retry_after = 0; /* after a failed exchange */
+static bool unconfigured_checked = false;
+
+static TimestampTz auth_failed_since = 0;	/* 0: the credentials work */
+static TimestampTz auth_warned_at = 0;
+static TimestampTz next_probe = 0;
 
 /*
  * Curl's socket callback: remembers which sockets to wait on, for what. A
@@ -187,11 +225,12 @@ prepare_transport(void)
 		if (headers == NULL)
 			curl_setup_failed("curl_slist_append");
 	}
+	/* a new size takes effect once no request is on the wire */
+	if (nslots == sms_ip2sms_max_connections || nactive > 0)
+		return;
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) sms_ip2sms_max_connections);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) sms_ip2sms_max_connections);
 
-	if (nslots == sms_ip2sms_max_connections)
-		return;
 	for (i = sms_ip2sms_max_connections; i < nslots; i++)
 	{
 		curl_easy_cleanup(slots[i].easy);
@@ -222,6 +261,13 @@ prepare_transport(void)
 		curl_easy_setopt(slot->easy, CURLOPT_USERAGENT, "smsdispatch/1.0");
 	}
 	nslots = sms_ip2sms_max_connections;
+}
+
+/* When the oldest unrecorded result came in. */
+static TimestampTz
+oldest_finished(void)
+{
+	return dlist_container(Ip2smsRequest, node, dlist_head_node(&finished))->finished_at;
 }
 
 /* Puts one request on the wire through an idle slot. */
@@ -260,6 +306,7 @@ start_request(Slot *slot, Ip2smsRequest *req)
 				(errmsg("smsdispatch: curl_multi_add_handle failed: %s",
 						curl_multi_strerror(rc))));
 	req->outcome = IP2SMS_IN_FLIGHT;
+	nactive++;
 	sms_stats_count(req->kind == IP2SMS_SEND ? SMS_STAT_REQUESTS_SEND :
 					SMS_STAT_REQUESTS_STATUS);
 }
@@ -273,9 +320,51 @@ transport_error(Ip2smsRequest *req, SmsStat stat, const char *fmt, const char *a
 	sms_stats_count(stat);
 }
 
+/* Takes a request off its slot and puts it among the finished ones. */
+static void
+release_slot(Slot *slot)
+{
+	Ip2smsRequest *req = slot->req;
+
+	curl_multi_remove_handle(multi, slot->easy);
+	free(slot->body);
+	slot->body = NULL;
+	slot->req = NULL;
+	nactive--;
+	req->finished_at = GetCurrentTimestamp();
+	dlist_push_tail(&finished, &req->node);
+	nfinished++;
+}
+
+/*
+ * The gateway refused the credentials: the channel pauses (see the file
+ * header). One WARNING a minute while it lasts.
+ */
+static void
+auth_failed(Ip2smsRequest *req)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	req->outcome = IP2SMS_AUTH_FAILED;
+	snprintf(req->detail, sizeof(req->detail),
+			 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file");
+	sms_stats_count(SMS_STAT_ERRORS_HTTP_401);
+	if (auth_failed_since == 0)
+		auth_failed_since = now;
+	next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
+	if (auth_warned_at == 0 ||
+		TimestampDifferenceExceeds(auth_warned_at, now, AUTH_WARNING_MS))
+	{
+		ereport(WARNING,
+				(errmsg("smsdispatch: the IP2SMS gateway refused the credentials (HTTP 401); the channel is paused and its SMS stay queued"),
+				 errhint("Check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file, then reload the configuration.")));
+		auth_warned_at = now;
+	}
+}
+
 /* Classifies a finished request and frees what it no longer needs. */
 static void
-finish_request(Slot *slot, CURLcode result, bool *auth_warned)
+finish_request(Slot *slot, CURLcode result)
 {
 	Ip2smsRequest *req = slot->req;
 	long		http = 0;
@@ -296,48 +385,29 @@ finish_request(Slot *slot, CURLcode result, bool *auth_warned)
 		transport_error(req, SMS_STAT_ERRORS_CONNECT, "connection failed: %s",
 						slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(result));
 	else if (http == 401)
-	{
-		req->outcome = IP2SMS_AUTH_FAILED;
-		snprintf(req->detail, sizeof(req->detail),
-				 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file");
-		sms_stats_count(SMS_STAT_ERRORS_HTTP_401);
-		if (!*auth_warned)
-			ereport(WARNING,
-					(errmsg("smsdispatch: the IP2SMS gateway refused the credentials (HTTP 401)"),
-					 errhint("Check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file.")));
-		*auth_warned = true;
-	}
+		auth_failed(req);
 	else if (http >= 500)
 		transport_error(req, SMS_STAT_ERRORS_HTTP_5XX, "HTTP %s from the IP2SMS gateway", code);
 	else if (http < 200 || http >= 300)
 		transport_error(req, SMS_STAT_ERRORS_HTTP_OTHER, "HTTP %s from the IP2SMS gateway", code);
-	else
+	else if (ip2sms_parse_answer(slot->resp, slot->resp_len, &req->answer) == 0)
 	{
-		Ip2smsAnswer *answer = palloc(sizeof(Ip2smsAnswer));
-
-		if (ip2sms_parse_answer(slot->resp, slot->resp_len, answer) == 0)
-		{
-			req->outcome = IP2SMS_ANSWERED;
-			req->answer = answer;
-			sms_stats_answer(answer->state);
-		}
-		else
-			transport_error(req, SMS_STAT_ERRORS_PARSE, "unreadable answer: %s", answer->error);
+		req->outcome = IP2SMS_ANSWERED;
+		sms_stats_answer(req->answer.state);
+		/* an answer of the gateway ends a pause: the credentials work */
+		auth_failed_since = 0;
 	}
-
-	curl_multi_remove_handle(multi, slot->easy);
-	free(slot->body);
-	slot->body = NULL;
-	slot->req = NULL;
+	else
+		transport_error(req, SMS_STAT_ERRORS_PARSE, "unreadable answer: %s", req->answer.error);
+	release_slot(slot);
 }
 
-/* Hands finished transfers to finish_request; returns how many ended. */
-static int
-reap_finished(bool *auth_warned)
+/* Hands finished transfers to finish_request. */
+static void
+reap_finished(void)
 {
 	CURLMsg    *msg;
 	int			left;
-	int			n = 0;
 
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
@@ -346,10 +416,8 @@ reap_finished(bool *auth_warned)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &slot);
-		finish_request(slot, msg->data.result, auth_warned);
-		n++;
+		finish_request(slot, msg->data.result);
 	}
-	return n;
 }
 
 /* The wait events that stand for what curl wants of a socket. */
@@ -409,55 +477,47 @@ sync_wait_set(void)
 	sockets_changed = false;
 }
 
-/*
- * Milliseconds until curl's timer or the rate limit is due, whichever is
- * first; -1 when neither is set.
- */
+/* Milliseconds from now until t, rounded up; 0 when t has passed. */
 static long
-wait_timeout(TimestampTz now, bool rate_blocked)
+ms_until(TimestampTz now, TimestampTz t)
 {
-	long		ms = -1;
-
-	if (curl_timeout_ms >= 0)
-	{
-		TimestampTz due = TimestampTzPlusMilliseconds(curl_timer_set_at, curl_timeout_ms);
-
-		ms = due <= now ? 0 : (long) ((due - now + 999) / 1000);
-	}
-	if (rate_blocked)
-	{
-		long		rate_ms = next_send_slot <= now ? 0 :
-			(long) ((next_send_slot - now + 999) / 1000);
-
-		ms = ms < 0 ? rate_ms : Min(ms, rate_ms);
-	}
-	return ms;
+	if (t <= now)
+		return 0;
+	if (t == DT_NOEND)
+		return LONG_MAX;
+	return (long) Min((t - now + 999) / 1000, (int64) INT_MAX);
 }
 
-/* Waits for curl's sockets, its timer, the rate limit or the latch. */
-static void
-wait_and_drive(TimestampTz now, bool rate_blocked, bool *latch_was_set)
+/*
+ * Sleeps until a socket is ready, curl's timer, until or the latch, then
+ * drives curl and collects what finished. Returns whether the latch was
+ * set (a COMMIT queued work, a signal arrived).
+ */
+bool
+ip2sms_wait(TimestampTz until)
 {
 	WaitEvent	events[64];
-	long		timeout = wait_timeout(now, rate_blocked);
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = ms_until(now, until);
+	bool		latch_set = false;
+	int			running;
 	int			n;
 	int			i;
-	int			running;
-	bool		timer_due;
 
+	if (multi == NULL)
+		return (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						  Min(timeout, INT_MAX), PG_WAIT_EXTENSION) & WL_LATCH_SET) != 0;
+	if (curl_timeout_ms >= 0)
+		timeout = Min(timeout, ms_until(now, TimestampTzPlusMilliseconds(curl_timer_set_at,
+																		  curl_timeout_ms)));
 	sync_wait_set();
 	n = timeout == 0 ? 0 :
-		WaitEventSetWait(wait_set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+		WaitEventSetWait(wait_set, Min(timeout, INT_MAX), events, lengthof(events),
+						 PG_WAIT_EXTENSION);
 	for (i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
-		{
-			ResetLatch(MyLatch);
-			*latch_was_set = true;
-			/* a stop request ends the round; ip2sms_dispatch records it */
-			if (!ProcDiePending)
-				CHECK_FOR_INTERRUPTS();
-		}
+			latch_set = true;
 		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
 		{
 			int			mask = 0;
@@ -470,125 +530,271 @@ wait_and_drive(TimestampTz now, bool rate_blocked, bool *latch_was_set)
 									 mask, &running);
 		}
 	}
-	timer_due = curl_timeout_ms >= 0 &&
-		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(curl_timer_set_at, curl_timeout_ms);
-	if (timer_due)
+	if (curl_timeout_ms >= 0 &&
+		GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(curl_timer_set_at, curl_timeout_ms))
 	{
 		curl_timeout_ms = -1;
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
+	reap_finished();
+	return latch_set;
+}
+
+/* New rows or polls may be due: a COMMIT set the latch. */
+void
+ip2sms_wake(void)
+{
+	send_due = 0;
+	poll_due = 0;
+}
+
+/* The configuration was reloaded: new credentials end a pause at once. */
+void
+ip2sms_reload(void)
+{
+	if (auth_failed_since != 0)
+		next_probe = 0;
+	send_due = 0;
+	poll_due = 0;
+	unconfigured_checked = false;
 }
 
 /*
- * Runs every request of the round with at most max_connections at once and
- * sends no faster than max_rate. Returns early on SIGTERM, leaving the
- * rest NOT_STARTED or IN_FLIGHT.
+ * How many sends the rate limit allows now, at most want. Up to a
+ * hundredth of a second's worth may go at once, so that a high rate does
+ * not cost a transaction per SMS.
  */
-static void
-run_round(Ip2smsRound *round)
+static int
+rate_allows(TimestampTz now, int want)
 {
-	int			next_send = 0;
-	int			next_poll = 0;
-	int			active = 0;
-	int			total = round->nsends + round->npolls;
-	int			done = 0;
-	bool		latch_was_set = false;
-	bool		auth_warned = false;
-	int64		send_gap_us = sms_ip2sms_max_rate > 0 ? 1000000 / sms_ip2sms_max_rate : 0;
+	int64		gap;
+	int			burst;
+	int			n;
+
+	if (sms_ip2sms_max_rate <= 0)
+		return want;
+	gap = USECS_PER_SEC / sms_ip2sms_max_rate;
+	burst = Max(1, sms_ip2sms_max_rate / 100);
+	/* a quiet spell does not save up more than a burst */
+	next_send_slot = Max(next_send_slot, now - (burst - 1) * gap);
+	if (next_send_slot > now)
+		return 0;
+	n = (int) Min((now - next_send_slot) / gap + 1, (int64) burst);
+	return Min(n, want);
+}
+
+/* Ids of the status polls on the wire or not yet recorded, in the current context. */
+static int64 *
+busy_polls(int *n)
+{
+	int64	   *ids = palloc(sizeof(int64) * (nslots + nfinished + 1));
+	dlist_iter	it;
 	int			i;
 
-	while (done < total && !ShutdownRequestPending && !ProcDiePending)
-	{
-		TimestampTz now = GetCurrentTimestamp();
-		bool		rate_blocked = false;
-
-		for (i = 0; i < nslots && active < nslots; i++)
-		{
-			Ip2smsRequest *req = NULL;
-
-			if (slots[i].req != NULL)
-				continue;
-			if (next_send < round->nsends)
-			{
-				if (send_gap_us == 0 || next_send_slot <= now)
-				{
-					req = &round->sends[next_send++];
-					if (send_gap_us)
-						next_send_slot = Max(next_send_slot, now - send_gap_us) + send_gap_us;
-				}
-				else
-					rate_blocked = true;
-			}
-			if (req == NULL && next_poll < round->npolls)
-				req = &round->polls[next_poll++];
-			if (req == NULL)
-				break;
-			start_request(&slots[i], req);
-			active++;
-		}
-		wait_and_drive(now, rate_blocked, &latch_was_set);
-		i = reap_finished(&auth_warned);
-		active -= i;
-		done += i;
-	}
-
-	/* cut short: what is still on the wire may have reached the gateway */
+	*n = 0;
 	for (i = 0; i < nslots; i++)
-		if (slots[i].req != NULL)
-		{
-			curl_multi_remove_handle(multi, slots[i].easy);
-			free(slots[i].body);
-			slots[i].body = NULL;
-			slots[i].req = NULL;
-		}
-	/* the worker's loop must see a wake-up that arrived during the round */
-	if (latch_was_set)
-		SetLatch(MyLatch);
+		if (slots[i].req != NULL && slots[i].req->kind == IP2SMS_STATUS)
+			ids[(*n)++] = slots[i].req->id;
+	dlist_foreach(it, &finished)
+	{
+		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
+
+		if (r->kind == IP2SMS_STATUS)
+			ids[(*n)++] = r->id;
+	}
+	return ids;
 }
 
 /*
- * One round of the IP2SMS channel; see ip2sms.h. Runs in a memory context
- * of its own, emptied when the round ends.
+ * Whether to claim for the free connections now: when a quarter of them
+ * are free (or all), or once the first of the results that freed them has
+ * waited RECORD_DELAY_MS, so that an exchange carries a batch and an
+ * urgent row still waits at most a few milliseconds for a connection.
+ */
+static bool
+worth_filling(TimestampTz now)
+{
+	int			free_slots = nslots - nactive;
+
+	if (free_slots <= 0)
+		return false;
+	return free_slots >= Max(1, nslots / 4) || nactive == 0 ||
+		(nfinished > 0 &&
+		 TimestampDifferenceExceeds(oldest_finished(), now, RECORD_DELAY_MS));
+}
+
+/* Lowers *due to t. */
+static inline void
+lower_due(TimestampTz *due, TimestampTz t)
+{
+	if (t < *due)
+		*due = t;
+}
+
+/*
+ * Records finished requests and fills the free connections; see ip2sms.h.
+ * Runs outside any transaction. Lowers *next_due to when it next has
+ * something to do; sets *alarms_changed when an alarm's SMS changed state
+ * (the escalation should look at it soon).
  */
 void
-ip2sms_dispatch(TimestampTz *next_due)
+ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 {
-	static MemoryContext round_cxt = NULL;
-	MemoryContext old;
-	Ip2smsRound round;
-	bool		want_sends = sms_ip2sms_url[0] != '\0';
-	bool		want_polls = sms_ip2sms_status_url[0] != '\0';
-
+	TimestampTz now = GetCurrentTimestamp();
 	/* without a usable password nothing is claimed: the rows stay queued */
-	if (!sms_ip2sms_password_refresh())
-		return;
-	if (round_cxt == NULL)
-		round_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms round",
-										  ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(round_cxt);
-	prepare_transport();
-	ip2sms_claim(&round, want_sends, want_polls);
-	MemoryContextSwitchTo(round_cxt);
-	if (round.nsends + round.npolls > 0)
+	bool		have_password = sms_ip2sms_password_refresh();
+	bool		can_send = have_password && sms_ip2sms_url[0] != '\0';
+	bool		can_poll = have_password && sms_ip2sms_status_url[0] != '\0';
+	Ip2smsExchange x;
+	Ip2smsRequest *claimed[IP2SMS_MAX_SLOTS];
+	int			free_slots;
+	int			sends = 0;
+	int			polls = 0;
+	bool		record;
+	bool		terminate;
+	bool		check;
+	bool		ok;
+	int			i;
+	int			next_slot = 0;
+	MemoryContext old;
+
+	*alarms_changed = false;
+	if (pump_cxt == NULL)
 	{
-		pgstat_report_activity(STATE_RUNNING, "smsdispatch: IP2SMS requests");
-		run_round(&round);
+		pump_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms pump",
+										 ALLOCSET_DEFAULT_SIZES);
+		dlist_init(&finished);
 	}
-	/*
-	 * A SIGTERM that cut the round short waits for this short transaction,
-	 * so what never left goes back to the queue and only what was on the
-	 * wire becomes 'unknown'.
-	 */
-	HOLD_INTERRUPTS();
-	ip2sms_record(&round, want_sends, want_polls, next_due);
-	RESUME_INTERRUPTS();
-	CHECK_FOR_INTERRUPTS();
-	MemoryContextSwitchTo(round_cxt);
-	/* more is due at once: the worker's wait must not sleep */
-	if (round.more_due)
-		SetLatch(MyLatch);
-	if (round.nsends + round.npolls > 0)
-		pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(round_cxt);
+	prepare_transport();
+	if (now < retry_after)
+	{
+		lower_due(next_due, retry_after);
+		return;
+	}
+
+	free_slots = worth_filling(now) ? nslots - nactive : 0;
+	if (can_send && send_due <= now && free_slots > 0)
+	{
+		sends = free_slots;
+		if (auth_failed_since != 0)
+			sends = now >= next_probe ? 1 : 0;
+		sends = rate_allows(now, sends);
+	}
+	if (can_poll && poll_due <= now && free_slots > 0)
+	{
+		/* a send backlog leaves a quarter of the connections to polls */
+		if (sends == free_slots && free_slots >= 4)
+			sends -= free_slots / 4;
+		polls = free_slots - sends;
+	}
+	record = nfinished >= RECORD_BATCH ||
+		(nfinished > 0 && (sends + polls > 0 ||
+						   TimestampDifferenceExceeds(oldest_finished(), now, RECORD_DELAY_MS)));
+	terminate = can_poll && now >= next_terminate;
+	check = have_password && sms_ip2sms_url[0] == '\0' && !unconfigured_checked;
+
+	if (record || sends + polls > 0 || terminate || check)
+	{
+		old = MemoryContextSwitchTo(pump_cxt);
+		memset(&x, 0, sizeof(x));
+		x.finished = &finished;
+		x.want_sends = sends;
+		x.want_polls = polls;
+		x.busy = busy_polls(&x.nbusy);
+		x.terminate_polls = terminate;
+		x.check_unconfigured = check;
+		x.claimed = claimed;
+		ok = ip2sms_exchange(&x);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(pump_cxt);
+		nfinished = 0;
+		{
+			dlist_iter	it;
+
+			dlist_foreach(it, &finished)
+				nfinished++;
+		}
+		if (!ok)
+		{
+			/* logged; everything kept: try again in a moment */
+			retry_after = TimestampTzPlusMilliseconds(now, ERROR_PAUSE_MS);
+			lower_due(next_due, retry_after);
+			return;
+		}
+		*alarms_changed = x.alarms_changed;
+		if (x.check_unconfigured)
+		{
+			unconfigured_checked = true;
+			if (x.queued_unconfigured)
+				ereport(WARNING,
+						(errmsg("smsdispatch: IP2SMS messages stay queued: smsdispatch.ip2sms_url is empty"),
+						 errhint("Set smsdispatch.ip2sms_url, ip2sms_status_url, ip2sms_login and ip2sms_password_file, then reload.")));
+		}
+		if (x.terminate_polls)
+			next_terminate = TimestampTzPlusMilliseconds(now, TERMINATE_EVERY_MS);
+		if (sms_ip2sms_max_rate > 0)
+			next_send_slot += (int64) x.nsends * (USECS_PER_SEC / sms_ip2sms_max_rate);
+		if (sends > 0 && x.nsends < sends)
+			send_due = x.nsends == 0 && x.send_due <= now ?
+				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.send_due;
+		else if (x.requeued)
+			send_due = Min(send_due, x.send_due);
+		if (polls > 0 && x.nclaimed - x.nsends < polls)
+			poll_due = x.nclaimed == x.nsends && x.poll_due <= now ?
+				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.poll_due;
+		/* what was just recorded is polled from poll_interval on */
+		if (record)
+			poll_due = Min(poll_due, TimestampTzPlusMilliseconds(now,
+																 (int64) sms_ip2sms_poll_interval_s * 1000));
+		if (auth_failed_since != 0 && x.nsends > 0)
+			next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
+		for (i = 0; i < x.nclaimed; i++)
+		{
+			while (slots[next_slot].req != NULL)
+				next_slot++;
+			start_request(&slots[next_slot], claimed[i]);
+		}
+		if (x.nclaimed > 0)
+		{
+			int			running;
+
+			/* the requests leave now, not at the next wait */
+			curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+			reap_finished();
+		}
+	}
+
+	/* when there is something to do again */
+	if (nfinished > 0)
+		lower_due(next_due, TimestampTzPlusMilliseconds(oldest_finished(), RECORD_DELAY_MS));
+	if (worth_filling(now))
+	{
+		if (can_send)
+			lower_due(next_due, auth_failed_since != 0 ? Max(send_due, next_probe) :
+					  Max(send_due, sms_ip2sms_max_rate > 0 ? next_send_slot : send_due));
+		if (can_poll)
+			lower_due(next_due, poll_due);
+	}
+	if (can_poll)
+		lower_due(next_due, next_terminate);
+}
+
+/*
+ * At SIGTERM: what finished is recorded, what is still on the wire may have
+ * reached the gateway and becomes 'unknown'. Nothing is claimed.
+ */
+void
+ip2sms_stop(void)
+{
+	Ip2smsExchange x;
+	int			i;
+
+	if (multi == NULL || (nactive == 0 && dlist_is_empty(&finished)))
+		return;
+	for (i = 0; i < nslots; i++)
+		if (slots[i].req != NULL)
+			release_slot(&slots[i]);
+	memset(&x, 0, sizeof(x));
+	x.finished = &finished;
+	(void) ip2sms_exchange(&x);
 }

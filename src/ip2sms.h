@@ -12,18 +12,29 @@
 #include "postgres.h"
 #include "datatype/timestamp.h"
 
+#include "lib/ilist.h"
+#include "ip2sms_xml.h"
+
 /*
- * ip2sms.c: one round of the channel. Called by the worker outside any
- * transaction: sends due queued rows and polls due statuses, concurrently,
- * then records every result in one transaction. Lowers *next_due to when
- * the channel next has work. The first call also turns rows a crash left
- * 'sending' into 'unknown'.
+ * ip2sms.c: the channel as a continuous pipeline that the worker's loop
+ * drives, always outside any transaction. ip2sms_pump() records finished
+ * requests and claims work for the connections that are free, in one short
+ * transaction, and starts those requests; ip2sms_wait() sleeps until a
+ * socket is ready, curl's timer, the timeout or the latch, and drives the
+ * transfers. ip2sms_stop() (at SIGTERM) records what finished and turns
+ * what is still on the wire 'unknown'. ip2sms_wake() says new rows may be
+ * due (a COMMIT set the latch).
  */
-extern void ip2sms_dispatch(TimestampTz *next_due);
+extern void ip2sms_pump(TimestampTz *next_due, bool *alarms_changed);
+extern bool ip2sms_wait(TimestampTz until);
+extern void ip2sms_wake(void);
+extern void ip2sms_reload(void);
+extern void ip2sms_stop(void);
 
 /*
  * Between ip2sms.c (transport) and ip2sms_db.c (claiming and recording):
- * one request of a round and what came of it.
+ * one request and what came of it. Each lives in a memory context of its
+ * own from its claim until its result is recorded.
  */
 typedef enum Ip2smsKind
 {
@@ -33,7 +44,6 @@ typedef enum Ip2smsKind
 
 typedef enum Ip2smsOutcome
 {
-	IP2SMS_NOT_STARTED,			/* never left: the round was cut short */
 	IP2SMS_IN_FLIGHT,			/* may have reached the gateway, no answer */
 	IP2SMS_ANSWERED,			/* answer parsed into answer */
 	IP2SMS_AUTH_FAILED,			/* HTTP 401 */
@@ -42,29 +52,44 @@ typedef enum Ip2smsOutcome
 
 typedef struct Ip2smsRequest
 {
+	dlist_node	node;			/* in the list of finished requests */
+	MemoryContext cxt;			/* holds this request and its strings */
 	int64		id;				/* verification.sms_log id */
+	int64		message_id;		/* the alarm's, 0 for none */
 	Ip2smsKind	kind;
 	int			attempts;		/* sends: attempts including this one */
 	char	   *phone;			/* sends */
 	char	   *body;			/* sends */
 	char	   *gateway_id;		/* status requests */
 	Ip2smsOutcome outcome;
+	TimestampTz finished_at;
+	bool		held_logged;	/* said once that its row is locked */
 	char		detail[256];	/* transport error, for last_error */
-	struct Ip2smsAnswer *answer;	/* when ANSWERED */
+	Ip2smsAnswer answer;		/* when ANSWERED */
 } Ip2smsRequest;
 
-typedef struct Ip2smsRound
+/* what one exchange with the database asks for and brings back */
+typedef struct Ip2smsExchange
 {
-	Ip2smsRequest *sends;
-	int			nsends;
-	Ip2smsRequest *polls;
-	int			npolls;
-	bool		more_due;		/* a batch was full: call again at once */
-} Ip2smsRound;
+	dlist_head *finished;		/* recorded ones are freed and removed */
+	int			want_sends;		/* rows to claim for sending */
+	int			want_polls;		/* due status polls to read */
+	int64	   *busy;			/* polls on the wire or not recorded yet */
+	int			nbusy;
+	bool		terminate_polls;	/* end polls past the status window */
+	bool		check_unconfigured; /* whether rows wait for a send URL */
+	bool		queued_unconfigured;	/* out: they do */
+	Ip2smsRequest **claimed;	/* out: want_sends + want_polls slots */
+	int			nclaimed;
+	int			nsends;			/* out: of which sends (first) */
+	TimestampTz send_due;		/* out when fewer sends than asked, or requeued */
+	TimestampTz poll_due;		/* out when fewer polls than asked */
+	bool		alarms_changed; /* out: an alarm's SMS changed state */
+	bool		requeued;		/* out: a send went back to the queue */
+} Ip2smsExchange;
 
-extern void ip2sms_claim(Ip2smsRound *round, bool want_sends, bool want_polls);
-extern void ip2sms_record(Ip2smsRound *round, bool want_sends, bool want_polls,
-						  TimestampTz *next_due);
+extern bool ip2sms_exchange(Ip2smsExchange *x);
+extern void ip2sms_free_request(Ip2smsRequest *req);
 
 /* stats.c: the counters of smsdispatch.stats() */
 typedef enum SmsStat

@@ -1,14 +1,23 @@
 /*-------------------------------------------------------------------------
  *
  * ip2sms_db.c
- *	  The IP2SMS channel's two short transactions around a round of HTTP
- *	  requests: claiming the work, and recording what came of it.
+ *	  The IP2SMS channel's one kind of transaction: record what finished,
+ *	  claim what the free connections will carry next.
  *
- * Claiming marks due queued rows 'sending' (attempts + 1) and commits
- * before any request leaves, so that a crash can never lead to a silent
- * second send: a row left 'sending' becomes 'unknown' when the worker
- * starts again. Recording writes every result of the round with one UPDATE
- * over arrays, in one transaction.
+ * Claiming marks due queued rows 'sending' (attempts + 1), most urgent
+ * first (smsdispatch.claim_sends, shared with the modem), and commits
+ * before any of those requests leaves, so that a crash can never lead to a
+ * silent second send: a row left 'sending' becomes 'unknown' when the
+ * worker starts again. Rows are claimed only for connections that are free
+ * at that moment, so a crash leaves at most the requests on the wire and
+ * one batch of unrecorded results in doubt.
+ *
+ * Recording never waits for a lock another session holds: the rows and
+ * their alarms are locked with SKIP LOCKED first, and a result whose row
+ * or alarm is locked stays in memory and is recorded by a later exchange.
+ * An error anywhere (a bad trigger on the log, a lock_timeout) rolls the
+ * exchange back and keeps every result for the next try; nothing is lost
+ * and nothing is sent again.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +26,8 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -30,23 +41,11 @@
 #include "ip2sms.h"
 #include "ip2sms_xml.h"
 
-/* most rows one round sends or polls; more waits for the next round */
-#define IP2SMS_BATCH		2000
-
-/* first retry after a transport failure, doubling up to the cap */
-#define RETRY_BASE_S		1.0
-#define RETRY_CAP_S			300.0
-
-/* shortest sleep after a round that found due rows but could take none */
-#define IDLE_PAUSE_MS		100
-
 /* poll column of the record statement */
 #define POLL_CLEAR		0
 #define POLL_SCHEDULE	1
-#define POLL_KEEP		2
 
 static bool recovered = false;
-static bool url_warned = false;
 
 /*
  * Starts a transaction with SPI and a snapshot. synchronous_commit is the
@@ -58,6 +57,18 @@ begin_work(const char *synchronous_commit)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	(void) set_config_option("synchronous_commit", synchronous_commit,
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
+	sms_bound_lock_waits();
+	/* nothing this sends resolves a name through a search_path others write */
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
+	/*
+	 * The saved plans keep their parse trees; each run is planned for its
+	 * own LIMIT and time, so that the due rows are always found by index.
+	 */
+	(void) set_config_option("plan_cache_mode", "force_custom_plan",
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -75,12 +86,28 @@ end_work(void)
 	pgstat_report_stat(false);
 }
 
-/* Executes one statement; elog when it does not do what it must. */
+/*
+ * Executes one of the channel's recurring statements through a plan saved
+ * for the worker's life; elog when it does not do what it must.
+ */
 static void
-exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+exec_saved(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
+		   Datum *values, int expected)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	int			rc;
 
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "ip2sms: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "ip2sms: could not keep the plan of \"%s\"", sql);
+		*plan = p;
+	}
+	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
 	if (rc != expected)
 		elog(ERROR, "ip2sms: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
@@ -94,149 +121,176 @@ exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 static void
 recover_sending(void)
 {
-	exec("UPDATE verification.sms_log"
-		 "   SET send_state = 'unknown', updated_at = now(),"
-		 "       last_error = 'the worker stopped while the request was in flight; not re-sent'"
-		 " WHERE channel = 'ip2sms' AND send_state = 'sending'",
-		 0, NULL, NULL, SPI_OK_UPDATE);
+	static SPIPlanPtr plan = NULL;
+
+	exec_saved(&plan,
+			   "UPDATE verification.sms_log"
+			   "   SET send_state = 'unknown', updated_at = pg_catalog.now(),"
+			   "       last_error = 'the worker stopped while the request was in flight; not re-sent'"
+			   " WHERE channel = 'ip2sms'"
+			   "   AND send_state = 'sending'",
+			   0, NULL, NULL, SPI_OK_UPDATE);
 	if (SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("smsdispatch: %llu IP2SMS messages were in flight when the worker stopped; marked unknown",
 						(unsigned long long) SPI_processed),
 				 errhint("Re-queue one that surely did not leave with UPDATE verification.sms_log SET send_state = 'queued' WHERE id = ...")));
-	recovered = true;
 }
 
 /* Column col of SPI result row i, as text in the current context. */
 #define result_text(i, col) \
 	SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, (col))
 
-/* Fills requests from the claim's result rows, in the caller's context. */
-static Ip2smsRequest *
-take_requests(Ip2smsKind kind, int *n, MemoryContext cxt)
+/* Column col of SPI result row i, as an int8 (0 for NULL). */
+static int64
+result_int64(int i, int col)
 {
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	Ip2smsRequest *reqs = palloc0(sizeof(Ip2smsRequest) * Max(SPI_processed, 1));
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/* A fresh request in a memory context of its own. */
+static Ip2smsRequest *
+new_request(Ip2smsKind kind)
+{
+	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms request",
+											  ALLOCSET_SMALL_SIZES);
+	Ip2smsRequest *req = MemoryContextAllocZero(cxt, sizeof(Ip2smsRequest));
+
+	req->cxt = cxt;
+	req->kind = kind;
+	req->outcome = IP2SMS_IN_FLIGHT;
+	return req;
+}
+
+/* Frees a request and everything it holds. */
+void
+ip2sms_free_request(Ip2smsRequest *req)
+{
+	MemoryContextDelete(req->cxt);
+}
+
+/* Adds the claim's result rows to x->claimed as requests of this kind. */
+static void
+take_requests(Ip2smsExchange *x, Ip2smsKind kind)
+{
 	int			i;
 
 	for (i = 0; i < SPI_processed; i++)
 	{
-		bool		isnull;
+		Ip2smsRequest *req = new_request(kind);
+		MemoryContext old = MemoryContextSwitchTo(req->cxt);
 
-		reqs[i].kind = kind;
-		reqs[i].id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												 SPI_tuptable->tupdesc, 1, &isnull));
+		x->claimed[x->nclaimed++] = req;
+		req->id = result_int64(i, 1);
+		req->message_id = result_int64(i, 3);
 		if (kind == IP2SMS_SEND)
 		{
-			reqs[i].phone = result_text(i, 2);
-			reqs[i].body = result_text(i, 3);
-			reqs[i].attempts = atoi(result_text(i, 4));
+			req->phone = result_text(i, 2);
+			req->body = result_text(i, 4);
+			req->attempts = (int) result_int64(i, 5);
 		}
 		else
-			reqs[i].gateway_id = result_text(i, 2);
+			req->gateway_id = result_text(i, 2);
+		MemoryContextSwitchTo(old);
 	}
-	*n = SPI_processed;
-	MemoryContextSwitchTo(old);
-	return reqs;
+}
+
+/* Claims up to x->want_sends rows to send, most urgent first. */
+static void
+claim_sends(Ip2smsExchange *x)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(x->want_sends)};
+
+	exec_saved(&plan,
+			   "SELECT id, phone_number, message_id, body, attempts::int8"
+			   "  FROM smsdispatch.claim_sends('ip2sms', $1)",
+			   1, types, values, SPI_OK_SELECT);
+	take_requests(x, IP2SMS_SEND);
+	x->nsends = x->nclaimed;
 }
 
 /*
- * The claim transaction: recovery (first call), polled rows past the
- * status window become Terminated, due queued rows become 'sending', due
- * polls are read. Requests are allocated in the current memory context.
+ * Reads up to x->want_polls due status polls, leaving out those on the
+ * wire or not recorded yet, and those past the status window. Polling twice is harmless, so nothing is
+ * written before the request leaves.
  */
-void
-ip2sms_claim(Ip2smsRound *round, bool want_sends, bool want_polls)
+static void
+claim_polls(Ip2smsExchange *x)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	int			send_batch = IP2SMS_BATCH;
+	static SPIPlanPtr plan = NULL;
+	Oid			types[3] = {INT4OID, INT8ARRAYOID, INT4OID};
+	Datum		values[3];
+
+	values[0] = Int32GetDatum(x->want_polls);
+	values[2] = Int32GetDatum(sms_ip2sms_status_window_s);
+	values[1] = PointerGetDatum(construct_array(x->busy ? (Datum *) x->busy : NULL,
+												x->nbusy, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	exec_saved(&plan,
+			   "SELECT id, gateway_id, message_id FROM verification.sms_log"
+			   " WHERE next_poll_at <= pg_catalog.now()"
+			   "   AND channel = 'ip2sms'"
+			   "   AND send_state = 'submitted'"
+			   "   AND gateway_id IS NOT NULL"
+			   "   AND id <> ALL ($2)"
+			   /* past the status window they are for terminate_polls() */
+			   "   AND submitted_at > pg_catalog.now()"
+			   "       - pg_catalog.make_interval(secs => $3::pg_catalog.float8)"
+			   " ORDER BY next_poll_at LIMIT $1",
+			   3, types, values, SPI_OK_SELECT);
+	take_requests(x, IP2SMS_STATUS);
+}
+
+/* Polled rows past the status window become Terminated. */
+static void
+terminate_polls(void)
+{
+	static SPIPlanPtr plan = NULL;
 	Oid			types[1] = {INT4OID};
-	Datum		values[1];
+	Datum		values[1] = {Int32GetDatum(sms_ip2sms_status_window_s)};
 
-	/*
-	 * A crash turns a claimed batch 'unknown', sent or not: keep it to what
-	 * the connections carry in well under a second, and a rate-limited
-	 * round to about one second's worth.
-	 */
-	send_batch = Min(send_batch, sms_ip2sms_max_connections * 64);
-	if (sms_ip2sms_max_rate > 0)
-		send_batch = Min(send_batch, sms_ip2sms_max_rate);
+	exec_saved(&plan, "SELECT smsdispatch.ip2sms_terminate_polls($1)",
+			   1, types, values, SPI_OK_SELECT);
+}
 
-	memset(round, 0, sizeof(*round));
-	/* the claim must be durable before any request leaves */
-	begin_work("on");
-	if (!recovered)
-		recover_sending();
+/* Whether IP2SMS rows are queued (while there is no URL to send them to). */
+static bool
+queued_unconfigured(void)
+{
+	static SPIPlanPtr plan = NULL;
 
-	values[0] = Int32GetDatum(sms_ip2sms_status_window_s);
-	exec("UPDATE verification.sms_log"
-		 "   SET gateway_status = 'Terminated', status_changed_at = now(),"
-		 "       next_poll_at = NULL, updated_at = now()"
-		 " WHERE next_poll_at <= now() AND channel = 'ip2sms'"
-		 "   AND submitted_at <= now() - make_interval(secs => $1)",
-		 1, types, values, SPI_OK_UPDATE);
-
-	if (want_sends)
-	{
-		values[0] = Int32GetDatum(send_batch);
-		exec("UPDATE verification.sms_log l"
-			 "   SET send_state = 'sending', attempts = l.attempts + 1, updated_at = now()"
-			 "  FROM (SELECT id FROM verification.sms_log"
-			 "         WHERE channel = 'ip2sms' AND send_state = 'queued'"
-			 "           AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
-			 "         ORDER BY next_attempt_at, id LIMIT $1"
-			 "         FOR UPDATE SKIP LOCKED) c"
-			 " WHERE l.id = c.id"
-			 " RETURNING l.id, l.phone_number, l.body, l.attempts",
-			 1, types, values, SPI_OK_UPDATE_RETURNING);
-		round->sends = take_requests(IP2SMS_SEND, &round->nsends, cxt);
-		round->more_due |= (round->nsends == send_batch);
-		url_warned = false;
-	}
-	else if (!url_warned)
-	{
-		exec("SELECT 1 FROM verification.sms_log"
-			 " WHERE channel = 'ip2sms' AND send_state = 'queued' LIMIT 1",
-			 0, NULL, NULL, SPI_OK_SELECT);
-		if (SPI_processed > 0)
-		{
-			ereport(WARNING,
-					(errmsg("smsdispatch: IP2SMS messages stay queued: smsdispatch.ip2sms_url is empty"),
-					 errhint("Set smsdispatch.ip2sms_url, ip2sms_status_url, ip2sms_login and ip2sms_password_file, then reload.")));
-			url_warned = true;
-		}
-	}
-	if (want_polls)
-	{
-		values[0] = Int32GetDatum(IP2SMS_BATCH);
-		exec("SELECT id, gateway_id FROM verification.sms_log"
-			 " WHERE next_poll_at <= now() AND channel = 'ip2sms'"
-			 "   AND send_state = 'submitted' AND gateway_id IS NOT NULL"
-			 " ORDER BY next_poll_at LIMIT $1",
-			 1, types, values, SPI_OK_SELECT);
-		round->polls = take_requests(IP2SMS_STATUS, &round->npolls, cxt);
-		round->more_due |= (round->npolls == IP2SMS_BATCH);
-	}
-	end_work();
+	exec_saved(&plan,
+			   "SELECT 1 FROM verification.sms_log"
+			   " WHERE channel = 'ip2sms'"
+			   "   AND send_state = 'queued' LIMIT 1",
+			   0, NULL, NULL, SPI_OK_SELECT);
+	return SPI_processed > 0;
 }
 
 /* Arrays of the record statement, one element per row to update. */
+#define RECORD_COLS 10
+
 typedef struct RecordArrays
 {
 	int			n;
-	Datum	   *v[10];
-	bool	   *isnull[10];
+	Datum	   *v[RECORD_COLS];
+	bool	   *isnull[RECORD_COLS];
 } RecordArrays;
 
-static const Oid record_types[10] = {
+static const Oid record_types[RECORD_COLS] = {
 	INT8OID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID,
-	FLOAT8OID, INT4OID
+	BOOLOID, INT4OID
 };
 
 enum
 {
 	R_ID, R_SEND_STATE, R_ATTEMPT_DELTA, R_GATEWAY_ID, R_GATEWAY_STATUS,
-	R_CHANGED, R_SET_ERROR, R_ERROR, R_RETRY_S, R_POLL
+	R_CHANGED, R_SET_ERROR, R_ERROR, R_RETRY, R_POLL
 };
 
 /* Sets one text column of the current row, NULL for a NULL pointer. */
@@ -247,43 +301,28 @@ put_text(RecordArrays *ra, int col, const char *s)
 	ra->v[col][ra->n] = s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
-/* Exponential backoff before attempt number attempts + 1. */
-static double
-retry_delay(int attempts)
-{
-	double		d = RETRY_BASE_S;
-
-	while (--attempts > 0 && d < RETRY_CAP_S)
-		d *= 2;
-	return Min(d, RETRY_CAP_S);
-}
-
 /* Adds the row for one send request: its new state and why. */
 static void
 add_send(RecordArrays *ra, Ip2smsRequest *r)
 {
-	Ip2smsAnswer *a = r->answer;
+	Ip2smsAnswer *a = &r->answer;
+	bool		answered = (r->outcome == IP2SMS_ANSWERED);
 	const char *send_state = NULL;
 	const char *error = NULL;
-	bool		set_error = true;
 	int			poll = POLL_CLEAR;
-	double		retry_s = -1;
+	bool		retry = false;
 	int			delta = 0;
 
 	switch (r->outcome)
 	{
-		case IP2SMS_NOT_STARTED:
-			send_state = "queued";
-			delta = -1;
-			set_error = false;
-			retry_s = 0;
-			break;
 		case IP2SMS_IN_FLIGHT:
 			send_state = "unknown";
 			error = "the worker stopped while the request was in flight; not re-sent";
 			break;
 		case IP2SMS_AUTH_FAILED:
-			send_state = "failed";
+			/* the channel pauses: the row waits, its attempt not counted */
+			send_state = "queued";
+			delta = -1;
 			error = r->detail;
 			break;
 		case IP2SMS_TRANSPORT_ERROR:
@@ -296,13 +335,12 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 			{
 				send_state = "queued";
 				error = r->detail;
-				retry_s = retry_delay(r->attempts);
+				retry = true;
 				sms_stats_count(SMS_STAT_RETRIES);
 			}
 			break;
 		case IP2SMS_ANSWERED:
-			if (strcmp(a->state, "Rejected") == 0 ||
-				strcmp(a->state, "Unaccepted") == 0)
+			if (!ip2sms_state_accepted(a->state))
 			{
 				send_state = "failed";
 				error = a->error[0] ? a->error : a->state;
@@ -319,25 +357,33 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 	}
 	put_text(ra, R_SEND_STATE, send_state);
 	ra->v[R_ATTEMPT_DELTA][ra->n] = Int32GetDatum(delta);
-	put_text(ra, R_GATEWAY_ID, r->outcome == IP2SMS_ANSWERED && a->id[0] ? a->id : NULL);
-	put_text(ra, R_GATEWAY_STATUS, r->outcome == IP2SMS_ANSWERED ? a->state : NULL);
-	put_text(ra, R_CHANGED, r->outcome == IP2SMS_ANSWERED && a->date[0] ? a->date : NULL);
-	ra->v[R_SET_ERROR][ra->n] = BoolGetDatum(set_error);
+	put_text(ra, R_GATEWAY_ID, answered && a->id[0] ? a->id : NULL);
+	put_text(ra, R_GATEWAY_STATUS, answered ? a->state : NULL);
+	put_text(ra, R_CHANGED, answered && a->date[0] ? a->date : NULL);
+	ra->v[R_SET_ERROR][ra->n] = BoolGetDatum(true);
 	put_text(ra, R_ERROR, error);
-	ra->isnull[R_RETRY_S][ra->n] = (retry_s < 0);
-	ra->v[R_RETRY_S][ra->n] = Float8GetDatum(retry_s);
+	ra->v[R_RETRY][ra->n] = BoolGetDatum(retry);
 	ra->v[R_POLL][ra->n] = Int32GetDatum(poll);
 }
 
-/* Adds the row for one status request; false when the row stays as it is. */
-static bool
+/*
+ * Adds the row for one status request. An answer about another id than the
+ * one asked for is not applied: the row is polled again later.
+ */
+static void
 add_poll(RecordArrays *ra, Ip2smsRequest *r)
 {
-	Ip2smsAnswer *a = r->answer;
+	Ip2smsAnswer *a = &r->answer;
 	bool		answered = (r->outcome == IP2SMS_ANSWERED);
 
-	if (r->outcome == IP2SMS_NOT_STARTED || r->outcome == IP2SMS_IN_FLIGHT)
-		return false;
+	if (answered && strcmp(a->id, r->gateway_id) != 0)
+	{
+		ereport(WARNING,
+				(errmsg("smsdispatch: the IP2SMS gateway answered the status of id \"%s\" when asked for \"%s\"; answer ignored",
+						a->id, r->gateway_id),
+				 errdetail("sms_log id %lld is polled again later.", (long long) r->id)));
+		answered = false;
+	}
 	put_text(ra, R_SEND_STATE, NULL);
 	ra->v[R_ATTEMPT_DELTA][ra->n] = Int32GetDatum(0);
 	put_text(ra, R_GATEWAY_ID, NULL);
@@ -345,10 +391,9 @@ add_poll(RecordArrays *ra, Ip2smsRequest *r)
 	put_text(ra, R_CHANGED, answered && a->date[0] ? a->date : NULL);
 	ra->v[R_SET_ERROR][ra->n] = BoolGetDatum(answered && a->error[0]);
 	put_text(ra, R_ERROR, answered && a->error[0] ? a->error : NULL);
-	ra->isnull[R_RETRY_S][ra->n] = true;
+	ra->v[R_RETRY][ra->n] = BoolGetDatum(false);
 	ra->v[R_POLL][ra->n] = Int32GetDatum(answered && !ip2sms_state_pollable(a->state) ?
 										 POLL_CLEAR : POLL_SCHEDULE);
-	return true;
 }
 
 /* Makes a one-dimensional array of element type typid. */
@@ -366,125 +411,332 @@ make_array(Datum *v, bool *isnull, int n, Oid typid)
 											  typlen, typbyval, typalign));
 }
 
-/*
- * Writes one UPDATE's worth of results. Poll times follow the backoff of
- * smsdispatch.ip2sms_poll_delay() and never pass the end of the status
- * window.
- */
-static void
-write_results(Ip2smsRound *round)
+/* Whether id is among the n ids of the last SPI result's first column. */
+static bool
+in_result(int64 id)
 {
+	int			i;
+
+	for (i = 0; i < SPI_processed; i++)
+		if (result_int64(i, 1) == id)
+			return true;
+	return false;
+}
+
+/* Logs once that a request's result waits for a lock another session holds. */
+static void
+note_held(Ip2smsRequest *r)
+{
+	if (r->held_logged)
+		return;
+	r->held_logged = true;
+	ereport(LOG,
+			(errmsg("smsdispatch: sms_log row %lld%s is locked by another session; its IP2SMS result is kept and recorded once the lock is released",
+					(long long) r->id,
+					r->message_id ? psprintf(" (alarm id %lld)", (long long) r->message_id) : "")));
+}
+
+/*
+ * Locks, without waiting, the alarms of the finished requests and then
+ * their rows (the order acks and the escalation use). Returns the requests
+ * whose row and alarm are both locked now, in the current context; the
+ * others stay in the list for a later exchange.
+ */
+static List *
+lock_finished(dlist_head *finished)
+{
+	static SPIPlanPtr alarm_plan = NULL;
+	static SPIPlanPtr row_plan = NULL;
+	List	   *ready = NIL;
+	List	   *candidates = NIL;
+	Datum	   *ids;
+	int			n = 0;
+	int			nalarms = 0;
+	dlist_iter	it;
+	ListCell   *lc;
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1];
+
+	dlist_foreach(it, finished)
+		n++;
+	if (n == 0)
+		return NIL;
+	ids = palloc(sizeof(Datum) * n);
+
+	dlist_foreach(it, finished)
+	{
+		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
+
+		if (r->message_id != 0)
+			ids[nalarms++] = Int64GetDatum(r->message_id);
+	}
+	if (nalarms > 0)
+	{
+		values[0] = PointerGetDatum(construct_array(ids, nalarms, INT8OID, sizeof(int64),
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		exec_saved(&alarm_plan,
+				   "SELECT m.id FROM smsdispatch.message m"
+				   " WHERE m.id = ANY ($1)"
+				   " ORDER BY m.id FOR NO KEY UPDATE SKIP LOCKED",
+				   1, types, values, SPI_OK_SELECT);
+	}
+	n = 0;
+	dlist_foreach(it, finished)
+	{
+		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
+
+		if (r->message_id != 0 && !in_result(r->message_id))
+			note_held(r);
+		else
+		{
+			candidates = lappend(candidates, r);
+			ids[n++] = Int64GetDatum(r->id);
+		}
+	}
+	if (n == 0)
+		return NIL;
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	exec_saved(&row_plan,
+			   "SELECT l.id FROM verification.sms_log l"
+			   " WHERE l.id = ANY ($1)"
+			   " FOR UPDATE SKIP LOCKED",
+			   1, types, values, SPI_OK_SELECT);
+	foreach(lc, candidates)
+	{
+		Ip2smsRequest *r = lfirst(lc);
+
+		if (in_result(r->id))
+			ready = lappend(ready, r);
+		else
+			note_held(r);
+	}
+	return ready;
+}
+
+/*
+ * Writes the results of the requests in ready with one UPDATE. Poll times
+ * follow the backoff of smsdispatch.ip2sms_poll_delay() and never pass the
+ * end of the status window; retries that of smsdispatch.retry_delay().
+ * Returns whether an alarm's SMS was among them; sets *requeued when a send
+ * went back to the queue.
+ */
+static bool
+write_results(List *ready, bool *requeued)
+{
+	static SPIPlanPtr plan = NULL;
 	RecordArrays ra;
-	Oid			types[12];
-	Datum		values[12];
-	int			total = round->nsends + round->npolls;
-	int			i,
-				c;
+	Oid			types[RECORD_COLS + 2];
+	Datum		values[RECORD_COLS + 2];
+	int			total = list_length(ready);
+	bool		alarms = false;
+	ListCell   *lc;
+	int			c;
 
 	memset(&ra, 0, sizeof(ra));
-	for (c = 0; c < 10; c++)
+	for (c = 0; c < RECORD_COLS; c++)
 	{
-		ra.v[c] = palloc0(sizeof(Datum) * Max(total, 1));
-		ra.isnull[c] = palloc0(sizeof(bool) * Max(total, 1));
+		ra.v[c] = palloc0(sizeof(Datum) * total);
+		ra.isnull[c] = palloc0(sizeof(bool) * total);
 	}
-	for (i = 0; i < total; i++)
+	foreach(lc, ready)
 	{
-		Ip2smsRequest *r = i < round->nsends ? &round->sends[i] :
-			&round->polls[i - round->nsends];
+		Ip2smsRequest *r = lfirst(lc);
 
 		if (r->kind == IP2SMS_SEND)
+		{
 			add_send(&ra, r);
-		else if (!add_poll(&ra, r))
-			continue;
+			/* a retry or a pause puts the row back in the queue */
+			*requeued |= !ra.isnull[R_SEND_STATE][ra.n] &&
+				sms_text_equals(ra.v[R_SEND_STATE][ra.n], "queued");
+		}
+		else
+			add_poll(&ra, r);
 		ra.v[R_ID][ra.n] = Int64GetDatum(r->id);
 		ra.n++;
+		alarms |= (r->message_id != 0);
 	}
-	if (ra.n == 0)
-		return;
 
-	for (c = 0; c < 10; c++)
+	for (c = 0; c < RECORD_COLS; c++)
 	{
 		types[c] = get_array_type(record_types[c]);
 		values[c] = make_array(ra.v[c], ra.isnull[c], ra.n, record_types[c]);
 	}
-	types[10] = INT4OID;
-	values[10] = Int32GetDatum(sms_ip2sms_poll_interval_s);
-	types[11] = INT4OID;
-	values[11] = Int32GetDatum(sms_ip2sms_status_window_s);
+	types[RECORD_COLS] = INT4OID;
+	values[RECORD_COLS] = Int32GetDatum(sms_ip2sms_poll_interval_s);
+	types[RECORD_COLS + 1] = INT4OID;
+	values[RECORD_COLS + 1] = Int32GetDatum(sms_ip2sms_status_window_s);
 
-	exec("UPDATE verification.sms_log l SET"
-		 "  send_state = coalesce(r.send_state, l.send_state),"
-		 "  attempts = l.attempts + r.attempt_delta,"
-		 "  gateway_id = coalesce(r.gateway_id, l.gateway_id),"
-		 "  gateway_status = coalesce(r.gateway_status, l.gateway_status),"
-		 "  status_changed_at = CASE"
-		 "    WHEN r.changed IS NOT NULL THEN r.changed::timestamptz"
-		 "    WHEN r.gateway_status IS DISTINCT FROM l.gateway_status"
-		 "         AND r.gateway_status IS NOT NULL THEN now()"
-		 "    ELSE l.status_changed_at END,"
-		 "  last_error = CASE WHEN r.set_error THEN r.error ELSE l.last_error END,"
-		 "  next_attempt_at = now() + make_interval(secs => r.retry_s),"
-		 "  submitted_at = CASE WHEN r.send_state = 'submitted'"
-		 "    THEN coalesce(l.submitted_at, now()) ELSE l.submitted_at END,"
-		 "  next_poll_at = CASE r.poll WHEN 0 THEN NULL WHEN 2 THEN l.next_poll_at"
-		 "    ELSE least(now() + smsdispatch.ip2sms_poll_delay("
-		 "                 now() - coalesce(l.submitted_at, now()), make_interval(secs => $11)),"
-		 "               coalesce(l.submitted_at, now()) + make_interval(secs => $12)) END,"
-		 "  updated_at = now()"
-		 " FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-		 "   AS r(id, send_state, attempt_delta, gateway_id, gateway_status,"
-		 "        changed, set_error, error, retry_s, poll)"
-		 " WHERE l.id = r.id",
-		 12, types, values, SPI_OK_UPDATE);
+	exec_saved(&plan,
+			   "UPDATE verification.sms_log l SET"
+			   "  send_state = coalesce(r.send_state, l.send_state),"
+			   "  attempts = l.attempts + r.attempt_delta,"
+			   "  gateway_id = coalesce(r.gateway_id, l.gateway_id),"
+			   "  gateway_status = coalesce(r.gateway_status, l.gateway_status),"
+			   "  status_changed_at = CASE"
+			   "    WHEN r.changed IS NOT NULL THEN r.changed::pg_catalog.timestamptz"
+			   "    WHEN r.gateway_status IS DISTINCT FROM l.gateway_status"
+			   "         AND r.gateway_status IS NOT NULL THEN pg_catalog.now()"
+			   "    ELSE l.status_changed_at END,"
+			   "  last_error = CASE WHEN r.set_error THEN r.error ELSE l.last_error END,"
+			   "  next_attempt_at = CASE WHEN r.retry THEN pg_catalog.now()"
+			   "    + smsdispatch.retry_delay(l.attempts) END,"
+			   "  submitted_at = CASE WHEN r.send_state = 'submitted'"
+			   "    THEN coalesce(l.submitted_at, pg_catalog.now()) ELSE l.submitted_at END,"
+			   "  next_poll_at = CASE WHEN r.poll = 0 THEN NULL"
+			   "    ELSE least(pg_catalog.now() + smsdispatch.ip2sms_poll_delay("
+			   "        pg_catalog.now() - coalesce(l.submitted_at, pg_catalog.now()),"
+			   "        pg_catalog.make_interval(secs => $11::pg_catalog.float8)),"
+			   "      coalesce(l.submitted_at, pg_catalog.now()) +"
+			   "        pg_catalog.make_interval(secs => $12::pg_catalog.float8)) END,"
+			   "  updated_at = pg_catalog.now()"
+			   " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+			   "                 pg_catalog.unnest($3), pg_catalog.unnest($4),"
+			   "                 pg_catalog.unnest($5), pg_catalog.unnest($6),"
+			   "                 pg_catalog.unnest($7), pg_catalog.unnest($8),"
+			   "                 pg_catalog.unnest($9), pg_catalog.unnest($10))"
+			   "   AS r(id, send_state, attempt_delta, gateway_id, gateway_status,"
+			   "        changed, set_error, error, retry, poll)"
+			   " WHERE l.id = r.id",
+			   RECORD_COLS + 2, types, values, SPI_OK_UPDATE);
+	return alarms;
 }
 
 /*
- * When the channel next has work, lowering *next_due to it; idle says the
- * round took nothing.
+ * When the channel next has sends and polls due, for the part of the
+ * exchange that got fewer rows than it asked for.
  */
 static void
-lower_next_due(bool want_sends, bool want_polls, bool idle, TimestampTz *next_due)
+next_due(Ip2smsExchange *x, bool sends_short, bool polls_short)
 {
-	TimestampTz due;
+	static SPIPlanPtr plan = NULL;
 	Oid			types[2] = {BOOLOID, BOOLOID};
-	Datum		values[2] = {BoolGetDatum(want_sends), BoolGetDatum(want_polls)};
+	Datum		values[2] = {BoolGetDatum(sends_short), BoolGetDatum(polls_short)};
 	bool		isnull;
 	Datum		d;
 
-	exec("SELECT least("
-		 "  (SELECT now() WHERE $1 AND EXISTS (SELECT 1 FROM verification.sms_log"
-		 "     WHERE channel = 'ip2sms' AND send_state = 'queued' AND next_attempt_at IS NULL)),"
-		 "  (SELECT min(next_attempt_at) FROM verification.sms_log"
-		 "     WHERE $1 AND channel = 'ip2sms' AND send_state = 'queued'),"
-		 "  (SELECT min(next_poll_at) FROM verification.sms_log"
-		 "     WHERE $2 AND next_poll_at IS NOT NULL AND channel = 'ip2sms'))",
-		 2, types, values, SPI_OK_SELECT);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (isnull)
-		return;
-	due = DatumGetTimestampTz(d);
-	/* due rows this round could not take are locked by someone: no spinning */
-	if (idle)
-		due = Max(due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), IDLE_PAUSE_MS));
-	if (due < *next_due)
-		*next_due = due;
+	exec_saved(&plan,
+			   "SELECT (SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
+			   "          FROM verification.sms_log"
+			   "         WHERE $1 AND channel = 'ip2sms'"
+			   "           AND send_state = 'queued'),"
+			   "       (SELECT pg_catalog.min(next_poll_at) FROM verification.sms_log"
+			   "         WHERE $2 AND next_poll_at IS NOT NULL"
+			   "           AND channel = 'ip2sms')",
+			   2, types, values, SPI_OK_SELECT);
+	if (sends_short)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		x->send_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	}
+	if (polls_short)
+	{
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		x->poll_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	}
+}
+
+/* The work of ip2sms_exchange() inside its transaction. */
+static void
+exchange_work(Ip2smsExchange *x, List **recorded)
+{
+	List	   *ready;
+
+	if (!recovered)
+		recover_sending();
+	ready = lock_finished(x->finished);
+	if (ready != NIL)
+		x->alarms_changed = write_results(ready, &x->requeued);
+	if (x->terminate_polls)
+		terminate_polls();
+	if (x->check_unconfigured)
+		x->queued_unconfigured = queued_unconfigured();
+	if (x->want_sends > 0)
+		claim_sends(x);
+	if (x->want_polls > 0)
+		claim_polls(x);
+	if (x->want_sends > 0 || x->want_polls > 0 || x->requeued)
+		next_due(x, x->nsends < x->want_sends || x->requeued,
+				 x->nclaimed - x->nsends < x->want_polls);
+	*recorded = ready;
 }
 
 /*
- * The record transaction: every result of the round in one UPDATE, then
- * when the channel next has work.
+ * One exchange with the database (see the file header), in a transaction
+ * of its own. Returns false when it failed: the error is logged, the
+ * transaction rolled back, every finished request kept and nothing
+ * claimed. Never throws, so an error in the channel cannot end the worker.
  */
-void
-ip2sms_record(Ip2smsRound *round, bool want_sends, bool want_polls,
-			  TimestampTz *next_due)
+bool
+ip2sms_exchange(Ip2smsExchange *x)
 {
-	/* losing this commit in an OS crash only leaves rows 'sending' (unknown) */
-	begin_work("off");
-	write_results(round);
-	if (round->more_due)
-		*next_due = GetCurrentTimestamp();
-	else
-		lower_next_due(want_sends, want_polls, round->nsends + round->npolls == 0,
-					   next_due);
-	end_work();
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *volatile recorded = NIL;
+	volatile bool ok = true;
+	uint32		save_holdoff;
+	ListCell   *lc;
+	int			i;
+
+	x->nclaimed = 0;
+	x->nsends = 0;
+	x->send_due = DT_NOBEGIN;
+	x->poll_due = DT_NOBEGIN;
+	x->alarms_changed = false;
+	x->requeued = false;
+	/* a SIGTERM waits for this short transaction */
+	save_holdoff = InterruptHoldoffCount;
+	HOLD_INTERRUPTS();
+	PG_TRY();
+	{
+		List	   *ready;
+
+		/* the claims must be durable before any request leaves */
+		begin_work(x->want_sends > 0 ? "on" : "off");
+		exchange_work(x, &ready);
+		/* keep the list past the transaction's memory */
+		MemoryContextSwitchTo(cxt);
+		recorded = list_copy(ready);
+		end_work();
+		recovered = true;
+	}
+	PG_CATCH();
+	{
+		/* the error reset the holdoff count; ours is still in force */
+		InterruptHoldoffCount = save_holdoff + 1;
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	RESUME_INTERRUPTS();
+	/* the transaction's end left us in TopMemoryContext */
+	MemoryContextSwitchTo(cxt);
+
+	if (!ok)
+	{
+		int			kept = 0;
+		dlist_iter	it;
+
+		for (i = 0; i < x->nclaimed; i++)
+			ip2sms_free_request(x->claimed[i]);
+		x->nclaimed = 0;
+		x->nsends = 0;
+		dlist_foreach(it, x->finished)
+			kept++;
+		ereport(WARNING,
+				(errmsg("smsdispatch: the IP2SMS channel could not record its results or claim work; %d results are kept and recorded on the next try",
+						kept)));
+		return false;
+	}
+	foreach(lc, recorded)
+	{
+		Ip2smsRequest *r = lfirst(lc);
+
+		dlist_delete(&r->node);
+		ip2sms_free_request(r);
+	}
+	list_free(recorded);
+	return true;
 }

@@ -57,6 +57,13 @@ ip2sms_state_pollable(const char *state)
 		strcmp(state, "Unknown") == 0 || strcmp(state, "Pending") == 0;
 }
 
+/* Whether a send answered with this state was taken by the gateway. */
+int
+ip2sms_state_accepted(const char *state)
+{
+	return strcmp(state, "Rejected") != 0 && strcmp(state, "Unaccepted") != 0;
+}
+
 /*
  * Length of s once escaped for XML text or attribute values; when out is
  * not NULL, also writes it there. Carriage returns are kept as &#13; (XML

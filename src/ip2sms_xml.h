@@ -31,6 +31,7 @@ extern const char *const ip2sms_states[];
 extern const int ip2sms_nstates;
 extern int	ip2sms_state_index(const char *state);
 extern int	ip2sms_state_pollable(const char *state);
+extern int	ip2sms_state_accepted(const char *state);
 
 extern char *ip2sms_build_send(const char *to, const char *text,
 							   const char *source, const char *validity);

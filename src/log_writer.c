@@ -67,6 +67,7 @@ typedef struct WriterCache
 	Oid			relid;
 	AttrNumber	id_attnum;
 	AttrNumber	row_attnum[ROW_COLUMNS];
+	AttrNumber	priority_attnum;	/* the one int column of SmsLogRow */
 	Oid			row_domain[ROW_COLUMNS];	/* InvalidOid: not a domain */
 	void	   *row_domain_extra[ROW_COLUMNS];	/* domain_check()'s cache */
 	ExprState **defaults;		/* per attribute; NULL: supplied or none */
@@ -149,6 +150,14 @@ build_cache(Relation log)
 					 errhint("Reinstall the extension smsdispatch.")));
 		cache->row_domain[i] = att->atttypid == TEXTOID ? InvalidOid : att->atttypid;
 	}
+	/* a log of 1.0 (before ALTER EXTENSION UPDATE) has no priority yet */
+	cache->priority_attnum = get_attnum(RelationGetRelid(log), "priority");
+	if (cache->priority_attnum != InvalidAttrNumber &&
+		TupleDescAttr(desc, cache->priority_attnum - 1)->atttypid != INT4OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"priority\" of table verification.sms_log is not of type integer"),
+				 errhint("Reinstall the extension smsdispatch.")));
 
 	/* the defaults of the columns left out, planned as INSERT plans them */
 	cache->defaults = palloc0(sizeof(ExprState *) * desc->natts);
@@ -163,7 +172,7 @@ build_cache(Relation log)
 		for (j = 0; j < ROW_COLUMNS; j++)
 			if (cache->row_attnum[j] == att->attnum)
 				break;
-		if (j < ROW_COLUMNS)
+		if (j < ROW_COLUMNS || att->attnum == cache->priority_attnum)
 			continue;
 		def = build_column_default(log, att->attnum);
 		if (def != NULL)
@@ -278,6 +287,11 @@ fill_slot(WriterCache *cache, TupleTableSlot *slot, const SmsLogRow *row,
 						 &cache->row_domain_extra[i], cache->cxt);
 		slot->tts_values[att] = value;
 		slot->tts_isnull[att] = isnull;
+	}
+	if (cache->priority_attnum != InvalidAttrNumber)
+	{
+		slot->tts_values[cache->priority_attnum - 1] = Int32GetDatum(row->priority);
+		slot->tts_isnull[cache->priority_attnum - 1] = false;
 	}
 	ExecStoreVirtualTuple(slot);
 }

@@ -40,6 +40,7 @@
 PG_FUNCTION_INFO_V1(sms_send);
 PG_FUNCTION_INFO_V1(sms_resolve_channel_sql);
 PG_FUNCTION_INFO_V1(sms_verification_trigger);
+PG_FUNCTION_INFO_V1(sms_default_priority_sql);
 
 /*
  * The per-phone abuse guard's lock: an advisory lock tag in class "SMSD"
@@ -53,6 +54,40 @@ PG_FUNCTION_INFO_V1(sms_verification_trigger);
 static const char *const sms_types[] = {
 	"verification", "medication_request", "text", "2FA"
 };
+
+/*
+ * The priority an SMS of this type gets unless its sender says otherwise:
+ * codes a person is waiting for before bulk text. Alarms' SMS are
+ * SMS_PRIORITY_ALARM, set where the escalation queues them.
+ */
+int
+sms_default_priority(const char *type)
+{
+	if (strcmp(type, "verification") == 0 || strcmp(type, "2FA") == 0)
+		return 3;
+	if (strcmp(type, "medication_request") == 0)
+		return 5;
+	return 7;
+}
+
+/* SQL: smsdispatch.default_priority(type) -> the type's default priority */
+Datum
+sms_default_priority_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(sms_default_priority(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}
+
+/* Refuses a priority outside the documented range, naming it. */
+static void
+check_priority(int priority)
+{
+	if (priority < SMS_PRIORITY_MIN || priority > SMS_PRIORITY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("priority %d of an SMS is out of range", priority),
+				 errhint("Priorities go from %d (most urgent, as alarms) to %d (least urgent).",
+						 SMS_PRIORITY_MIN, SMS_PRIORITY_MAX)));
+}
 
 /* The channel a call asked for, or smsdispatch.default_channel. */
 const char *
@@ -186,7 +221,7 @@ open_sms_log(void)
 int64
 sms_queue_insert(const char *phone, const char *body, const char *type,
 				 const char *channel, const char *verification_id,
-				 const char *refusal)
+				 const char *refusal, int priority)
 {
 	Relation	log;
 	SmsLogRow	row;
@@ -218,6 +253,7 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 	row.verification_id = verification_id;
 	row.send_state = refusal ? "failed" : "queued";
 	row.last_error = refusal;
+	row.priority = priority;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(log->rd_rel->relowner,
@@ -228,7 +264,7 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 	return id;
 }
 
-/* SQL: sms_send(phone, body, type, channel) -> sms_log id */
+/* SQL: sms_send(phone, body, type, channel, priority) -> sms_log id */
 Datum
 sms_send(PG_FUNCTION_ARGS)
 {
@@ -236,6 +272,7 @@ sms_send(PG_FUNCTION_ARGS)
 	char	   *body = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *type = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	const char *channel;
+	int			priority;
 	int64		id;
 
 	phone = sms_normalize_phone_text(PG_ARGISNULL(0) ? NULL :
@@ -244,8 +281,12 @@ sms_send(PG_FUNCTION_ARGS)
 	check_type(type);
 	channel = sms_resolve_channel(PG_ARGISNULL(3) ? NULL :
 								  text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	/* a database still on 1.0's script calls us without a priority */
+	priority = PG_NARGS() < 5 || PG_ARGISNULL(4) ? sms_default_priority(type) :
+		PG_GETARG_INT32(4);
+	check_priority(priority);
 
-	id = sms_queue_insert(phone, body, type, channel, NULL, NULL);
+	id = sms_queue_insert(phone, body, type, channel, NULL, NULL, priority);
 	PG_RETURN_INT64(id);
 }
 
@@ -332,6 +373,7 @@ sms_verification_trigger(PG_FUNCTION_ARGS)
 
 	sms_queue_insert(phone ? phone : (raw_phone ? raw_phone : ""),
 					 verification_body(code ? code : ""), "verification",
-					 sms_default_channel, verification_id, refusal);
+					 sms_default_channel, verification_id, refusal,
+					 sms_default_priority("verification"));
 	return PointerGetDatum(NULL);
 }

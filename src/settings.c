@@ -19,6 +19,7 @@
 #include "smsdispatch.h"
 
 PG_FUNCTION_INFO_V1(sms_number_quarantine);
+PG_FUNCTION_INFO_V1(sms_validity);
 PG_FUNCTION_INFO_V1(sms_max_inbound_length_sql);
 PG_FUNCTION_INFO_V1(sms_redact_after_sql);
 
@@ -48,6 +49,10 @@ int			sms_max_parts = 10;
 int			sms_max_inbound_length = 65536;
 int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
+int			sms_validity_verification_s = 600;
+int			sms_validity_2fa_s = 600;
+int			sms_validity_medication_request_s = 86400;
+int			sms_validity_text_s = 86400;
 
 PG_FUNCTION_INFO_V1(sms_setting);
 
@@ -228,6 +233,24 @@ sms_define_settings(void)
 							 &sms_loopback_channel, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
+	/* how long an SMS of each type may wait to be submitted (issue 11) */
+	DefineCustomIntVariable("smsdispatch.validity_verification",
+							"A verification SMS not submitted within this fails as expired; 0 = never.",
+							NULL, &sms_validity_verification_s, 600, 0, 365 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.validity_2fa",
+							"A 2FA SMS not submitted within this fails as expired; 0 = never.",
+							NULL, &sms_validity_2fa_s, 600, 0, 365 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.validity_medication_request",
+							"A medication_request SMS not submitted within this fails as expired; 0 = never.",
+							NULL, &sms_validity_medication_request_s, 86400, 0, 365 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.validity_text",
+							"A text SMS not submitted within this fails as expired; 0 = never.",
+							NULL, &sms_validity_text_s, 86400, 0, 365 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("smsdispatch");
 }
 
@@ -238,6 +261,32 @@ sms_number_quarantine(PG_FUNCTION_ARGS)
 	Interval   *result = palloc0(sizeof(Interval));
 
 	result->time = (int64) sms_number_quarantine_s * USECS_PER_SEC;
+	PG_RETURN_INTERVAL_P(result);
+}
+
+/*
+ * SQL: smsdispatch.validity(type) -> how long an SMS of that type may wait
+ * to be submitted, NULL for ever (a setting of 0, or a type we do not know).
+ */
+Datum
+sms_validity(PG_FUNCTION_ARGS)
+{
+	char	   *type = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int			secs = 0;
+	Interval   *result;
+
+	if (strcmp(type, "verification") == 0)
+		secs = sms_validity_verification_s;
+	else if (strcmp(type, "2FA") == 0)
+		secs = sms_validity_2fa_s;
+	else if (strcmp(type, "medication_request") == 0)
+		secs = sms_validity_medication_request_s;
+	else if (strcmp(type, "text") == 0)
+		secs = sms_validity_text_s;
+	if (secs == 0)
+		PG_RETURN_NULL();
+	result = palloc0(sizeof(Interval));
+	result->time = (int64) secs * USECS_PER_SEC;
 	PG_RETURN_INTERVAL_P(result);
 }
 

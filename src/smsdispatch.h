@@ -43,6 +43,10 @@ extern int	sms_max_parts;
 extern int	sms_max_inbound_length;
 extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
+extern int	sms_validity_verification_s;
+extern int	sms_validity_2fa_s;
+extern int	sms_validity_medication_request_s;
+extern int	sms_validity_text_s;
 
 extern void sms_define_settings(void);
 
@@ -86,6 +90,7 @@ typedef struct SmsLogRow
 	const char *verification_id;	/* or NULL */
 	const char *send_state;
 	const char *last_error;		/* or NULL */
+	int			priority;		/* SMS_PRIORITY_MIN .. SMS_PRIORITY_MAX */
 } SmsLogRow;
 
 extern int64 sms_log_insert(Relation log, const SmsLogRow *row);
@@ -94,9 +99,14 @@ extern int64 sms_log_insert(Relation log, const SmsLogRow *row);
 extern int64 sms_queue_insert(const char *phone, const char *body,
 							  const char *type, const char *channel,
 							  const char *verification_id,
-							  const char *refusal);
+							  const char *refusal, int priority);
 extern const char *sms_resolve_channel(const char *channel);
 
+/* priorities of sms_log rows: 1 goes first */
+#define SMS_PRIORITY_MIN	1
+#define SMS_PRIORITY_MAX	9
+#define SMS_PRIORITY_ALARM	1
+extern int	sms_default_priority(const char *type);
 /* worker_database.c: the worker's wait for its database */
 extern void sms_worker_wait_for_database(void);
 
@@ -150,6 +160,8 @@ extern void sms_housekeeping(SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);
 
 /* worker.c */
+#define SMS_WORKER_LOCK_TIMEOUT "1s"
+extern void sms_bound_lock_waits(void);
 extern void sms_register_worker(void);
 extern PGDLLEXPORT void sms_worker_main(Datum main_arg);
 

@@ -6,13 +6,18 @@
  *
  * One worker per cluster serves smsdispatch.database. It starts once
  * recovery has finished (a standby runs none of it) and the postmaster
- * restarts it if it dies. Its loop: import the spool directory, escalate
- * the due alarms, hand queued SMS to the channels, housekeeping; then sleep
- * until the earliest next deadline (capped by smsdispatch.naptime) or until
- * a transaction that queued SMS commits and sets our latch. Each duty runs
- * in a short transaction of its own, and no transaction is ever held open
- * across network I/O. While the extension is not installed in the database
- * the worker only rechecks, every naptime.
+ * restarts it if it dies. Its loop is an event loop: the IP2SMS channel's
+ * requests run on curl's sockets (ip2sms.c), and between I/O events the
+ * loop records their results and fills free connections, and runs the
+ * database duties that are due: import the spool directory, escalate the
+ * due alarms, the loopback test channel, housekeeping. The duties run when
+ * their earliest deadline comes (at most smsdispatch.naptime apart), when
+ * a transaction that queued SMS commits and sets our latch, and soon after
+ * an alarm's SMS changed state; none of them ever waits for the network.
+ * Each runs in a short transaction of its own, with lock waits bounded,
+ * and no transaction is ever held open across network I/O. While the
+ * extension is not installed in the database the worker only rechecks,
+ * every naptime.
  *
  *-------------------------------------------------------------------------
  */
@@ -86,6 +91,19 @@ extension_installed(void)
 }
 
 /*
+ * Bounds how long the worker's current transaction waits for a lock another
+ * session holds: a sender's open transaction must not stall every alarm.
+ * Statements that meet such a lock fail, are logged, and are tried again.
+ */
+void
+sms_bound_lock_waits(void)
+{
+	(void) set_config_option("lock_timeout", SMS_WORKER_LOCK_TIMEOUT,
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
+}
+
+/*
  * Runs one duty in a transaction of its own. An error is logged and rolled
  * back, and the loop goes on: one bad pass must not stop every alarm. FATAL
  * (SIGTERM) is not caught and ends the worker at once.
@@ -99,6 +117,7 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 	StartTransactionCommand();
 	PG_TRY();
 	{
+		sms_bound_lock_waits();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "smsdispatch: SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -120,51 +139,85 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/*
- * Hands queued SMS to the channels. Each channel claims its rows in short
- * transactions of its own, does its network I/O outside any transaction and
- * lowers *next_due to when it next has work (a retry, a status poll). The
- * IP2SMS channel plugs in here; the modem sidecar is a separate process
- * that claims 'modem' rows itself.
- */
+/* One pass of the database duties; lowers *next_due. */
 static void
-channels_dispatch(SmsPassSummary *summary, TimestampTz *next_due)
-{
-	if (sms_loopback_channel)
-		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
-				 summary, next_due);
-	else
-		ip2sms_dispatch(next_due);
-}
-
-/* One pass of the worker's loop; lowers *next_due. */
-static void
-worker_pass(SmsPassSummary *summary, TimestampTz *next_due)
+duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 {
 	if (sms_spool_dir[0] != '\0')
 		run_duty("smsdispatch: importing spool files", sms_spool_import,
 				 summary, next_due);
 	run_duty("smsdispatch: escalating alarms", sms_escalate, summary, next_due);
-	channels_dispatch(summary, next_due);
+	if (sms_loopback_channel)
+		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
+				 summary, next_due);
 	run_duty("smsdispatch: housekeeping", sms_housekeeping, summary, next_due);
 }
 
 /*
- * Sleeps until next_due, a wake-up at COMMIT, a signal or postmaster death;
- * not at all when a duty left more work due now.
+ * The worker's event loop (see the file header). A latch wake-up or a
+ * changed alarm brings the duties forward, but not more often than every
+ * DUTIES_MIN_GAP_MS, so that a stream of COMMITs does not run the
+ * escalation for each one.
  */
-static void
-wait_for_work(const SmsPassSummary *summary, TimestampTz next_due)
-{
-	long		timeout_ms;
+#define DUTIES_MIN_GAP_MS	5
 
-	if (summary->more)
-		return;
-	timeout_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due);
-	if (timeout_ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 timeout_ms, PG_WAIT_EXTENSION);
+static void
+worker_loop(void)
+{
+	TimestampTz duties_due = 0;
+	TimestampTz duties_ran = 0;
+	bool		installed = false;
+
+	for (;;)
+	{
+		TimestampTz now;
+		TimestampTz channel_due = DT_NOEND;
+		bool		alarms_changed = false;
+
+		/* at SIGTERM, what the channel has in hand is recorded first */
+		if (ProcDiePending)
+			ip2sms_stop();
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			ip2sms_reload();
+		}
+
+		now = GetCurrentTimestamp();
+		if (duties_due <= now)
+		{
+			SmsPassSummary summary;
+
+			memset(&summary, 0, sizeof(summary));
+			duties_due = TimestampTzPlusMilliseconds(now, sms_naptime_ms);
+			installed = extension_installed();
+			if (installed)
+				duties_pass(&summary, &duties_due);
+			else
+				pgstat_report_activity(STATE_IDLE, "smsdispatch: extension not installed");
+			if (summary.more)
+				duties_due = now;
+			/* the worker's own COMMITs do not wake it: new levels, new files */
+			if (summary.escalated > 0 || summary.repeated > 0 || summary.spool_imported > 0)
+				ip2sms_wake();
+			duties_ran = now;
+		}
+		if (installed && !sms_loopback_channel)
+			ip2sms_pump(&channel_due, &alarms_changed);
+		if (alarms_changed)
+			duties_due = Min(duties_due, TimestampTzPlusMilliseconds(duties_ran,
+																	 DUTIES_MIN_GAP_MS));
+
+		if (ip2sms_wait(Min(duties_due, channel_due)))
+		{
+			ResetLatch(MyLatch);
+			ip2sms_wake();
+			duties_due = Min(duties_due, TimestampTzPlusMilliseconds(duties_ran,
+																	 DUTIES_MIN_GAP_MS));
+		}
+	}
 }
 
 /*
@@ -231,29 +284,7 @@ sms_worker_main(Datum main_arg)
 	ereport(LOG,
 			(errmsg("smsdispatch worker started in database \"%s\"", sms_database)));
 
-	for (;;)
-	{
-		SmsPassSummary summary;
-		TimestampTz next_due;
-
-		/* a wake-up that arrives during the pass makes the next one run at once */
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		memset(&summary, 0, sizeof(summary));
-		next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
-		if (extension_installed())
-			worker_pass(&summary, &next_due);
-		else
-			pgstat_report_activity(STATE_IDLE, "smsdispatch: extension not installed");
-
-		wait_for_work(&summary, next_due);
-	}
+	worker_loop();
 }
 
 /* The pass summary as jsonb, for run_once(). */

@@ -135,10 +135,16 @@ CREATE TABLE verification.sms_log (
 	-- set when smsdispatch.redact_after blanked the body: what it was
 	body_length			int,
 	body_parts			int,
-	redacted_at			timestamptz
+	redacted_at			timestamptz,
+	-- 1 is the most urgent, 9 the least; both channels claim by priority
+	-- first. sms_send() and the verification trigger set it from the type
+	-- (smsdispatch.default_priority), alarms' SMS are 1.
+	priority			int NOT NULL DEFAULT 7
 );
--- The channels find their work through these partial indexes, never by a scan.
-CREATE INDEX sms_log_queued_idx ON verification.sms_log (channel, next_attempt_at, id)
+-- The channels find their work through these partial indexes, never by a scan:
+-- the most urgent first, within a priority fresh rows, then retries by time.
+CREATE INDEX sms_log_queued_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id)
 	WHERE send_state = 'queued';
 CREATE INDEX sms_log_sending_idx ON verification.sms_log (channel, lease_until)
 	WHERE send_state = 'sending';

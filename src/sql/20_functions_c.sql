@@ -20,8 +20,10 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 -- sms_send and the verification trigger write the log row as the log's
 -- owner from C (see sms_queue_insert in queue.c), so they are not SECURITY
 -- DEFINER: they run as the caller and need no SET search_path.
+-- priority: 1 (most urgent, as alarms) to 9; NULL = the type's default
+-- (smsdispatch.default_priority).
 CREATE FUNCTION sms_send(phone text, body text, type text DEFAULT 'text',
-	channel text DEFAULT NULL)
+	channel text DEFAULT NULL, priority int DEFAULT NULL)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'sms_send'
 LANGUAGE C VOLATILE;
@@ -67,6 +69,19 @@ RETURNS interval
 AS 'MODULE_PATHNAME', 'sms_number_quarantine'
 LANGUAGE C STABLE;
 
+-- The priority an SMS of a type gets when its sender names none: 3 for
+-- verification and 2FA, 5 for medication_request, 7 for text (alarms: 1).
+CREATE FUNCTION smsdispatch.default_priority(type text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'sms_default_priority_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- How long an SMS of a type may wait to be submitted
+-- (smsdispatch.validity_<type>); NULL = for ever. Alarms' SMS never expire.
+CREATE FUNCTION smsdispatch.validity(type text)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_validity'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
 -- smsdispatch.max_inbound_length in bytes and smsdispatch.redact_after as
 -- an interval (NULL = off), likewise.
 CREATE FUNCTION smsdispatch.max_inbound_length()

@@ -98,9 +98,11 @@ AS $$
 			ON r.message_id = m.id AND r.level = m.level
 		 WHERE m.id = ANY (message_ids)
 	), queued AS (
-		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id)
+		-- alarms go before every other SMS (priority 1)
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority)
 		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
-			   due.channel, due.message_id
+			   due.channel, due.message_id, 1
 		  FROM due
 		 ORDER BY due.id
 		RETURNING id, message_id, phone_number
@@ -498,11 +500,14 @@ BEGIN
 END;
 $$;
 
+-- Claiming ('sending') and putting back ('queued') change nothing for the
+-- alarm: they do not fire it, so that a claim never waits for an alarm's lock.
 CREATE TRIGGER sms_log_progress
 	AFTER UPDATE OF send_state, gateway_status ON verification.sms_log
 	FOR EACH ROW
 	WHEN (NEW.message_id IS NOT NULL
-		  AND (OLD.send_state IS DISTINCT FROM NEW.send_state
+		  AND ((OLD.send_state IS DISTINCT FROM NEW.send_state
+				AND NEW.send_state::text IN ('submitted', 'unknown', 'failed'))
 			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
 	EXECUTE FUNCTION smsdispatch.sms_log_progress();
 

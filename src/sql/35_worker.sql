@@ -1,6 +1,23 @@
 -- The background worker's database duties (src/worker.c runs them, each in a
 -- short transaction; smsdispatch.run_once() runs them in the caller's).
 
+-- Makes an alarm that reaches nobody loud: a WARNING in the server log
+-- naming it and why, and NOTIFY smsdispatch_alarm with a JSON payload
+-- {"number": "0042", "state": "exhausted", "reason": "..."} that an
+-- application or a pager bridge can LISTEN for (sent at COMMIT).
+CREATE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, reason;
+	PERFORM pg_notify('smsdispatch_alarm',
+					  json_build_object('number', number, 'state', state,
+										'reason', reason)::text);
+END;
+$$;
+
 -- One escalation step for the due open alarms (check_at passed), at most
 -- batch of them: recipients of the current level past their deadline become
 -- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
@@ -28,6 +45,7 @@ DECLARE
 	again_ids bigint[];
 	again_levels int[];
 	done_ids bigint[];
+	gone record;
 BEGIN
 	IF batch IS NULL OR batch < 1 THEN
 		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
@@ -119,6 +137,13 @@ BEGIN
 			  FROM smsdispatch.message m
 			 WHERE m.id = ANY (done_ids);
 			exhausted := cardinality(done_ids);
+			-- nobody has the alarm: that must be heard
+			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
+						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
+				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
+					format('nobody on list "%s" acknowledged it in %s round(s)',
+						   gone.list, gone.round));
+			END LOOP;
 		END IF;
 
 		-- the alarms still waiting: next look at their earliest deadline

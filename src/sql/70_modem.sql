@@ -55,9 +55,10 @@ BEGIN
 END;
 $$;
 
--- Takes the next due queued modem row for this modem: marks it sending with
--- a lease and counts the attempt. SKIP LOCKED lets several sidecars claim
--- side by side without ever taking the same row.
+-- Takes the next due queued modem row for this modem, the most urgent first
+-- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
+-- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
+-- claim side by side without ever taking the same row.
 CREATE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
 RETURNS TABLE (id bigint, phone_number text, body text)
 LANGUAGE plpgsql SECURITY DEFINER
@@ -70,19 +71,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	RETURN QUERY
-	WITH due AS (
-		SELECT l.id FROM verification.sms_log l
-		 WHERE l.channel = 'modem' AND l.send_state = 'queued'
-		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
-		 ORDER BY l.next_attempt_at, l.id
-		 LIMIT 1
-		 FOR UPDATE SKIP LOCKED)
-	UPDATE verification.sms_log l
-	   SET send_state = 'sending', claimed_by = modem, lease_until = now() + lease,
-		   attempts = l.attempts + 1, updated_at = now()
-	  FROM due
-	 WHERE l.id = due.id
-	RETURNING l.id, l.phone_number, l.body;
+	SELECT c.id, c.phone_number, c.body
+	  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
 END;
 $$;
 
@@ -128,7 +118,7 @@ BEGIN
 		   attempts = CASE WHEN outcome = 'released' THEN greatest(l.attempts - 1, 0)
 					  ELSE l.attempts END,
 		   next_attempt_at = CASE WHEN outcome = 'retry' THEN
-				now() + least(interval '30 s' * 2 ^ greatest(l.attempts - 1, 0), interval '10 min')
+				now() + smsdispatch.retry_delay(l.attempts)
 				ELSE l.next_attempt_at END,
 		   last_error = CASE
 				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN

@@ -15,7 +15,7 @@ $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsdispatch FROM PUBLIC;
 REVOKE ALL ON FUNCTION sms_normalize_phone(text), sms_segments(text),
-	sms_send(text, text, text, text), sms_list_create(text, text, int),
+	sms_send(text, text, text, text, int), sms_list_create(text, text, int),
 	sms_list_add(text, text, int, interval, text), sms_enqueue(text, text, text),
 	sms_ack(text, text), sms_receive(text, text), sms_cancel(text) FROM PUBLIC;
 
@@ -24,7 +24,7 @@ GRANT USAGE ON SCHEMA smsdispatch, verification
 
 -- senders queue SMS and alarms and report replies; they read no lists
 GRANT EXECUTE ON FUNCTION sms_normalize_phone(text), sms_segments(text),
-	sms_send(text, text, text, text), sms_enqueue(text, text, text),
+	sms_send(text, text, text, text, int), sms_enqueue(text, text, text),
 	sms_ack(text, text), sms_receive(text, text), sms_cancel(text)
 	TO smsdispatch_sender;
 

@@ -5,7 +5,11 @@
 #              multi) at the worker's concurrency, same body, same URL
 #   send       20,000 queued SMS drained end to end (row submitted with its
 #              gateway_id), from COMMIT of the INSERT to the last update
-#   poll       status polling of 20,000 submitted rows
+#   poll       status polling of 20,000 submitted rows (all with the id
+#              nginx's fixed answer names: an answer about another id is
+#              not applied)
+#   alarms     with 100,000 text SMS draining, 100 alarms queued one by one:
+#              COMMIT to submitted, median and p99
 #   memory     the worker's RSS after 20,000 and after 200,000 SMS
 # Each timed part runs REPS times (default 3); medians and ratios are printed.
 # Usage: PG_CONFIG=... test/bench/ip2sms.sh [REPS]
@@ -121,12 +125,30 @@ drain_poll() {
 	t0=$(q -c "INSERT INTO verification.sms_log (phone_number, body, channel, send_state,
 			attempts, gateway_id, gateway_status, submitted_at, next_poll_at)
 		SELECT '+38050' || lpad(g::text, 7, '0'), 'Benchmark message ' || g, 'ip2sms',
-			   'submitted', 1, (6615134392391 + g)::text, 'Accepted', now(), now()
+			   'submitted', 1, '6615134392391', 'Accepted', now(), now()
 		  FROM generate_series(1, $n) AS g" -c "SELECT extract(epoch FROM clock_timestamp())")
 	t1=$(wait_idle)
 	ok=$(q -c "SELECT count(*) FROM verification.sms_log WHERE gateway_status = 'Delivered'")
 	[ "$ok" = "$n" ] || { echo "only $ok of $n rows polled" >&2; exit 1; }
 	echo "$n $t0 $t1" | awk '{printf "%.0f\n", $1 / ($3 - $2)}'
+}
+
+# 100 alarms while 100,000 text SMS drain; prints median and p99 in ms
+alarm_latency() {
+	q -c "TRUNCATE verification.sms_log"
+	q -c "INSERT INTO verification.sms_log (phone_number, body, channel)
+		SELECT '+38050' || lpad(g::text, 7, '0'), 'Bulk message ' || g, 'ip2sms'
+		  FROM generate_series(1, 100000) AS g"
+	for i in $(seq 100); do
+		q -c "SELECT sms_enqueue('Bench alarm $i', 'bench')" >/dev/null
+	done
+	left=$(q -c "SELECT count(*) FROM verification.sms_log WHERE message_id IS NULL AND send_state = 'queued'")
+	wait_idle >/dev/null
+	q -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ' ||
+				 round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' $left'
+			FROM (SELECT extract(epoch FROM submitted_at - inserted_at) * 1000 AS ms
+					FROM verification.sms_log WHERE message_id IS NOT NULL) a"
+	q -c "SELECT sms_cancel(number) FROM smsdispatch.message WHERE state = 'open'" >/dev/null
 }
 
 worker_mem() {
@@ -149,6 +171,9 @@ poll_med=$(echo $poll | tr ' ' '\n' | median)
 echo "reference HTTP load generator: runs $ref req/s, median $ref_med req/s"
 echo "send end to end:  runs $send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 5000 SMS/s)"
 echo "status polling:   runs $poll polls/s, median $poll_med polls/s, ratio to reference $(echo "$poll_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 5000 polls/s)"
+q -c "SELECT sms_list_create('bench'); SELECT sms_list_add('bench', '+380501110001', 1, '1 h')" >/dev/null
+set -- $(alarm_latency)
+echo "alarms behind a draining 100,000 text backlog: COMMIT to submitted median $1 ms, p99 $2 ms ($3 text SMS still queued when the last alarm was queued; goal p99 <= 100 ms)"
 
 # memory: a fresh worker, then 20,000 and 200,000 SMS through it
 "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w restart >/dev/null

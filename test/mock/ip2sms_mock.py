@@ -16,7 +16,8 @@ Fault modes, for every request or only the next COUNT ones, switched at run
 time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
 [&kind=send|status] (faults hit only requests of that kind):
   normal, 401, 5xx (HTTP 503), garbage (200 with non-XML), slow (answers
-  after delay_ms), hang (never answers). form=aggregate answers sends in
+  after delay_ms), hang (never answers), wrong_id (a status answer about
+  another id than the one asked for). form=aggregate answers sends in
   the aggregate form (id in detail/id). A faulty answer never accepts the
   SMS, so a retried SMS reaches the "phone" once.
 
@@ -190,6 +191,11 @@ class Handler(BaseHTTPRequestHandler):
                                % (gid, date))
 
         gid = entry["id"]
+        if mode == "wrong_id":
+            entry["outcome"] = "wrong_id"
+            record(entry)
+            return self.answer(200, '<status id="%d" date="%s"><state>Delivered</state></status>'
+                               % (int(gid) + 1, date))
         with lock:
             final = messages.get(gid)
         if final is None:

@@ -1,7 +1,8 @@
 # IP2SMS answer forms and transport faults against the mock: the aggregate
 # answer form is understood; garbage, 5xx and a hang are retried until the
-# mock recovers; attempts stop at smsdispatch.max_attempts; 401 fails the
-# SMS with a WARNING naming the settings; no SMS reaches the mock twice.
+# mock recovers; attempts stop at smsdispatch.max_attempts; 401 pauses the
+# channel (the SMS waits) with a WARNING naming the settings; no SMS reaches
+# the mock twice.
 use strict;
 use warnings;
 use FindBin;
@@ -60,15 +61,25 @@ is(send_and_wait('+380502000041', 'never gets through'),
 	'5xx past max_attempts: failed with the reason');
 is(accepted_count('380502000041'), 0, 'the failed SMS never reached the mock');
 
-# bad credentials: failed at once, WARNING naming the settings
+# bad credentials: the channel pauses, the SMS stays queued (its attempt not
+# counted) with the reason, one WARNING names the settings; once the gateway
+# takes the credentials again (the next probe) it is sent
 my $log_offset = -s $node->logfile;
 $mock->control(mode => '401', count => 1, kind => 'send');
-is(send_and_wait('+380502000051', 'bad credentials'),
-	'failed|1|||HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file',
-	'401: failed with a clear reason');
+my $id = $node->safe_psql('postgres', "SELECT sms_send('+380502000051', 'bad credentials')");
+ok($node->poll_query_until('postgres',
+	"SELECT last_error LIKE 'HTTP 401%' FROM verification.sms_log WHERE id = $id"),
+	'401: the reason is recorded');
+is($node->safe_psql('postgres',
+	"SELECT send_state, attempts, last_error FROM verification.sms_log WHERE id = $id"),
+	'queued|0|HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file',
+	'401: the SMS stays queued, the attempt not counted');
 like(slurp_file($node->logfile, $log_offset),
-	qr/WARNING:.*refused the credentials \(HTTP 401\).*\n.*HINT:.*smsdispatch\.ip2sms_login and the password in smsdispatch\.ip2sms_password_file/,
+	qr/WARNING:.*refused the credentials \(HTTP 401\).*paused.*\n.*HINT:.*smsdispatch\.ip2sms_login and the password in smsdispatch\.ip2sms_password_file/,
 	'401: WARNING in the server log names the settings');
+ok($node->poll_query_until('postgres',
+	"SELECT send_state = 'submitted' FROM verification.sms_log WHERE id = $id"),
+	'401: sent once the gateway takes the credentials again');
 
 my %seen;
 my @dups = grep { $seen{"$_->{to}|$_->{text}"}++ }

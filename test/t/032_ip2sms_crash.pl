@@ -1,6 +1,8 @@
-# kill -9 of the worker while 2,000 IP2SMS messages are in flight: afterwards
-# every row is submitted, failed or unknown (never silently re-sent), and the
-# mock gateway received no (number, text) pair twice.
+# kill -9 of the worker while 2,000 IP2SMS messages are queued at
+# ip2sms_max_connections = 16: rows are claimed only for free connections,
+# so at most the 16 requests in flight and one recording batch (64) end
+# 'unknown' (never silently re-sent); every other row is submitted after the
+# restart, and the mock gateway received no (number, text) pair twice.
 use strict;
 use warnings;
 use FindBin;
@@ -11,7 +13,8 @@ use Ip2smsMock;
 
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
 my $node = $mock->node('crash',
-	"smsdispatch.ip2sms_poll_interval = '1h'\nrestart_after_crash = on\n");
+	"smsdispatch.ip2sms_poll_interval = '1h'\nrestart_after_crash = on\n"
+	  . "smsdispatch.ip2sms_max_connections = 16\n");
 
 # slow answers keep many requests on the wire when the worker dies
 $mock->control(mode => 'slow', delay_ms => 20, count => 1000000, kind => 'send');
@@ -43,6 +46,12 @@ is($node->safe_psql('postgres',
 my $unknown = $node->safe_psql('postgres',
 	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'unknown'");
 ok($unknown > 0, "$unknown rows in flight became unknown");
+cmp_ok($unknown, '<=', 16 + 64, 'at most the 16 in flight and one recording batch are in doubt');
+cmp_ok($before, '<=', 16 + 64, "$before rows were 'sending' when the worker was killed");
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM verification.sms_log
+	  WHERE send_state = 'submitted' OR gateway_status = 'Rejected'"),
+	2000 - $unknown, 'every other row was sent: submitted, or refused by the gateway for its number');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'unknown'
 	    AND last_error NOT LIKE '%in flight; not re-sent'"),

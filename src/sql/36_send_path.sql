@@ -1,0 +1,88 @@
+-- The send lifecycle both channels share: claiming due rows by priority,
+-- the retry backoff, validity before sending. The IP2SMS channel (src/ip2sms_db.c)
+-- and the modem sidecars (smsdispatch.modem_claim) both claim through
+-- smsdispatch.claim_sends.
+
+-- The pause before attempt attempts + 1 after a transport failure: 1 s,
+-- doubling, at most 5 min. One policy for every channel.
+CREATE FUNCTION smsdispatch.retry_delay(attempts int)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT least(interval '1 s' * (2 ^ least(greatest(attempts - 1, 0), 9)), interval '5 min')
+$$;
+
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. Alarms' SMS never expire. Rows other sessions hold are skipped,
+-- so a claim never waits.
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND l.inserted_at + smsdispatch.validity(l.type) < now() AS expired
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed' ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   claimed_by = CASE WHEN due.expired THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority, due.expired
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	  FROM claimed c
+	 WHERE NOT c.expired
+	 ORDER BY c.priority, c.id
+$$;
+
+-- IP2SMS rows still in a pollable state after the status window become
+-- Terminated and are no longer polled. Rows or alarms another session holds
+-- are left for the next call, so this never waits.
+CREATE FUNCTION smsdispatch.ip2sms_terminate_polls(status_window int)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	alarms bigint[];
+BEGIN
+	SELECT array_agg(m.id) INTO alarms FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.id IN (SELECT l.message_id FROM verification.sms_log l
+						 WHERE l.next_poll_at <= now() AND l.channel = 'ip2sms'
+						   AND l.submitted_at <= now() - make_interval(secs => status_window)
+						   AND l.message_id IS NOT NULL)
+		 ORDER BY m.id
+		 FOR NO KEY UPDATE SKIP LOCKED) AS m;
+	UPDATE verification.sms_log l
+	   SET gateway_status = 'Terminated', status_changed_at = now(),
+		   next_poll_at = NULL, updated_at = now()
+	 WHERE l.id IN (SELECT p.id FROM verification.sms_log p
+					 WHERE p.next_poll_at <= now() AND p.channel = 'ip2sms'
+					   AND p.submitted_at <= now() - make_interval(secs => status_window)
+					   AND (p.message_id IS NULL OR p.message_id = ANY (alarms))
+					 FOR UPDATE SKIP LOCKED);
+END;
+$$;
