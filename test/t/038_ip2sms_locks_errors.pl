@@ -17,7 +17,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use Ip2smsMock;
 
-my $hold_s = 15;
+my $hold_s = 30;
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
 my $node = $mock->node('locks', "smsdispatch.ip2sms_poll_interval = '1s'\n");
 $node->safe_psql('postgres', q{
