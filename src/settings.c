@@ -49,10 +49,26 @@ int			sms_max_parts = 10;
 int			sms_max_inbound_length = 65536;
 int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
-int			sms_validity_verification_s = 600;
-int			sms_validity_2fa_s = 600;
-int			sms_validity_medication_request_s = 86400;
-int			sms_validity_text_s = 86400;
+
+/*
+ * smsdispatch.validity_<type>: how long an SMS of each type may wait to be
+ * submitted before it fails as expired; 0 = never (alarms' SMS have none:
+ * they keep escalating). One row per type serves both the settings and
+ * smsdispatch.validity(type).
+ */
+static struct
+{
+	const char *type;			/* as in sms_log.type */
+	const char *setting;
+	int			default_s;
+	int			seconds;
+}			validity[] =
+{
+	{"verification", "smsdispatch.validity_verification", 600, 600},
+	{"2FA", "smsdispatch.validity_2fa", 600, 600},
+	{"medication_request", "smsdispatch.validity_medication_request", 86400, 86400},
+	{"text", "smsdispatch.validity_text", 86400, 86400},
+};
 
 PG_FUNCTION_INFO_V1(sms_setting);
 
@@ -233,23 +249,11 @@ sms_define_settings(void)
 							 &sms_loopback_channel, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
-	/* how long an SMS of each type may wait to be submitted (issue 11) */
-	DefineCustomIntVariable("smsdispatch.validity_verification",
-							"A verification SMS not submitted within this fails as expired; 0 = never.",
-							NULL, &sms_validity_verification_s, 600, 0, 365 * 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("smsdispatch.validity_2fa",
-							"A 2FA SMS not submitted within this fails as expired; 0 = never.",
-							NULL, &sms_validity_2fa_s, 600, 0, 365 * 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("smsdispatch.validity_medication_request",
-							"A medication_request SMS not submitted within this fails as expired; 0 = never.",
-							NULL, &sms_validity_medication_request_s, 86400, 0, 365 * 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("smsdispatch.validity_text",
-							"A text SMS not submitted within this fails as expired; 0 = never.",
-							NULL, &sms_validity_text_s, 86400, 0, 365 * 86400,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	for (int i = 0; i < lengthof(validity); i++)
+		DefineCustomIntVariable(validity[i].setting,
+								"An SMS of this type not submitted within this fails as expired; 0 = never.",
+								NULL, &validity[i].seconds, validity[i].default_s, 0, 365 * 86400,
+								PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("smsdispatch");
 }
@@ -275,14 +279,9 @@ sms_validity(PG_FUNCTION_ARGS)
 	int			secs = 0;
 	Interval   *result;
 
-	if (strcmp(type, "verification") == 0)
-		secs = sms_validity_verification_s;
-	else if (strcmp(type, "2FA") == 0)
-		secs = sms_validity_2fa_s;
-	else if (strcmp(type, "medication_request") == 0)
-		secs = sms_validity_medication_request_s;
-	else if (strcmp(type, "text") == 0)
-		secs = sms_validity_text_s;
+	for (int i = 0; i < lengthof(validity); i++)
+		if (strcmp(type, validity[i].type) == 0)
+			secs = validity[i].seconds;
 	if (secs == 0)
 		PG_RETURN_NULL();
 	result = palloc0(sizeof(Interval));

@@ -43,10 +43,6 @@ extern int	sms_max_parts;
 extern int	sms_max_inbound_length;
 extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
-extern int	sms_validity_verification_s;
-extern int	sms_validity_2fa_s;
-extern int	sms_validity_medication_request_s;
-extern int	sms_validity_text_s;
 
 extern void sms_define_settings(void);
 
