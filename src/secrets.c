@@ -8,8 +8,8 @@
  * setting, and a reload logs each changed value. So the setting names a
  * file, and only the worker reads the file. The file is checked as libpq
  * checks ~/.pgpass: a regular file that neither the group nor others may
- * read or write. The worker looks at the file once per dispatch pass and
- * reads it again when it changed (a SIGHUP included), so a new password
+ * read or write. The worker looks at the file once a second (and at once
+ * after a SIGHUP) and reads it again when it changed, so a new password
  * needs no restart. Nothing of the file's contents is ever logged.
  *
  *-------------------------------------------------------------------------
@@ -22,11 +22,15 @@
 
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "smsdispatch.h"
 
 /* a password longer than this is not a password */
 #define PASSWORD_FILE_MAX	1024
+
+/* how often the worker looks at an unchanged setting's file */
+#define PASSWORD_CHECK_MS	1000
 
 /* the file the cached password came from, to tell when it changed */
 typedef struct PasswordSource
@@ -43,6 +47,7 @@ typedef struct PasswordSource
 static PasswordSource source;
 static char *password = NULL;
 static bool usable = true;
+static TimestampTz last_check = 0;
 
 /*
  * What is wrong with the password file at path, or NULL when nothing is;
@@ -132,8 +137,10 @@ same_time(struct timespec a, struct timespec b)
 
 /*
  * Makes the cached password current; false when the file cannot be used (a
- * WARNING said why, once per change of the file). Called by the worker
- * before each dispatch pass. No file configured means no password.
+ * WARNING said why, once per change of the file). The worker calls it
+ * between I/O events; the file itself is looked at once a second at most
+ * (at once when the setting names another file). No file configured means
+ * no password.
  */
 bool
 sms_ip2sms_password_refresh(void)
@@ -141,6 +148,7 @@ sms_ip2sms_password_refresh(void)
 	const char *path = sms_ip2sms_password_file;
 	struct stat st;
 	char	   *problem;
+	TimestampTz now;
 
 	if (path[0] == '\0')
 	{
@@ -148,6 +156,12 @@ sms_ip2sms_password_refresh(void)
 		usable = true;
 		return true;
 	}
+	now = GetCurrentTimestamp();
+	if (source.path != NULL && strcmp(source.path, path) == 0 &&
+		!TimestampDifferenceExceeds(last_check, now, PASSWORD_CHECK_MS))
+		return usable;
+	last_check = now;
+
 	/* unchanged, usable or not: nothing to read, nothing to say again */
 	problem = password_file_problem(path, &st);
 	if (source.path != NULL && strcmp(source.path, path) == 0 &&
@@ -176,6 +190,13 @@ sms_ip2sms_password_refresh(void)
 						path, problem),
 				 errhint("Give smsdispatch.ip2sms_password_file a file of the server's user with mode 0600 holding the password on its first line.")));
 	return usable;
+}
+
+/* Makes the next refresh look at the file at once; after a reload. */
+void
+sms_ip2sms_password_reloaded(void)
+{
+	last_check = 0;
 }
 
 /* The password for the gateway's Basic authentication ("" for none). */

@@ -49,6 +49,7 @@ extern void sms_define_settings(void);
 /* secrets.c: the IP2SMS password, from smsdispatch.ip2sms_password_file */
 extern bool sms_check_password_file(char **newval, void **extra, GucSource source);
 extern bool sms_ip2sms_password_refresh(void);
+extern void sms_ip2sms_password_reloaded(void);
 extern const char *sms_ip2sms_password(void);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */

@@ -182,6 +182,7 @@ worker_loop(void)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			sms_ip2sms_password_reloaded();
 			ip2sms_reload();
 		}
 

@@ -73,15 +73,17 @@ $node->reload;
 $node->safe_psql('postgres', "SELECT sms_send('+380504000003', 'rotated back')");
 is(wait_auth('380504000003'), 'right', 'and the password written back is used again');
 
-# a file others may read is refused, by name and mode
+# a file others may read is refused, by name and mode (the worker looks at
+# the file once a second, and at once after a reload)
+my $offset = -s $node->logfile;
 chmod 0644, $file;
+$node->reload;
 ($rc, $out, $err) = $node->psql('postgres',
 	"ALTER SYSTEM SET smsdispatch.ip2sms_password_file = '$file'");
 isnt($rc, 0, 'ALTER SYSTEM refuses a password file readable by others');
 like($err, qr/cannot use password file "\Q$file\E": its mode 0644 lets the group or others at it/,
 	'naming the file and its mode');
 like($err, qr/HINT:.*chmod 0600/, 'with a hint how to fix it');
-my $offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT sms_send('+380504000004', 'while refused')");
 ok($node->poll_query_until('postgres', q{
 	SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'}),
@@ -99,8 +101,9 @@ is(wait_auth('380504000004'), 'right', 'once the mode is fixed the SMS leaves');
 
 # an empty file
 open my $fh, '>', $file or die;
-close $fh;
 $offset = -s $node->logfile;
+close $fh;
+$node->reload;
 $node->safe_psql('postgres', "SELECT sms_send('+380504000005', 'empty file')");
 sleep 2;
 is(auth_of('380504000005'), 'none', 'an empty password file sends nothing');
