@@ -9,6 +9,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
+use SmsSpool;
 use SmsWorkerNode;
 
 my $spool = PostgreSQL::Test::Utils::tempdir();
@@ -18,16 +19,6 @@ my $node = worker_node('spool',
 make_list($node, 'oncall', 0, [ '+380501000001', 1, '1 min' ]);
 
 # Writes a spool file the way writers must: under another name, renamed in.
-sub drop_file
-{
-	my ($name, $content, $mtime) = @_;
-	my $tmp = "$spool/.$name.tmp";
-	open(my $fh, '>', $tmp) or die "$tmp: $!";
-	print $fh $content;
-	close($fh);
-	utime($mtime, $mtime, $tmp) if defined $mtime;
-	rename($tmp, "$spool/$name") or die "rename $tmp: $!";
-}
 
 my $good = '<SMS><RECIPIENT_LIST>oncall</RECIPIENT_LIST><MSG>Disk full on db1</MSG></SMS>';
 my $laughs = qq{<?xml version="1.0"?>\n<!DOCTYPE SMS [\n <!ENTITY lol "lol">\n};
@@ -62,11 +53,11 @@ print $partial '<SMS><RECIPIENT_LIST>oncall</RECIPIENT_LIST><MSG>still being wri
 $partial->flush;
 
 my $start = time();
-drop_file('good.xml', $good);
-drop_file('direct.xml',
+drop_spool_file($spool, 'good.xml', $good);
+drop_spool_file($spool, 'direct.xml',
 	'<SMS><TO>+380 50 700 00 01</TO><TO>+380507000002</TO><TYPE>2FA</TYPE><MSG>Code 1234</MSG></SMS>');
-drop_file($_, $bad{$_}[0]) for sort keys %bad;
-drop_file('old.xml', $good, time() - 7200);
+drop_spool_file($spool, $_, $bad{$_}[0]) for sort keys %bad;
+drop_spool_file($spool, 'old.xml', $good, mtime => time() - 7200);
 open(my $t, '>', "$outside/target.xml") or die;
 print $t $good;
 close($t);
@@ -143,7 +134,7 @@ sub hostile_round
 	for my $i (1 .. $count)
 	{
 		my $name = $names[ $i % @names ];
-		drop_file("r$round-$i-$name", $bad{$name}[0]);
+		drop_spool_file($spool, "r$round-$i-$name", $bad{$name}[0]);
 	}
 	my $end = time() + 60;
 	while (time() < $end)

@@ -9,6 +9,7 @@ use warnings;
 use File::Basename;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use SmsSpool;
 use SmsWorkerNode;
 
 my $spool = PostgreSQL::Test::Utils::tempdir();
@@ -21,17 +22,6 @@ my $node = worker_node('spool14',
 make_list($node, 'oncall', 0, [ '+380501000001', 1, '1 min' ]);
 
 # Writes a spool file the way writers must: under another name, renamed in.
-sub drop_file
-{
-	my ($name, $content, $mode) = @_;
-	my $tmp = "$spool/.$name.tmp";
-	open(my $fh, '>', $tmp) or die "$tmp: $!";
-	print $fh $content;
-	close($fh);
-	chmod($mode, $tmp) if defined $mode;
-	rename($tmp, "$spool/$name") or die "rename $tmp: $!";
-	return;
-}
 
 sub wait_moved
 {
@@ -55,7 +45,7 @@ my $i = 0;
 for my $example (@examples)
 {
 	$i++;
-	drop_file("readme-$i.xml", "$example\n");
+	drop_spool_file($spool, "readme-$i.xml", "$example\n");
 	is(wait_moved("readme-$i.xml"), 'processed', "README example $i is imported");
 }
 is($node->safe_psql('postgres',
@@ -76,7 +66,7 @@ for my $sub ('processed', 'failed')
 }
 
 # two <SMS> in one file
-drop_file('two.xml', "<SMS><TO>+380501234567</TO><MSG>a</MSG></SMS>\n<SMS><TO>+380501234567</TO><MSG>b</MSG></SMS>\n");
+drop_spool_file($spool, 'two.xml', "<SMS><TO>+380501234567</TO><MSG>a</MSG></SMS>\n<SMS><TO>+380501234567</TO><MSG>b</MSG></SMS>\n");
 is(wait_moved('two.xml'), 'failed', 'a file with two <SMS> is refused');
 like(slurp_file("$spool/failed/two.xml.reason"),
 	qr/Extra content at the end of the document.*write one file per message/,
@@ -86,7 +76,7 @@ is(sprintf('%04o', $st[2] & 07777), '0660', 'the .reason file is readable by the
 is($st[5], $gid, 'and has its group');
 
 # a file the server cannot read
-drop_file('unreadable.xml', '<SMS><TO>+380501234567</TO><MSG>x</MSG></SMS>', 0);
+drop_spool_file($spool, 'unreadable.xml', '<SMS><TO>+380501234567</TO><MSG>x</MSG></SMS>', mode => 0);
 is(wait_moved('unreadable.xml'), 'failed', 'an unreadable file is refused');
 my $user = getpwuid($>);
 like(slurp_file("$spool/failed/unreadable.xml.reason"),
@@ -94,16 +84,16 @@ like(slurp_file("$spool/failed/unreadable.xml.reason"),
 	'its reason names the user that must read it');
 
 # <CHANNEL>
-drop_file('modem.xml', '<SMS><TO>+380501112221</TO><CHANNEL>modem</CHANNEL><MSG>by radio</MSG></SMS>');
+drop_spool_file($spool, 'modem.xml', '<SMS><TO>+380501112221</TO><CHANNEL>modem</CHANNEL><MSG>by radio</MSG></SMS>');
 is(wait_moved('modem.xml'), 'processed', 'a file with <CHANNEL> is imported');
 is($node->safe_psql('postgres', q{SELECT channel FROM verification.sms_log WHERE body = 'by radio'}),
 	'modem', 'its SMS goes on that channel');
-drop_file('alarm-modem.xml',
+drop_spool_file($spool, 'alarm-modem.xml',
 	'<SMS><RECIPIENT_LIST>oncall</RECIPIENT_LIST><CHANNEL>modem</CHANNEL><MSG>radio alarm</MSG></SMS>');
 is(wait_moved('alarm-modem.xml'), 'processed', 'an alarm file with <CHANNEL> is imported');
 is($node->safe_psql('postgres', q{SELECT channel FROM smsdispatch.message WHERE body = 'radio alarm'}),
 	'modem', 'its alarm goes on that channel');
-drop_file('bad-channel.xml', '<SMS><TO>+380501112221</TO><CHANNEL>pigeon</CHANNEL><MSG>x</MSG></SMS>');
+drop_spool_file($spool, 'bad-channel.xml', '<SMS><TO>+380501112221</TO><CHANNEL>pigeon</CHANNEL><MSG>x</MSG></SMS>');
 is(wait_moved('bad-channel.xml'), 'failed', 'an unknown channel is refused');
 like(slurp_file("$spool/failed/bad-channel.xml.reason"), qr/pigeon/, 'its reason names the channel');
 
