@@ -147,6 +147,8 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 		run_duty("smsdispatch: importing spool files", sms_spool_import,
 				 summary, next_due);
 	run_duty("smsdispatch: escalating alarms", sms_escalate, summary, next_due);
+	if (sms_inbound_handler[0] != '\0')
+		run_duty("smsdispatch: inbound hook", sms_inbound_hook, summary, next_due);
 	if (sms_loopback_channel)
 		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
 				 summary, next_due);
