@@ -1476,6 +1476,12 @@ CREATE FUNCTION smsdispatch.send_window_opens(type text)
 RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'sms_send_window_opens'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- NULL when a send window (as a setting would give it) is open at a time,
+-- else when it next opens: for trying a window before setting it.
+CREATE FUNCTION smsdispatch.send_window_next(send_window text, at timestamptz DEFAULT now())
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_next'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- Closes the waiting of the given alarms' recipients and queues their
 -- confirmations; called by smsdispatch.record_ack ('acked', with the acking
@@ -1943,12 +1949,15 @@ AS $$
 $$;
 
 REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_opens(text),
+	smsdispatch.send_window_next(text, timestamptz),
 	smsdispatch.confirm_closed(bigint[], text, bigint),
 	smsdispatch.inbox_record(text, text, text, text, bigint) FROM PUBLIC;
 -- Privileges of issue 13's confirmations (37_confirmations.sql): admins
 -- turn a list's confirmations on and off.
 REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
+-- and may try a send window before setting it
+GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO smsdispatch_admin;
 -- readers see the new columns that say neither who nor what
 GRANT SELECT (confirms, held_until, released_at) ON verification.sms_log TO smsdispatch_reader;
 GRANT SELECT (handler_state, handled_at) ON smsdispatch.inbox TO smsdispatch_reader;

@@ -27,6 +27,7 @@
 #include "smsdispatch.h"
 
 PG_FUNCTION_INFO_V1(sms_send_window_opens);
+PG_FUNCTION_INFO_V1(sms_send_window_next);
 
 #define WINDOW_FORMAT \
 	"A send window is \"always\" or hours such as \"08:00-21:00\", optionally after days: \"Mon-Fri 08:00-21:00\"."
@@ -255,6 +256,30 @@ sms_send_window_opens(PG_FUNCTION_ARGS)
 		elog(ERROR, "smsdispatch: bad send window \"%s\" of type %s", window, type);
 	if (sms_send_window_open(&w, sms_timezone_tz(), GetCurrentTransactionStartTimestamp(),
 							 &opens))
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(opens);
+}
+
+/*
+ * SQL: smsdispatch.send_window_next(send_window, at) -> NULL when the window
+ * is open at at, else when it next opens, in smsdispatch.timezone: for
+ * trying a window before setting it.
+ */
+Datum
+sms_send_window_next(PG_FUNCTION_ARGS)
+{
+	char	   *window = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	TimestampTz at = PG_GETARG_TIMESTAMPTZ(1);
+	const char *detail;
+	SmsSendWindow w;
+	TimestampTz opens;
+
+	if (!sms_parse_send_window(window, &w, &detail))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid send window \"%s\"", window),
+				 errdetail("%s", detail)));
+	if (sms_send_window_open(&w, sms_timezone_tz(), at, &opens))
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(opens);
 }

@@ -93,6 +93,12 @@ CREATE FUNCTION smsdispatch.send_window_opens(type text)
 RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'sms_send_window_opens'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- NULL when a send window (as a setting would give it) is open at a time,
+-- else when it next opens: for trying a window before setting it.
+CREATE FUNCTION smsdispatch.send_window_next(send_window text, at timestamptz DEFAULT now())
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_next'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
 -- smsdispatch.max_inbound_length in bytes and smsdispatch.redact_after as
 -- an interval (NULL = off), likewise.
 CREATE FUNCTION smsdispatch.max_inbound_length()
