@@ -1,0 +1,106 @@
+#!/bin/sh
+# Benchmark of smsdispatch.claim_sends with send windows (issue 13): claims
+# of 16 rows per second (pgbench, 1 client, each claim rolled back so that
+# the queue stays the same) over 20,000 queued text SMS:
+#   reference  the claim of 1.1 before send windows, with its index
+#   claim      claim_sends as it is, no row held
+#   held       claim_sends with 100,000 medication_request SMS held for their
+#              window (more urgent than the text rows, so a claim that had to
+#              step over them would)
+#   naive      the reference claim with those 100,000 rows kept in the claim
+#              index, waiting by next_attempt_at: what holding would cost
+#              without taking held rows out of the index
+# Prints medians of REPS runs and ratios against the reference.
+# Usage: PG_CONFIG=... test/bench/claim_held.sh [REPS]
+set -eu
+reps=${1:-3}
+secs=${BENCH_SECONDS:-5}
+
+if [ "$(id -u)" = 0 ]; then
+	work=$(mktemp -d)
+	chown "${SMSDISPATCH_TEST_USER:-postgres}" "$work"
+	exec runuser -u "${SMSDISPATCH_TEST_USER:-postgres}" -- env BENCH_WORK="$work" \
+		PATH="$PATH" PG_CONFIG="${PG_CONFIG:-pg_config}" BENCH_SECONDS="$secs" "$0" "$@"
+fi
+work=${BENCH_WORK:-$(mktemp -d)}
+bindir=$(${PG_CONFIG:-pg_config} --bindir)
+cleanup() {
+	[ -f "$work/data/postmaster.pid" ] && "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1
+	rm -rf "$work"
+}
+trap cleanup EXIT HUP INT PIPE TERM
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+"$bindir/initdb" -D "$work/data" -A trust -E UTF8 --no-locale >/dev/null
+cat >>"$work/data/postgresql.conf" <<EOF
+listen_addresses = ''
+unix_socket_directories = '$work'
+shared_preload_libraries = 'smsdispatch'
+smsdispatch.database = 'nosuch'
+smsdispatch.max_per_phone_per_hour = 0
+smsdispatch.timezone = 'UTC'
+EOF
+"$bindir/pg_ctl" -D "$work/data" -l "$work/log" -w start >/dev/null
+export PGHOST="$work" PGDATABASE=postgres
+psql="$bindir/psql -X -q -v ON_ERROR_STOP=1"
+
+$psql <<'EOF'
+CREATE EXTENSION smsdispatch;
+-- the claim before send windows, and the index it used
+CREATE INDEX sms_log_queued_ref_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id) WHERE send_state = 'queued';
+CREATE FUNCTION public.claim_reference(channel text, n int)
+RETURNS TABLE (id bigint) LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+	WITH due AS (
+		SELECT l.id, l.message_id IS NULL
+			   AND l.inserted_at + smsdispatch.validity(l.type) < now() AS expired
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_reference.channel AND l.send_state = 'queued'
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n FOR UPDATE SKIP LOCKED)
+	UPDATE verification.sms_log l
+	   SET send_state = CASE WHEN due.expired THEN 'failed' ELSE 'sending' END,
+		   attempts = l.attempts + 1, updated_at = now()
+	  FROM due WHERE l.id = due.id
+	RETURNING l.id
+$$;
+INSERT INTO verification.sms_log (phone_number, type, body, channel, priority)
+SELECT '+38050' || lpad(g::text, 7, '0'), 'text', 'newsletter ' || g, 'modem', 7
+  FROM generate_series(1, 20000) g;
+VACUUM ANALYZE verification.sms_log;
+EOF
+
+run() {	# name, claim statement
+	printf 'BEGIN;\nSELECT count(*) FROM %s;\nROLLBACK;\n' "$2" >"$work/$1.sql"
+	for r in $(seq "$reps"); do
+		"$bindir/pgbench" -n -c 1 -T "$secs" -f "$work/$1.sql" 2>/dev/null |
+			sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+	done | median
+}
+ref=$(run reference "public.claim_reference('modem', 16)")
+claim=$(run claim "smsdispatch.claim_sends('modem', 16)")
+
+$psql <<'EOF'
+INSERT INTO verification.sms_log (phone_number, type, body, channel, priority, held_until)
+SELECT '+38067' || lpad(g::text, 7, '0'), 'medication_request', 'pill ' || g, 'modem', 5,
+	   now() + interval '10 hours'
+  FROM generate_series(1, 100000) g;
+VACUUM ANALYZE verification.sms_log;
+EOF
+held=$(run held "smsdispatch.claim_sends('modem', 16)")
+
+$psql <<'EOF'
+UPDATE verification.sms_log SET next_attempt_at = held_until, held_until = NULL
+ WHERE held_until IS NOT NULL;
+VACUUM ANALYZE verification.sms_log;
+EOF
+naive=$(run naive "public.claim_reference('modem', 16)")
+
+printf 'claims of 16 rows per second over 20,000 queued text SMS (median of %s runs of %s s):\n' "$reps" "$secs"
+awk -v ref="$ref" -v claim="$claim" -v held="$held" -v naive="$naive" 'BEGIN {
+	printf "  reference (before send windows)        %9.1f/s\n", ref
+	printf "  claim_sends, nothing held              %9.1f/s  %.2f of the reference\n", claim, claim / ref
+	printf "  claim_sends, 100,000 held              %9.1f/s  %.2f of the reference\n", held, held / ref
+	printf "  reference, 100,000 waiting in the index %8.1f/s  %.3f of the reference\n", naive, naive / ref
+}'
