@@ -208,7 +208,6 @@ sms_inbound_hook(SmsPassSummary *summary, TimestampTz *next_due)
 								  " WHERE id = $1",
 								  3, done_types, done, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "smsdispatch: recording the inbound handler's outcome failed");
-		summary->inbound_handled++;
 	}
 	if (n == INBOUND_BATCH)
 		summary->more = true;

@@ -160,7 +160,6 @@ typedef struct SmsPassSummary
 	int			repeated;		/* alarms that started another round */
 	int			exhausted;		/* alarms with no level and no round left */
 	int			loopback_submitted; /* SMS the loopback channel marked sent */
-	int			inbound_handled;	/* received SMS handed to the inbound handler */
 	bool		more;			/* a duty's batch was full: more is due now */
 } SmsPassSummary;
 
