@@ -1450,7 +1450,7 @@ DROP INDEX verification.sms_log_queued_idx;
 CREATE INDEX sms_log_queued_idx ON verification.sms_log
 	(channel, priority, next_attempt_at NULLS FIRST, id)
 	WHERE send_state = 'queued' AND held_until IS NULL;
-CREATE INDEX sms_log_held_idx ON verification.sms_log (channel, held_until)
+CREATE INDEX sms_log_held_idx ON verification.sms_log (held_until)
 	WHERE send_state = 'queued' AND held_until IS NOT NULL;
 ALTER TABLE smsdispatch.inbox ADD COLUMN sender_e164 text;
 ALTER TABLE smsdispatch.inbox
@@ -1605,6 +1605,31 @@ BEGIN
 		PERFORM smsdispatch.wake_at_commit();
 	END IF;
 	RETURN inbox_id;
+END;
+$$;
+
+-- Queued rows whose send window has opened (held_until passed) go back to
+-- the claims, at most batch of them, their validity counting from now on:
+-- a duty of the worker and of run_once(). Setting send_state wakes the
+-- worker and, for modem rows, the sidecars (sms_log_wake). Returns the rows
+-- released and when the next held row is due.
+CREATE FUNCTION smsdispatch.release_held(batch int DEFAULT 1000,
+	OUT released int, OUT next_due timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE verification.sms_log l
+	   SET send_state = 'queued', held_until = NULL, released_at = now(), updated_at = now()
+	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
+					 WHERE h.send_state = 'queued' AND h.held_until <= now()
+					 ORDER BY h.held_until
+					 LIMIT batch
+					 FOR UPDATE SKIP LOCKED);
+	GET DIAGNOSTICS released = ROW_COUNT;
+	SELECT min(h.held_until) INTO next_due FROM verification.sms_log h
+	 WHERE h.send_state = 'queued' AND h.held_until IS NOT NULL;
 END;
 $$;
 
@@ -1887,8 +1912,9 @@ $$;
 -- not sent late: it becomes 'failed', "expired before sending", and is not
 -- returned. A row outside its type's send window (smsdispatch.send_window_opens)
 -- stays queued, held until the window opens: out of the claim index, so a
--- held backlog of any size costs later claims nothing; the claims release
--- it then (a batch at a time), and its validity counts from its release.
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
 -- Alarms' SMS and their confirmations neither expire nor wait. Rows other
 -- sessions hold are skipped, so a claim never waits.
 CREATE OR REPLACE FUNCTION smsdispatch.claim_sends(channel text, n int,
@@ -1897,15 +1923,6 @@ RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	UPDATE verification.sms_log l
-	   SET held_until = NULL, released_at = now()
-	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
-					 WHERE h.channel = claim_sends.channel AND h.send_state = 'queued'
-					   AND h.held_until <= now()
-					 ORDER BY h.held_until
-					 LIMIT 1000
-					 FOR UPDATE SKIP LOCKED);
-
 	WITH due AS (
 		SELECT l.id,
 			   l.message_id IS NULL
@@ -1946,6 +1963,35 @@ AS $$
 	  FROM claimed c
 	 WHERE c.send_state = 'sending'
 	 ORDER BY c.priority, c.id
+$$;
+
+-- Takes the next due queued modem row for this modem, the most urgent first
+-- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
+-- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
+-- claim side by side without ever taking the same row. A row the claim
+-- holds for its send window takes none of this modem's turn: it claims
+-- again while due rows are left (at most 16 times).
+CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
+RETURNS TABLE (id bigint, phone_number text, body text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF lease IS NULL OR lease <= interval '0' THEN
+		RAISE EXCEPTION 'lease "%" must be positive', lease
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR attempt IN 1..16 LOOP
+		RETURN QUERY
+		SELECT c.id, c.phone_number, c.body
+		  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+		EXIT WHEN FOUND OR NOT EXISTS (
+			SELECT 1 FROM verification.sms_log l
+			 WHERE l.channel = 'modem' AND l.send_state = 'queued' AND l.held_until IS NULL
+			   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now()));
+	END LOOP;
+END;
 $$;
 
 -- One batch of the retention: of one kind of rows past its cutoff, at most
@@ -2021,39 +2067,11 @@ BEGIN
 END;
 $$;
 
--- Takes the next due queued modem row for this modem, the most urgent first
--- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
--- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
--- claim side by side without ever taking the same row. A row the claim
--- holds for its send window takes none of this modem's turn: it claims
--- again while due rows are left (at most 16 times).
-CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
-RETURNS TABLE (id bigint, phone_number text, body text)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM smsdispatch.modem_check_name(modem);
-	IF lease IS NULL OR lease <= interval '0' THEN
-		RAISE EXCEPTION 'lease "%" must be positive', lease
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	FOR attempt IN 1..16 LOOP
-		RETURN QUERY
-		SELECT c.id, c.phone_number, c.body
-		  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
-		EXIT WHEN FOUND OR NOT EXISTS (
-			SELECT 1 FROM verification.sms_log l
-			 WHERE l.channel = 'modem' AND l.send_state = 'queued' AND l.held_until IS NULL
-			   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now()));
-	END LOOP;
-END;
-$$;
-
 REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_opens(text),
 	smsdispatch.send_window_next(text, timestamptz),
 	smsdispatch.confirm_closed(bigint[], text, bigint),
-	smsdispatch.inbox_record(text, text, text, text, bigint) FROM PUBLIC;
+	smsdispatch.inbox_record(text, text, text, text, bigint),
+	smsdispatch.release_held(int) FROM PUBLIC;
 -- Privileges of issue 13's confirmations (37_confirmations.sql): admins
 -- turn a list's confirmations on and off.
 REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;

@@ -160,12 +160,13 @@ SELECT send_state, attempts, held_until > now() + interval '11 hours' AS held_ha
 UPDATE verification.sms_log SET inserted_at = now() - interval '3 days' WHERE id = :med;
 SELECT count(*) FROM smsdispatch.claim_sends('modem', 10);
 SELECT send_state, last_error FROM verification.sms_log WHERE id = :med;
--- once its window opens the row is released and leaves: validity counts
--- from the release, not from the insert three days ago
+-- once its window opens the worker's duty releases the row and it leaves:
+-- validity counts from the release, not from the insert three days ago
 ALTER SYSTEM RESET smsdispatch.send_window_medication_request;
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 UPDATE verification.sms_log SET held_until = now() - interval '1 s' WHERE id = :med;
+SELECT * FROM smsdispatch.release_held();
 SELECT body FROM smsdispatch.claim_sends('modem', 10);
 SELECT send_state, attempts, held_until, released_at IS NOT NULL AS released
   FROM verification.sms_log WHERE id = :med;

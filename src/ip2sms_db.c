@@ -616,14 +616,11 @@ next_due(Ip2smsExchange *x, bool sends_short, bool polls_short)
 	Datum		d;
 
 	exec_saved(&plan,
-			   "SELECT LEAST((SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
+			   "SELECT (SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
 			   "          FROM verification.sms_log"
 			   "         WHERE $1 AND channel = 'ip2sms'"
+			   /* rows held for their send window are the duties' (send_window.c) */
 			   "           AND send_state = 'queued' AND held_until IS NULL),"
-			   /* rows held for their send window are due when it opens */
-			   "        (SELECT pg_catalog.min(held_until) FROM verification.sms_log"
-			   "         WHERE $1 AND channel = 'ip2sms'"
-			   "           AND send_state = 'queued' AND held_until IS NOT NULL)),"
 			   "       (SELECT pg_catalog.min(next_poll_at) FROM verification.sms_log"
 			   "         WHERE $2 AND next_poll_at IS NOT NULL"
 			   "           AND channel = 'ip2sms')",

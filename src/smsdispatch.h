@@ -160,6 +160,7 @@ typedef struct SmsPassSummary
 	int			repeated;		/* alarms that started another round */
 	int			exhausted;		/* alarms with no level and no round left */
 	int			loopback_submitted; /* SMS the loopback channel marked sent */
+	int			released;		/* SMS whose send window opened */
 	bool		more;			/* a duty's batch was full: more is due now */
 } SmsPassSummary;
 
@@ -169,6 +170,7 @@ typedef void (*SmsDuty) (SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_escalate(SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_loopback_dispatch(SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_housekeeping(SmsPassSummary *summary, TimestampTz *next_due);
+extern void sms_release_held(SmsPassSummary *summary, TimestampTz *next_due);
 
 /* inbound.c: the inbound hook */
 extern char *sms_inbound_handler;

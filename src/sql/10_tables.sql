@@ -161,8 +161,8 @@ CREATE TABLE verification.sms_log (
 CREATE INDEX sms_log_queued_idx ON verification.sms_log
 	(channel, priority, next_attempt_at NULLS FIRST, id)
 	WHERE send_state = 'queued' AND held_until IS NULL;
--- rows held for their send window, released by smsdispatch.claim_sends
-CREATE INDEX sms_log_held_idx ON verification.sms_log (channel, held_until)
+-- rows held for their send window, released by smsdispatch.release_held
+CREATE INDEX sms_log_held_idx ON verification.sms_log (held_until)
 	WHERE send_state = 'queued' AND held_until IS NOT NULL;
 CREATE INDEX sms_log_sending_idx ON verification.sms_log (channel, lease_until)
 	WHERE send_state = 'sending';

@@ -20,8 +20,9 @@ $$;
 -- not sent late: it becomes 'failed', "expired before sending", and is not
 -- returned. A row outside its type's send window (smsdispatch.send_window_opens)
 -- stays queued, held until the window opens: out of the claim index, so a
--- held backlog of any size costs later claims nothing; the claims release
--- it then (a batch at a time), and its validity counts from its release.
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
 -- Alarms' SMS and their confirmations neither expire nor wait. Rows other
 -- sessions hold are skipped, so a claim never waits.
 CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
@@ -30,15 +31,6 @@ RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-	UPDATE verification.sms_log l
-	   SET held_until = NULL, released_at = now()
-	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
-					 WHERE h.channel = claim_sends.channel AND h.send_state = 'queued'
-					   AND h.held_until <= now()
-					 ORDER BY h.held_until
-					 LIMIT 1000
-					 FOR UPDATE SKIP LOCKED);
-
 	WITH due AS (
 		SELECT l.id,
 			   l.message_id IS NULL
@@ -79,6 +71,31 @@ AS $$
 	  FROM claimed c
 	 WHERE c.send_state = 'sending'
 	 ORDER BY c.priority, c.id
+$$;
+
+-- Queued rows whose send window has opened (held_until passed) go back to
+-- the claims, at most batch of them, their validity counting from now on:
+-- a duty of the worker and of run_once(). Setting send_state wakes the
+-- worker and, for modem rows, the sidecars (sms_log_wake). Returns the rows
+-- released and when the next held row is due.
+CREATE FUNCTION smsdispatch.release_held(batch int DEFAULT 1000,
+	OUT released int, OUT next_due timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE verification.sms_log l
+	   SET send_state = 'queued', held_until = NULL, released_at = now(), updated_at = now()
+	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
+					 WHERE h.send_state = 'queued' AND h.held_until <= now()
+					 ORDER BY h.held_until
+					 LIMIT batch
+					 FOR UPDATE SKIP LOCKED);
+	GET DIAGNOSTICS released = ROW_COUNT;
+	SELECT min(h.held_until) INTO next_due FROM verification.sms_log h
+	 WHERE h.send_state = 'queued' AND h.held_until IS NOT NULL;
+END;
 $$;
 
 -- IP2SMS rows still in a pollable state after the status window become
