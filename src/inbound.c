@@ -14,7 +14,9 @@
  * as the role smsdispatch.inbound_handler_role (never a superuser, never the
  * extension's owner: SET ROLE cannot run inside a SECURITY DEFINER
  * function, so the worker switches user itself), each call in a
- * subtransaction of its own with search_path pg_catalog, pg_temp. An error
+ * subtransaction of its own with search_path pg_catalog, pg_temp, as a
+ * security-restricted operation whose changes to settings end with the
+ * call (so a handler cannot leave the worker another search_path). An error
  * the handler raises is logged and stored on the inbox row ('failed',
  * handler_error); the next SMS is handled all the same. What the handler
  * does in the database commits with the row's new state, so it happens
@@ -31,6 +33,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
@@ -127,11 +130,15 @@ call_handler(const char *call, Oid role, Datum *args)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
+		/* settings the handler changes, even for the session, end with it */
+		int			save_nestlevel = NewGUCNestLevel();
+
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
 		if (SPI_execute_with_args(call, 4, types, args, NULL, false, 0) < 0)
 			elog(ERROR, "smsdispatch: the inbound handler's call failed");
 		SetUserIdAndSecContext(save_uid, save_sec);
+		AtEOXact_GUC(false, save_nestlevel);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;

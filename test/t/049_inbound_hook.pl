@@ -17,13 +17,16 @@ my $node = worker_node('inbound', conf => "smsdispatch.default_country_code = '3
 $node->safe_psql('postgres', q{
 	CREATE ROLE sms_hook;
 	CREATE TABLE public.handled (inbox_id bigint, sender text, body text, outcome text,
-								 run_as text, at timestamptz DEFAULT clock_timestamp());
+								 run_as text, path text, at timestamptz DEFAULT clock_timestamp());
 	GRANT INSERT ON public.handled TO sms_hook;
 	CREATE FUNCTION public.on_sms(inbox_id bigint, sender text, body text, outcome text)
 	RETURNS void LANGUAGE plpgsql AS $$
 	BEGIN
-		INSERT INTO public.handled (inbox_id, sender, body, outcome, run_as)
-			VALUES (inbox_id, sender, body, outcome, current_user);
+		INSERT INTO public.handled (inbox_id, sender, body, outcome, run_as, path)
+			VALUES (inbox_id, sender, body, outcome, current_user,
+					current_setting('search_path') || ' ' || current_setting('work_mem'));
+		-- a setting a handler changes for the session ends with its call
+		PERFORM set_config('work_mem', '77kB', false);
 		IF body LIKE '%boom%' THEN
 			RAISE EXCEPTION 'cannot handle "%"', body USING ERRCODE = 'data_exception';
 		END IF;
@@ -79,6 +82,9 @@ is( $node->safe_psql('postgres', q{
 	"1 +380509990001 first: status? no_number sms_hook\n"
 	  . "4 +380509990003 third: $number not_recipient sms_hook",
 	'the handler ran once per SMS that is no ack, as sms_hook, with the normalised sender; what the failing call did is rolled back');
+is( $node->safe_psql('postgres', q{SELECT string_agg(DISTINCT path, ',') FROM public.handled}),
+	'pg_catalog, pg_temp 4MB',
+	'every call runs with the pinned search_path, and a setting a handler changed ended with its call');
 is( $node->safe_psql('postgres', q{
 		SELECT string_agg(id || ' ' || outcome || ' ' || coalesce(handler_state, '-') || ' '
 						  || coalesce(handler_error, '-'), E'\n' ORDER BY id)
