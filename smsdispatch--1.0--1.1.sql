@@ -1430,3 +1430,654 @@ BEGIN
 	RETURN FOUND;
 END;
 $$;
+
+-- issue 13 (i13c): confirmations, quiet hours, the inbound hook. A list
+-- confirms an ack, a cancel or exhaustion to the people paged (a column on
+-- recipient_list; rows of sms_log with confirms), recipients waiting on a
+-- closed alarm become CLOSED; send windows hold queued rows (held_until,
+-- released_at, the claim index leaves them out); the inbox keeps the
+-- normalised sender, announces each SMS by NOTIFY and hands those that are
+-- not acks to the inbound handler.
+ALTER TABLE smsdispatch.recipient_list ADD COLUMN confirmations boolean NOT NULL DEFAULT true;
+ALTER TABLE smsdispatch.message_recipient DROP CONSTRAINT message_recipient_status_check;
+ALTER TABLE smsdispatch.message_recipient ADD CONSTRAINT message_recipient_status_check
+	CHECK (status IN ('NOT_SENT', 'NOT_YET_ACK', 'ACK', 'ACK_TIME_OVER', 'CLOSED'));
+ALTER TABLE verification.sms_log
+	ADD COLUMN confirms bigint REFERENCES smsdispatch.message ON DELETE SET NULL;
+ALTER TABLE verification.sms_log ADD COLUMN held_until timestamptz;
+ALTER TABLE verification.sms_log ADD COLUMN released_at timestamptz;
+DROP INDEX verification.sms_log_queued_idx;
+CREATE INDEX sms_log_queued_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id)
+	WHERE send_state = 'queued' AND held_until IS NULL;
+CREATE INDEX sms_log_held_idx ON verification.sms_log (held_until)
+	WHERE send_state = 'queued' AND held_until IS NOT NULL;
+ALTER TABLE smsdispatch.inbox ADD COLUMN sender_e164 text;
+ALTER TABLE smsdispatch.inbox
+	ADD COLUMN handler_state text CHECK (handler_state IN ('pending', 'done', 'failed'));
+ALTER TABLE smsdispatch.inbox ADD COLUMN handled_at timestamptz;
+ALTER TABLE smsdispatch.inbox ADD COLUMN handler_error text;
+CREATE INDEX inbox_pending_idx ON smsdispatch.inbox (id)
+	WHERE handler_state = 'pending';
+UPDATE smsdispatch.inbox SET sender_e164 = smsdispatch.try_normalize_phone(sender);
+ALTER TABLE smsdispatch.event DROP CONSTRAINT event_kind_check;
+ALTER TABLE smsdispatch.event ADD CONSTRAINT event_kind_check
+	CHECK (kind IN ('enqueued', 'sent', 'level_started',
+				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
+				'exhausted', 'cancelled', 'send_failed',
+				'confirmation'));
+
+-- Wakes the background worker when the calling transaction commits.
+CREATE FUNCTION smsdispatch.wake_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_wake_at_commit_sql'
+LANGUAGE C VOLATILE;
+CREATE FUNCTION smsdispatch.send_window_opens(type text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_opens'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- NULL when a send window (as a setting would give it) is open at a time,
+-- else when it next opens: for trying a window before setting it.
+CREATE FUNCTION smsdispatch.send_window_next(send_window text, at timestamptz DEFAULT now())
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_next'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- Closes the waiting of the given alarms' recipients and queues their
+-- confirmations; called by smsdispatch.record_ack ('acked', with the acking
+-- recipient), sms_cancel ('cancelled') and smsdispatch.escalate
+-- ('exhausted'), with the alarms already locked and closed. Recipients
+-- still waiting for an ack, or whose SMS a channel has in hand, become
+-- CLOSED. "Paged" means a channel took the recipient's SMS (sending,
+-- submitted or unknown); one confirmation per phone, on the channel of
+-- that SMS, at alarm priority. Confirmation rows carry confirms, not
+-- message_id: they are nobody's page, so the escalation and
+-- sms_log_progress never take them for one. Lists with confirmations off
+-- (sms_list_confirmations) get none. Returns the confirmations queued.
+CREATE FUNCTION smsdispatch.confirm_closed(message_ids bigint[], closed_as text,
+	acker bigint DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	queued int;
+BEGIN
+	IF closed_as IS NULL OR closed_as NOT IN ('acked', 'cancelled', 'exhausted') THEN
+		RAISE EXCEPTION 'unknown way "%" for an alarm to close', closed_as
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Alarms close as acked, cancelled or exhausted.';
+	END IF;
+
+	UPDATE smsdispatch.message_recipient r
+	   SET status = 'CLOSED'
+	 WHERE r.message_id = ANY (message_ids) AND r.id IS DISTINCT FROM acker
+	   AND (r.status = 'NOT_YET_ACK'
+			OR (r.status = 'NOT_SENT'
+				AND EXISTS (SELECT 1 FROM verification.sms_log l
+							 WHERE l.id = r.sms_log_id AND l.send_state = 'sending')));
+
+	WITH paged AS (
+		SELECT DISTINCT ON (r.message_id, r.phone)
+			   r.message_id, r.phone, r.level, r.id = acker AS is_acker, l.channel
+		  FROM smsdispatch.message_recipient r
+		  JOIN verification.sms_log l ON l.id = r.sms_log_id
+		 WHERE r.message_id = ANY (message_ids)
+		   AND l.send_state IN ('sending', 'submitted', 'unknown')
+		 ORDER BY r.message_id, r.phone, r.id = acker DESC, r.level
+	), worded AS (
+		SELECT p.*, m.number,
+			   '[' || m.number || '] ' ||
+			   CASE WHEN p.is_acker THEN 'acknowledged'
+					WHEN closed_as = 'acked' THEN
+						'taken by ' || left(coalesce(a.name, a.phone), 60)
+					WHEN closed_as = 'cancelled' THEN 'cancelled'
+					ELSE 'exhausted: nobody acknowledged it' END AS body
+		  FROM paged p
+		  JOIN smsdispatch.message m ON m.id = p.message_id
+		  LEFT JOIN smsdispatch.message_recipient a ON a.id = acker
+		 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list rl
+							WHERE rl.name = m.list AND NOT rl.confirmations)
+	), sent AS (
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, priority,
+										  confirms)
+		SELECT t.phone, 'text', t.body, t.channel, 1, t.message_id
+		  FROM worded t
+		 ORDER BY t.message_id, t.is_acker DESC, t.level, t.phone
+		RETURNING confirms, phone_number, body
+	)
+	INSERT INTO smsdispatch.event (message_id, kind, phone, detail)
+	SELECT s.confirms, 'confirmation', s.phone_number, s.body
+	  FROM sent s;
+	GET DIAGNOSTICS queued = ROW_COUNT;
+	RETURN queued;
+END;
+$$;
+
+-- Turns the confirmations of a list on or off (on for a new list).
+CREATE FUNCTION sms_list_confirmations(list text, enabled boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF enabled IS NULL THEN
+		RAISE EXCEPTION 'enabled must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass true to confirm acks, cancels and exhaustion by SMS, false not to.';
+	END IF;
+	UPDATE smsdispatch.recipient_list l SET confirmations = enabled
+	 WHERE l.name = sms_list_confirmations.list;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+END;
+$$;
+
+-- Keeps a received SMS in the inbox with the sender as given and in E.164,
+-- and announces it with NOTIFY smsdispatch_inbox, payload {"id": 17,
+-- "outcome": "no_number"} (sent at COMMIT). An SMS that is not an ack
+-- waits for the inbound handler when smsdispatch.inbound_handler names one
+-- (src/inbound.c), and wakes the worker for it at COMMIT.
+CREATE FUNCTION smsdispatch.inbox_record(sender text, body text, outcome text,
+	number text, message_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pending boolean := outcome NOT IN ('ack', 'duplicate_ack')
+		AND smsdispatch.setting('smsdispatch.inbound_handler') <> '';
+	inbox_id bigint;
+BEGIN
+	INSERT INTO smsdispatch.inbox (sender, sender_e164, body, outcome, number, message_id,
+								   handler_state)
+		VALUES (sender, smsdispatch.try_normalize_phone(sender), body, outcome, number,
+				message_id, CASE WHEN pending THEN 'pending' END)
+		RETURNING id INTO inbox_id;
+	PERFORM pg_notify('smsdispatch_inbox',
+					  json_build_object('id', inbox_id, 'outcome', outcome)::text);
+	IF pending THEN
+		PERFORM smsdispatch.wake_at_commit();
+	END IF;
+	RETURN inbox_id;
+END;
+$$;
+
+-- Queued rows whose send window has opened (held_until passed) go back to
+-- the claims, at most batch of them, their validity counting from now on:
+-- a duty of the worker and of run_once(). Setting send_state wakes the
+-- worker and, for modem rows, the sidecars (sms_log_wake). Returns the rows
+-- released and when the next held row is due.
+CREATE FUNCTION smsdispatch.release_held(batch int DEFAULT 1000,
+	OUT released int, OUT next_due timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE verification.sms_log l
+	   SET send_state = 'queued', held_until = NULL, released_at = now(), updated_at = now()
+	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
+					 WHERE h.send_state = 'queued' AND h.held_until <= now()
+					 ORDER BY h.held_until
+					 LIMIT batch
+					 FOR UPDATE SKIP LOCKED);
+	GET DIAGNOSTICS released = ROW_COUNT;
+	SELECT min(h.held_until) INTO next_due FROM verification.sms_log h
+	 WHERE h.send_state = 'queued' AND h.held_until IS NOT NULL;
+END;
+$$;
+
+-- Records an acknowledgement. Returns 'ack' when it ended the alarm,
+-- 'duplicate_ack' when the alarm was already acknowledged, and
+-- 'cancelled' when it was cancelled first. The message row lock orders an ack
+-- against a concurrent cancel or ack.
+CREATE OR REPLACE FUNCTION smsdispatch.record_ack(message_id bigint, recipient_id bigint)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	m smsdispatch.message;
+	r smsdispatch.message_recipient;
+BEGIN
+	SELECT * INTO m FROM smsdispatch.message WHERE id = message_id FOR UPDATE;
+	SELECT * INTO r FROM smsdispatch.message_recipient WHERE id = recipient_id;
+	IF m.state = 'cancelled' THEN
+		RETURN 'cancelled';
+	END IF;
+	IF m.state = 'acked' THEN
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone)
+			VALUES (m.id, 'duplicate_ack', r.level, r.phone);
+		RETURN 'duplicate_ack';
+	END IF;
+	UPDATE smsdispatch.message_recipient
+	   SET status = 'ACK', acked_at = now()
+	 WHERE id = recipient_id;
+	UPDATE smsdispatch.message
+	   SET state = 'acked', acked_at = now(), acked_by = r.phone, closed_at = now()
+	 WHERE id = m.id;
+	-- nobody else is sent the alarm once someone has it
+	UPDATE verification.sms_log
+	   SET send_state = 'failed', last_error = 'alarm acknowledged before sending',
+		   updated_at = now()
+	 WHERE sms_log.message_id = m.id AND send_state = 'queued';
+	INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		VALUES (m.id, 'acked', r.level, r.phone,
+				CASE WHEN m.state = 'exhausted' THEN 'after exhaustion' END);
+	-- the acker and everyone else paged are told, in this transaction
+	PERFORM smsdispatch.confirm_closed(ARRAY[m.id], 'acked', recipient_id);
+	RETURN 'ack';
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_receive(sender text, body text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	token text;
+	msg_id bigint;
+	recipient_id bigint;
+	outcome text := 'no_number';
+	first_token text;
+	first_msg bigint;
+BEGIN
+	IF sender IS NULL OR body IS NULL THEN
+		RAISE EXCEPTION 'sender and body of a received SMS must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(body) > smsdispatch.max_inbound_length() THEN
+		RAISE EXCEPTION 'body of a received SMS from "%" is % bytes, longer than smsdispatch.max_inbound_length (% bytes)',
+			left(sender, 32), octet_length(body), smsdispatch.max_inbound_length()
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'A real SMS, even of 255 parts, is far shorter; raise the setting if your application passes longer texts.';
+	END IF;
+	-- every standalone four-digit token, in order; the first that names an
+	-- alarm this sender was sent decides
+	FOR token IN
+		SELECT t[1] FROM regexp_matches(body, '(?:^|[^0-9])([0-9]{4})(?=[^0-9]|$)', 'g') AS t
+	LOOP
+		first_token := coalesce(first_token, token);
+		msg_id := smsdispatch.find_alarm(token);
+		-- a cancelled alarm's number answers as if unknown, to anyone
+		IF msg_id IS NULL OR EXISTS (SELECT 1 FROM smsdispatch.message m
+									 WHERE m.id = msg_id AND m.state = 'cancelled') THEN
+			CONTINUE;
+		END IF;
+		first_msg := coalesce(first_msg, msg_id);
+		recipient_id := smsdispatch.match_recipient(msg_id, sender);
+		IF recipient_id IS NOT NULL THEN
+			outcome := smsdispatch.record_ack(msg_id, recipient_id);
+			IF outcome = 'cancelled' THEN
+				outcome := 'unknown_number';
+			END IF;
+			PERFORM smsdispatch.inbox_record(sender, body, outcome, token, msg_id);
+			RETURN outcome;
+		END IF;
+	END LOOP;
+	IF first_msg IS NOT NULL THEN
+		outcome := 'not_recipient';
+	ELSIF first_token IS NOT NULL THEN
+		outcome := 'unknown_number';
+	END IF;
+	PERFORM smsdispatch.inbox_record(sender, body, outcome, first_token, first_msg);
+	RETURN outcome;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_cancel(number text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	msg_id bigint := smsdispatch.find_alarm(number);
+	m smsdispatch.message;
+BEGIN
+	IF msg_id IS NULL THEN
+		RAISE EXCEPTION 'no alarm has number "%"', number
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT * INTO m FROM smsdispatch.message WHERE id = msg_id FOR UPDATE;
+	IF m.state <> 'open' THEN
+		RAISE EXCEPTION 'alarm "%" is already %', number, m.state
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only open alarms can be cancelled.';
+	END IF;
+	UPDATE smsdispatch.message SET state = 'cancelled', closed_at = now() WHERE id = msg_id;
+	UPDATE verification.sms_log
+	   SET send_state = 'failed', last_error = 'alarm cancelled before sending',
+		   updated_at = now()
+	 WHERE message_id = msg_id AND send_state = 'queued';
+	INSERT INTO smsdispatch.event (message_id, kind, level) VALUES (msg_id, 'cancelled', m.level);
+	PERFORM smsdispatch.confirm_closed(ARRAY[msg_id], 'cancelled');
+	RETURN true;
+END;
+$$;
+
+-- One escalation step for the due open alarms (check_at passed), at most
+-- batch of them: recipients of the current level past their deadline become
+-- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
+-- to its next level with recipients, else starts another round when its
+-- list's repeat allows, else is exhausted. Alarms that an ack or a channel
+-- holds locked are skipped and seen on the next pass. Set-based: a fixed
+-- number of statements whatever the batch, every one of them found through
+-- message_check_idx and the per-alarm indexes, never by a scan of history.
+CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
+	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
+	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- the due alarms are a small set found by index: each statement reaches
+-- their recipients by nested loops over the per-alarm indexes, never by a
+-- hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	due bigint[];
+	up_ids bigint[];
+	up_levels int[];
+	again_ids bigint[];
+	again_levels int[];
+	done_ids bigint[];
+	gone record;
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	timed_out := 0;
+	escalated := 0;
+	repeated := 0;
+	exhausted := 0;
+
+	SELECT array_agg(s.id) INTO due FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.state = 'open' AND m.check_at <= now()
+		 ORDER BY m.check_at
+		 LIMIT batch
+		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
+	alarms_checked := coalesce(cardinality(due), 0);
+
+	IF due IS NOT NULL THEN
+		-- each statement from here on sees what was committed before the
+		-- locks above were granted
+		WITH over AS (
+			UPDATE smsdispatch.message_recipient r
+			   SET status = 'ACK_TIME_OVER'
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
+			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
+			RETURNING r.message_id, r.level, r.phone, r.deadline)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
+		  FROM over o;
+		GET DIAGNOSTICS timed_out = ROW_COUNT;
+
+		-- the alarms whose level is over, and where each goes next
+		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.first_level ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
+		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
+		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
+					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
+					   min(r.level) AS first_level
+				  FROM smsdispatch.message m
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
+				 WHERE m.id = ANY (due)
+				 GROUP BY m.id, m.round, l.repeat
+				HAVING NOT bool_or(r.level = m.level
+								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
+
+		IF up_ids IS NOT NULL THEN
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
+			  FROM unnest(up_ids, up_levels) AS u(id, level)
+			  JOIN smsdispatch.message m ON m.id = u.id;
+			escalated := cardinality(up_ids);
+		END IF;
+
+		IF again_ids IS NOT NULL THEN
+			-- a new round: everybody waits to be sent the alarm again; the
+			-- previous round's SMS still let its recipients acknowledge
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
+			 WHERE message_id = ANY (again_ids);
+			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT a.id, 'repeated', a.level, 'round ' || m.round
+			  FROM unnest(again_ids, again_levels) AS a(id, level)
+			  JOIN smsdispatch.message m ON m.id = a.id;
+			repeated := cardinality(again_ids);
+		END IF;
+
+		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
+			PERFORM smsdispatch.start_levels(
+				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
+				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
+		END IF;
+
+		IF done_ids IS NOT NULL THEN
+			UPDATE smsdispatch.message
+			   SET state = 'exhausted', closed_at = now(), check_at = NULL
+			 WHERE id = ANY (done_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (done_ids);
+			exhausted := cardinality(done_ids);
+			-- nobody has the alarm: that must be heard
+			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
+						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
+				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
+					format('nobody on list "%s" acknowledged it in %s round(s)',
+						   gone.list, gone.round));
+			END LOOP;
+			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
+		END IF;
+
+		-- the alarms still waiting: next look at their earliest deadline
+		UPDATE smsdispatch.message m
+		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level
+							  AND r.status = 'NOT_YET_ACK')
+		 WHERE m.id = ANY (due) AND m.state = 'open';
+	END IF;
+
+	SELECT min(m.check_at) INTO next_check
+	  FROM smsdispatch.message m
+	 WHERE m.state = 'open';
+END;
+$$;
+
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. A row outside its type's send window (smsdispatch.send_window_opens)
+-- stays queued, held until the window opens: out of the claim index, so a
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
+-- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- sessions hold are skipped, so a claim never waits.
+CREATE OR REPLACE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
+			   AS expired,
+			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
+					THEN smsdispatch.send_window_opens(l.type) END AS held_until
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND l.held_until IS NULL
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed'
+							WHEN due.held_until IS NOT NULL THEN 'queued'
+							ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
+										THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
+			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							 THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
+				  l.send_state
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	  FROM claimed c
+	 WHERE c.send_state = 'sending'
+	 ORDER BY c.priority, c.id
+$$;
+
+-- Takes the next due queued modem row for this modem, the most urgent first
+-- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
+-- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
+-- claim side by side without ever taking the same row. A row the claim
+-- holds for its send window takes none of this modem's turn: it claims
+-- again while due rows are left (at most 16 times).
+CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
+RETURNS TABLE (id bigint, phone_number text, body text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF lease IS NULL OR lease <= interval '0' THEN
+		RAISE EXCEPTION 'lease "%" must be positive', lease
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR attempt IN 1..16 LOOP
+		RETURN QUERY
+		SELECT c.id, c.phone_number, c.body
+		  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+		EXIT WHEN FOUND OR NOT EXISTS (
+			SELECT 1 FROM verification.sms_log l
+			 WHERE l.channel = 'modem' AND l.send_state = 'queued' AND l.held_until IS NULL
+			   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now()));
+	END LOOP;
+END;
+$$;
+
+-- One batch of the retention: of one kind of rows past its cutoff, at most
+-- batch_size, skipping rows that others have locked (the next run takes
+-- them). Kinds: alarms (closed before the cutoff and out of number
+-- quarantine, with their recipients and events), log_rows (SMS no longer
+-- queued or sending that belong to no remaining alarm, neither as its page
+-- nor as its confirmation), inbox_rows,
+-- snapshots, and redacted: SMS in a final state for longer than
+-- smsdispatch.redact_after get an empty body, their length and parts kept.
+-- after_id is where the previous batch of the same kind stopped (the
+-- redacted rows stay, so their kind walks by id); n is how many rows the
+-- batch did and last_id where it stopped. The statements are fixed, one per
+-- kind, and run under a pinned search_path.
+CREATE OR REPLACE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+	started timestamptz, batch_size int, after_id bigint,
+	OUT n bigint, OUT last_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cutoff timestamptz := started - older_than;
+BEGIN
+	last_id := after_id;
+	CASE kind
+	WHEN 'alarms' THEN
+		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
+		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.message
+			 WHERE state <> 'open' AND closed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'log_rows' THEN
+		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM verification.sms_log
+			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
+			   AND message_id IS NULL AND confirms IS NULL
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'inbox_rows' THEN
+		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'snapshots' THEN
+		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'redacted' THEN
+		IF smsdispatch.redact_after() IS NULL THEN
+			n := 0;
+			RETURN;
+		END IF;
+		cutoff := started - smsdispatch.redact_after();
+		WITH batch AS (
+			SELECT l.id FROM verification.sms_log l
+			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
+			   AND l.redacted_at IS NULL
+			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
+			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+		), done AS (
+			UPDATE verification.sms_log l
+			   SET body = '', body_length = length(l.body),
+				   body_parts = (@extschema@.sms_segments(l.body)).parts,
+				   redacted_at = now()
+			  FROM batch WHERE l.id = batch.id
+			RETURNING l.id
+		)
+		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
+		RETURN;
+	ELSE
+		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END CASE;
+	GET DIAGNOSTICS n = ROW_COUNT;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_opens(text),
+	smsdispatch.send_window_next(text, timestamptz),
+	smsdispatch.confirm_closed(bigint[], text, bigint),
+	smsdispatch.inbox_record(text, text, text, text, bigint),
+	smsdispatch.release_held(int) FROM PUBLIC;
+-- Privileges of issue 13's confirmations (37_confirmations.sql): admins
+-- turn a list's confirmations on and off.
+REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
+-- and may try a send window before setting it
+GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO smsdispatch_admin;
+-- readers see the new columns that say neither who nor what
+GRANT SELECT (confirms, held_until, released_at) ON verification.sms_log TO smsdispatch_reader;
+GRANT SELECT (handler_state, handled_at) ON smsdispatch.inbox TO smsdispatch_reader;

@@ -107,3 +107,20 @@ sms_housekeeping(SmsPassSummary *summary, TimestampTz *next_due)
 {
 	run_query("SELECT smsdispatch.housekeeping()", SPI_OK_SELECT);
 }
+
+/*
+ * Releases queued SMS whose send window has opened (smsdispatch.release_held);
+ * the next wake-up is when the next held row's window opens.
+ */
+void
+sms_release_held(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	run_query("SELECT released, next_due"
+			  "  FROM smsdispatch.release_held(" CppAsString2(SMS_DUTY_BATCH) ")",
+			  SPI_OK_SELECT);
+	summary->released += result_int(1);
+	if (result_int(1) == SMS_DUTY_BATCH)
+		summary->more = true;
+	else
+		result_lower_due(2, true, next_due);
+}

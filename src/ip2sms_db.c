@@ -267,7 +267,7 @@ queued_unconfigured(void)
 	exec_saved(&plan,
 			   "SELECT 1 FROM verification.sms_log"
 			   " WHERE channel = 'ip2sms'"
-			   "   AND send_state = 'queued' LIMIT 1",
+			   "   AND send_state = 'queued' AND held_until IS NULL LIMIT 1",
 			   0, NULL, NULL, SPI_OK_SELECT);
 	return SPI_processed > 0;
 }
@@ -619,7 +619,8 @@ next_due(Ip2smsExchange *x, bool sends_short, bool polls_short)
 			   "SELECT (SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
 			   "          FROM verification.sms_log"
 			   "         WHERE $1 AND channel = 'ip2sms'"
-			   "           AND send_state = 'queued'),"
+			   /* rows held for their send window are the duties' (send_window.c) */
+			   "           AND send_state = 'queued' AND held_until IS NULL),"
 			   "       (SELECT pg_catalog.min(next_poll_at) FROM verification.sms_log"
 			   "         WHERE $2 AND next_poll_at IS NOT NULL"
 			   "           AND channel = 'ip2sms')",

@@ -12,6 +12,7 @@
 
 #include "miscadmin.h"
 #include "fmgr.h"
+#include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
@@ -51,24 +52,37 @@ int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
 
 /*
- * smsdispatch.validity_<type>: how long an SMS of each type may wait to be
- * submitted before it fails as expired; 0 = never (alarms' SMS have none:
- * they keep escalating). One row per type serves both the settings and
- * smsdispatch.validity(type).
+ * The settings of each SMS type, one row per type serving both families
+ * and the SQL functions that read them:
+ * smsdispatch.validity_<type>, how long an SMS of the type may wait to be
+ * submitted before it fails as expired (0 = never; alarms' SMS have none:
+ * they keep escalating), read by smsdispatch.validity(type); and
+ * smsdispatch.send_window_<type>, its quiet hours (send_window.c), read by
+ * smsdispatch.send_window_opens(type). Alarms and their confirmations have
+ * neither.
  */
 static struct
 {
 	const char *type;			/* as in sms_log.type */
-	const char *setting;
-	int			default_s;
-	int			seconds;
-}			validity[] =
+	const char *validity_setting;
+	int			validity_default_s;
+	int			validity_s;
+	const char *window_setting;
+	char	   *window;
+}			sms_types[] =
 {
-	{"verification", "smsdispatch.validity_verification", 600, 600},
-	{"2FA", "smsdispatch.validity_2fa", 600, 600},
-	{"medication_request", "smsdispatch.validity_medication_request", 86400, 86400},
-	{"text", "smsdispatch.validity_text", 86400, 86400},
+	{"verification", "smsdispatch.validity_verification", 600, 600,
+	"smsdispatch.send_window_verification", NULL},
+	{"2FA", "smsdispatch.validity_2fa", 600, 600,
+	"smsdispatch.send_window_2fa", NULL},
+	{"medication_request", "smsdispatch.validity_medication_request", 86400, 86400,
+	"smsdispatch.send_window_medication_request", NULL},
+	{"text", "smsdispatch.validity_text", 86400, 86400,
+	"smsdispatch.send_window_text", NULL},
 };
+
+/* smsdispatch.timezone: the zone of the send windows' days and hours */
+char	   *sms_timezone = NULL;
 
 PG_FUNCTION_INFO_V1(sms_setting);
 
@@ -124,6 +138,52 @@ check_template(char **newval, void **extra, GucSource source)
 		return true;
 	GUC_check_errdetail("The template must contain the placeholder {code}.");
 	return false;
+}
+
+/* A send window must parse (send_window.c), so that a claim never fails on one. */
+static bool
+check_send_window(char **newval, void **extra, GucSource source)
+{
+	SmsSendWindow w;
+	const char *detail;
+
+	if (sms_parse_send_window(*newval, &w, &detail))
+		return true;
+	GUC_check_errdetail("%s", detail);
+	return false;
+}
+
+/* The time zone must be one PostgreSQL knows. */
+static bool
+check_timezone(char **newval, void **extra, GucSource source)
+{
+	if (pg_tzset(*newval) != NULL)
+		return true;
+	GUC_check_errdetail("\"%s\" is not a time zone PostgreSQL knows; see pg_timezone_names.",
+						*newval);
+	return false;
+}
+
+/* The send window setting of an SMS type, or NULL when it is always open. */
+const char *
+sms_send_window_setting(const char *type)
+{
+	for (int i = 0; i < lengthof(sms_types); i++)
+		if (strcmp(type, sms_types[i].type) == 0)
+			return pg_strcasecmp(sms_types[i].window, "always") == 0 ?
+				NULL : sms_types[i].window;
+	return NULL;
+}
+
+/* smsdispatch.timezone, as a zone. */
+pg_tz *
+sms_timezone_tz(void)
+{
+	pg_tz	   *tz = pg_tzset(sms_timezone);
+
+	if (tz == NULL)
+		elog(ERROR, "smsdispatch: unknown time zone \"%s\"", sms_timezone);
+	return tz;
 }
 
 /* Registers every setting; called once from _PG_init. */
@@ -249,11 +309,32 @@ sms_define_settings(void)
 							 &sms_loopback_channel, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
-	for (int i = 0; i < lengthof(validity); i++)
-		DefineCustomIntVariable(validity[i].setting,
+	for (int i = 0; i < lengthof(sms_types); i++)
+	{
+		DefineCustomIntVariable(sms_types[i].validity_setting,
 								"An SMS of this type not submitted within this fails as expired; 0 = never.",
-								NULL, &validity[i].seconds, validity[i].default_s, 0, 365 * 86400,
+								NULL, &sms_types[i].validity_s,
+								sms_types[i].validity_default_s, 0, 365 * 86400,
 								PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+		DefineCustomStringVariable(sms_types[i].window_setting,
+								   "When SMS of this type may leave: always, or hours such as Mon-Fri 08:00-21:00.",
+								   "Days and hours in smsdispatch.timezone; outside them an SMS waits queued.",
+								   &sms_types[i].window, "always",
+								   PGC_SIGHUP, 0, check_send_window, NULL, NULL);
+	}
+	DefineCustomStringVariable("smsdispatch.inbound_handler",
+							   "Function the worker calls for each received SMS that is not an ack; empty = none.",
+							   "Schema-qualified, taking (inbox_id bigint, sender text, body text, outcome text).",
+							   &sms_inbound_handler, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.inbound_handler_role",
+							   "Role the inbound handler runs as; never a superuser or the extension's owner.",
+							   NULL, &sms_inbound_handler_role, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("smsdispatch.timezone",
+							   "Time zone of the send windows' days and hours.",
+							   NULL, &sms_timezone, "UTC",
+							   PGC_SIGHUP, 0, check_timezone, NULL, NULL);
 
 	MarkGUCPrefixReserved("smsdispatch");
 }
@@ -279,9 +360,9 @@ sms_validity(PG_FUNCTION_ARGS)
 	int			secs = 0;
 	Interval   *result;
 
-	for (int i = 0; i < lengthof(validity); i++)
-		if (strcmp(type, validity[i].type) == 0)
-			secs = validity[i].seconds;
+	for (int i = 0; i < lengthof(sms_types); i++)
+		if (strcmp(type, sms_types[i].type) == 0)
+			secs = sms_types[i].validity_s;
 	if (secs == 0)
 		PG_RETURN_NULL();
 	result = palloc0(sizeof(Interval));

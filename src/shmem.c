@@ -90,6 +90,18 @@ wake_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/* Wakes the worker when the current transaction commits. */
+void
+sms_wake_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_pending = true;
+}
+
 /*
  * BEFORE INSERT OR UPDATE OF send_state row trigger on verification.sms_log:
  * at COMMIT the worker wakes for any such change (new work, or a status the
@@ -128,12 +140,7 @@ sms_wake_on_change(PG_FUNCTION_ARGS)
 	row = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_pending = true;
+	sms_wake_at_commit();
 
 	channel = heap_getattr(row, channel_att, tupdesc, &isnull);
 	if (isnull || !sms_text_equals(channel, "modem"))

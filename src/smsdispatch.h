@@ -45,6 +45,22 @@ extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
 
 extern void sms_define_settings(void);
+extern const char *sms_send_window_setting(const char *type);
+extern struct pg_tz *sms_timezone_tz(void);
+
+/* send_window.c: quiet hours of an SMS type */
+typedef struct SmsSendWindow
+{
+	bool		always;
+	int			days;			/* bit d: day d of the week, 0 = Sunday */
+	int			start;			/* seconds of the day it opens */
+	int			end;			/* and closes; before start: the next day */
+} SmsSendWindow;
+
+extern bool sms_parse_send_window(const char *text, SmsSendWindow *w,
+								  const char **detail);
+extern bool sms_send_window_open(const SmsSendWindow *w, struct pg_tz *tz,
+								 TimestampTz now, TimestampTz *opens);
 
 /* secrets.c: the IP2SMS password, from smsdispatch.ip2sms_password_file */
 extern bool sms_check_password_file(char **newval, void **extra, GucSource source);
@@ -126,6 +142,7 @@ extern SmsSharedState *sms_shared;
 extern void sms_shmem_request(void);
 extern void sms_shmem_startup(void);
 extern void sms_wake_worker(void);
+extern void sms_wake_at_commit(void);
 
 /*
  * The database duties of one pass of the worker (and of run_once()), and
@@ -143,6 +160,7 @@ typedef struct SmsPassSummary
 	int			repeated;		/* alarms that started another round */
 	int			exhausted;		/* alarms with no level and no round left */
 	int			loopback_submitted; /* SMS the loopback channel marked sent */
+	int			released;		/* SMS whose send window opened */
 	bool		more;			/* a duty's batch was full: more is due now */
 } SmsPassSummary;
 
@@ -152,6 +170,12 @@ typedef void (*SmsDuty) (SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_escalate(SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_loopback_dispatch(SmsPassSummary *summary, TimestampTz *next_due);
 extern void sms_housekeeping(SmsPassSummary *summary, TimestampTz *next_due);
+extern void sms_release_held(SmsPassSummary *summary, TimestampTz *next_due);
+
+/* inbound.c: the inbound hook */
+extern char *sms_inbound_handler;
+extern char *sms_inbound_handler_role;
+extern void sms_inbound_hook(SmsPassSummary *summary, TimestampTz *next_due);
 
 /* spool.c */
 extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);

@@ -10,7 +10,8 @@
  * requests run on curl's sockets (ip2sms.c), and between I/O events the
  * loop records their results and fills free connections, and runs the
  * database duties that are due: import the spool directory, escalate the
- * due alarms, the loopback test channel, housekeeping. The duties run when
+ * due alarms, release SMS whose send window opened, the inbound hook, the
+ * loopback test channel, housekeeping. The duties run when
  * their earliest deadline comes (at most smsdispatch.naptime apart), when
  * a transaction that queued SMS commits and sets our latch, and soon after
  * an alarm's SMS changed state; none of them ever waits for the network.
@@ -147,6 +148,9 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 		run_duty("smsdispatch: importing spool files", sms_spool_import,
 				 summary, next_due);
 	run_duty("smsdispatch: escalating alarms", sms_escalate, summary, next_due);
+	run_duty("smsdispatch: releasing held SMS", sms_release_held, summary, next_due);
+	if (sms_inbound_handler[0] != '\0')
+		run_duty("smsdispatch: inbound hook", sms_inbound_hook, summary, next_due);
 	if (sms_loopback_channel)
 		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
 				 summary, next_due);
@@ -201,7 +205,8 @@ worker_loop(void)
 			if (summary.more)
 				duties_due = now;
 			/* the worker's own COMMITs do not wake it: new levels, new files */
-			if (summary.escalated > 0 || summary.repeated > 0 || summary.spool_imported > 0)
+			if (summary.escalated > 0 || summary.repeated > 0 || summary.spool_imported > 0 ||
+				summary.released > 0)
 				ip2sms_wake();
 			duties_ran = now;
 		}
@@ -339,6 +344,7 @@ sms_run_once(PG_FUNCTION_ARGS)
 	/* the spool's files move at COMMIT: one batch of them per call */
 	sms_spool_import(&summary, &next_due);
 	run_until_done(sms_escalate, &summary, &next_due);
+	run_until_done(sms_release_held, &summary, &next_due);
 	if (sms_loopback_channel)
 		run_until_done(sms_loopback_dispatch, &summary, &next_due);
 	sms_housekeeping(&summary, &next_due);

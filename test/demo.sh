@@ -193,6 +193,27 @@ psql -X -c "$show_live" \
 	      FROM smsdispatch.event e JOIN smsdispatch.message m ON m.id = e.message_id
 	     WHERE m.list = 'db' ORDER BY e.id"
 
+# issue 13 (i13c): confirmations
+step "Confirmations: Dan acks at level 2; he is told, and so is Erin, paged at level 1"
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\o /dev/null
+SELECT sms_list_create('ward', 'Ward on-call, confirmations on (the default)');
+SELECT sms_list_add('ward', '+380507777777', 1, '2 s', 'Erin');
+SELECT sms_list_add('ward', '+380508888888', 2, '1 min', 'Dan');
+\o
+EOF
+ward=$(psql -XAt -c "SELECT sms_enqueue('Fridge 3 at 9 °C', 'ward')")
+wait_for "SELECT status = 'NOT_YET_ACK' FROM smsdispatch.message_recipient r
+            JOIN smsdispatch.message m ON m.id = r.message_id WHERE m.list = 'ward' AND r.level = 2"
+echo "-- Dan replies \"$ward\""
+psql -X -c "SELECT sms_receive('+380508888888', '$ward') AS outcome"
+wait_for "SELECT count(*) = 2 FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.confirms
+            WHERE m.list = 'ward' AND l.send_state = 'submitted'"
+psql -X -c "SELECT l.phone_number, r.name, l.body, l.priority, l.send_state
+              FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.confirms
+              JOIN smsdispatch.message_recipient r ON r.message_id = m.id AND r.phone = l.phone_number
+             WHERE m.list = 'ward' ORDER BY l.id"
+
 step "Delivery statuses, polled from the gateway into verification.sms_log"
 wait_for "SELECT bool_and(gateway_status = 'Delivered') FROM verification.sms_log
             WHERE channel = 'ip2sms' AND type IN ('verification', '2FA')"

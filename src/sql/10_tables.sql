@@ -43,7 +43,10 @@ CREATE TABLE smsdispatch.recipient_list (
 	name		text NOT NULL UNIQUE CHECK (name <> ''),
 	description	text,
 	repeat		int NOT NULL DEFAULT 0 CHECK (repeat BETWEEN 0 AND 100),
-	created_at	timestamptz NOT NULL DEFAULT now()
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	-- whether the people paged are told when the alarm closes (an ack, a
+	-- cancel, exhaustion): smsdispatch.confirm_closed
+	confirmations boolean NOT NULL DEFAULT true
 );
 
 CREATE TABLE smsdispatch.list_member (
@@ -95,8 +98,11 @@ CREATE TABLE smsdispatch.message_recipient (
 	name		text,
 	level		int NOT NULL CHECK (level BETWEEN 1 AND 3),
 	ack_timeout	interval NOT NULL,
+	-- CLOSED: the alarm closed (acked by another, cancelled) while this
+	-- recipient was still waiting for their ack or their SMS was on its way
 	status		text NOT NULL DEFAULT 'NOT_SENT'
-				CHECK (status IN ('NOT_SENT', 'NOT_YET_ACK', 'ACK', 'ACK_TIME_OVER')),
+				CHECK (status IN ('NOT_SENT', 'NOT_YET_ACK', 'ACK', 'ACK_TIME_OVER',
+								  'CLOSED')),
 	sent_at		timestamptz,
 	deadline	timestamptz,
 	acked_at	timestamptz,
@@ -139,13 +145,25 @@ CREATE TABLE verification.sms_log (
 	-- 1 is the most urgent, 9 the least; both channels claim by priority
 	-- first. sms_send() and the verification trigger set it from the type
 	-- (smsdispatch.default_priority), alarms' SMS are 1.
-	priority			int NOT NULL DEFAULT 7
+	priority			int NOT NULL DEFAULT 7,
+	-- a confirmation ("[0042] taken by Ben") tells a person paged for this
+	-- alarm that it closed; such rows have no message_id: they are nobody's
+	-- page, so the escalation and sms_log_progress never see them
+	confirms			bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
+	-- outside its type's send window a queued row waits, out of the claim
+	-- index, until held_until (smsdispatch.send_window_<type>);
+	-- released_at is when its window let it go: its validity counts from then
+	held_until			timestamptz,
+	released_at			timestamptz
 );
 -- The channels find their work through these partial indexes, never by a scan:
 -- the most urgent first, within a priority fresh rows, then retries by time.
 CREATE INDEX sms_log_queued_idx ON verification.sms_log
 	(channel, priority, next_attempt_at NULLS FIRST, id)
-	WHERE send_state = 'queued';
+	WHERE send_state = 'queued' AND held_until IS NULL;
+-- rows held for their send window, released by smsdispatch.release_held
+CREATE INDEX sms_log_held_idx ON verification.sms_log (held_until)
+	WHERE send_state = 'queued' AND held_until IS NOT NULL;
 CREATE INDEX sms_log_sending_idx ON verification.sms_log (channel, lease_until)
 	WHERE send_state = 'sending';
 CREATE INDEX sms_log_poll_idx ON verification.sms_log (next_poll_at)
@@ -160,14 +178,24 @@ CREATE INDEX sms_log_inserted_idx ON verification.sms_log (inserted_at);
 -- Every received SMS, matched or not, and what it did.
 CREATE TABLE smsdispatch.inbox (
 	id			bigserial PRIMARY KEY,
-	sender		text NOT NULL,
+	sender		text NOT NULL,			-- as the network or the caller gave it
 	body		text NOT NULL,
 	outcome		text NOT NULL CHECK (outcome IN
 				('ack', 'duplicate_ack', 'unknown_number', 'not_recipient', 'no_number')),
 	number		text,
 	message_id	bigint REFERENCES smsdispatch.message ON DELETE SET NULL,
-	received_at	timestamptz NOT NULL DEFAULT now()
+	received_at	timestamptz NOT NULL DEFAULT now(),
+	-- the sender in E.164 (NULL when it cannot be normalised)
+	sender_e164	text,
+	-- the inbound hook (smsdispatch.inbound_handler): 'pending' while a
+	-- non-ack SMS waits for the worker to call the handler, then 'done' or
+	-- 'failed' (its error in handler_error); NULL when no handler was set
+	handler_state text CHECK (handler_state IN ('pending', 'done', 'failed')),
+	handled_at	timestamptz,
+	handler_error text
 );
+CREATE INDEX inbox_pending_idx ON smsdispatch.inbox (id)
+	WHERE handler_state = 'pending';
 
 -- The audit trail of each alarm.
 CREATE TABLE smsdispatch.event (
@@ -176,7 +204,8 @@ CREATE TABLE smsdispatch.event (
 	at			timestamptz NOT NULL DEFAULT now(),
 	kind		text NOT NULL CHECK (kind IN ('enqueued', 'sent', 'level_started',
 				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
-				'exhausted', 'cancelled', 'send_failed')),
+				'exhausted', 'cancelled', 'send_failed',
+				'confirmation')),
 	level		int,
 	phone		text,
 	detail		text

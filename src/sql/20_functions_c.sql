@@ -82,6 +82,23 @@ CREATE FUNCTION smsdispatch.validity(type text)
 RETURNS interval
 AS 'MODULE_PATHNAME', 'sms_validity'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- NULL while the send window of an SMS type (smsdispatch.send_window_<type>,
+-- in smsdispatch.timezone) is open at now(), else when it next opens.
+-- Wakes the background worker when the calling transaction commits.
+CREATE FUNCTION smsdispatch.wake_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_wake_at_commit_sql'
+LANGUAGE C VOLATILE;
+CREATE FUNCTION smsdispatch.send_window_opens(type text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_opens'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- NULL when a send window (as a setting would give it) is open at a time,
+-- else when it next opens: for trying a window before setting it.
+CREATE FUNCTION smsdispatch.send_window_next(send_window text, at timestamptz DEFAULT now())
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_next'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
 -- smsdispatch.max_inbound_length in bytes and smsdispatch.redact_after as
 -- an interval (NULL = off), likewise.
 CREATE FUNCTION smsdispatch.max_inbound_length()

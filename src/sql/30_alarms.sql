@@ -317,6 +317,8 @@ BEGIN
 	INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
 		VALUES (m.id, 'acked', r.level, r.phone,
 				CASE WHEN m.state = 'exhausted' THEN 'after exhaustion' END);
+	-- the acker and everyone else paged are told, in this transaction
+	PERFORM smsdispatch.confirm_closed(ARRAY[m.id], 'acked', recipient_id);
 	RETURN 'ack';
 END;
 $$;
@@ -351,6 +353,36 @@ BEGIN
 			USING ERRCODE = 'object_not_in_prerequisite_state';
 	END IF;
 	RETURN outcome = 'ack';
+END;
+$$;
+
+-- Keeps a received SMS in the inbox with the sender as given and in E.164,
+-- and announces it with NOTIFY smsdispatch_inbox, payload {"id": 17,
+-- "outcome": "no_number"} (sent at COMMIT). An SMS that is not an ack
+-- waits for the inbound handler when smsdispatch.inbound_handler names one
+-- (src/inbound.c), and wakes the worker for it at COMMIT.
+CREATE FUNCTION smsdispatch.inbox_record(sender text, body text, outcome text,
+	number text, message_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	pending boolean := outcome NOT IN ('ack', 'duplicate_ack')
+		AND smsdispatch.setting('smsdispatch.inbound_handler') <> '';
+	inbox_id bigint;
+BEGIN
+	INSERT INTO smsdispatch.inbox (sender, sender_e164, body, outcome, number, message_id,
+								   handler_state)
+		VALUES (sender, smsdispatch.try_normalize_phone(sender), body, outcome, number,
+				message_id, CASE WHEN pending THEN 'pending' END)
+		RETURNING id INTO inbox_id;
+	PERFORM pg_notify('smsdispatch_inbox',
+					  json_build_object('id', inbox_id, 'outcome', outcome)::text);
+	IF pending THEN
+		PERFORM smsdispatch.wake_at_commit();
+	END IF;
+	RETURN inbox_id;
 END;
 $$;
 
@@ -396,8 +428,7 @@ BEGIN
 			IF outcome = 'cancelled' THEN
 				outcome := 'unknown_number';
 			END IF;
-			INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
-				VALUES (sender, body, outcome, token, msg_id);
+			PERFORM smsdispatch.inbox_record(sender, body, outcome, token, msg_id);
 			RETURN outcome;
 		END IF;
 	END LOOP;
@@ -406,8 +437,7 @@ BEGIN
 	ELSIF first_token IS NOT NULL THEN
 		outcome := 'unknown_number';
 	END IF;
-	INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
-		VALUES (sender, body, outcome, first_token, first_msg);
+	PERFORM smsdispatch.inbox_record(sender, body, outcome, first_token, first_msg);
 	RETURN outcome;
 END;
 $$;
@@ -437,6 +467,7 @@ BEGIN
 		   updated_at = now()
 	 WHERE message_id = msg_id AND send_state = 'queued';
 	INSERT INTO smsdispatch.event (message_id, kind, level) VALUES (msg_id, 'cancelled', m.level);
+	PERFORM smsdispatch.confirm_closed(ARRAY[msg_id], 'cancelled');
 	RETURN true;
 END;
 $$;

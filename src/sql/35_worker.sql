@@ -144,6 +144,7 @@ BEGIN
 					format('nobody on list "%s" acknowledged it in %s round(s)',
 						   gone.list, gone.round));
 			END LOOP;
+			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
 		END IF;
 
 		-- the alarms still waiting: next look at their earliest deadline

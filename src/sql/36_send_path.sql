@@ -18,8 +18,13 @@ $$;
 -- 'sending' with the attempt counted, under claimer and a lease when given.
 -- A row not claimed within its type's validity (smsdispatch.validity) is
 -- not sent late: it becomes 'failed', "expired before sending", and is not
--- returned. Alarms' SMS never expire. Rows other sessions hold are skipped,
--- so a claim never waits.
+-- returned. A row outside its type's send window (smsdispatch.send_window_opens)
+-- stays queued, held until the window opens: out of the claim index, so a
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
+-- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- sessions hold are skipped, so a claim never waits.
 CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
 	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
 RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
@@ -29,32 +34,68 @@ AS $$
 	WITH due AS (
 		SELECT l.id,
 			   l.message_id IS NULL
-			   AND l.inserted_at + smsdispatch.validity(l.type) < now() AS expired
+			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
+			   AS expired,
+			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
+					THEN smsdispatch.send_window_opens(l.type) END AS held_until
 		  FROM verification.sms_log l
 		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND l.held_until IS NULL
 		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
 		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
 		 LIMIT n
 		 FOR UPDATE SKIP LOCKED
 	), claimed AS (
 		UPDATE verification.sms_log l
-		   SET send_state = CASE WHEN due.expired THEN 'failed' ELSE 'sending' END,
-			   attempts = l.attempts + CASE WHEN due.expired THEN 0 ELSE 1 END,
+		   SET send_state = CASE WHEN due.expired THEN 'failed'
+							WHEN due.held_until IS NOT NULL THEN 'queued'
+							ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
+										THEN 0 ELSE 1 END,
 			   last_error = CASE WHEN due.expired THEN
 					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
 						   smsdispatch.validity(l.type), lower(l.type))
 					ELSE l.last_error END,
-			   claimed_by = CASE WHEN due.expired THEN l.claimed_by ELSE claimer END,
-			   lease_until = CASE WHEN due.expired THEN NULL ELSE now() + lease END,
+			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
+			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							 THEN NULL ELSE now() + lease END,
 			   updated_at = now()
 		  FROM due
 		 WHERE l.id = due.id
-		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority, due.expired
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
+				  l.send_state
 	)
 	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
 	  FROM claimed c
-	 WHERE NOT c.expired
+	 WHERE c.send_state = 'sending'
 	 ORDER BY c.priority, c.id
+$$;
+
+-- Queued rows whose send window has opened (held_until passed) go back to
+-- the claims, at most batch of them, their validity counting from now on:
+-- a duty of the worker and of run_once(). Setting send_state wakes the
+-- worker and, for modem rows, the sidecars (sms_log_wake). Returns the rows
+-- released and when the next held row is due.
+CREATE FUNCTION smsdispatch.release_held(batch int DEFAULT 1000,
+	OUT released int, OUT next_due timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE verification.sms_log l
+	   SET send_state = 'queued', held_until = NULL, released_at = now(), updated_at = now()
+	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
+					 WHERE h.send_state = 'queued' AND h.held_until <= now()
+					 ORDER BY h.held_until
+					 LIMIT batch
+					 FOR UPDATE SKIP LOCKED);
+	GET DIAGNOSTICS released = ROW_COUNT;
+	SELECT min(h.held_until) INTO next_due FROM verification.sms_log h
+	 WHERE h.send_state = 'queued' AND h.held_until IS NOT NULL;
+END;
 $$;
 
 -- IP2SMS rows still in a pollable state after the status window become

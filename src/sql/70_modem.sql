@@ -58,7 +58,9 @@ $$;
 -- Takes the next due queued modem row for this modem, the most urgent first
 -- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
 -- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
--- claim side by side without ever taking the same row.
+-- claim side by side without ever taking the same row. A row the claim
+-- holds for its send window takes none of this modem's turn: it claims
+-- again while due rows are left (at most 16 times).
 CREATE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
 RETURNS TABLE (id bigint, phone_number text, body text)
 LANGUAGE plpgsql SECURITY DEFINER
@@ -70,9 +72,15 @@ BEGIN
 		RAISE EXCEPTION 'lease "%" must be positive', lease
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	RETURN QUERY
-	SELECT c.id, c.phone_number, c.body
-	  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+	FOR attempt IN 1..16 LOOP
+		RETURN QUERY
+		SELECT c.id, c.phone_number, c.body
+		  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+		EXIT WHEN FOUND OR NOT EXISTS (
+			SELECT 1 FROM verification.sms_log l
+			 WHERE l.channel = 'modem' AND l.send_state = 'queued' AND l.held_until IS NULL
+			   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now()));
+	END LOOP;
 END;
 $$;
 

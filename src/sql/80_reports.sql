@@ -642,7 +642,8 @@ $$;
 -- batch_size, skipping rows that others have locked (the next run takes
 -- them). Kinds: alarms (closed before the cutoff and out of number
 -- quarantine, with their recipients and events), log_rows (SMS no longer
--- queued or sending that belong to no remaining alarm), inbox_rows,
+-- queued or sending that belong to no remaining alarm, neither as its page
+-- nor as its confirmation), inbox_rows,
 -- snapshots, and redacted: SMS in a final state for longer than
 -- smsdispatch.redact_after get an empty body, their length and parts kept.
 -- after_id is where the previous batch of the same kind stopped (the
@@ -670,7 +671,7 @@ BEGIN
 		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
 			SELECT ctid FROM verification.sms_log
 			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
-			   AND message_id IS NULL
+			   AND message_id IS NULL AND confirms IS NULL
 			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
 	WHEN 'inbox_rows' THEN
 		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(

@@ -55,7 +55,7 @@ BEGIN
 			('verification.sms_log', '{phone_number,body,last_error,verification_id,gateway_id,claimed_by}'::name[]),
 			('smsdispatch.message', '{body,acked_by}'),
 			('smsdispatch.event', '{phone,detail}'),
-			('smsdispatch.inbox', '{sender,body}')) AS v(tbl, secret)
+			('smsdispatch.inbox', '{sender,body,sender_e164,handler_error}')) AS v(tbl, secret)
 	LOOP
 		EXECUTE format('REVOKE SELECT ON %s FROM smsdispatch_reader', t.tbl);
 		EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO smsdispatch_reader',

@@ -65,8 +65,16 @@ ok( $node->poll_query_until(
 
 is(repeated_sends($node),
 	'0', 'no recipient got a second SMS for the same level');
-is($node->safe_psql('postgres', "SELECT count(*) FROM verification.sms_log"),
+is($node->safe_psql('postgres', "SELECT count(*) FROM verification.sms_log WHERE confirms IS NULL"),
 	'2000', 'every recipient of every alarm got exactly one SMS');
+# each exhaustion told every phone its alarm paged, once, kills or not
+is( $node->safe_psql(
+		'postgres', "SELECT (SELECT count(*) FROM verification.sms_log WHERE confirms IS NOT NULL)
+		  || ' ' || (SELECT count(*) FROM (SELECT DISTINCT confirms, phone_number
+		                                     FROM verification.sms_log WHERE confirms IS NOT NULL) c)
+		  || ' ' || (SELECT count(*) FROM (SELECT DISTINCT message_id, phone_number
+		                                     FROM verification.sms_log WHERE message_id IS NOT NULL) p)"),
+	'2000 2000 2000', 'every phone paged got one exhaustion confirmation, none twice');
 is( $node->safe_psql(
 		'postgres', "SELECT count(*) FROM (
 			SELECT message_id FROM smsdispatch.event WHERE kind = 'level_started'

@@ -59,8 +59,12 @@ ok( wait_until(
 is(repeated_sends($standby),
 	'0', 'no duplicate sends across the promotion');
 is( $standby->safe_psql(
-		'postgres', "SELECT count(*) FROM verification.sms_log"),
+		'postgres', "SELECT count(*) FROM verification.sms_log WHERE confirms IS NULL"),
 	'60', 'each level sent once to each alarm');
+is( $standby->safe_psql(
+		'postgres', "SELECT count(*) || ' ' || count(DISTINCT (confirms, phone_number))
+		  FROM verification.sms_log WHERE confirms IS NOT NULL"),
+	'60 60', 'each phone paged is told of the exhaustion once across the promotion');
 is( $standby->safe_psql(
 		'postgres', "SELECT count(*) FROM (
 			SELECT message_id FROM smsdispatch.event WHERE kind = 'level_started'

@@ -84,13 +84,19 @@ put_dummy_sms($dir, 5, number => '+380509999999', text => 'hello there',
 is(wait_for_value($node, q{SELECT outcome FROM smsdispatch.inbox WHERE sender = '+380509999999'},
 		'no_number'), 'no_number', 'an unrelated SMS goes to the inbox as no_number');
 
+# Alice's ack is confirmed to her on the channel that paged her
+is(wait_for_value($node, q{
+	SELECT channel || ' ' || body || ' ' || send_state FROM verification.sms_log
+	 WHERE confirms IS NOT NULL}, "modem [$number] acknowledged submitted"),
+	"modem [$number] acknowledged submitted", 'the ack is confirmed to Alice through the modem');
+
 # the heartbeat row
 is(wait_for_value($node, q{
 	SELECT imei || ' ' || imsi || ' ' || signal_percent || ' ' || sent || ' ' || received
 	  FROM smsdispatch.modem WHERE name = 'dummy1'},
-		'999999999999999 994299429942994 42 1 2'),
-	'999999999999999 994299429942994 42 1 2',
-	'heartbeat: IMEI, IMSI, signal, one sent, two received');
+		'999999999999999 994299429942994 42 2 2'),
+	'999999999999999 994299429942994 42 2 2',
+	'heartbeat: IMEI, IMSI, signal, two sent (the alarm, then its confirmation to Alice), two received');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM smsdispatch.modem_stale}),
 	'0', 'a live modem is not stale');
 

@@ -46,6 +46,8 @@ like($out, qr/0001\s+\| open\s+\|\s+1 \|\s+1 \| Alice \| NOT_YET_ACK \| submitte
 unlike($out, qr/Alice \| NOT_SENT/, 'never Alice NOT_SENT while her SMS is out');
 like($out, qr/\+380501111111 \| 0002 ack \| ack/, 'the modem reply acknowledged its alarm');
 like($out, qr/2 \| Bob\s+\| ACK\s+\|/, 'Bob acknowledged the live escalation');
+like($out, qr/\+380508888888 \| Dan\s+\| \[\d{4}\] acknowledged\s+\|\s+1 \| submitted\n\s*\+380507777777 \| Erin \| \[\d{4}\] taken by Dan\s+\|\s+1 \| submitted/,
+	'the ack is confirmed to Dan, and Erin is told who took it');
 like($out, qr/requests_send \| requests_status/, 'the gateway table is shown');
 my ($hour) = $out =~ /^ \d{4}-\d\d-\d\d \d\d:00:00\+00 \|\s+\d+ \|\s+(\d+) \|/m;
 ok(defined $hour && $hour > 0, 'the gateway this hour shows its send requests (' . ($hour // 'none') . ')');
