@@ -65,10 +65,13 @@ begin_work(const char *synchronous_commit)
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 	/*
-	 * The saved plans keep their parse trees; each run is planned for its
-	 * own LIMIT and time, so that the due rows are always found by index.
+	 * Every statement of the channel finds its rows through an index
+	 * whatever its parameters (a generic plan of a LIMIT $1 claim still
+	 * walks sms_log_queued_idx in order), so the saved plans, and those of
+	 * smsdispatch.claim_sends, are planned once, not on every exchange:
+	 * planning was a fifth of the worker's time.
 	 */
-	(void) set_config_option("plan_cache_mode", "force_custom_plan",
+	(void) set_config_option("plan_cache_mode", "force_generic_plan",
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
