@@ -2081,3 +2081,197 @@ GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO sms
 -- readers see the new columns that say neither who nor what
 GRANT SELECT (confirms, held_until, released_at) ON verification.sms_log TO smsdispatch_reader;
 GRANT SELECT (handler_state, handled_at) ON smsdispatch.inbox TO smsdispatch_reader;
+
+-- issue 11 (i11p): throughput and one state vocabulary. smsdispatch.claim_sends
+-- in PL/pgSQL (its plan is kept for the session); the gateway state words and
+-- their class defined once in C and read by SQL through
+-- smsdispatch.gateway_status_class: the domain's CHECK, the alarm trigger,
+-- sms_outcome and modem_status_report.
+
+CREATE OR REPLACE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN QUERY
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
+			   AS expired,
+			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
+					THEN smsdispatch.send_window_opens(l.type) END AS held_until
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND l.held_until IS NULL
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed'
+							WHEN due.held_until IS NOT NULL THEN 'queued'
+							ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
+										THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
+			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							 THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
+				  l.send_state
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	  FROM claimed c
+	 WHERE c.send_state = 'sending'
+	 ORDER BY c.priority, c.id;
+END;
+$$;
+
+CREATE FUNCTION smsdispatch.gateway_status_class(word text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sms_gateway_status_class'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+ALTER DOMAIN smsdispatch.gateway_status DROP CONSTRAINT gateway_status_check;
+ALTER DOMAIN smsdispatch.gateway_status ADD CONSTRAINT gateway_status_check
+	CHECK (VALUE IS NULL OR smsdispatch.gateway_status_class(VALUE) IS NOT NULL);
+
+CREATE OR REPLACE FUNCTION smsdispatch.sms_log_progress()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	changed int;
+BEGIN
+	-- the alarm first, then its recipients: the order acks and the
+	-- escalation use, so that a channel never deadlocks with them
+	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
+	IF NEW.send_state = 'failed'
+	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
+		WITH unreached AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
+				   sent_at = coalesce(sent_at, NEW.submitted_at)
+			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
+			   -- SMS withdrawn by an ack or a cancel leave their recipients as they are
+			   AND EXISTS (SELECT 1 FROM smsdispatch.message m
+						   WHERE m.id = NEW.message_id AND m.state IN ('open', 'exhausted'))
+			RETURNING message_id, level, phone)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT message_id, 'send_failed', level, phone,
+			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
+		  FROM unreached;
+		GET DIAGNOSTICS changed = ROW_COUNT;
+		-- the level may be over now
+		IF changed > 0 THEN
+			UPDATE smsdispatch.message
+			   SET check_at = least(check_at, now())
+			 WHERE id = NEW.message_id AND state = 'open';
+		END IF;
+	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
+		WITH sent AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_YET_ACK',
+				   sent_at = coalesce(NEW.submitted_at, now()),
+				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
+			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
+			RETURNING message_id, level, phone, deadline),
+		logged AS (
+			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
+			  FROM sent)
+		UPDATE smsdispatch.message
+		   SET check_at = least(check_at, (SELECT min(deadline) FROM sent))
+		 WHERE id = NEW.message_id AND state = 'open'
+		   AND EXISTS (SELECT 1 FROM sent);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT CASE smsdispatch.gateway_status_class(gateway_status)
+		WHEN 'delivered' THEN 'delivered'
+		WHEN 'failed' THEN lower(gateway_status)
+		ELSE CASE send_state
+			WHEN 'failed' THEN 'send_failed'
+			WHEN 'unknown' THEN 'send_unknown'
+			ELSE 'pending'
+		END
+	END;
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
+	reference int, status text, changed_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	found_id bigint;
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF smsdispatch.gateway_status_class(status) IS NULL THEN
+		RAISE EXCEPTION 'unknown status report word "%"', status
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A status report carries a gateway state word, such as Delivered, Enroute or Undeliverable (smsdispatch.gateway_status_class() knows them all).';
+	END IF;
+	e164 := smsdispatch.try_normalize_phone(phone);
+	SELECT l.id INTO found_id FROM verification.sms_log l
+	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
+	   AND l.channel = 'modem' AND l.claimed_by = modem
+	   AND l.send_state IN ('submitted', 'unknown')
+	   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+	 LIMIT 1
+	 FOR UPDATE;
+	-- a number in another format than we sent to
+	IF found_id IS NULL THEN
+		SELECT l.id INTO found_id FROM verification.sms_log l
+		 WHERE smsdispatch.same_subscriber(modem_status_report.phone, l.phone_number)
+		   AND l.inserted_at > now() - interval '7 days'
+		   AND l.channel = 'modem' AND l.claimed_by = modem
+		   AND l.send_state IN ('submitted', 'unknown')
+		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+		 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+		 LIMIT 1
+		 FOR UPDATE;
+	END IF;
+	IF found_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+	UPDATE verification.sms_log l
+	   SET gateway_status = status, status_changed_at = coalesce(changed_at, now()),
+		   updated_at = now()
+	 WHERE l.id = found_id
+	   AND l.gateway_status IS DISTINCT FROM status
+	   AND smsdispatch.gateway_status_class(l.gateway_status) IS DISTINCT FROM 'failed'
+	   AND NOT (smsdispatch.gateway_status_class(status) = 'pending'
+				AND smsdispatch.gateway_status_class(l.gateway_status) = 'delivered');
+	RETURN found_id;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION smsdispatch.gateway_status_class(text) FROM PUBLIC;
+-- The gateway state classifier is called by the domain
+-- smsdispatch.gateway_status (an admin who corrects a row's status) and by
+-- the reports (smsdispatch.sms_outcome, inlined into a reader's query).
+GRANT EXECUTE ON FUNCTION smsdispatch.gateway_status_class(text)
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;

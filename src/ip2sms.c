@@ -201,6 +201,15 @@ curl_setup_failed(const char *what)
 			 errmsg("smsdispatch: could not set up libcurl: %s", what)));
 }
 
+/* Gives a slot's easy handle the addresses of the slot and its buffers. */
+static void
+point_easy_at_slot(Slot *slot)
+{
+	curl_easy_setopt(slot->easy, CURLOPT_PRIVATE, slot);
+	curl_easy_setopt(slot->easy, CURLOPT_WRITEDATA, slot);
+	curl_easy_setopt(slot->easy, CURLOPT_ERRORBUFFER, slot->errbuf);
+}
+
 /*
  * Creates the multi handle on first use and sizes the slots to
  * smsdispatch.ip2sms_max_connections (which SIGHUP may change).
@@ -239,6 +248,9 @@ prepare_transport(void)
 	slots = realloc(slots, sizeof(Slot) * sms_ip2sms_max_connections);
 	if (slots == NULL)
 		curl_setup_failed("out of memory");
+	/* the array may have moved: the kept handles must point at it again */
+	for (i = 0; i < Min(nslots, sms_ip2sms_max_connections); i++)
+		point_easy_at_slot(&slots[i]);
 	for (i = nslots; i < sms_ip2sms_max_connections; i++)
 	{
 		Slot	   *slot = &slots[i];
@@ -247,10 +259,8 @@ prepare_transport(void)
 		slot->easy = curl_easy_init();
 		if (slot->easy == NULL)
 			curl_setup_failed("curl_easy_init");
-		curl_easy_setopt(slot->easy, CURLOPT_PRIVATE, slot);
+		point_easy_at_slot(slot);
 		curl_easy_setopt(slot->easy, CURLOPT_WRITEFUNCTION, on_data);
-		curl_easy_setopt(slot->easy, CURLOPT_WRITEDATA, slot);
-		curl_easy_setopt(slot->easy, CURLOPT_ERRORBUFFER, slot->errbuf);
 		curl_easy_setopt(slot->easy, CURLOPT_NOSIGNAL, 1L);
 		curl_easy_setopt(slot->easy, CURLOPT_HTTPHEADER, headers);
 		curl_easy_setopt(slot->easy, CURLOPT_PROTOCOLS_STR, "http,https");

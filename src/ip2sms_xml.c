@@ -30,12 +30,32 @@
 #include "ip2sms_xml.h"
 #include "xml_compat.h"
 
-const char *const ip2sms_states[] = {
-	"Accepted", "Enroute", "Delivered", "Expired", "Deleted",
-	"Undeliverable", "Rejected", "Unknown", "Unaccepted", "Terminated",
-	"Pending"
+/*
+ * The gateway state vocabulary, defined here once for both languages and
+ * both channels: the XML parser and the counters read it in C, and SQL
+ * reads it through smsdispatch.gateway_status_class() (gateway_status.c):
+ * the domain smsdispatch.gateway_status, the alarm trigger, the reports and
+ * the modem's status reports. A pending word is polled again; delivered and
+ * failed are final. refused: the answer to a send that the gateway did not
+ * take (the SMS never left).
+ */
+const Ip2smsState ip2sms_states[] = {
+	{"Accepted", IP2SMS_STATE_PENDING, 0},
+	{"Enroute", IP2SMS_STATE_PENDING, 0},
+	{"Delivered", IP2SMS_STATE_DELIVERED, 0},
+	{"Expired", IP2SMS_STATE_FAILED, 0},
+	{"Deleted", IP2SMS_STATE_FAILED, 0},
+	{"Undeliverable", IP2SMS_STATE_FAILED, 0},
+	{"Rejected", IP2SMS_STATE_FAILED, 1},
+	{"Unknown", IP2SMS_STATE_PENDING, 0},
+	{"Unaccepted", IP2SMS_STATE_FAILED, 1},
+	{"Terminated", IP2SMS_STATE_FAILED, 0},
+	{"Pending", IP2SMS_STATE_PENDING, 0}
 };
 const int	ip2sms_nstates = sizeof(ip2sms_states) / sizeof(ip2sms_states[0]);
+
+/* the class names SQL sees, by Ip2smsStateClass */
+const char *const ip2sms_state_class_names[] = {"pending", "delivered", "failed"};
 
 /* Position of a state word in ip2sms_states, or -1 for a word not in it. */
 int
@@ -44,24 +64,27 @@ ip2sms_state_index(const char *state)
 	int			i;
 
 	for (i = 0; i < ip2sms_nstates; i++)
-		if (strcmp(state, ip2sms_states[i]) == 0)
+		if (strcmp(state, ip2sms_states[i].word) == 0)
 			return i;
 	return -1;
 }
 
-/* Whether a row in this state is still polled (the protocol's list). */
+/* Whether a row in this state is still polled: its class is pending. */
 int
 ip2sms_state_pollable(const char *state)
 {
-	return strcmp(state, "Accepted") == 0 || strcmp(state, "Enroute") == 0 ||
-		strcmp(state, "Unknown") == 0 || strcmp(state, "Pending") == 0;
+	int			i = ip2sms_state_index(state);
+
+	return i >= 0 && ip2sms_states[i].state_class == IP2SMS_STATE_PENDING;
 }
 
 /* Whether a send answered with this state was taken by the gateway. */
 int
 ip2sms_state_accepted(const char *state)
 {
-	return strcmp(state, "Rejected") != 0 && strcmp(state, "Unaccepted") != 0;
+	int			i = ip2sms_state_index(state);
+
+	return i >= 0 && !ip2sms_states[i].refused;
 }
 
 /*
@@ -360,7 +383,7 @@ read_status(xmlDocPtr doc, Ip2smsAnswer *answer)
 	if (take_trimmed(xmlNodeGetContent(state), word, sizeof(word), 0) < 0 ||
 		ip2sms_state_index(word) < 0)
 		FAIL("answer has an unknown state");
-	answer->state = ip2sms_states[ip2sms_state_index(word)];
+	answer->state = ip2sms_states[ip2sms_state_index(word)].word;
 	/* an overlong error text is kept cut */
 	(void) take_trimmed(xmlGetNoNsProp(state, (const xmlChar *) "error"),
 						answer->error, sizeof(answer->error), 1);

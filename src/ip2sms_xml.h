@@ -26,8 +26,26 @@ typedef struct Ip2smsAnswer
 	char		date[32];		/* ISO 8601 form of @date, "" when empty */
 } Ip2smsAnswer;
 
-/* every state word of the protocol, and whether polling goes on after it */
-extern const char *const ip2sms_states[];
+/*
+ * Every state word of the protocol and its class (ip2sms_xml.c): the one
+ * definition that C and SQL (smsdispatch.gateway_status_class) share.
+ */
+typedef enum Ip2smsStateClass
+{
+	IP2SMS_STATE_PENDING,		/* polled again */
+	IP2SMS_STATE_DELIVERED,		/* final */
+	IP2SMS_STATE_FAILED			/* final */
+} Ip2smsStateClass;
+
+typedef struct Ip2smsState
+{
+	const char *word;
+	Ip2smsStateClass state_class;
+	int			refused;		/* an answer to a send the gateway did not take */
+} Ip2smsState;
+
+extern const Ip2smsState ip2sms_states[];
+extern const char *const ip2sms_state_class_names[];
 extern const int ip2sms_nstates;
 extern int	ip2sms_state_index(const char *state);
 extern int	ip2sms_state_pollable(const char *state);

@@ -279,7 +279,7 @@ sms_stats(PG_FUNCTION_ARGS)
 	{
 		char		name[64];
 
-		snprintf(name, sizeof(name), "answers_%s", ip2sms_states[i]);
+		snprintf(name, sizeof(name), "answers_%s", ip2sms_states[i].word);
 		put_row(rsinfo, name, &stats->answers[i]);
 	}
 	put_row(rsinfo, "latency_us_sum", &stats->latency_us_sum);

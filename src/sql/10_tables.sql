@@ -32,10 +32,15 @@ CREATE DOMAIN smsdispatch.channel AS text
 	CHECK (VALUE IN ('ip2sms', 'modem'));
 CREATE DOMAIN smsdispatch.send_state AS text
 	CHECK (VALUE IN ('queued', 'sending', 'submitted', 'failed', 'unknown'));
+-- The gateway's state words and their class, written once in C
+-- (src/ip2sms_xml.c) for the channel and for SQL: 'pending' (polled again),
+-- 'delivered' or 'failed' (both final), NULL for a word that is none.
+CREATE FUNCTION smsdispatch.gateway_status_class(word text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'sms_gateway_status_class'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE DOMAIN smsdispatch.gateway_status AS text
-	CHECK (VALUE IN ('Accepted', 'Enroute', 'Delivered', 'Expired', 'Deleted',
-					 'Undeliverable', 'Rejected', 'Unknown', 'Unaccepted',
-					 'Terminated', 'Pending'));
+	CHECK (VALUE IS NULL OR smsdispatch.gateway_status_class(VALUE) IS NOT NULL);
 
 -- A named group of on-duty people, each on an escalation level.
 CREATE TABLE smsdispatch.recipient_list (

@@ -488,8 +488,7 @@ BEGIN
 	-- escalation use, so that a channel never deadlocks with them
 	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
 	IF NEW.send_state = 'failed'
-	   OR NEW.gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
-								 'Unaccepted', 'Terminated') THEN
+	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
 		WITH unreached AS (
 			UPDATE smsdispatch.message_recipient
 			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),

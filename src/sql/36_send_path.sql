@@ -24,13 +24,17 @@ $$;
 -- it when the window opens (smsdispatch.release_held), and its validity
 -- counts from its release.
 -- Alarms' SMS and their confirmations neither expire nor wait. Rows other
--- sessions hold are skipped, so a claim never waits.
+-- sessions hold are skipped, so a claim never waits. PL/pgSQL rather than
+-- SQL so that the statement's plan is kept for the session (a SQL function
+-- with SET is planned on every call, a third of the IP2SMS worker's time).
 CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
 	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
 RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+	RETURN QUERY
 	WITH due AS (
 		SELECT l.id,
 			   l.message_id IS NULL
@@ -70,7 +74,8 @@ AS $$
 	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
 	  FROM claimed c
 	 WHERE c.send_state = 'sending'
-	 ORDER BY c.priority, c.id
+	 ORDER BY c.priority, c.id;
+END;
 $$;
 
 -- Queued rows whose send window has opened (held_until passed) go back to

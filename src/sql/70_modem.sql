@@ -182,11 +182,10 @@ DECLARE
 	found_id bigint;
 BEGIN
 	PERFORM smsdispatch.modem_check_name(modem);
-	IF status IS NULL OR status NOT IN ('Delivered', 'Enroute', 'Undeliverable', 'Expired',
-										'Deleted', 'Rejected', 'Unknown') THEN
+	IF smsdispatch.gateway_status_class(status) IS NULL THEN
 		RAISE EXCEPTION 'unknown status report word "%"', status
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Words are Delivered, Enroute, Undeliverable, Expired, Deleted, Rejected and Unknown.';
+				  HINT = 'A status report carries a gateway state word, such as Delivered, Enroute or Undeliverable (smsdispatch.gateway_status_class() knows them all).';
 	END IF;
 	e164 := smsdispatch.try_normalize_phone(phone);
 	SELECT l.id INTO found_id FROM verification.sms_log l
@@ -217,8 +216,9 @@ BEGIN
 		   updated_at = now()
 	 WHERE l.id = found_id
 	   AND l.gateway_status IS DISTINCT FROM status
-	   AND coalesce(l.gateway_status, '') NOT IN ('Undeliverable', 'Expired', 'Deleted', 'Rejected')
-	   AND NOT (status = 'Enroute' AND l.gateway_status = 'Delivered');
+	   AND smsdispatch.gateway_status_class(l.gateway_status) IS DISTINCT FROM 'failed'
+	   AND NOT (smsdispatch.gateway_status_class(status) = 'pending'
+				AND smsdispatch.gateway_status_class(l.gateway_status) = 'delivered');
 	RETURN found_id;
 END;
 $$;

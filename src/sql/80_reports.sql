@@ -64,13 +64,14 @@ CREATE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
-	SELECT CASE
-		WHEN gateway_status = 'Delivered' THEN 'delivered'
-		WHEN gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
-								'Unaccepted', 'Terminated') THEN lower(gateway_status)
-		WHEN send_state = 'failed' THEN 'send_failed'
-		WHEN send_state = 'unknown' THEN 'send_unknown'
-		ELSE 'pending'
+	SELECT CASE smsdispatch.gateway_status_class(gateway_status)
+		WHEN 'delivered' THEN 'delivered'
+		WHEN 'failed' THEN lower(gateway_status)
+		ELSE CASE send_state
+			WHEN 'failed' THEN 'send_failed'
+			WHEN 'unknown' THEN 'send_unknown'
+			ELSE 'pending'
+		END
 	END;
 END;
 

@@ -97,10 +97,15 @@ CONF
 q() { "$bindir/psql" -h "$work" -p "$pg_port" -d postgres -XAtq "$@"; }
 q -c "CREATE EXTENSION smsdispatch"
 
-# waits until the channel has nothing due; prints the last update time
+# waits until the channel has nothing due; prints the last update time. The
+# probes go through the channel's partial indexes: a count over the log
+# would take CPU from the worker on a small machine.
 wait_idle() {
-	while [ "$(q -c "SELECT count(*) FROM verification.sms_log
-		WHERE send_state IN ('queued', 'sending') OR next_poll_at <= now()")" != 0 ]; do
+	while [ "$(q -c "SELECT EXISTS (SELECT 1 FROM verification.sms_log
+			WHERE channel = 'ip2sms' AND send_state = 'queued')
+		OR EXISTS (SELECT 1 FROM verification.sms_log
+			WHERE channel = 'ip2sms' AND send_state = 'sending')
+		OR EXISTS (SELECT 1 FROM verification.sms_log WHERE next_poll_at <= now())")" != f ]; do
 		sleep 0.1
 	done
 	q -c "SELECT extract(epoch FROM max(updated_at)) FROM verification.sms_log"
@@ -169,8 +174,8 @@ ref_med=$(echo $ref | tr ' ' '\n' | median)
 send_med=$(echo $send | tr ' ' '\n' | median)
 poll_med=$(echo $poll | tr ' ' '\n' | median)
 echo "reference HTTP load generator: runs $ref req/s, median $ref_med req/s"
-echo "send end to end:  runs $send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 5000 SMS/s)"
-echo "status polling:   runs $poll polls/s, median $poll_med polls/s, ratio to reference $(echo "$poll_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 5000 polls/s)"
+echo "send end to end:  runs $send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 10000 SMS/s and >= 0.40)"
+echo "status polling:   runs $poll polls/s, median $poll_med polls/s, ratio to reference $(echo "$poll_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 10000 polls/s)"
 q -c "SELECT sms_list_create('bench'); SELECT sms_list_add('bench', '+380501110001', 1, '1 h')" >/dev/null
 set -- $(alarm_latency)
 echo "alarms behind a draining 100,000 text backlog: COMMIT to submitted median $1 ms, p99 $2 ms ($3 text SMS still queued when the last alarm was queued; goal p99 <= 100 ms)"

@@ -83,6 +83,25 @@ $node->safe_psql('postgres', 'SELECT smsdispatch.stats_reset()');
 is($node->safe_psql('postgres', "SELECT value FROM smsdispatch.stats() WHERE name = 'requests_send'"),
 	'0', 'stats_reset zeroes the counters');
 
+# a reload that changes the number of connections, up and down, while the
+# worker lives: the same worker sends on (it once crashed here)
+my $pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'");
+for my $conns (64, 2, 32)
+{
+	$node->append_conf('postgresql.conf', "smsdispatch.ip2sms_max_connections = $conns\n");
+	$node->reload;
+	$node->safe_psql('postgres', "SELECT sms_send('+3805020' || lpad(g::text, 4, '0') || '1', 'resize $conns')
+		FROM generate_series(1, 100) g");
+	ok( $node->poll_query_until('postgres', qq{
+		SELECT count(*) = 100 FROM verification.sms_log
+		 WHERE body = 'resize $conns' AND send_state = 'submitted'}),
+		"100 SMS sent after a reload to $conns connections");
+}
+is($node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'"),
+	$pid, 'the same worker sent them all');
+
 $node->stop;
 $mock->stop;
 done_testing();

@@ -103,7 +103,8 @@ $log_offset = -s $node->logfile;
 my $id = $node->safe_psql('postgres', "SELECT sms_send('+380507770011', 'refused at first')");
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) >= 2 FROM (SELECT regexp_matches(pg_read_file('" . $node->logfile
-	  . "', $log_offset, 1000000), 'test: refusing to record sms_log $id', 'g')) m"),
+	  # the pattern is put together in SQL: this very query, logged, must not match it
+	  . "', $log_offset, 1000000), 'ERROR:  test: refusing to record sms_log ' || $id, 'g')) m"),
 	'the ERROR is logged, and tried again');
 like(slurp_file($node->logfile, $log_offset),
 	qr/WARNING:.*could not record its results or claim work; 1 results are kept/,
