@@ -146,11 +146,17 @@ BEGIN
 			END LOOP;
 		END IF;
 
-		-- the alarms still waiting: next look at their earliest deadline
+		-- the alarms still waiting: next look at their earliest deadline;
+		-- a level started with nobody on duty is over at once
 		UPDATE smsdispatch.message m
-		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-							WHERE r.message_id = m.id AND r.level = m.level
-							  AND r.status = 'NOT_YET_ACK')
+		   SET check_at = coalesce((SELECT min(r.deadline) FROM smsdispatch.message_recipient r
+									 WHERE r.message_id = m.id AND r.level = m.level
+									   AND r.status = 'NOT_YET_ACK'),
+								   CASE WHEN NOT EXISTS (
+										SELECT 1 FROM smsdispatch.message_recipient r
+										 WHERE r.message_id = m.id AND r.level = m.level
+										   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))
+										THEN now() END)
 		 WHERE m.id = ANY (due) AND m.state = 'open';
 	END IF;
 
