@@ -353,11 +353,18 @@ DECLARE
 BEGIN
 	PERFORM smsdispatch.lock_list(list);
 	e164 := smsdispatch.member_phone(list, phone);
-	IF "until" IS NULL OR "from" IS NULL OR "until" <= "from" OR "until" <= now() THEN
-		RAISE EXCEPTION 'pause of phone "%" from "%" until "%" is not a range ending in the future',
-			e164, coalesce("from"::text, 'NULL'), coalesce("until"::text, 'NULL')
+	IF "until" IS NULL OR "from" IS NULL THEN
+		RAISE EXCEPTION 'pause of phone "%" needs "until" and "from"', e164
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF "until" <= now() THEN
+		RAISE EXCEPTION 'pause of phone "%" until "%" would end in the past', e164, "until"
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Give "until" later than "from" and than now.';
+				  HINT = 'Give the time the member is back on duty.';
+	END IF;
+	IF "until" <= "from" THEN
+		RAISE EXCEPTION 'pause of phone "%" from "%" until "%" ends before it starts', e164, "from", "until"
+			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	INSERT INTO smsdispatch.member_pause (list, phone, starts_at, ends_at)
 		VALUES (sms_list_pause.list, e164, "from", "until");
