@@ -143,14 +143,26 @@ BEGIN
 
 	-- everyone on duty at the level started has a row, with today's name
 	-- and timeout
-	INSERT INTO smsdispatch.message_recipient AS r (message_id, phone, name, level, ack_timeout)
-	SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
-	  FROM unnest(ids, targets) AS t(message_id, target)
-	  JOIN smsdispatch.message m ON m.id = t.message_id
-	 CROSS JOIN LATERAL smsdispatch.on_duty(m.list, now()) d
-	 WHERE d.level = t.target
-	ON CONFLICT (message_id, phone, level) DO UPDATE
-	   SET name = excluded.name, ack_timeout = excluded.ack_timeout;
+	WITH duty AS (
+		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+		  FROM unnest(ids, targets) AS t(message_id, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+		 CROSS JOIN LATERAL smsdispatch.on_duty(m.list, now()) d
+		 WHERE d.level = t.target
+	), kept AS (
+		UPDATE smsdispatch.message_recipient r
+		   SET name = duty.name, ack_timeout = duty.ack_timeout
+		  FROM duty
+		 WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+		   AND r.level = duty.level
+		RETURNING r.id
+	)
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT duty.message_id, duty.phone, duty.name, duty.level, duty.ack_timeout
+	  FROM duty
+	 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
+						WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+						  AND r.level = duty.level);
 
 	-- the level next: the statements below find each alarm's recipients
 	-- through it, linear in the number of alarms. Nothing to wait for until
