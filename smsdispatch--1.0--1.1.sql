@@ -1490,37 +1490,50 @@ SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override_id_seq', '
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause_id_seq', '');
 
+-- The hand-off of a rotation that began its current turn, as a count of
+-- periods since starts: the last one at or before "at" of the local dates
+-- starts + k * period_days. The local date of "at" gives k or k + 1.
+CREATE FUNCTION smsdispatch.rotation_periods(period_days int, starts date, local date)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN floor((local - starts)::numeric / period_days)::int;
+
 
 -- The number of hand-offs of a rotation up to "at" (0 in the first turn),
 -- or NULL before its first turn begins. Hand-offs are instants of the
 -- local wall clock, so a weekly one stays at 09:00 across the changes of
--- daylight saving time (that week is an hour shorter or longer).
+-- daylight saving time (that week is an hour shorter or longer). A single
+-- expression, so that the planner inlines it.
 CREATE FUNCTION smsdispatch.rotation_turn(period_days int, handoff_time time,
 	time_zone text, starts date, at timestamptz)
-RETURNS bigint
+RETURNS int
 LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT CASE WHEN t.turn >= 0 THEN t.turn END
-	  FROM (SELECT CASE WHEN ((starts + (k.k * period_days)::int) + handoff_time)
-							 AT TIME ZONE time_zone <= at
-						THEN k.k ELSE k.k - 1 END AS turn
-			  FROM (SELECT floor(((at AT TIME ZONE time_zone)::date - starts)::numeric
-								 / period_days)::bigint AS k) k) t;
-END;
+RETURN nullif(greatest(
+	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
+	- CASE WHEN ((starts + smsdispatch.rotation_periods(period_days, starts,
+								(at AT TIME ZONE time_zone)::date) * period_days)
+				 + handoff_time) AT TIME ZONE time_zone > at
+		   THEN 1 ELSE 0 END, -1), -1);
 
 -- Who is on duty at each level of a list at a time: the level's members,
 -- or the rotation's member whose turn it is; a member paused then is not;
 -- an override covering that time replaces the level's people.
 CREATE FUNCTION smsdispatch.on_duty(list text, at timestamptz)
 RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
+LANGUAGE plpgsql STABLE ROWS 5
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- PL/pgSQL rather than SQL: its plan is made once per session, while
+	-- callers (each level start) would plan an inlined SQL body every time
+	RETURN QUERY
 	WITH member AS (
 		SELECT m.level, m.phone, m.name, m.ack_timeout, r.id IS NOT NULL AS rotating,
 			   row_number() OVER (PARTITION BY m.level ORDER BY m.id) - 1 AS place,
 			   count(*) OVER (PARTITION BY m.level) AS members,
-			   smsdispatch.rotation_turn(r.period_days, r.handoff_time, r.time_zone,
-										 r.starts, on_duty.at) AS turn
+			   CASE WHEN r.id IS NOT NULL THEN
+					smsdispatch.rotation_turn(r.period_days, r.handoff_time, r.time_zone,
+											  r.starts, on_duty.at) END AS turn
 		  FROM smsdispatch.list_member m
 		  LEFT JOIN smsdispatch.rotation r ON r.list = m.list AND r.level = m.level
 		 WHERE m.list = on_duty.list
@@ -1545,6 +1558,7 @@ BEGIN ATOMIC
 	SELECT c.level, c.phone, c.name, c.ack_timeout, c.duty FROM covering c
 	 ORDER BY 1, 2;
 END;
+$$;
 
 -- The list row of a list function, locked against concurrent upkeep and
 -- enqueues; a missing list is 42704.
@@ -2004,7 +2018,7 @@ BEGIN
 			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
 		  FROM unnest(message_ids, levels) AS p(message_id, level)
 		  JOIN smsdispatch.message m ON m.id = p.message_id
-	), duty AS (
+	), duty AS MATERIALIZED (
 		SELECT l.list, d.level
 		  FROM (SELECT DISTINCT req.list FROM req) l
 		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
@@ -2022,7 +2036,7 @@ BEGIN
 		SELECT t.message_id, t.from_level, t.target, m.list
 		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
 		  JOIN smsdispatch.message m ON m.id = t.message_id
-	), duty AS (
+	), duty AS MATERIALIZED (
 		SELECT l.list, d.level, d.phone
 		  FROM (SELECT DISTINCT t.list FROM t) l
 		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
@@ -2045,12 +2059,17 @@ BEGIN
 
 	-- everyone on duty at the level started has a row, with today's name
 	-- and timeout
-	WITH duty AS (
-		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+	WITH t AS (
+		SELECT t.message_id, t.target, m.list
 		  FROM unnest(ids, targets) AS t(message_id, target)
 		  JOIN smsdispatch.message m ON m.id = t.message_id
-		 CROSS JOIN LATERAL smsdispatch.on_duty(m.list, now()) d
-		 WHERE d.level = t.target
+	), list_duty AS MATERIALIZED (
+		SELECT l.list, d.phone, d.name, d.level, d.ack_timeout
+		  FROM (SELECT DISTINCT t.list FROM t) l
+		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
+	), duty AS MATERIALIZED (
+		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
 	), kept AS (
 		UPDATE smsdispatch.message_recipient r
 		   SET name = duty.name, ack_timeout = duty.ack_timeout
@@ -2155,15 +2174,17 @@ BEGIN
 	-- the levels it escalates through, each with who is on duty there now
 	-- (a level with nobody on duty now keeps all its members): start_levels
 	-- decides who is paged when the level starts
+	WITH duty AS MATERIALIZED (
+		SELECT * FROM smsdispatch.on_duty(sms_enqueue.list, now())
+	)
 	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
 	SELECT msg_id, d.phone, d.name, d.level, d.ack_timeout
-	  FROM smsdispatch.on_duty(sms_enqueue.list, now()) d
+	  FROM duty d
 	UNION ALL
 	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
 	  FROM smsdispatch.list_member m
 	 WHERE m.list = sms_enqueue.list
-	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.on_duty(sms_enqueue.list, now()) d
-					   WHERE d.level = m.level);
+	   AND NOT EXISTS (SELECT 1 FROM duty d WHERE d.level = m.level);
 	INSERT INTO smsdispatch.event (message_id, kind, detail)
 		VALUES (msg_id, 'enqueued', 'list ' || list);
 	PERFORM smsdispatch.start_level(msg_id, 1);
@@ -2302,14 +2323,12 @@ BEGIN
 		-- the alarms still waiting: next look at their earliest deadline;
 		-- a level started with nobody on duty is over at once
 		UPDATE smsdispatch.message m
-		   SET check_at = coalesce((SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-									 WHERE r.message_id = m.id AND r.level = m.level
-									   AND r.status = 'NOT_YET_ACK'),
-								   CASE WHEN NOT EXISTS (
-										SELECT 1 FROM smsdispatch.message_recipient r
-										 WHERE r.message_id = m.id AND r.level = m.level
-										   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))
-										THEN now() END)
+		   SET check_at = (SELECT CASE WHEN count(*) FILTER (WHERE r.status IN
+													('NOT_SENT', 'NOT_YET_ACK')) = 0
+									   THEN now()
+									   ELSE min(r.deadline) FILTER (WHERE r.status = 'NOT_YET_ACK') END
+							 FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level)
 		 WHERE m.id = ANY (due) AND m.state = 'open';
 	END IF;
 
@@ -2532,6 +2551,7 @@ CREATE VIEW smsdispatch.queue AS
 
 
 REVOKE ALL ON FUNCTION smsdispatch.rotation_turn(int, time, text, date, timestamptz),
+	smsdispatch.rotation_periods(int, date, date),
 	smsdispatch.on_duty(text, timestamptz), smsdispatch.lock_list(text),
 	smsdispatch.check_level(int, text, boolean), smsdispatch.member_phone(text, text, int),
 	smsdispatch.check_no_open_alarms(text, text), smsdispatch.acked_level(bigint)

@@ -102,7 +102,7 @@ BEGIN
 			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
 		  FROM unnest(message_ids, levels) AS p(message_id, level)
 		  JOIN smsdispatch.message m ON m.id = p.message_id
-	), duty AS (
+	), duty AS MATERIALIZED (
 		SELECT l.list, d.level
 		  FROM (SELECT DISTINCT req.list FROM req) l
 		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
@@ -120,7 +120,7 @@ BEGIN
 		SELECT t.message_id, t.from_level, t.target, m.list
 		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
 		  JOIN smsdispatch.message m ON m.id = t.message_id
-	), duty AS (
+	), duty AS MATERIALIZED (
 		SELECT l.list, d.level, d.phone
 		  FROM (SELECT DISTINCT t.list FROM t) l
 		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
@@ -143,12 +143,17 @@ BEGIN
 
 	-- everyone on duty at the level started has a row, with today's name
 	-- and timeout
-	WITH duty AS (
-		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+	WITH t AS (
+		SELECT t.message_id, t.target, m.list
 		  FROM unnest(ids, targets) AS t(message_id, target)
 		  JOIN smsdispatch.message m ON m.id = t.message_id
-		 CROSS JOIN LATERAL smsdispatch.on_duty(m.list, now()) d
-		 WHERE d.level = t.target
+	), list_duty AS MATERIALIZED (
+		SELECT l.list, d.phone, d.name, d.level, d.ack_timeout
+		  FROM (SELECT DISTINCT t.list FROM t) l
+		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
+	), duty AS MATERIALIZED (
+		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
 	), kept AS (
 		UPDATE smsdispatch.message_recipient r
 		   SET name = duty.name, ack_timeout = duty.ack_timeout
@@ -310,15 +315,17 @@ BEGIN
 	-- the levels it escalates through, each with who is on duty there now
 	-- (a level with nobody on duty now keeps all its members): start_levels
 	-- decides who is paged when the level starts
+	WITH duty AS MATERIALIZED (
+		SELECT * FROM smsdispatch.on_duty(sms_enqueue.list, now())
+	)
 	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
 	SELECT msg_id, d.phone, d.name, d.level, d.ack_timeout
-	  FROM smsdispatch.on_duty(sms_enqueue.list, now()) d
+	  FROM duty d
 	UNION ALL
 	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
 	  FROM smsdispatch.list_member m
 	 WHERE m.list = sms_enqueue.list
-	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.on_duty(sms_enqueue.list, now()) d
-					   WHERE d.level = m.level);
+	   AND NOT EXISTS (SELECT 1 FROM duty d WHERE d.level = m.level);
 	INSERT INTO smsdispatch.event (message_id, kind, detail)
 		VALUES (msg_id, 'enqueued', 'list ' || list);
 	PERFORM smsdispatch.start_level(msg_id, 1);

@@ -55,36 +55,49 @@ SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override_id_seq', '
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause_id_seq', '');
 
+-- The hand-off of a rotation that began its current turn, as a count of
+-- periods since starts: the last one at or before "at" of the local dates
+-- starts + k * period_days. The local date of "at" gives k or k + 1.
+CREATE FUNCTION smsdispatch.rotation_periods(period_days int, starts date, local date)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN floor((local - starts)::numeric / period_days)::int;
+
 -- The number of hand-offs of a rotation up to "at" (0 in the first turn),
 -- or NULL before its first turn begins. Hand-offs are instants of the
 -- local wall clock, so a weekly one stays at 09:00 across the changes of
--- daylight saving time (that week is an hour shorter or longer).
+-- daylight saving time (that week is an hour shorter or longer). A single
+-- expression, so that the planner inlines it.
 CREATE FUNCTION smsdispatch.rotation_turn(period_days int, handoff_time time,
 	time_zone text, starts date, at timestamptz)
-RETURNS bigint
+RETURNS int
 LANGUAGE sql STABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT CASE WHEN t.turn >= 0 THEN t.turn END
-	  FROM (SELECT CASE WHEN ((starts + (k.k * period_days)::int) + handoff_time)
-							 AT TIME ZONE time_zone <= at
-						THEN k.k ELSE k.k - 1 END AS turn
-			  FROM (SELECT floor(((at AT TIME ZONE time_zone)::date - starts)::numeric
-								 / period_days)::bigint AS k) k) t;
-END;
+RETURN nullif(greatest(
+	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
+	- CASE WHEN ((starts + smsdispatch.rotation_periods(period_days, starts,
+								(at AT TIME ZONE time_zone)::date) * period_days)
+				 + handoff_time) AT TIME ZONE time_zone > at
+		   THEN 1 ELSE 0 END, -1), -1);
 
 -- Who is on duty at each level of a list at a time: the level's members,
 -- or the rotation's member whose turn it is; a member paused then is not;
 -- an override covering that time replaces the level's people.
 CREATE FUNCTION smsdispatch.on_duty(list text, at timestamptz)
 RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
+LANGUAGE plpgsql STABLE ROWS 5
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- PL/pgSQL rather than SQL: its plan is made once per session, while
+	-- callers (each level start) would plan an inlined SQL body every time
+	RETURN QUERY
 	WITH member AS (
 		SELECT m.level, m.phone, m.name, m.ack_timeout, r.id IS NOT NULL AS rotating,
 			   row_number() OVER (PARTITION BY m.level ORDER BY m.id) - 1 AS place,
 			   count(*) OVER (PARTITION BY m.level) AS members,
-			   smsdispatch.rotation_turn(r.period_days, r.handoff_time, r.time_zone,
-										 r.starts, on_duty.at) AS turn
+			   CASE WHEN r.id IS NOT NULL THEN
+					smsdispatch.rotation_turn(r.period_days, r.handoff_time, r.time_zone,
+											  r.starts, on_duty.at) END AS turn
 		  FROM smsdispatch.list_member m
 		  LEFT JOIN smsdispatch.rotation r ON r.list = m.list AND r.level = m.level
 		 WHERE m.list = on_duty.list
@@ -109,6 +122,7 @@ BEGIN ATOMIC
 	SELECT c.level, c.phone, c.name, c.ack_timeout, c.duty FROM covering c
 	 ORDER BY 1, 2;
 END;
+$$;
 
 -- The list row of a list function, locked against concurrent upkeep and
 -- enqueues; a missing list is 42704.

@@ -149,14 +149,12 @@ BEGIN
 		-- the alarms still waiting: next look at their earliest deadline;
 		-- a level started with nobody on duty is over at once
 		UPDATE smsdispatch.message m
-		   SET check_at = coalesce((SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-									 WHERE r.message_id = m.id AND r.level = m.level
-									   AND r.status = 'NOT_YET_ACK'),
-								   CASE WHEN NOT EXISTS (
-										SELECT 1 FROM smsdispatch.message_recipient r
-										 WHERE r.message_id = m.id AND r.level = m.level
-										   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))
-										THEN now() END)
+		   SET check_at = (SELECT CASE WHEN count(*) FILTER (WHERE r.status IN
+													('NOT_SENT', 'NOT_YET_ACK')) = 0
+									   THEN now()
+									   ELSE min(r.deadline) FILTER (WHERE r.status = 'NOT_YET_ACK') END
+							 FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level)
 		 WHERE m.id = ANY (due) AND m.state = 'open';
 	END IF;
 
