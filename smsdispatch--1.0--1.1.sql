@@ -2012,16 +2012,26 @@ DECLARE
 	ids bigint[];
 	froms int[];
 	targets int[];
+	duty_lists text[];
+	duty_levels int[];
+	duty_phones text[];
+	duty_names text[];
+	duty_timeouts interval[];
 BEGIN
+	-- who is on duty now at each level of these alarms' lists, asked once
+	SELECT array_agg(l.list), array_agg(d.level), array_agg(d.phone), array_agg(d.name),
+		   array_agg(d.ack_timeout)
+	  INTO duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts
+	  FROM (SELECT DISTINCT m.list FROM smsdispatch.message m WHERE m.id = ANY (message_ids)) l
+	 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d;
+
 	WITH req AS (
 		SELECT p.message_id, m.list,
 			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
 		  FROM unnest(message_ids, levels) AS p(message_id, level)
 		  JOIN smsdispatch.message m ON m.id = p.message_id
 	), duty AS MATERIALIZED (
-		SELECT l.list, d.level
-		  FROM (SELECT DISTINCT req.list FROM req) l
-		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
+		SELECT * FROM unnest(duty_lists, duty_levels) AS d(list, level)
 	)
 	SELECT array_agg(req.message_id ORDER BY req.message_id),
 		   array_agg(req.from_level ORDER BY req.message_id),
@@ -2037,9 +2047,7 @@ BEGIN
 		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
 		  JOIN smsdispatch.message m ON m.id = t.message_id
 	), duty AS MATERIALIZED (
-		SELECT l.list, d.level, d.phone
-		  FROM (SELECT DISTINCT t.list FROM t) l
-		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones) AS d(list, level, phone)
 	), off AS (
 		SELECT r.id, r.sms_log_id IS NULL AND t.target IS NOT NULL AS never_sent
 		  FROM t
@@ -2064,9 +2072,8 @@ BEGIN
 		  FROM unnest(ids, targets) AS t(message_id, target)
 		  JOIN smsdispatch.message m ON m.id = t.message_id
 	), list_duty AS MATERIALIZED (
-		SELECT l.list, d.phone, d.name, d.level, d.ack_timeout
-		  FROM (SELECT DISTINCT t.list FROM t) l
-		 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts)
+			AS d(list, level, phone, name, ack_timeout)
 	), duty AS MATERIALIZED (
 		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
 		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
@@ -2076,6 +2083,7 @@ BEGIN
 		  FROM duty
 		 WHERE r.message_id = duty.message_id AND r.phone = duty.phone
 		   AND r.level = duty.level
+		   AND (r.name IS DISTINCT FROM duty.name OR r.ack_timeout <> duty.ack_timeout)
 		RETURNING r.id
 	)
 	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
