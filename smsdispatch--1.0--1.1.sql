@@ -2275,3 +2275,1165 @@ REVOKE ALL ON FUNCTION smsdispatch.gateway_status_class(text) FROM PUBLIC;
 -- the reports (smsdispatch.sms_outcome, inlined into a reader's query).
 GRANT EXECUTE ON FUNCTION smsdispatch.gateway_status_class(text)
 	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+
+-- issue 13 (i13l): list upkeep (remove, change, rename, drop, pause and
+-- resume members), rotations and overrides, sms_oncall; a level pages
+-- whoever is on duty when it starts; smsdispatch.queue shows open alarms
+-- and queue_history every alarm, with the tables' column names;
+-- escalation_stats counts an ack at the acking recipient's level.
+
+-- A level of a list whose members take turns instead of all being paged:
+-- in the order they were added to the level, each for period_days days,
+-- handing off at handoff_time on the wall clock of time_zone; the first
+-- member's first turn begins at handoff_time on the date starts, and
+-- nobody of the level is on duty before that.
+CREATE TABLE smsdispatch.rotation (
+	id				bigserial PRIMARY KEY,
+	list			text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+					ON UPDATE CASCADE ON DELETE CASCADE,
+	level			int NOT NULL CHECK (level BETWEEN 1 AND 3),
+	period_days		int NOT NULL CHECK (period_days BETWEEN 1 AND 366),
+	handoff_time	time NOT NULL,
+	time_zone		text NOT NULL,
+	starts			date NOT NULL,
+	UNIQUE (list, level)
+);
+
+-- Someone on duty at a level of a list from starts_at until ends_at, in
+-- place of the level's members (or of the rotation's current one).
+CREATE TABLE smsdispatch.duty_override (
+	id			bigserial PRIMARY KEY,
+	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+				ON UPDATE CASCADE ON DELETE CASCADE,
+	level		int NOT NULL CHECK (level BETWEEN 1 AND 3),
+	phone		text NOT NULL CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
+	name		text,
+	ack_timeout	interval NOT NULL CHECK (ack_timeout > '0'),
+	starts_at	timestamptz NOT NULL,
+	ends_at		timestamptz NOT NULL,
+	CHECK (ends_at > starts_at)
+);
+CREATE INDEX duty_override_list_idx ON smsdispatch.duty_override (list, ends_at);
+
+-- A member of a list (a phone, on every level it is on) off duty from
+-- starts_at until ends_at: a holiday.
+CREATE TABLE smsdispatch.member_pause (
+	id			bigserial PRIMARY KEY,
+	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+				ON UPDATE CASCADE ON DELETE CASCADE,
+	phone		text NOT NULL,
+	starts_at	timestamptz NOT NULL,
+	ends_at		timestamptz NOT NULL,
+	CHECK (ends_at > starts_at)
+);
+CREATE INDEX member_pause_list_idx ON smsdispatch.member_pause (list, phone);
+
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.rotation', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.rotation_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause_id_seq', '');
+
+-- The hand-off of a rotation that began its current turn, as a count of
+-- periods since starts: the last one at or before "at" of the local dates
+-- starts + k * period_days. The local date of "at" gives k or k + 1.
+CREATE FUNCTION smsdispatch.rotation_periods(period_days int, starts date, local date)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN floor((local - starts)::numeric / period_days)::int;
+
+
+-- The number of hand-offs of a rotation up to "at" (0 in the first turn),
+-- or NULL before its first turn begins. Hand-offs are instants of the
+-- local wall clock, so a weekly one stays at 09:00 across the changes of
+-- daylight saving time (that week is an hour shorter or longer). A single
+-- expression, so that the planner inlines it.
+CREATE FUNCTION smsdispatch.rotation_turn(period_days int, handoff_time time,
+	time_zone text, starts date, at timestamptz)
+RETURNS int
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN nullif(greatest(
+	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
+	- CASE WHEN ((starts + smsdispatch.rotation_periods(period_days, starts,
+								(at AT TIME ZONE time_zone)::date) * period_days)
+				 + handoff_time) AT TIME ZONE time_zone > at
+		   THEN 1 ELSE 0 END, -1), -1);
+
+-- Who is on duty at each level of a list at a time: the level's members,
+-- or the rotation's member whose turn it is; a member paused then is not;
+-- an override covering that time replaces the level's people.
+CREATE FUNCTION smsdispatch.on_duty(list text, at timestamptz)
+RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
+LANGUAGE plpgsql STABLE ROWS 5
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- PL/pgSQL rather than SQL: its plan is made once per session, while
+	-- callers (each level start) would plan an inlined SQL body every time
+	RETURN QUERY
+	WITH member AS (
+		SELECT m.level, m.phone, m.name, m.ack_timeout, r.id IS NOT NULL AS rotating,
+			   row_number() OVER (PARTITION BY m.level ORDER BY m.id) - 1 AS place,
+			   count(*) OVER (PARTITION BY m.level) AS members,
+			   CASE WHEN r.id IS NOT NULL THEN
+					smsdispatch.rotation_turn(r.period_days, r.handoff_time, r.time_zone,
+											  r.starts, on_duty.at) END AS turn
+		  FROM smsdispatch.list_member m
+		  LEFT JOIN smsdispatch.rotation r ON r.list = m.list AND r.level = m.level
+		 WHERE m.list = on_duty.list
+	), scheduled AS (
+		SELECT s.level, s.phone, s.name, s.ack_timeout,
+			   CASE WHEN s.rotating THEN 'rotation' ELSE 'member' END AS duty
+		  FROM member s
+		 WHERE (NOT s.rotating OR s.turn % s.members = s.place)
+		   AND NOT EXISTS (SELECT 1 FROM smsdispatch.member_pause p
+							WHERE p.list = on_duty.list AND p.phone = s.phone
+							  AND p.starts_at <= on_duty.at AND p.ends_at > on_duty.at)
+	), covering AS (
+		SELECT DISTINCT ON (o.level, o.phone) o.level, o.phone, o.name, o.ack_timeout,
+			   'override' AS duty
+		  FROM smsdispatch.duty_override o
+		 WHERE o.list = on_duty.list AND o.starts_at <= on_duty.at AND o.ends_at > on_duty.at
+		 ORDER BY o.level, o.phone, o.starts_at DESC
+	)
+	SELECT s.level, s.phone, s.name, s.ack_timeout, s.duty FROM scheduled s
+	 WHERE NOT EXISTS (SELECT 1 FROM covering c WHERE c.level = s.level)
+	UNION ALL
+	SELECT c.level, c.phone, c.name, c.ack_timeout, c.duty FROM covering c
+	 ORDER BY 1, 2;
+END;
+$$;
+
+-- The list row of a list function, locked against concurrent upkeep and
+-- enqueues; a missing list is 42704.
+CREATE FUNCTION smsdispatch.lock_list(list text)
+RETURNS smsdispatch.recipient_list
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	l smsdispatch.recipient_list;
+BEGIN
+	SELECT * INTO l FROM smsdispatch.recipient_list r WHERE r.name = lock_list.list FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	RETURN l;
+END;
+$$;
+
+-- A level argument of the list functions: 1, 2 or 3 (NULL when allowed).
+CREATE FUNCTION smsdispatch.check_level(level int, arg text DEFAULT 'level',
+	allow_null boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF (level IS NULL AND NOT allow_null) OR level NOT BETWEEN 1 AND 3 THEN
+		RAISE EXCEPTION 'escalation level % is out of range', coalesce(level::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Argument %s.', arg),
+				  HINT = 'Levels are 1, 2 and 3.';
+	END IF;
+END;
+$$;
+
+-- A phone argument of the list functions, E.164, that must be a member of
+-- the list (on the given level, or on any): 42704 otherwise.
+CREATE FUNCTION smsdispatch.member_phone(list text, phone text, level int DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text := @extschema@.sms_normalize_phone(phone);
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m
+				   WHERE m.list = member_phone.list AND m.phone = e164
+					 AND (member_phone.level IS NULL OR m.level = member_phone.level)) THEN
+		RAISE EXCEPTION 'phone "%" is not on %recipient list "%"', e164,
+			coalesce('level ' || level || ' of ', ''), list
+			USING ERRCODE = 'undefined_object',
+				  HINT = format('See its members with SELECT * FROM smsdispatch.list_member WHERE list = %L.', list);
+	END IF;
+	RETURN e164;
+END;
+$$;
+
+-- Removes a member from a list: from one level, or from every level it is
+-- on. Returns how many memberships went. Levels of open alarms not started
+-- yet no longer page them; those already sent the alarm can still ack it.
+CREATE FUNCTION sms_list_remove(list text, phone text, level int DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	removed int;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level, allow_null => true);
+	e164 := smsdispatch.member_phone(list, phone, level);
+	DELETE FROM smsdispatch.list_member m
+	 WHERE m.list = sms_list_remove.list AND m.phone = e164
+	   AND (sms_list_remove.level IS NULL OR m.level = sms_list_remove.level);
+	GET DIAGNOSTICS removed = ROW_COUNT;
+	-- a pause belongs to a member: gone with the last membership
+	DELETE FROM smsdispatch.member_pause p
+	 WHERE p.list = sms_list_remove.list AND p.phone = e164
+	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m
+					   WHERE m.list = sms_list_remove.list AND m.phone = e164);
+	RETURN removed;
+END;
+$$;
+
+-- Changes a member of a list: its level, phone, ack timeout or name (NULL
+-- leaves a value as it is; name '' removes the name). level picks the
+-- membership when the phone is on several levels; without it a new phone,
+-- timeout or name applies to all of them. Returns how many memberships
+-- changed.
+CREATE FUNCTION sms_list_change(list text, phone text, level int DEFAULT NULL,
+	new_level int DEFAULT NULL, new_phone text DEFAULT NULL,
+	ack_timeout interval DEFAULT NULL, name text DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	new_e164 text;
+	memberships int;
+	clash record;
+	changed int;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level, allow_null => true);
+	PERFORM smsdispatch.check_level(new_level, 'new_level', allow_null => true);
+	IF ack_timeout <= interval '0' THEN
+		RAISE EXCEPTION 'ack_timeout "%" must be positive', ack_timeout
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF new_level IS NULL AND new_phone IS NULL AND ack_timeout IS NULL AND name IS NULL THEN
+		RAISE EXCEPTION 'nothing to change for phone "%" on recipient list "%"', phone, list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give new_level, new_phone, ack_timeout or name.';
+	END IF;
+	e164 := smsdispatch.member_phone(list, phone, level);
+	IF new_phone IS NOT NULL THEN
+		new_e164 := @extschema@.sms_normalize_phone(new_phone);
+	END IF;
+	SELECT count(*) INTO memberships FROM smsdispatch.list_member m
+	 WHERE m.list = sms_list_change.list AND m.phone = e164
+	   AND (sms_list_change.level IS NULL OR m.level = sms_list_change.level);
+	IF new_level IS NOT NULL AND memberships > 1 THEN
+		RAISE EXCEPTION 'phone "%" is on % levels of recipient list "%"', e164, memberships, list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the level to move with level => n.';
+	END IF;
+	-- the memberships as they would be, against the others of the list
+	SELECT n.phone, n.level INTO clash
+	  FROM smsdispatch.list_member m
+	 CROSS JOIN LATERAL (SELECT coalesce(new_e164, m.phone) AS phone,
+								coalesce(new_level, m.level) AS level) n
+	 WHERE m.list = sms_list_change.list AND m.phone = e164
+	   AND (sms_list_change.level IS NULL OR m.level = sms_list_change.level)
+	   AND EXISTS (SELECT 1 FROM smsdispatch.list_member o
+				   WHERE o.list = m.list AND o.id <> m.id
+					 AND o.phone = n.phone AND o.level = n.level)
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'phone "%" is already on level % of recipient list "%"',
+			clash.phone, clash.level, list
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	UPDATE smsdispatch.list_member m
+	   SET level = coalesce(new_level, m.level),
+		   phone = coalesce(new_e164, m.phone),
+		   ack_timeout = coalesce(sms_list_change.ack_timeout, m.ack_timeout),
+		   name = CASE WHEN sms_list_change.name IS NULL THEN m.name
+					   ELSE nullif(sms_list_change.name, '') END
+	 WHERE m.list = sms_list_change.list AND m.phone = e164
+	   AND (sms_list_change.level IS NULL OR m.level = sms_list_change.level);
+	GET DIAGNOSTICS changed = ROW_COUNT;
+	-- pauses follow the person to the new number
+	IF new_e164 IS NOT NULL AND new_e164 <> e164 THEN
+		IF EXISTS (SELECT 1 FROM smsdispatch.list_member m
+				   WHERE m.list = sms_list_change.list AND m.phone = e164) THEN
+			INSERT INTO smsdispatch.member_pause (list, phone, starts_at, ends_at)
+			SELECT p.list, new_e164, p.starts_at, p.ends_at FROM smsdispatch.member_pause p
+			 WHERE p.list = sms_list_change.list AND p.phone = e164;
+		ELSE
+			UPDATE smsdispatch.member_pause p SET phone = new_e164
+			 WHERE p.list = sms_list_change.list AND p.phone = e164;
+		END IF;
+	END IF;
+	RETURN changed;
+END;
+$$;
+
+-- Refuses upkeep that would pull a list from under its open alarms.
+CREATE FUNCTION smsdispatch.check_no_open_alarms(list text, action text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	open_numbers text;
+BEGIN
+	SELECT string_agg(m.number, ', ' ORDER BY m.number) INTO open_numbers
+	  FROM smsdispatch.message m
+	 WHERE m.list = check_no_open_alarms.list AND m.state = 'open';
+	IF open_numbers IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot % recipient list "%": it has open alarms', action, list
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = format('Open alarms: %s.', open_numbers),
+				  HINT = 'Wait until they are acknowledged or exhausted, or stop them with sms_cancel().';
+	END IF;
+END;
+$$;
+
+-- Renames a list; its members, rotations, overrides, pauses and its closed
+-- alarms follow.
+CREATE FUNCTION sms_list_rename(list text, new_name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	IF new_name IS NULL OR btrim(new_name) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Argument new_name.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = new_name) THEN
+		RAISE EXCEPTION 'recipient list "%" already exists', new_name
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	PERFORM smsdispatch.check_no_open_alarms(list, 'rename');
+	UPDATE smsdispatch.recipient_list l SET name = new_name WHERE l.name = sms_list_rename.list;
+	UPDATE smsdispatch.message m SET list = new_name WHERE m.list = sms_list_rename.list;
+END;
+$$;
+
+-- Drops a list with its members, rotations, overrides and pauses. Closed
+-- alarms keep its name.
+CREATE FUNCTION sms_list_drop(list text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_no_open_alarms(list, 'drop');
+	DELETE FROM smsdispatch.recipient_list l WHERE l.name = sms_list_drop.list;
+END;
+$$;
+
+-- Takes a member (on every level it is on) off duty from "from" until
+-- "until": alarms starting one of its levels meanwhile skip it.
+CREATE FUNCTION sms_list_pause(list text, phone text, "until" timestamptz,
+	"from" timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	e164 := smsdispatch.member_phone(list, phone);
+	IF "until" IS NULL OR "from" IS NULL THEN
+		RAISE EXCEPTION 'pause of phone "%" needs "until" and "from"', e164
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF "until" <= now() THEN
+		RAISE EXCEPTION 'pause of phone "%" until "%" would end in the past', e164, "until"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give the time the member is back on duty.';
+	END IF;
+	IF "until" <= "from" THEN
+		RAISE EXCEPTION 'pause of phone "%" from "%" until "%" ends before it starts', e164, "from", "until"
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	INSERT INTO smsdispatch.member_pause (list, phone, starts_at, ends_at)
+		VALUES (sms_list_pause.list, e164, "from", "until");
+END;
+$$;
+
+-- Puts a paused member back on duty now: its current and future pauses
+-- end. Returns how many pauses it ended.
+CREATE FUNCTION sms_list_resume(list text, phone text)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	ended int;
+	resumed int;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	e164 := smsdispatch.member_phone(list, phone);
+	DELETE FROM smsdispatch.member_pause p
+	 WHERE p.list = sms_list_resume.list AND p.phone = e164 AND p.starts_at >= now();
+	GET DIAGNOSTICS ended = ROW_COUNT;
+	UPDATE smsdispatch.member_pause p SET ends_at = now()
+	 WHERE p.list = sms_list_resume.list AND p.phone = e164 AND p.ends_at > now();
+	GET DIAGNOSTICS resumed = ROW_COUNT;
+	RETURN ended + resumed;
+END;
+$$;
+
+-- Makes a level of a list a rotation: its members take turns, each for
+-- period (whole days: '1 day', '1 week', '3 days'), handing off at
+-- handoff_time in time_zone, the first member's first turn starting on
+-- the date starts.
+CREATE FUNCTION sms_rotation_create(list text, level int,
+	period interval DEFAULT '1 week', handoff_time time DEFAULT '09:00',
+	time_zone text DEFAULT current_setting('TimeZone'), starts date DEFAULT current_date)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	days int := extract(day FROM period);
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level);
+	IF period IS NULL OR period <> make_interval(days => days) OR days NOT BETWEEN 1 AND 366 THEN
+		RAISE EXCEPTION 'rotation period "%" is not a whole number of days', coalesce(period::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give 1 to 366 days: ''1 day'', ''1 week'', ''3 days''.';
+	END IF;
+	IF handoff_time IS NULL OR starts IS NULL THEN
+		RAISE EXCEPTION 'rotation handoff_time and starts must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF time_zone IS NULL
+	   OR NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = time_zone) THEN
+		RAISE EXCEPTION 'time zone "%" is not known', coalesce(time_zone, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a name of pg_timezone_names, such as Europe/Kyiv, so that hand-offs follow daylight saving time.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM smsdispatch.rotation r
+			   WHERE r.list = sms_rotation_create.list AND r.level = sms_rotation_create.level) THEN
+		RAISE EXCEPTION 'level % of recipient list "%" is already a rotation', level, list
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with sms_rotation_drop().';
+	END IF;
+	INSERT INTO smsdispatch.rotation (list, level, period_days, handoff_time, time_zone, starts)
+		VALUES (sms_rotation_create.list, sms_rotation_create.level, days,
+				sms_rotation_create.handoff_time, sms_rotation_create.time_zone,
+				sms_rotation_create.starts);
+END;
+$$;
+
+-- Makes a rotation's level fixed members again: all of them are paged.
+CREATE FUNCTION sms_rotation_drop(list text, level int)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level);
+	DELETE FROM smsdispatch.rotation r
+	 WHERE r.list = sms_rotation_drop.list AND r.level = sms_rotation_drop.level;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'level % of recipient list "%" is not a rotation', level, list
+			USING ERRCODE = 'undefined_object';
+	END IF;
+END;
+$$;
+
+-- Puts someone on duty at a level of a list from starts_at until ends_at,
+-- in place of the level's members. Returns the override's id.
+CREATE FUNCTION sms_override_add(list text, level int, phone text,
+	starts_at timestamptz, ends_at timestamptz, name text DEFAULT NULL,
+	ack_timeout interval DEFAULT '15 min')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	new_id bigint;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level);
+	e164 := @extschema@.sms_normalize_phone(phone);
+	IF starts_at IS NULL OR ends_at IS NULL OR ends_at <= starts_at THEN
+		RAISE EXCEPTION 'override from "%" until "%" is not a time range',
+			coalesce(starts_at::text, 'NULL'), coalesce(ends_at::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give ends_at later than starts_at.';
+	END IF;
+	IF ack_timeout IS NULL OR ack_timeout <= interval '0' THEN
+		RAISE EXCEPTION 'ack_timeout "%" must be positive', coalesce(ack_timeout::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- an alarm escalates through the levels its list has members on
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m
+				   WHERE m.list = sms_override_add.list AND m.level = sms_override_add.level) THEN
+		RAISE EXCEPTION 'level % of recipient list "%" has no members to stand in for', level, list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Add the level''s members with sms_list_add() first.';
+	END IF;
+	INSERT INTO smsdispatch.duty_override (list, level, phone, name, ack_timeout, starts_at, ends_at)
+		VALUES (sms_override_add.list, sms_override_add.level, e164, sms_override_add.name,
+				sms_override_add.ack_timeout, sms_override_add.starts_at, sms_override_add.ends_at)
+		RETURNING id INTO new_id;
+	RETURN new_id;
+END;
+$$;
+
+-- Removes an override.
+CREATE FUNCTION sms_override_remove(id bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM smsdispatch.duty_override o WHERE o.id = sms_override_remove.id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'override % does not exist', coalesce(id::text, 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See them with SELECT * FROM smsdispatch.duty_override.';
+	END IF;
+END;
+$$;
+
+-- Who is on duty at each level of a list at a time (default now): what an
+-- alarm starting that level then pages. duty says why: member, rotation or
+-- override.
+CREATE FUNCTION sms_oncall(list text, at timestamptz DEFAULT now())
+RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_oncall.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF at IS NULL THEN
+		RAISE EXCEPTION 'at must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
+END;
+$$;
+
+-- Starts a level of each given alarm and hands it to its channel: one
+-- queued sms_log row per recipient, each waiting for it to be submitted.
+-- Who is paged is decided now, not at enqueue: whoever is on duty at that
+-- level at this moment (smsdispatch.on_duty: the level's members, or the
+-- rotation's current one, or an override; paused members skipped). A level
+-- above the alarm's current one is an escalation and goes on from the next
+-- level; any other level starts a round at level 1. The level started is
+-- the first from there with anyone on duty; recipient rows of people off
+-- duty go (those sent the alarm in an earlier round stay, ACK_TIME_OVER, so
+-- they can still ack). When nobody is on duty at any later level, the
+-- alarm's rows from there become ACK_TIME_OVER and it is due at once: the
+-- escalation repeats or exhausts it, it never waits for nobody. Set-based:
+-- a few statements for any number of alarms.
+CREATE OR REPLACE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- a small set of alarms, each reached by index: nested loops over the
+-- per-alarm indexes, never a hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	ids bigint[];
+	froms int[];
+	targets int[];
+	duty_lists text[];
+	duty_levels int[];
+	duty_phones text[];
+	duty_names text[];
+	duty_timeouts interval[];
+BEGIN
+	-- who is on duty now at each level of these alarms' lists, asked once
+	SELECT array_agg(l.list), array_agg(d.level), array_agg(d.phone), array_agg(d.name),
+		   array_agg(d.ack_timeout)
+	  INTO duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts
+	  FROM (SELECT DISTINCT m.list FROM smsdispatch.message m WHERE m.id = ANY (message_ids)) l
+	 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d;
+
+	WITH req AS (
+		SELECT p.message_id, m.list,
+			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
+		  FROM unnest(message_ids, levels) AS p(message_id, level)
+		  JOIN smsdispatch.message m ON m.id = p.message_id
+	), duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels) AS d(list, level)
+	)
+	SELECT array_agg(req.message_id ORDER BY req.message_id),
+		   array_agg(req.from_level ORDER BY req.message_id),
+		   array_agg((SELECT min(duty.level) FROM duty
+					   WHERE duty.list = req.list AND duty.level >= req.from_level)
+					 ORDER BY req.message_id)
+	  INTO ids, froms, targets
+	  FROM req;
+
+	-- recipients not on duty at the levels passed over and the one started
+	WITH t AS (
+		SELECT t.message_id, t.from_level, t.target, m.list
+		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+	), duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones) AS d(list, level, phone)
+	), off AS (
+		SELECT r.id, r.sms_log_id IS NULL AND t.target IS NOT NULL AS never_sent
+		  FROM t
+		  JOIN smsdispatch.message_recipient r ON r.message_id = t.message_id
+		 WHERE r.status = 'NOT_SENT' AND r.level >= t.from_level
+		   AND (t.target IS NULL
+				OR (r.level <= t.target
+					AND NOT EXISTS (SELECT 1 FROM duty d
+									 WHERE d.list = t.list AND d.level = r.level
+									   AND d.phone = r.phone)))
+	), gone AS (
+		DELETE FROM smsdispatch.message_recipient r
+		 USING off WHERE r.id = off.id AND off.never_sent
+	)
+	UPDATE smsdispatch.message_recipient r SET status = 'ACK_TIME_OVER'
+	  FROM off WHERE r.id = off.id AND NOT off.never_sent;
+
+	-- everyone on duty at the level started has a row, with today's name
+	-- and timeout
+	WITH t AS (
+		SELECT t.message_id, t.target, m.list
+		  FROM unnest(ids, targets) AS t(message_id, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+	), list_duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts)
+			AS d(list, level, phone, name, ack_timeout)
+	), duty AS MATERIALIZED (
+		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
+	), kept AS (
+		UPDATE smsdispatch.message_recipient r
+		   SET name = duty.name, ack_timeout = duty.ack_timeout
+		  FROM duty
+		 WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+		   AND r.level = duty.level
+		   AND (r.name IS DISTINCT FROM duty.name OR r.ack_timeout <> duty.ack_timeout)
+		RETURNING r.id
+	)
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT duty.message_id, duty.phone, duty.name, duty.level, duty.ack_timeout
+	  FROM duty
+	 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
+						WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+						  AND r.level = duty.level);
+
+	-- the level next: the statements below find each alarm's recipients
+	-- through it, linear in the number of alarms. Nothing to wait for until
+	-- a channel submits the level; with nobody on it, due at once.
+	UPDATE smsdispatch.message m
+	   SET level = coalesce(t.target, (SELECT max(r.level) FROM smsdispatch.message_recipient r
+									   WHERE r.message_id = m.id)),
+		   level_started_at = now(),
+		   check_at = CASE WHEN t.target IS NULL THEN now() END
+	  FROM unnest(ids, targets) AS t(message_id, target)
+	 WHERE m.id = t.message_id;
+
+	WITH due AS (
+		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
+		  FROM smsdispatch.message m
+		  JOIN smsdispatch.message_recipient r
+			ON r.message_id = m.id AND r.level = m.level
+		 WHERE m.id = ANY (ids) AND r.status = 'NOT_SENT'
+	), queued AS (
+		-- alarms go before every other SMS (priority 1)
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority)
+		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
+			   due.channel, due.message_id, 1
+		  FROM due
+		 ORDER BY due.id
+		RETURNING id, message_id, phone_number
+	)
+	UPDATE smsdispatch.message_recipient r
+	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
+		   deadline = NULL, acked_at = NULL
+	  FROM queued q
+	  JOIN smsdispatch.message m ON m.id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
+	   AND r.level = m.level;
+
+	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+	SELECT m.id, 'level_started', m.level,
+		   'round ' || m.round
+		   || CASE WHEN t.target IS NULL THEN
+					format('; nobody on duty at level %s or later', t.from_level)
+				   WHEN t.target = t.from_level + 1 THEN
+					format('; nobody on duty at level %s', t.from_level)
+				   WHEN t.target > t.from_level THEN
+					format('; nobody on duty at levels %s to %s', t.from_level, t.target - 1)
+				   ELSE '' END
+	  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
+	  JOIN smsdispatch.message m ON m.id = t.message_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_enqueue(body text, list text, channel text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	chosen text := smsdispatch.resolve_channel(channel);
+	msg_id bigint;
+	num text;
+BEGIN
+	IF list IS NULL OR btrim(list) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- the list stays as it is until this alarm commits (sms_list_drop and
+	-- sms_list_rename wait for it)
+	PERFORM 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_enqueue.list FOR KEY SHARE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with sms_list_create() and add members with sms_list_add().';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m WHERE m.list = sms_enqueue.list) THEN
+		RAISE EXCEPTION 'recipient list "%" has no members', list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Add members with sms_list_add().';
+	END IF;
+	-- the recipients receive the text behind the number: check what they get
+	PERFORM smsdispatch.check_body(body);
+	PERFORM smsdispatch.check_body(smsdispatch.alarm_text('0000', body),
+								   'body with its alarm number "[0000] "');
+
+	num := smsdispatch.allocate_number();
+	INSERT INTO smsdispatch.message (number, body, list, channel)
+		VALUES (num, sms_enqueue.body, sms_enqueue.list, chosen)
+		RETURNING id INTO msg_id;
+	-- the levels it escalates through, each with who is on duty there now
+	-- (a level with nobody on duty now keeps all its members): start_levels
+	-- decides who is paged when the level starts
+	WITH duty AS MATERIALIZED (
+		SELECT * FROM smsdispatch.on_duty(sms_enqueue.list, now())
+	)
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT msg_id, d.phone, d.name, d.level, d.ack_timeout
+	  FROM duty d
+	UNION ALL
+	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
+	  FROM smsdispatch.list_member m
+	 WHERE m.list = sms_enqueue.list
+	   AND NOT EXISTS (SELECT 1 FROM duty d WHERE d.level = m.level);
+	INSERT INTO smsdispatch.event (message_id, kind, detail)
+		VALUES (msg_id, 'enqueued', 'list ' || list);
+	PERFORM smsdispatch.start_level(msg_id, 1);
+	RETURN num;
+END;
+$$;
+
+-- One escalation step for the due open alarms (check_at passed), at most
+-- batch of them: recipients of the current level past their deadline become
+-- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
+-- to its next level with recipients, else starts another round when its
+-- list's repeat allows, else is exhausted. Alarms that an ack or a channel
+-- holds locked are skipped and seen on the next pass. Set-based: a fixed
+-- number of statements whatever the batch, every one of them found through
+-- message_check_idx and the per-alarm indexes, never by a scan of history.
+CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
+	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
+	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- the due alarms are a small set found by index: each statement reaches
+-- their recipients by nested loops over the per-alarm indexes, never by a
+-- hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	due bigint[];
+	up_ids bigint[];
+	up_levels int[];
+	again_ids bigint[];
+	again_levels int[];
+	done_ids bigint[];
+	gone record;
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	timed_out := 0;
+	escalated := 0;
+	repeated := 0;
+	exhausted := 0;
+
+	SELECT array_agg(s.id) INTO due FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.state = 'open' AND m.check_at <= now()
+		 ORDER BY m.check_at
+		 LIMIT batch
+		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
+	alarms_checked := coalesce(cardinality(due), 0);
+
+	IF due IS NOT NULL THEN
+		-- each statement from here on sees what was committed before the
+		-- locks above were granted
+		WITH over AS (
+			UPDATE smsdispatch.message_recipient r
+			   SET status = 'ACK_TIME_OVER'
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
+			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
+			RETURNING r.message_id, r.level, r.phone, r.deadline)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
+		  FROM over o;
+		GET DIAGNOSTICS timed_out = ROW_COUNT;
+
+		-- the alarms whose level is over, and where each goes next
+		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.first_level ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
+		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
+		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
+					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
+					   min(r.level) AS first_level
+				  FROM smsdispatch.message m
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
+				 WHERE m.id = ANY (due)
+				 GROUP BY m.id, m.round, l.repeat
+				HAVING NOT bool_or(r.level = m.level
+								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
+
+		IF up_ids IS NOT NULL THEN
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
+			  FROM unnest(up_ids, up_levels) AS u(id, level)
+			  JOIN smsdispatch.message m ON m.id = u.id;
+			escalated := cardinality(up_ids);
+		END IF;
+
+		IF again_ids IS NOT NULL THEN
+			-- a new round: everybody waits to be sent the alarm again; the
+			-- previous round's SMS still let its recipients acknowledge
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
+			 WHERE message_id = ANY (again_ids);
+			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT a.id, 'repeated', a.level, 'round ' || m.round
+			  FROM unnest(again_ids, again_levels) AS a(id, level)
+			  JOIN smsdispatch.message m ON m.id = a.id;
+			repeated := cardinality(again_ids);
+		END IF;
+
+		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
+			PERFORM smsdispatch.start_levels(
+				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
+				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
+		END IF;
+
+		IF done_ids IS NOT NULL THEN
+			UPDATE smsdispatch.message
+			   SET state = 'exhausted', closed_at = now(), check_at = NULL
+			 WHERE id = ANY (done_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (done_ids);
+			exhausted := cardinality(done_ids);
+			-- nobody has the alarm: that must be heard
+			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
+						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
+				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
+					format('nobody on list "%s" acknowledged it in %s round(s)',
+						   gone.list, gone.round));
+			END LOOP;
+			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
+		END IF;
+
+		-- the alarms still waiting: next look at their earliest deadline;
+		-- a level started with nobody on duty is over at once
+		UPDATE smsdispatch.message m
+		   SET check_at = (SELECT CASE WHEN count(*) FILTER (WHERE r.status IN
+													('NOT_SENT', 'NOT_YET_ACK')) = 0
+									   THEN now()
+									   ELSE min(r.deadline) FILTER (WHERE r.status = 'NOT_YET_ACK') END
+							 FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level)
+		 WHERE m.id = ANY (due) AND m.state = 'open';
+	END IF;
+
+	SELECT min(m.check_at) INTO next_check
+	  FROM smsdispatch.message m
+	 WHERE m.state = 'open';
+END;
+$$;
+
+-- Escalation statistics of the alarms created in ["from", "to"), per
+-- recipient list (lists without alarms show zeros). "Acked at level N"
+-- counts the alarms acknowledged by a recipient of level N
+-- (smsdispatch.acked_level): who took it, not how far the escalation had
+-- gone (a level-1 recipient acking after level 2 was paged counts at
+-- level 1). Time to ack runs from the alarm's creation.
+-- The escalation level of the recipient who acknowledged an alarm (the
+-- lowest, for a phone on several levels); NULL when nobody did.
+CREATE FUNCTION smsdispatch.acked_level(message_id bigint)
+RETURNS int
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+	SELECT min(r.level) FROM smsdispatch.message_recipient r
+	 WHERE r.message_id = acked_level.message_id AND r.status = 'ACK';
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.escalation_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (list text, alarms bigint, open bigint, acked bigint,
+	acked_level_1 bigint, acked_level_2 bigint, acked_level_3 bigint,
+	exhausted bigint, cancelled bigint, median_ack_s numeric, p95_ack_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	WITH m AS (
+		SELECT m.list, m.state, smsdispatch.acked_level(m.id) AS level,
+			   extract(epoch FROM m.acked_at - m.created_at)::float8 AS ack_s
+		  FROM smsdispatch.message m
+		 WHERE m.created_at >= "from" AND m.created_at < "to"
+	)
+	SELECT l.list, count(m.list), count(*) FILTER (WHERE m.state = 'open'),
+		   count(*) FILTER (WHERE m.state = 'acked'),
+		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 1),
+		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 2),
+		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 3),
+		   count(*) FILTER (WHERE m.state = 'exhausted'),
+		   count(*) FILTER (WHERE m.state = 'cancelled'),
+		   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY m.ack_s)
+				  FILTER (WHERE m.state = 'acked'))::numeric, 1),
+		   round((percentile_cont(0.95) WITHIN GROUP (ORDER BY m.ack_s)
+				  FILTER (WHERE m.state = 'acked'))::numeric, 1)
+	  FROM (SELECT r.name AS list FROM smsdispatch.recipient_list r
+			UNION
+			SELECT m.list FROM m) l
+	  LEFT JOIN m ON m.list = l.list
+	 GROUP BY l.list
+$$;
+
+-- One self-contained HTML page for ["from", "to"): three inline SVG charts
+-- (daily volume by final status, delivery time distribution, ack time per
+-- level) and the report tables. No scripts, fonts, images or links: a
+-- Content-Security-Policy of default-src 'none' keeps the page from loading
+-- anything even if it tried.
+CREATE OR REPLACE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	days text[];
+	daily float8[];
+	delivery_buckets constant text[] := ARRAY['< 10 s', '10-30 s', '30-60 s', '1-2 min',
+		'2-5 min', '5-15 min', '15-60 min', '>= 1 h'];
+	delivery_hist float8[];
+	ack float8[];
+	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
+	-- times as people read them: to the minute, in the session's TimeZone
+	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
+	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
+							   to_char("to", shown));
+BEGIN
+	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
+	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is not a finite, non-empty range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give two timestamps, the first earlier, e.g. sms_report_html(now() - interval ''7 days'', now()).';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write one report per year or shorter period.';
+	END IF;
+
+	-- chart 1: per day, delivered / failed / send_unknown / pending
+	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
+	  INTO days
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day);
+	WITH d AS (
+		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
+			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
+		  FROM smsdispatch.delivery_stats("from", "to") AS s
+		 GROUP BY s.day
+	)
+	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
+									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
+					 ORDER BY g.day, k)
+	  INTO daily
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day)
+	 CROSS JOIN generate_series(1, 4) AS k
+	  LEFT JOIN d ON d.day = g.day::date;
+
+	-- chart 2: seconds from queueing to delivery
+	SELECT array_agg(coalesce(h.n, 0)::float8 ORDER BY b.i)
+	  INTO delivery_hist
+	  FROM generate_series(0, 7) AS b(i)
+	  LEFT JOIN (SELECT width_bucket(smsdispatch.delivery_seconds(l.inserted_at,
+										l.status_changed_at, l.updated_at),
+									 ARRAY[10, 30, 60, 120, 300, 900, 3600]::float8[]) AS i,
+						count(*) AS n
+				   FROM verification.sms_log l
+				  WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
+				  GROUP BY 1) h ON h.i = b.i;
+
+	-- chart 3: median and p95 time to ack per level of the acking recipient
+	WITH a AS (
+		SELECT smsdispatch.acked_level(m.id) AS level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
+				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
+		  FROM smsdispatch.message m
+		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
+		 GROUP BY 1
+	)
+	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
+	  INTO ack
+	  FROM generate_series(1, 3) AS lvl
+	 CROSS JOIN generate_series(1, 2) AS k
+	  LEFT JOIN a ON a.level = lvl;
+
+	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
+		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
+		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
+		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
+		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
+		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
+		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
+		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
+		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
+		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
+		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
+		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
+				  smsdispatch.html_escape(range_shown),
+				  smsdispatch.html_escape(to_char(now(), shown)))
+		|| '<h2>Charts</h2>'
+		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
+				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
+				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
+		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
+				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
+		|| smsdispatch.svg_bar_chart('Time to acknowledge per level of the acker', 'seconds',
+				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
+				ARRAY['#00838f', '#6a1b9a'], ack, false)
+		|| '<h2>Tables</h2>'
+		|| smsdispatch.html_table('Delivery per day, type and channel',
+				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
+					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
+					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
+		|| smsdispatch.html_table('Failures per day, type and channel',
+				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
+					   'unaccepted, terminated, send_failed '
+					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
+					   range_literal))
+		|| smsdispatch.html_table('Gateway requests per hour',
+				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
+					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
+					   'latency_mean_ms, latency_p95_le_ms '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Gateway answers per hour',
+				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
+					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
+					   'answers_unaccepted, answers_terminated, answers_pending '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Escalation per recipient list',
+				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
+		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
+				THEN smsdispatch.html_table('Open alarms now',
+					'SELECT number, list, level, created_at, body, recipient_level, recipient_name, '
+					'phone, status, sent_at, deadline FROM smsdispatch.queue')
+				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
+		|| '</body></html>';
+END;
+$$;
+
+DROP VIEW smsdispatch.queue;
+
+-- The console: every open alarm with each recipient and its status, the
+-- alarm's columns named as in smsdispatch.message (body, created_at...) and
+-- the recipient's as in smsdispatch.message_recipient, prefixed
+-- recipient_ where both tables have one. queue_history is the same for
+-- every alarm, closed ones included.
+CREATE VIEW smsdispatch.queue_history AS
+	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
+		   m.level_started_at, m.body, m.acked_by, m.closed_at,
+		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
+		   r.sent_at, r.deadline, r.acked_at
+	  FROM smsdispatch.message m
+	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+	 ORDER BY m.created_at, m.number, r.level, r.phone;
+CREATE VIEW smsdispatch.queue AS
+	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
+		   m.level_started_at, m.body,
+		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
+		   r.sent_at, r.deadline, r.acked_at
+	  FROM smsdispatch.message m
+	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+	 WHERE m.state = 'open'
+	 ORDER BY m.created_at, m.number, r.level, r.phone;
+
+
+REVOKE ALL ON FUNCTION smsdispatch.rotation_turn(int, time, text, date, timestamptz),
+	smsdispatch.rotation_periods(int, date, date),
+	smsdispatch.on_duty(text, timestamptz), smsdispatch.lock_list(text),
+	smsdispatch.check_level(int, text, boolean), smsdispatch.member_phone(text, text, int),
+	smsdispatch.check_no_open_alarms(text, text), smsdispatch.acked_level(bigint)
+	FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.rotation, smsdispatch.duty_override,
+	smsdispatch.member_pause TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.rotation_id_seq, smsdispatch.duty_override_id_seq,
+	smsdispatch.member_pause_id_seq TO smsdispatch_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.queue, smsdispatch.queue_history
+	TO smsdispatch_admin;
+
+REVOKE ALL ON FUNCTION sms_list_remove(text, text, int),
+	sms_list_change(text, text, int, int, text, interval, text),
+	sms_list_rename(text, text), sms_list_drop(text),
+	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
+	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
+	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
+	sms_override_remove(bigint), sms_oncall(text, timestamptz)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
+	sms_list_change(text, text, int, int, text, interval, text),
+	sms_list_rename(text, text), sms_list_drop(text),
+	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
+	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
+	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
+	sms_override_remove(bigint), sms_oncall(text, timestamptz)
+	TO smsdispatch_admin;
+-- readers count acks per level of the acking recipient (escalation_stats):
+-- the recipients' levels and statuses, not who they are
+GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
+GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;

@@ -52,7 +52,7 @@ SELECT sms_list_add('oncall', '+380501111111', 1, '5 min', 'Alice'),
 	   sms_list_add('oncall', '+380502222222', 2, '5 min', 'Bob');
 INSERT INTO smsdispatch.message (id, number, body, list, state, level, created_at,
 	acked_at, acked_by, closed_at, channel) VALUES
- (1, '0001', 'disk full', 'oncall', 'acked', 1, '2026-03-01 10:00', '2026-03-01 10:02', '+380501111111', '2026-03-01 10:02', 'ip2sms'),
+ (1, '0001', 'disk full', 'oncall', 'acked', 2, '2026-03-01 10:00', '2026-03-01 10:02', '+380501111111', '2026-03-01 10:02', 'ip2sms'),
  (2, '0002', 'load high', 'oncall', 'acked', 2, '2026-03-01 11:00', '2026-03-01 11:20', '+380502222222', '2026-03-01 11:20', 'ip2sms'),
  (3, '0003', 'db down', 'oncall', 'exhausted', 3, '2026-03-01 12:00', NULL, NULL, '2026-03-01 12:45', 'ip2sms'),
  (4, '0004', 'false alarm', 'oncall', 'cancelled', 1, '2026-03-01 13:00', NULL, NULL, '2026-03-01 13:01', 'ip2sms'),
@@ -64,7 +64,11 @@ INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_t
  (5, '+380501111111', 'Alice', 1, '5 min', 'NOT_YET_ACK', '2026-03-01 14:00:05', '2026-03-01 14:05:05', NULL),
  (5, '+380502222222', 'Bob', 2, '5 min', 'NOT_SENT', NULL, NULL, NULL),
  (7, '+380504444444', NULL, 1, '5 min', 'ACK', '2026-03-01 15:00:02', '2026-03-01 15:05:02', '2026-03-01 15:00:30'),
- (1, '+380501111111', 'Alice', 1, '5 min', 'ACK', '2026-03-01 10:00:01', '2026-03-01 10:05:01', '2026-03-01 10:02');
+ (1, '+380501111111', 'Alice', 1, '5 min', 'ACK', '2026-03-01 10:00:01', '2026-03-01 10:05:01', '2026-03-01 10:02'),
+ (1, '+380502222222', 'Bob', 2, '5 min', 'NOT_YET_ACK', '2026-03-01 10:01:01', '2026-03-01 10:06:01', NULL),
+ (2, '+380501111111', 'Alice', 1, '5 min', 'ACK_TIME_OVER', '2026-03-01 11:00:01', '2026-03-01 11:05:01', NULL),
+ (2, '+380502222222', 'Bob', 2, '5 min', 'ACK', '2026-03-01 11:05:02', '2026-03-01 11:10:02', '2026-03-01 11:20'),
+ (6, '+380503333333', NULL, 1, '5 min', 'ACK', '2026-03-02 09:00:01', '2026-03-02 09:05:01', '2026-03-02 09:01');
 -- each alarm's SMS are in the log too
 INSERT INTO verification.sms_log (phone_number, type, body, channel, send_state,
 	gateway_status, inserted_at, status_changed_at, message_id) VALUES
@@ -76,9 +80,14 @@ INSERT INTO smsdispatch.inbox (sender, body, outcome, number, received_at) VALUE
  ('+380501111111', '0001 ok', 'ack', '0001', '2026-03-01 10:02'),
  ('+380509999999', 'hi', 'no_number', NULL, now());
 
+-- an ack counts at the level of the recipient who acked: alarm 0001 had
+-- reached level 2 when Alice of level 1 acked it, so it counts at level 1
 SELECT * FROM smsdispatch.escalation_stats ORDER BY list;
 SELECT * FROM smsdispatch.escalation_stats('2026-03-01', '2026-03-01 12:00') ORDER BY list;
+-- the console shows the open alarm; the history shows every alarm
 SELECT * FROM smsdispatch.queue;
+SELECT number, state, recipient_level, recipient_name, status
+  FROM smsdispatch.queue_history;
 -- the text-type rows of the alarms joined the text/ip2sms line
 SELECT day, type, channel, logged, delivered, pending, median_delivery_s
   FROM smsdispatch.delivery_stats WHERE type = 'text' ORDER BY 1, 2, 3;

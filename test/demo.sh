@@ -214,6 +214,42 @@ psql -X -c "SELECT l.phone_number, r.name, l.body, l.priority, l.send_state
               JOIN smsdispatch.message_recipient r ON r.message_id = m.id AND r.phone = l.phone_number
              WHERE m.list = 'ward' ORDER BY l.id"
 
+step "On-call rotation: Ann hands off to Ben in 3 s; an alarm pages whoever is on duty"
+# a daily rotation whose hand-off is 3 s from now (UTC): yesterday's turn,
+# Ann's, ends then and Ben's begins
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\o /dev/null
+SELECT sms_list_create('rota', 'Weekend duty: a rotation on level 1');
+SELECT sms_list_add('rota', '+380507000001', 1, '15 min', 'Ann');
+SELECT sms_list_add('rota', '+380507000002', 1, '15 min', 'Ben');
+SELECT sms_list_add('rota', '+380506666666', 2, '15 min', 'Carol');
+SELECT sms_rotation_create('rota', 1, '1 day', ((now() + interval '3 s') AT TIME ZONE 'UTC')::time(0),
+						   'UTC', ((now() + interval '3 s') AT TIME ZONE 'UTC')::date - 1);
+\o
+SELECT level, name, duty FROM sms_oncall('rota');
+SELECT sms_enqueue('Backup failed on db3', 'rota') AS before_handoff \gset
+SELECT :'before_handoff' AS alarm, string_agg(l.phone_number, ', ') AS paged
+  FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.message_id
+ WHERE m.number = :'before_handoff';
+EOF
+rota_handoff=$(psql -XAt -c "SELECT to_char(handoff_time, 'HH24:MI:SS') FROM smsdispatch.rotation WHERE list = 'rota'")
+echo "-- waiting for the hand-off at $rota_handoff UTC"
+wait_for "SELECT name = 'Ben' FROM sms_oncall('rota') WHERE level = 1"
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+SELECT level, name, duty FROM sms_oncall('rota');
+SELECT sms_enqueue('Backup failed on db3 again', 'rota') AS after_handoff \gset
+SELECT :'after_handoff' AS alarm, string_agg(l.phone_number, ', ') AS paged
+  FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.message_id
+ WHERE m.number = :'after_handoff';
+\echo '-- Ben goes on holiday for a week: nobody of the rotation is on duty, level 2 is'
+\o /dev/null
+SELECT sms_list_pause('rota', '+380507000002', now() + interval '7 days');
+\o
+SELECT level, name, duty FROM sms_oncall('rota');
+\o /dev/null
+SELECT sms_cancel(number) FROM smsdispatch.message WHERE list = 'rota' AND state = 'open';
+EOF
+
 step "Delivery statuses, polled from the gateway into verification.sms_log"
 wait_for "SELECT bool_and(gateway_status = 'Delivered') FROM verification.sms_log
             WHERE channel = 'ip2sms' AND type IN ('verification', '2FA')"

@@ -70,33 +70,130 @@ BEGIN ATOMIC
 	SELECT '[' || number || '] ' || body;
 END;
 
--- Hands one level of each given alarm to its channel: one queued sms_log
--- row per recipient on that level, the recipients waiting for it to be
--- submitted. Set-based, so that the escalation starts any number of levels
--- in a few statements.
+-- Starts a level of each given alarm and hands it to its channel: one
+-- queued sms_log row per recipient, each waiting for it to be submitted.
+-- Who is paged is decided now, not at enqueue: whoever is on duty at that
+-- level at this moment (smsdispatch.on_duty: the level's members, or the
+-- rotation's current one, or an override; paused members skipped). A level
+-- above the alarm's current one is an escalation and goes on from the next
+-- level; any other level starts a round at level 1. The level started is
+-- the first from there with anyone on duty; recipient rows of people off
+-- duty go (those sent the alarm in an earlier round stay, ACK_TIME_OVER, so
+-- they can still ack). When nobody is on duty at any later level, the
+-- alarm's rows from there become ACK_TIME_OVER and it is due at once: the
+-- escalation repeats or exhausts it, it never waits for nobody. Set-based:
+-- a few statements for any number of alarms.
 CREATE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 -- a small set of alarms, each reached by index: nested loops over the
 -- per-alarm indexes, never a hash or merge join over a scan of the history
 SET enable_hashjoin = off
 SET enable_mergejoin = off
 AS $$
-	-- the level first: the statements below find each alarm's recipients
+DECLARE
+	ids bigint[];
+	froms int[];
+	targets int[];
+	duty_lists text[];
+	duty_levels int[];
+	duty_phones text[];
+	duty_names text[];
+	duty_timeouts interval[];
+BEGIN
+	-- who is on duty now at each level of these alarms' lists, asked once
+	SELECT array_agg(l.list), array_agg(d.level), array_agg(d.phone), array_agg(d.name),
+		   array_agg(d.ack_timeout)
+	  INTO duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts
+	  FROM (SELECT DISTINCT m.list FROM smsdispatch.message m WHERE m.id = ANY (message_ids)) l
+	 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d;
+
+	WITH req AS (
+		SELECT p.message_id, m.list,
+			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
+		  FROM unnest(message_ids, levels) AS p(message_id, level)
+		  JOIN smsdispatch.message m ON m.id = p.message_id
+	), duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels) AS d(list, level)
+	)
+	SELECT array_agg(req.message_id ORDER BY req.message_id),
+		   array_agg(req.from_level ORDER BY req.message_id),
+		   array_agg((SELECT min(duty.level) FROM duty
+					   WHERE duty.list = req.list AND duty.level >= req.from_level)
+					 ORDER BY req.message_id)
+	  INTO ids, froms, targets
+	  FROM req;
+
+	-- recipients not on duty at the levels passed over and the one started
+	WITH t AS (
+		SELECT t.message_id, t.from_level, t.target, m.list
+		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+	), duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones) AS d(list, level, phone)
+	), off AS (
+		SELECT r.id, r.sms_log_id IS NULL AND t.target IS NOT NULL AS never_sent
+		  FROM t
+		  JOIN smsdispatch.message_recipient r ON r.message_id = t.message_id
+		 WHERE r.status = 'NOT_SENT' AND r.level >= t.from_level
+		   AND (t.target IS NULL
+				OR (r.level <= t.target
+					AND NOT EXISTS (SELECT 1 FROM duty d
+									 WHERE d.list = t.list AND d.level = r.level
+									   AND d.phone = r.phone)))
+	), gone AS (
+		DELETE FROM smsdispatch.message_recipient r
+		 USING off WHERE r.id = off.id AND off.never_sent
+	)
+	UPDATE smsdispatch.message_recipient r SET status = 'ACK_TIME_OVER'
+	  FROM off WHERE r.id = off.id AND NOT off.never_sent;
+
+	-- everyone on duty at the level started has a row, with today's name
+	-- and timeout
+	WITH t AS (
+		SELECT t.message_id, t.target, m.list
+		  FROM unnest(ids, targets) AS t(message_id, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+	), list_duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts)
+			AS d(list, level, phone, name, ack_timeout)
+	), duty AS MATERIALIZED (
+		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
+	), kept AS (
+		UPDATE smsdispatch.message_recipient r
+		   SET name = duty.name, ack_timeout = duty.ack_timeout
+		  FROM duty
+		 WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+		   AND r.level = duty.level
+		   AND (r.name IS DISTINCT FROM duty.name OR r.ack_timeout <> duty.ack_timeout)
+		RETURNING r.id
+	)
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT duty.message_id, duty.phone, duty.name, duty.level, duty.ack_timeout
+	  FROM duty
+	 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
+						WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+						  AND r.level = duty.level);
+
+	-- the level next: the statements below find each alarm's recipients
 	-- through it, linear in the number of alarms. Nothing to wait for until
-	-- a channel submits the level.
+	-- a channel submits the level; with nobody on it, due at once.
 	UPDATE smsdispatch.message m
-	   SET level = p.level, level_started_at = now(), check_at = NULL
-	  FROM unnest(message_ids, levels) AS p(message_id, level)
-	 WHERE m.id = p.message_id;
+	   SET level = coalesce(t.target, (SELECT max(r.level) FROM smsdispatch.message_recipient r
+									   WHERE r.message_id = m.id)),
+		   level_started_at = now(),
+		   check_at = CASE WHEN t.target IS NULL THEN now() END
+	  FROM unnest(ids, targets) AS t(message_id, target)
+	 WHERE m.id = t.message_id;
 
 	WITH due AS (
 		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
 		  FROM smsdispatch.message m
 		  JOIN smsdispatch.message_recipient r
 			ON r.message_id = m.id AND r.level = m.level
-		 WHERE m.id = ANY (message_ids)
+		 WHERE m.id = ANY (ids) AND r.status = 'NOT_SENT'
 	), queued AS (
 		-- alarms go before every other SMS (priority 1)
 		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
@@ -116,9 +213,18 @@ AS $$
 	   AND r.level = m.level;
 
 	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-	SELECT m.id, 'level_started', m.level, 'round ' || m.round
-	  FROM smsdispatch.message m
-	 WHERE m.id = ANY (message_ids);
+	SELECT m.id, 'level_started', m.level,
+		   'round ' || m.round
+		   || CASE WHEN t.target IS NULL THEN
+					format('; nobody on duty at level %s or later', t.from_level)
+				   WHEN t.target = t.from_level + 1 THEN
+					format('; nobody on duty at level %s', t.from_level)
+				   WHEN t.target > t.from_level THEN
+					format('; nobody on duty at levels %s to %s', t.from_level, t.target - 1)
+				   ELSE '' END
+	  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
+	  JOIN smsdispatch.message m ON m.id = t.message_id;
+END;
 $$;
 
 -- Hands the first level at or after from_level that has recipients to the
@@ -192,7 +298,10 @@ BEGIN
 		RAISE EXCEPTION 'recipient list name must not be empty'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_enqueue.list) THEN
+	-- the list stays as it is until this alarm commits (sms_list_drop and
+	-- sms_list_rename wait for it)
+	PERFORM 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_enqueue.list FOR KEY SHARE;
+	IF NOT FOUND THEN
 		RAISE EXCEPTION 'recipient list "%" does not exist', list
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Create it with sms_list_create() and add members with sms_list_add().';
@@ -211,10 +320,20 @@ BEGIN
 	INSERT INTO smsdispatch.message (number, body, list, channel)
 		VALUES (num, sms_enqueue.body, sms_enqueue.list, chosen)
 		RETURNING id INTO msg_id;
+	-- the levels it escalates through, each with who is on duty there now
+	-- (a level with nobody on duty now keeps all its members): start_levels
+	-- decides who is paged when the level starts
+	WITH duty AS MATERIALIZED (
+		SELECT * FROM smsdispatch.on_duty(sms_enqueue.list, now())
+	)
 	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT msg_id, d.phone, d.name, d.level, d.ack_timeout
+	  FROM duty d
+	UNION ALL
 	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
 	  FROM smsdispatch.list_member m
-	 WHERE m.list = sms_enqueue.list;
+	 WHERE m.list = sms_enqueue.list
+	   AND NOT EXISTS (SELECT 1 FROM duty d WHERE d.level = m.level);
 	INSERT INTO smsdispatch.event (message_id, kind, detail)
 		VALUES (msg_id, 'enqueued', 'list ' || list);
 	PERFORM smsdispatch.start_level(msg_id, 1);

@@ -147,11 +147,15 @@ BEGIN
 			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
 		END IF;
 
-		-- the alarms still waiting: next look at their earliest deadline
+		-- the alarms still waiting: next look at their earliest deadline;
+		-- a level started with nobody on duty is over at once
 		UPDATE smsdispatch.message m
-		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-							WHERE r.message_id = m.id AND r.level = m.level
-							  AND r.status = 'NOT_YET_ACK')
+		   SET check_at = (SELECT CASE WHEN count(*) FILTER (WHERE r.status IN
+													('NOT_SENT', 'NOT_YET_ACK')) = 0
+									   THEN now()
+									   ELSE min(r.deadline) FILTER (WHERE r.status = 'NOT_YET_ACK') END
+							 FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level)
 		 WHERE m.id = ANY (due) AND m.state = 'open';
 	END IF;
 

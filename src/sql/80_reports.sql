@@ -172,9 +172,21 @@ CREATE VIEW smsdispatch.delivery_stats AS
 	SELECT * FROM smsdispatch.delivery_stats('-infinity', 'infinity');
 
 -- Escalation statistics of the alarms created in ["from", "to"), per
--- recipient list (lists without alarms show zeros). "Acked at level N" is the
--- escalation level the alarm had reached when someone acknowledged it; time
--- to ack runs from the alarm's creation.
+-- recipient list (lists without alarms show zeros). "Acked at level N"
+-- counts the alarms acknowledged by a recipient of level N
+-- (smsdispatch.acked_level): who took it, not how far the escalation had
+-- gone (a level-1 recipient acking after level 2 was paged counts at
+-- level 1). Time to ack runs from the alarm's creation.
+-- The escalation level of the recipient who acknowledged an alarm (the
+-- lowest, for a phone on several levels); NULL when nobody did.
+CREATE FUNCTION smsdispatch.acked_level(message_id bigint)
+RETURNS int
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+	SELECT min(r.level) FROM smsdispatch.message_recipient r
+	 WHERE r.message_id = acked_level.message_id AND r.status = 'ACK';
+END;
+
 CREATE FUNCTION smsdispatch.escalation_stats("from" timestamptz, "to" timestamptz)
 RETURNS TABLE (list text, alarms bigint, open bigint, acked bigint,
 	acked_level_1 bigint, acked_level_2 bigint, acked_level_3 bigint,
@@ -182,7 +194,7 @@ RETURNS TABLE (list text, alarms bigint, open bigint, acked bigint,
 LANGUAGE sql STABLE
 AS $$
 	WITH m AS (
-		SELECT m.list, m.state, m.level,
+		SELECT m.list, m.state, smsdispatch.acked_level(m.id) AS level,
 			   extract(epoch FROM m.acked_at - m.created_at)::float8 AS ack_s
 		  FROM smsdispatch.message m
 		 WHERE m.created_at >= "from" AND m.created_at < "to"
@@ -315,17 +327,27 @@ $$;
 CREATE VIEW smsdispatch.gateway_stats AS
 	SELECT * FROM smsdispatch.gateway_stats('-infinity', 'infinity');
 
--- The console view of the seed: every alarm still in the queue (open, or
--- closed less than smsdispatch.number_quarantine ago, so its number still
--- means it), with each recipient and its status.
+-- The console: every open alarm with each recipient and its status, the
+-- alarm's columns named as in smsdispatch.message (body, created_at...) and
+-- the recipient's as in smsdispatch.message_recipient, prefixed
+-- recipient_ where both tables have one. queue_history is the same for
+-- every alarm, closed ones included.
+CREATE VIEW smsdispatch.queue_history AS
+	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
+		   m.level_started_at, m.body, m.acked_by, m.closed_at,
+		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
+		   r.sent_at, r.deadline, r.acked_at
+	  FROM smsdispatch.message m
+	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+	 ORDER BY m.created_at, m.number, r.level, r.phone;
 CREATE VIEW smsdispatch.queue AS
-	SELECT m.number, m.list, m.state, m.level, m.created_at AS created,
-		   m.body AS text, r.level AS recipient_level, r.name AS recipient,
-		   r.phone, r.status, r.sent_at, r.deadline, r.acked_at
+	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
+		   m.level_started_at, m.body,
+		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
+		   r.sent_at, r.deadline, r.acked_at
 	  FROM smsdispatch.message m
 	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
 	 WHERE m.state = 'open'
-		OR m.closed_at > now() - smsdispatch.number_quarantine()
 	 ORDER BY m.created_at, m.number, r.level, r.phone;
 
 -- Text made safe for HTML element content and attribute values.
@@ -567,13 +589,13 @@ BEGIN
 					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
 				  GROUP BY 1) h ON h.i = b.i;
 
-	-- chart 3: median and p95 time to ack per level reached
+	-- chart 3: median and p95 time to ack per level of the acking recipient
 	WITH a AS (
-		SELECT m.level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
+		SELECT smsdispatch.acked_level(m.id) AS level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
 				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
 		  FROM smsdispatch.message m
 		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
-		 GROUP BY m.level
+		 GROUP BY 1
 	)
 	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
 	  INTO ack
@@ -603,7 +625,7 @@ BEGIN
 				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
 		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
 				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
-		|| smsdispatch.svg_bar_chart('Time to acknowledge per level reached', 'seconds',
+		|| smsdispatch.svg_bar_chart('Time to acknowledge per level of the acker', 'seconds',
 				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
 				ARRAY['#00838f', '#6a1b9a'], ack, false)
 		|| '<h2>Tables</h2>'
@@ -632,8 +654,8 @@ BEGIN
 				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
 		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
 				THEN smsdispatch.html_table('Open alarms now',
-					'SELECT number, list, level, created, text, recipient_level, recipient, phone, status, '
-					'sent_at, deadline FROM smsdispatch.queue WHERE state = ''open''')
+					'SELECT number, list, level, created_at, body, recipient_level, recipient_name, '
+					'phone, status, sent_at, deadline FROM smsdispatch.queue')
 				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
 		|| '</body></html>';
 END;

@@ -54,12 +54,23 @@ sub fill_report_data
 		SELECT sms_list_create('oncall');
 		SELECT sms_list_add('oncall', '+380501111111', 1, '5 min', 'Alice <on call>');
 		SELECT sms_list_add('oncall', '+380502222222', 2, '5 min', 'Bob');
-		INSERT INTO smsdispatch.message (number, body, list, state, level, created_at,
-			acked_at, acked_by, closed_at, channel)
-		SELECT lpad(n::text, 4, '0'), 'alarm ' || n, 'oncall', 'acked', lvl,
-			   now() - interval '1 day', now() - interval '1 day' + took,
-			   '+380501111111', now() - interval '1 day' + took, 'ip2sms'
-		  FROM (VALUES (1, 1, interval '90 s'), (2, 1, '150 s'), (3, 2, '400 s')) AS a(n, lvl, took);
+		WITH a AS (
+			INSERT INTO smsdispatch.message (number, body, list, state, level, created_at,
+				acked_at, acked_by, closed_at, channel)
+			SELECT lpad(n::text, 4, '0'), 'alarm ' || n, 'oncall', 'acked', lvl,
+				   now() - interval '1 day', now() - interval '1 day' + took,
+				   CASE lvl WHEN 1 THEN '+380501111111' ELSE '+380502222222' END,
+				   now() - interval '1 day' + took, 'ip2sms'
+			  FROM (VALUES (1, 1, interval '90 s'), (2, 1, '150 s'), (3, 2, '400 s')) AS a(n, lvl, took)
+			RETURNING id, level, acked_at)
+		-- the recipient who acked: Alice at level 1, Bob at level 2
+		INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout,
+			status, acked_at)
+		SELECT a.id, r.phone, r.name, r.level, '5 min',
+			   CASE WHEN r.level = a.level THEN 'ACK' ELSE 'ACK_TIME_OVER' END,
+			   CASE WHEN r.level = a.level THEN a.acked_at END
+		  FROM a JOIN (VALUES ('+380501111111', 'Alice <on call>', 1), ('+380502222222', 'Bob', 2))
+				 AS r(phone, name, level) ON r.level <= a.level;
 	});
 	return;
 }
