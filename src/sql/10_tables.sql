@@ -176,7 +176,8 @@ CREATE TABLE smsdispatch.event (
 	at			timestamptz NOT NULL DEFAULT now(),
 	kind		text NOT NULL CHECK (kind IN ('enqueued', 'sent', 'level_started',
 				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
-				'exhausted', 'cancelled', 'send_failed')),
+				'exhausted', 'cancelled', 'send_failed',
+				'failover', 'retried', 'undeliverable')),
 	level		int,
 	phone		text,
 	detail		text
