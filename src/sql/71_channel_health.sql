@@ -126,7 +126,8 @@ BEGIN
 			   l.id AS lid, l.channel::text AS channel, l.send_state::text AS send_state,
 			   l.type::text AS type, l.body, l.priority, l.last_error,
 			   h.state AS ch_state, h.since AS ch_since,
-			   h.last_error AS ch_error, o.channel AS other, o.state = 'ok' AS other_ok
+			   h.last_error AS ch_error, o.channel AS other, o.state AS other_state,
+			   o.state = 'ok' AS other_ok
 		  FROM smsdispatch.message_recipient r
 		  JOIN smsdispatch.message m
 			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
@@ -199,7 +200,7 @@ BEGIN
 			alarms := alarms || c.message_id;
 			why := why || CASE WHEN c.send_state = 'failed'
 				THEN format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
-							c.phone, c.channel, c.last_error, c.other, c.ch_state)
+							c.phone, c.channel, c.last_error, c.other, c.other_state)
 				ELSE format('channel %s is %s%s (%s), and no other channel is ok',
 							c.channel, c.ch_state, smsdispatch.since_text(c.ch_since),
 							c.ch_error) END;
