@@ -3,7 +3,9 @@
 -- on a channel that is not ok goes out on the other one; a transport failure
 -- does not end a recipient: the level is retried, and an alarm nobody can be
 -- sent is undeliverable (event and WARNING; test/t/040 LISTENs for its NOTIFY).
+SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS smsdispatch CASCADE;
+RESET client_min_messages;
 CREATE EXTENSION smsdispatch;
 SELECT smsdispatch.modem_heartbeat('m1', '1 hour', NULL, NULL, NULL, NULL,
 	0, 0, 0, 0, 0, false, NULL, true);
@@ -53,4 +55,3 @@ SELECT smsdispatch.failed_in_transport('failed', NULL, 5) AS gave_up,
 -- bad input
 SELECT * FROM smsdispatch.failover(0);
 SELECT * FROM smsdispatch.failover(NULL);
-DROP EXTENSION smsdispatch CASCADE;
