@@ -1511,8 +1511,9 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 -- The failover duty (the worker runs it after each escalation step, and so
 -- does run_once()). For each recipient of an open alarm's current level
 -- whose SMS has not left, at most batch of them:
--- - queued on a channel that is not ok: when the other channel is ok and
---   this one has not been ok for smsdispatch.failover_after, the SMS goes
+-- - queued on a channel that is not ok: when the other channel is ok, and
+--   for smsdispatch.failover_after this one has not been ok and the SMS
+--   has waited, the SMS goes
 --   out on the other channel: a new sms_log row with the alarm's
 --   message_id, event 'failover', the old row failed "failed over"; the
 --   recipient's deadline counts from the new row's submission;
@@ -1525,8 +1526,8 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 -- undeliverable: event 'undeliverable', a WARNING and NOTIFY
 -- smsdispatch_alarm (smsdispatch.alarm_alert), once per level; it stays
 -- open. With smsdispatch.failover_verification on, queued verification and
--- 2FA SMS fail over too. next_check: when a channel's failover_after runs
--- out.
+-- 2FA SMS fail over too. next_check: when the next SMS waiting for its
+-- failover_after is due.
 CREATE FUNCTION smsdispatch.failover(batch int DEFAULT 1000,
 	OUT checked int, OUT failed_over int, OUT retried int, OUT undeliverable int,
 	OUT next_check timestamptz)
@@ -1570,6 +1571,7 @@ BEGIN
 		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,
 			   l.id AS lid, l.channel::text AS channel, l.send_state::text AS send_state,
 			   l.type::text AS type, l.body, l.priority, l.last_error,
+			   greatest(l.inserted_at, h.since) AS stuck_since,
 			   h.state AS ch_state, h.since AS ch_since,
 			   h.last_error AS ch_error, o.channel AS other, o.state AS other_state,
 			   o.state = 'ok' AS other_ok
@@ -1594,7 +1596,7 @@ BEGIN
 		   FOR UPDATE SKIP LOCKED;
 		CONTINUE WHEN NOT FOUND;
 
-		IF c.other_ok AND (c.send_state = 'failed' OR c.ch_since <= now() - after) THEN
+		IF c.other_ok AND (c.send_state = 'failed' OR c.stuck_since <= now() - after) THEN
 			INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
 											  priority)
 				VALUES (c.phone, c.type, c.body, c.other, c.message_id, c.priority)
@@ -1636,7 +1638,7 @@ BEGIN
 			retried := retried + 1;
 		ELSIF c.other_ok THEN
 			-- the other channel takes it once failover_after has passed
-			next_check := least(next_check, c.ch_since + after);
+			next_check := least(next_check, c.stuck_since + after);
 			CONTINUE;
 		END IF;
 
@@ -1686,7 +1688,7 @@ BEGIN
 			  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> h.channel AND o.state = 'ok'
 			  JOIN verification.sms_log l
 				ON l.channel = h.channel::smsdispatch.channel AND l.send_state = 'queued'
-			 WHERE h.state <> 'ok' AND h.since <= now() - after
+			 WHERE h.state <> 'ok' AND greatest(h.since, l.inserted_at) <= now() - after
 			   AND l.message_id IS NULL AND l.type IN ('verification', '2FA')
 			 LIMIT batch
 			 FOR UPDATE OF l SKIP LOCKED
@@ -1703,10 +1705,6 @@ BEGIN
 			failed_over := failed_over + 1;
 		END LOOP;
 	END IF;
-	-- a channel whose failover_after has not run out yet: look again then
-	SELECT least(next_check, min(h.since + after)) INTO next_check
-	  FROM unnest(hs, hsince) AS h(state, since)
-	 WHERE h.state <> 'ok' AND h.since > now() - after;
 END;
 $$;
 

@@ -88,8 +88,8 @@ sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
 /*
  * Failover (smsdispatch.failover): alarms' SMS that cannot leave on their
  * channel go out on the other one, or are queued again with backoff; alarms
- * that can reach nobody are made loud. The next wake-up is when a channel's
- * failover_after runs out.
+ * that can reach nobody are made loud. The next wake-up is when an SMS
+ * waiting for smsdispatch.failover_after is due.
  */
 void
 sms_failover(SmsPassSummary *summary, TimestampTz *next_due)
