@@ -43,11 +43,10 @@ CREATE FUNCTION smsdispatch.failed_in_transport(send_state text, gateway_status 
 	attempts int)
 RETURNS boolean
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
+BEGIN ATOMIC
 	SELECT send_state = 'failed' AND gateway_status IS NULL
-	   AND attempts >= smsdispatch.setting('smsdispatch.max_attempts')::int
-$$;
+	   AND attempts >= smsdispatch.setting('smsdispatch.max_attempts')::int;
+END;
 
 -- ' since <time>' for the messages of the failover duty; nothing when the
 -- state has no known start.
@@ -139,7 +138,9 @@ BEGIN
 		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
 		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
 		   AND ((l.send_state = 'queued' AND h.state <> 'ok')
-				OR smsdispatch.failed_in_transport(l.send_state, l.gateway_status, l.attempts))
+				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
+					AND smsdispatch.failed_in_transport(l.send_state, l.gateway_status,
+														 l.attempts)))
 		 ORDER BY m.id, r.id
 		 LIMIT batch
 		 FOR NO KEY UPDATE OF m, r SKIP LOCKED
