@@ -61,10 +61,11 @@ $listener->quit;
 sleep(20 - (time - $t0)) if time - $t0 < 20;
 is($node->safe_psql('postgres', qq{SELECT state || ' ' || level FROM smsdispatch.message WHERE number = '$number'}),
 	'open 1', 'after 20 s the alarm is still open, on level 1');
-is($node->safe_psql('postgres', q{SELECT r.status || ' ' || l.send_state || ' ' || l.attempts
+# (a probe, every 5 s, holds the row 'sending' for a moment)
+ok($node->poll_query_until('postgres', q{SELECT r.status || ' ' || l.send_state || ' ' || l.attempts
 	FROM smsdispatch.message_recipient r JOIN verification.sms_log l ON l.id = r.sms_log_id
-	WHERE r.phone = '+380504441001'}),
-	'NOT_SENT queued 0', 'Alice still waits for her SMS, which is queued with no attempt burnt');
+	WHERE r.phone = '+380504441001'}, 'NOT_SENT queued 0'),
+	'Alice still waits for her SMS, which is queued with no attempt burnt');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM verification.sms_log WHERE phone_number = '+380504441005'}),
 	'0', 'level 2 was not started: level 1 does not count as tried');
 is($node->safe_psql('postgres', $undeliverable), '1', 'one undeliverable event for the level, not one a pass');
