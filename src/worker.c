@@ -11,10 +11,11 @@
  * loop records their results and fills free connections, and runs the
  * database duties that are due: import the spool directory, escalate the
  * due alarms, fail alarms' SMS over to the other channel (or retry them)
- * when their channel cannot send, the loopback test channel, housekeeping. The duties run when
- * their earliest deadline comes (at most smsdispatch.naptime apart), when
- * a transaction that queued SMS commits and sets our latch, and soon after
- * an alarm's SMS changed state; none of them ever waits for the network.
+ * when their channel cannot send, the loopback test channel,
+ * housekeeping. The duties run when their earliest deadline comes (at most
+ * smsdispatch.naptime apart), when a transaction that queued SMS commits
+ * and sets our latch, and soon after an alarm's SMS changed state; none of
+ * them ever waits for the network.
  * Each runs in a short transaction of its own, with lock waits bounded,
  * and no transaction is ever held open across network I/O. While the
  * extension is not installed in the database the worker only rechecks,
@@ -149,11 +150,11 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 				 summary, next_due);
 	run_duty("smsdispatch: escalating alarms", sms_escalate, summary, next_due);
 	/* the loopback channel sends everything: no channel is ever unhealthy */
-	if (!sms_loopback_channel)
-		run_duty("smsdispatch: failing over", sms_failover, summary, next_due);
 	if (sms_loopback_channel)
 		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
 				 summary, next_due);
+	else
+		run_duty("smsdispatch: failing over", sms_failover, summary, next_due);
 	run_duty("smsdispatch: housekeeping", sms_housekeeping, summary, next_due);
 }
 
@@ -347,10 +348,10 @@ sms_run_once(PG_FUNCTION_ARGS)
 	/* the spool's files move at COMMIT: one batch of them per call */
 	sms_spool_import(&summary, &next_due);
 	run_until_done(sms_escalate, &summary, &next_due);
-	if (!sms_loopback_channel)
-		run_until_done(sms_failover, &summary, &next_due);
 	if (sms_loopback_channel)
 		run_until_done(sms_loopback_dispatch, &summary, &next_due);
+	else
+		run_until_done(sms_failover, &summary, &next_due);
 	sms_housekeeping(&summary, &next_due);
 	SPI_finish();
 
