@@ -1509,7 +1509,8 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 
 -- The failover duty (the worker runs it after each escalation step, and so
 -- does run_once()). For each recipient of an open alarm's current level
--- whose SMS has not left, at most batch of them:
+-- whose SMS has not left, at most batch of them a pass (checked counts
+-- those acted on; SMS that can only wait are not held locked):
 -- - queued on a channel that is not ok: when the other channel is ok, and
 --   for smsdispatch.failover_after this one has not been ok and the SMS
 --   has waited, the SMS goes
@@ -1550,6 +1551,9 @@ DECLARE
 	why text[] := '{}';
 	alarms bigint[] := '{}';
 	gone record;
+	w_rids bigint[];
+	w_alarms bigint[];
+	w_why text[];
 BEGIN
 	IF batch IS NULL OR batch < 1 THEN
 		RAISE EXCEPTION 'batch % must be a positive number of SMS', coalesce(batch::text, 'NULL')
@@ -1570,9 +1574,8 @@ BEGIN
 		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,
 			   l.id AS lid, l.channel::text AS channel, l.send_state::text AS send_state,
 			   l.type::text AS type, l.body, l.priority, l.last_error,
-			   greatest(l.inserted_at, h.since) AS stuck_since,
 			   h.state AS ch_state, h.since AS ch_since,
-			   h.last_error AS ch_error, o.channel AS other, o.state AS other_state,
+			   o.channel AS other, o.state AS other_state,
 			   o.state = 'ok' AS other_ok
 		  FROM smsdispatch.message_recipient r
 		  JOIN smsdispatch.message m
@@ -1582,7 +1585,8 @@ BEGIN
 			ON h.channel = l.channel::text
 		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
 		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
-		   AND ((l.send_state = 'queued' AND h.state <> 'ok')
+		   AND ((l.send_state = 'queued' AND h.state <> 'ok' AND o.state = 'ok'
+				 AND greatest(l.inserted_at, h.since) <= now() - after)
 				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
 					AND smsdispatch.failed_in_transport(l.send_state, l.gateway_status,
 														 l.attempts)))
@@ -1597,7 +1601,7 @@ BEGIN
 		   FOR UPDATE SKIP LOCKED;
 		CONTINUE WHEN NOT FOUND;
 
-		IF c.other_ok AND (c.send_state = 'failed' OR c.stuck_since <= now() - after) THEN
+		IF c.other_ok THEN
 			INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
 											  priority)
 				VALUES (c.phone, c.type, c.body, c.other, c.message_id, c.priority)
@@ -1620,40 +1624,51 @@ BEGIN
 			CONTINUE;
 		END IF;
 
-		IF c.send_state = 'failed' THEN
-			-- not tried yet: queued again on its channel, with backoff
-			SELECT count(*) INTO tries FROM verification.sms_log l
-			  JOIN smsdispatch.message m ON m.id = l.message_id
-			 WHERE l.message_id = c.message_id AND l.phone_number = c.phone
-			   AND l.inserted_at >= m.level_started_at;
-			INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
-											  priority, next_attempt_at)
-				VALUES (c.phone, c.type, c.body, c.channel, c.message_id, c.priority,
-						now() + smsdispatch.retry_delay(tries))
-				RETURNING id INTO new_id;
-			UPDATE smsdispatch.message_recipient SET sms_log_id = new_id WHERE id = c.rid;
-			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-				VALUES (c.message_id, 'retried', c.level, c.phone,
-						format('%s again in %s as sms_log %s after: %s', c.channel,
-							   smsdispatch.retry_delay(tries), new_id, c.last_error));
-			retried := retried + 1;
-		ELSIF c.other_ok THEN
-			-- the other channel takes it once failover_after has passed
-			next_check := least(next_check, c.stuck_since + after);
-			CONTINUE;
-		END IF;
-
-		IF NOT c.other_ok THEN
-			stuck := stuck || c.rid;
-			alarms := alarms || c.message_id;
-			why := why || CASE WHEN c.send_state = 'failed'
-				THEN format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
-							c.phone, c.channel, c.last_error, c.other, c.other_state)
-				ELSE format('channel %s is %s%s (%s), and no other channel is ok',
-							c.channel, c.ch_state, smsdispatch.since_text(c.ch_since),
-							c.ch_error) END;
-		END IF;
+		-- failed in transport, no other channel: not tried yet, so queued
+		-- again on its channel, with backoff
+		SELECT count(*) INTO tries FROM verification.sms_log l
+		  JOIN smsdispatch.message m ON m.id = l.message_id
+		 WHERE l.message_id = c.message_id AND l.phone_number = c.phone
+		   AND l.inserted_at >= m.level_started_at;
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority, next_attempt_at)
+			VALUES (c.phone, c.type, c.body, c.channel, c.message_id, c.priority,
+					now() + smsdispatch.retry_delay(tries))
+			RETURNING id INTO new_id;
+		UPDATE smsdispatch.message_recipient SET sms_log_id = new_id WHERE id = c.rid;
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			VALUES (c.message_id, 'retried', c.level, c.phone,
+					format('%s again in %s as sms_log %s after: %s', c.channel,
+						   smsdispatch.retry_delay(tries), new_id, c.last_error));
+		retried := retried + 1;
+		stuck := stuck || c.rid;
+		alarms := alarms || c.message_id;
+		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
+							 c.phone, c.channel, c.last_error, c.other, c.other_state);
 	END LOOP;
+
+	-- SMS that can only wait, queued on a channel that is not ok: for the
+	-- other channel's failover_after (next_check), or with no other channel
+	-- ok at all (stuck)
+	SELECT min(greatest(l.inserted_at, h.since) + after) FILTER (WHERE o.state = 'ok'),
+		   array_agg(r.id) FILTER (WHERE o.state <> 'ok'),
+		   array_agg(r.message_id) FILTER (WHERE o.state <> 'ok'),
+		   array_agg(format('channel %s is %s%s (%s), and no other channel is ok',
+							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error))
+			   FILTER (WHERE o.state <> 'ok')
+	  INTO next_check, w_rids, w_alarms, w_why
+	  FROM smsdispatch.message_recipient r
+	  JOIN smsdispatch.message m
+		ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
+	  JOIN verification.sms_log l ON l.id = r.sms_log_id
+	  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+		ON h.channel = l.channel::text
+	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+	 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
+	   AND l.send_state = 'queued' AND h.state <> 'ok';
+	stuck := stuck || coalesce(w_rids, '{}');
+	alarms := alarms || coalesce(w_alarms, '{}');
+	why := why || coalesce(w_why, '{}');
 
 	-- alarms nobody on the current level holds and nobody can be sent
 	FOR gone IN
@@ -1670,6 +1685,7 @@ BEGIN
 						   WHERE e.message_id = m.id AND e.kind = 'undeliverable'
 							 AND e.at >= m.level_started_at)
 		 ORDER BY m.id
+		 LIMIT batch
 	LOOP
 		INSERT INTO smsdispatch.event (message_id, kind, level, detail)
 			VALUES (gone.id, 'undeliverable', gone.level, gone.reason);

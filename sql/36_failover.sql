@@ -49,6 +49,9 @@ UPDATE smsdispatch.modem SET last_seen = now() - interval '4 hours';
 SELECT channel, state, last_error LIKE 'no sidecar seen within three heartbeats%' AS why
   FROM smsdispatch.channel_health WHERE channel = 'modem';
 SELECT checked, failed_over, retried, undeliverable FROM smsdispatch.failover();
+-- an SMS that can only wait is not counted: a batch of them never asks the
+-- worker for another pass at once
+SELECT checked FROM smsdispatch.failover(1);
 UN
 -- whether a failure was the channel's
 SELECT smsdispatch.failed_in_transport('failed', NULL, 5) AS gave_up,
