@@ -1,12 +1,13 @@
 #!/bin/sh
 # What the failover duty costs the worker's pass, against the escalation
 # step over the same alarms measured in the same run:
-#   healthy   OPEN open alarms, their level-1 SMS submitted: failover()
+#   stuck     OPEN open alarms, their level-1 SMS queued on a channel that
+#             is not ok and no other channel: a pass during an outage,
+#             after the undeliverable alerts went out
+#   healthy   the same alarms, their level-1 SMS submitted: failover()
 #             has nothing to do (its index holds no waiting recipient)
-#   stuck     the same alarms with their SMS queued on a channel that is
-#             not ok and no other channel: a pass during an outage, after
-#             the undeliverable alerts went out
-#   reference escalate(OPEN) with every one of them due
+#   reference escalate(OPEN) with every one of them due (timeouts and the
+#             next level), as test/bench/scale.sh measures it
 # Each figure is the median of REPS runs, each in a subtransaction rolled
 # back, so every run sees the same alarms. Without preloading, the IP2SMS
 # channel reads as down and no modem sidecar has connected.
@@ -37,8 +38,9 @@ SELECT smsdispatch.start_levels(array_agg(id), array_agg(1)) FROM smsdispatch.me
 VACUUM ANALYZE;
 SQL
 
-# median_ms STATEMENT SETUP: runs SETUP then STATEMENT REPS times, each in
-# a subtransaction rolled back; prints the median of STATEMENT's ms
+# median_ms STATEMENT SETUP: runs SETUP (a plpgsql statement) then STATEMENT
+# REPS times, each in a subtransaction rolled back; prints the median of
+# STATEMENT's ms
 median_ms() {
 	$BENCH_PSQL -At <<SQL || echo "median_ms failed: $1" >&2
 CREATE TEMP TABLE timing (ms float8);
@@ -66,15 +68,18 @@ SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2) FROM t
 SQL
 }
 
-submitted="UPDATE verification.sms_log SET send_state = 'submitted', submitted_at = now() - interval '2 min'"
-due="UPDATE smsdispatch.message SET check_at = now() - interval '1 s'"
-healthy=$(median_ms "smsdispatch.failover()" "$submitted")
-escalate=$(median_ms "smsdispatch.escalate($OPEN)" "$submitted; $due")
-# the first passes raise the undeliverable alerts, a batch at a time
+# an outage first: every alarm's SMS queued on a channel that is not ok; the
+# first passes raise the undeliverable alerts, a batch at a time
 $BENCH_PSQL -c "SET client_min_messages = error" -c "DO \$\$ BEGIN
-	FOR i IN 1..$OPEN / 1000 + 1 LOOP PERFORM smsdispatch.failover(); END LOOP; END \$\$" 
+	FOR i IN 1..$OPEN / 1000 + 1 LOOP PERFORM smsdispatch.failover(); END LOOP; END \$\$" \
+	-c "VACUUM ANALYZE"
 undeliverable=$($BENCH_PSQL -At -c "SELECT count(*) FROM smsdispatch.event WHERE kind = 'undeliverable'")
 stuck=$(median_ms "smsdispatch.failover()" "SET LOCAL client_min_messages = error")
+# then healthy: every level-1 SMS submitted, every deadline past
+$BENCH_PSQL -c "UPDATE verification.sms_log SET send_state = 'submitted', submitted_at = now() - interval '2 min'" \
+	-c "UPDATE smsdispatch.message SET check_at = now() - interval '1 s'" -c "VACUUM ANALYZE"
+healthy=$(median_ms "smsdispatch.failover()" "NULL")
+escalate=$(median_ms "smsdispatch.escalate($OPEN)" "NULL")
 
 echo "pass over $OPEN open alarms, median of $REPS, ms ($undeliverable undeliverable alerts raised first):"
 awk -v h="$healthy" -v s="$stuck" -v e="$escalate" 'BEGIN {
