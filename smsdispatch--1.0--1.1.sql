@@ -3437,3 +3437,378 @@ GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
 -- the recipients' levels and statuses, not who they are
 GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;
+
+-- issue 11 (i11h): channel health, failover for alarms (and, when asked,
+-- verification SMS), no silent loss: the event kinds failover, retried and
+-- undeliverable; smsdispatch.ip2sms_health(), the view channel_health,
+-- failed_in_transport(), failover() and its index; a transport failure no
+-- longer ends an alarm's recipient (sms_log_progress).
+ALTER TABLE smsdispatch.event DROP CONSTRAINT event_kind_check;
+ALTER TABLE smsdispatch.event ADD CONSTRAINT event_kind_check
+	CHECK (kind IN ('enqueued', 'sent', 'level_started',
+				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
+				'exhausted', 'cancelled', 'send_failed',
+				'confirmation',
+				'failover', 'retried', 'undeliverable'));
+
+-- Channel health and failover: each channel's state (smsdispatch.channel_health),
+-- and the worker's duty that sends an alarm's SMS on the other channel when
+-- its own cannot send it, retries it when it failed for a transport reason,
+-- and makes an alarm that can reach nobody loud (smsdispatch.failover).
+
+-- The IP2SMS channel as the worker last found it (src/channel_health.c):
+-- 'ok', 'auth_failed' (HTTP 401, or no usable password file), 'down' (the
+-- gateway cannot be reached, or no worker runs), 'unconfigured' (no send
+-- URL); since when, and the last error.
+CREATE FUNCTION smsdispatch.ip2sms_health(OUT state text, OUT since timestamptz,
+	OUT last_error text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'sms_ip2sms_health'
+LANGUAGE C VOLATILE;
+
+-- One row per channel: its state, since when, and what went wrong last. A
+-- modem channel with no sidecar seen within three of its heartbeats is
+-- 'no_sidecar', since the third heartbeat was missed (NULL when none ever
+-- connected).
+CREATE VIEW smsdispatch.channel_health AS
+	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error
+	  FROM smsdispatch.ip2sms_health() AS h
+	UNION ALL
+	SELECT 'modem'::text,
+		   CASE WHEN s.fresh THEN 'ok' ELSE 'no_sidecar' END,
+		   CASE WHEN s.fresh THEN s.up_since ELSE s.gone_since END,
+		   CASE WHEN s.fresh THEN NULL
+				WHEN s.gone_since IS NULL THEN 'no modem sidecar has connected'
+				ELSE format('no sidecar seen within three heartbeats; the last one, %s, was last seen at %s',
+							s.last_name, s.last_seen) END
+	  FROM (SELECT coalesce(bool_or(m.last_seen >= now() - 3 * m.heartbeat), false) AS fresh,
+				   min(m.started_at) FILTER (WHERE m.last_seen >= now() - 3 * m.heartbeat) AS up_since,
+				   max(m.last_seen + 3 * m.heartbeat) AS gone_since,
+				   max(m.last_seen) AS last_seen,
+				   (SELECT n.name FROM smsdispatch.modem n
+					 ORDER BY n.last_seen DESC LIMIT 1) AS last_name
+			  FROM smsdispatch.modem m) AS s;
+
+-- Whether an SMS failed for good for a transport reason (the channel could
+-- not deliver it to the gateway or the modem within smsdispatch.max_attempts),
+-- as opposed to a refusal or a delivery failure the gateway reported.
+CREATE FUNCTION smsdispatch.failed_in_transport(send_state text, gateway_status text,
+	attempts int)
+RETURNS boolean
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+	SELECT send_state = 'failed' AND gateway_status IS NULL
+	   AND attempts >= smsdispatch.setting('smsdispatch.max_attempts')::int;
+END;
+
+-- ' since <time>' for the messages of the failover duty; nothing when the
+-- state has no known start.
+CREATE FUNCTION smsdispatch.since_text(since timestamptz)
+RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+	SELECT CASE WHEN isfinite(since) THEN ' since ' || since::text ELSE '' END;
+END;
+
+-- Alarm recipients waiting for an SMS of the current level: the failover
+-- duty looks at these only, however many alarms there are.
+CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (message_id)
+	WHERE status = 'NOT_SENT' AND sms_log_id IS NOT NULL;
+
+-- The failover duty (the worker runs it after each escalation step, and so
+-- does run_once()). For each recipient of an open alarm's current level
+-- whose SMS has not left, at most batch of them a pass (checked counts
+-- those acted on; SMS that can only wait are not held locked):
+-- - queued on a channel that is not ok: when the other channel is ok, and
+--   for smsdispatch.failover_after this one has not been ok and the SMS
+--   has waited, the SMS goes
+--   out on the other channel: a new sms_log row with the alarm's
+--   message_id, event 'failover', the old row failed "failed over"; the
+--   recipient's deadline counts from the new row's submission;
+-- - failed for good for a transport reason: the same on the other channel
+--   when it is ok, at once; else queued again on its own channel after
+--   smsdispatch.retry_delay (event 'retried'): a level nobody could be sent
+--   does not count as tried.
+-- An alarm of which nobody on the current level holds the SMS and every
+-- recipient waiting for it is stuck with no other channel to take it is
+-- undeliverable: event 'undeliverable', a WARNING and NOTIFY
+-- smsdispatch_alarm (smsdispatch.alarm_alert), once per level; it stays
+-- open. With smsdispatch.failover_verification on, queued verification and
+-- 2FA SMS fail over too. next_check: when the next SMS waiting for its
+-- failover_after is due.
+CREATE FUNCTION smsdispatch.failover(batch int DEFAULT 1000,
+	OUT checked int, OUT failed_over int, OUT retried int, OUT undeliverable int,
+	OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	after interval := smsdispatch.setting('smsdispatch.failover_after')::interval;
+	hc text[];
+	hs text[];
+	hsince timestamptz[];
+	herr text[];
+	c record;
+	v record;
+	new_id bigint;
+	tries int;
+	stuck bigint[] := '{}';
+	why text[] := '{}';
+	alarms bigint[] := '{}';
+	gone record;
+	w_rids bigint[];
+	w_alarms bigint[];
+	w_why text[];
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of SMS', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	checked := 0;
+	failed_over := 0;
+	retried := 0;
+	undeliverable := 0;
+
+	-- the channels' health, read once
+	SELECT array_agg(h.channel), array_agg(h.state),
+		   array_agg(coalesce(h.since, '-infinity')), array_agg(h.last_error)
+	  INTO hc, hs, hsince, herr
+	  FROM smsdispatch.channel_health h;
+
+	FOR c IN
+		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,
+			   l.id AS lid, l.channel::text AS channel, l.send_state::text AS send_state,
+			   l.type::text AS type, l.body, l.priority, l.last_error,
+			   h.state AS ch_state, h.since AS ch_since,
+			   o.channel AS other, o.state AS other_state,
+			   o.state = 'ok' AS other_ok
+		  FROM smsdispatch.message_recipient r
+		  JOIN smsdispatch.message m
+			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
+		  JOIN verification.sms_log l ON l.id = r.sms_log_id
+		  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+			ON h.channel = l.channel::text
+		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
+		   AND ((l.send_state = 'queued' AND h.state <> 'ok' AND o.state = 'ok'
+				 AND greatest(l.inserted_at, h.since) <= now() - after)
+				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
+					AND smsdispatch.failed_in_transport(l.send_state, l.gateway_status,
+														 l.attempts)))
+		 ORDER BY m.id, r.id
+		 LIMIT batch
+		 FOR NO KEY UPDATE OF m, r SKIP LOCKED
+	LOOP
+		checked := checked + 1;
+		-- the SMS itself, unless a channel took it meanwhile
+		PERFORM 1 FROM verification.sms_log l
+		 WHERE l.id = c.lid AND l.send_state = c.send_state
+		   FOR UPDATE SKIP LOCKED;
+		CONTINUE WHEN NOT FOUND;
+
+		IF c.other_ok THEN
+			INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+											  priority)
+				VALUES (c.phone, c.type, c.body, c.other, c.message_id, c.priority)
+				RETURNING id INTO new_id;
+			UPDATE smsdispatch.message_recipient SET sms_log_id = new_id WHERE id = c.rid;
+			IF c.send_state = 'queued' THEN
+				UPDATE verification.sms_log
+				   SET send_state = 'failed', updated_at = now(),
+					   last_error = format('failed over to %s as sms_log %s: channel %s is %s',
+										   c.other, new_id, c.channel, c.ch_state)
+				 WHERE id = c.lid;
+			END IF;
+			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+				VALUES (c.message_id, 'failover', c.level, c.phone,
+						format('%s to %s as sms_log %s: %s', c.channel, c.other, new_id,
+							   CASE WHEN c.send_state = 'failed' THEN c.last_error
+									ELSE format('channel %s is %s%s', c.channel, c.ch_state,
+												smsdispatch.since_text(c.ch_since)) END));
+			failed_over := failed_over + 1;
+			CONTINUE;
+		END IF;
+
+		-- failed in transport, no other channel: not tried yet, so queued
+		-- again on its channel, with backoff
+		SELECT count(*) INTO tries FROM verification.sms_log l
+		  JOIN smsdispatch.message m ON m.id = l.message_id
+		 WHERE l.message_id = c.message_id AND l.phone_number = c.phone
+		   AND l.inserted_at >= m.level_started_at;
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority, next_attempt_at)
+			VALUES (c.phone, c.type, c.body, c.channel, c.message_id, c.priority,
+					now() + smsdispatch.retry_delay(tries))
+			RETURNING id INTO new_id;
+		UPDATE smsdispatch.message_recipient SET sms_log_id = new_id WHERE id = c.rid;
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			VALUES (c.message_id, 'retried', c.level, c.phone,
+					format('%s again in %s as sms_log %s after: %s', c.channel,
+						   smsdispatch.retry_delay(tries), new_id, c.last_error));
+		retried := retried + 1;
+		stuck := stuck || c.rid;
+		alarms := alarms || c.message_id;
+		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
+							 c.phone, c.channel, c.last_error, c.other, c.other_state);
+	END LOOP;
+
+	-- SMS that can only wait, queued on a channel that is not ok: for the
+	-- other channel's failover_after (next_check), or with no other channel
+	-- ok at all (stuck)
+	SELECT min(greatest(l.inserted_at, h.since) + after) FILTER (WHERE o.state = 'ok'),
+		   array_agg(r.id) FILTER (WHERE o.state <> 'ok'),
+		   array_agg(r.message_id) FILTER (WHERE o.state <> 'ok'),
+		   array_agg(format('channel %s is %s%s (%s), and no other channel is ok',
+							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error))
+			   FILTER (WHERE o.state <> 'ok')
+	  INTO next_check, w_rids, w_alarms, w_why
+	  FROM smsdispatch.message_recipient r
+	  JOIN smsdispatch.message m
+		ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
+	  JOIN verification.sms_log l ON l.id = r.sms_log_id
+	  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+		ON h.channel = l.channel::text
+	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+	 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
+	   AND l.send_state = 'queued' AND h.state <> 'ok';
+	stuck := stuck || coalesce(w_rids, '{}');
+	alarms := alarms || coalesce(w_alarms, '{}');
+	why := why || coalesce(w_why, '{}');
+
+	-- alarms nobody on the current level holds and nobody can be sent
+	FOR gone IN
+		SELECT m.id, m.number, m.level,
+			   (SELECT w.reason FROM unnest(alarms, why) AS w(message_id, reason)
+				 WHERE w.message_id = m.id LIMIT 1) AS reason
+		  FROM smsdispatch.message m
+		 WHERE m.id = ANY (alarms)
+		   AND NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
+						   WHERE r.message_id = m.id AND r.level = m.level
+							 AND (r.status = 'NOT_YET_ACK'
+								  OR (r.status = 'NOT_SENT' AND r.id <> ALL (stuck))))
+		   AND NOT EXISTS (SELECT 1 FROM smsdispatch.event e
+						   WHERE e.message_id = m.id AND e.kind = 'undeliverable'
+							 AND e.at >= m.level_started_at)
+		 ORDER BY m.id
+		 LIMIT batch
+	LOOP
+		INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			VALUES (gone.id, 'undeliverable', gone.level, gone.reason);
+		PERFORM smsdispatch.alarm_alert(gone.number, 'undeliverable',
+			format('nobody on level %s can be sent it: %s', gone.level, gone.reason));
+		undeliverable := undeliverable + 1;
+	END LOOP;
+
+	-- verification codes, when asked for: queued on a channel that has not
+	-- been ok for failover_after, and the other one is
+	IF NOT ('ok' = ALL (hs))
+	   AND smsdispatch.setting('smsdispatch.failover_verification')::boolean THEN
+		FOR v IN
+			SELECT l.id, l.phone_number, l.type::text AS type, l.body, l.priority,
+				   l.verification_id, l.channel::text AS channel, h.state, o.channel AS other
+			  FROM unnest(hc, hs, hsince) AS h(channel, state, since)
+			  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> h.channel AND o.state = 'ok'
+			  JOIN verification.sms_log l
+				ON l.channel = h.channel::smsdispatch.channel AND l.send_state = 'queued'
+			 WHERE h.state <> 'ok' AND greatest(h.since, l.inserted_at) <= now() - after
+			   AND l.message_id IS NULL AND l.type IN ('verification', '2FA')
+			 LIMIT batch
+			 FOR UPDATE OF l SKIP LOCKED
+		LOOP
+			INSERT INTO verification.sms_log (phone_number, type, body, channel, priority,
+											  verification_id)
+				VALUES (v.phone_number, v.type, v.body, v.other, v.priority, v.verification_id)
+				RETURNING id INTO new_id;
+			UPDATE verification.sms_log
+			   SET send_state = 'failed', updated_at = now(),
+				   last_error = format('failed over to %s as sms_log %s: channel %s is %s',
+									   v.other, new_id, v.channel, v.state)
+			 WHERE id = v.id;
+			failed_over := failed_over + 1;
+		END LOOP;
+	END IF;
+END;
+$$;
+
+-- Keeps each alarm recipient in step with its SMS: submitted (or possibly
+-- submitted) starts the ack timeout; a final failure means the recipient
+-- cannot be reached, so escalation does not wait for them. A failure in
+-- transport (smsdispatch.failed_in_transport: the channel could not send it)
+-- is the channel's, not the recipient's: the recipient stays NOT_SENT, so
+-- the level does not count as tried, and smsdispatch.failover sends the SMS
+-- again, on the other channel or later on this one. Either way the alarm's
+-- check_at tells the escalation when to look at it next.
+CREATE OR REPLACE FUNCTION smsdispatch.sms_log_progress()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	changed int;
+BEGIN
+	-- the alarm first, then its recipients: the order acks and the
+	-- escalation use, so that a channel never deadlocks with them
+	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
+	IF smsdispatch.failed_in_transport(NEW.send_state, NEW.gateway_status, NEW.attempts) THEN
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT r.message_id, 'send_failed', r.level, r.phone,
+			   coalesce(NEW.last_error, NEW.send_state) || ' (a channel failure: sent again)'
+		  FROM smsdispatch.message_recipient r
+		  JOIN smsdispatch.message m ON m.id = r.message_id AND m.state = 'open'
+		 WHERE r.sms_log_id = NEW.id AND r.status = 'NOT_SENT';
+	ELSIF NEW.send_state = 'failed'
+	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
+		WITH unreached AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
+				   sent_at = coalesce(sent_at, NEW.submitted_at)
+			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
+			   -- SMS withdrawn by an ack or a cancel leave their recipients as they are
+			   AND EXISTS (SELECT 1 FROM smsdispatch.message m
+						   WHERE m.id = NEW.message_id AND m.state IN ('open', 'exhausted'))
+			RETURNING message_id, level, phone)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT message_id, 'send_failed', level, phone,
+			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
+		  FROM unreached;
+		GET DIAGNOSTICS changed = ROW_COUNT;
+		-- the level may be over now
+		IF changed > 0 THEN
+			UPDATE smsdispatch.message
+			   SET check_at = least(check_at, now())
+			 WHERE id = NEW.message_id AND state = 'open';
+		END IF;
+	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
+		WITH sent AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_YET_ACK',
+				   sent_at = coalesce(NEW.submitted_at, now()),
+				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
+			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
+			RETURNING message_id, level, phone, deadline),
+		logged AS (
+			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
+			  FROM sent)
+		UPDATE smsdispatch.message
+		   SET check_at = least(check_at, (SELECT min(deadline) FROM sent))
+		 WHERE id = NEW.message_id AND state = 'open'
+		   AND EXISTS (SELECT 1 FROM sent);
+	END IF;
+	RETURN NULL;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION smsdispatch.ip2sms_health(),
+	smsdispatch.failed_in_transport(text, text, int),
+	smsdispatch.since_text(timestamptz),
+	smsdispatch.failover(int) FROM PUBLIC;
+-- Privileges on channel health and failover (71_channel_health.sql): readers
+-- see each channel's state, for dashboards and the metrics exporter.
+-- as for every table and view of the schema (90_roles.sql)
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.channel_health TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_reader;
+GRANT EXECUTE ON FUNCTION smsdispatch.ip2sms_health() TO smsdispatch_reader;

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * escalation.c
- *	  The worker's duties that live in SQL (src/sql/35_worker.sql): the
- *	  escalation step, the loopback test channel and housekeeping. Each runs
+ *	  The worker's duties that live in SQL (src/sql/35_worker.sql and
+ *	  71_channel_health.sql): the escalation step, failover, the loopback
+ *	  test channel and housekeeping. Each runs
  *	  one batch inside the caller's transaction with SPI connected, adds what
  *	  it did to the pass summary and says when it next has work.
  *
@@ -82,6 +83,27 @@ sms_escalate(SmsPassSummary *summary, TimestampTz *next_due)
 		summary->more = true;
 	else
 		result_lower_due(6, result_int(1) > 0, next_due);
+}
+
+/*
+ * Failover (smsdispatch.failover): alarms' SMS that cannot leave on their
+ * channel go out on the other one, or are queued again with backoff; alarms
+ * that can reach nobody are made loud. The next wake-up is when an SMS
+ * waiting for smsdispatch.failover_after is due.
+ */
+void
+sms_failover(SmsPassSummary *summary, TimestampTz *next_due)
+{
+	run_query("SELECT checked, failed_over, retried, undeliverable, next_check"
+			  "  FROM smsdispatch.failover(" CppAsString2(SMS_DUTY_BATCH) ")",
+			  SPI_OK_SELECT);
+	summary->failed_over += result_int(2);
+	summary->retried += result_int(3);
+	summary->undeliverable += result_int(4);
+	if (result_int(1) == SMS_DUTY_BATCH)
+		summary->more = true;
+	else
+		result_lower_due(5, true, next_due);
 }
 
 /*

@@ -15,10 +15,12 @@
  * small batches, a few milliseconds apart.
  *
  * The rate limit (smsdispatch.ip2sms_max_rate) is spent as rows are
- * claimed, so it always goes to the most urgent row due. A 401 pauses the
- * channel as a whole: rows stay queued, one probe a few seconds apart finds
- * out whether the gateway takes the credentials again, one WARNING a minute
- * says what to fix, and a reload resumes at once.
+ * claimed, so it always goes to the most urgent row due. A 401, or
+ * connection failures on every one of the last few requests, pauses the
+ * channel as a whole: rows stay queued with their attempts not counted, one
+ * probe a few seconds apart finds out whether the gateway works again, one
+ * WARNING a minute says which setting to fix, and a reload resumes at once.
+ * The channel's state is published for smsdispatch.channel_health.
  *
  * Curl allocates with malloc, never palloc; every easy handle, body and
  * buffer is either kept for the worker's life (handles, buffers) or freed
@@ -93,6 +95,8 @@ static TimestampTz curl_timer_set_at = 0;
 /* while the gateway refuses the credentials: one probe, one WARNING */
 #define AUTH_PROBE_MS		5000
 #define AUTH_WARNING_MS		60000
+/* this many connection failures in a row and the gateway counts as down */
+#define DOWN_AFTER_FAILURES	3
 
 static int	nactive = 0;		/* requests on the wire */
 static dlist_head finished;		/* requests whose result is not recorded */
@@ -109,6 +113,12 @@ static bool unconfigured_checked = false;
 static TimestampTz auth_failed_since = 0;	/* 0: the credentials work */
 static TimestampTz auth_warned_at = 0;
 static TimestampTz next_probe = 0;
+static int	connect_failures = 0;	/* in a row */
+static TimestampTz down_since = 0;	/* 0: the gateway answers */
+static TimestampTz down_warned_at = 0;
+
+/* Whether the channel is paused (401 or gateway down): only probes leave. */
+#define channel_paused()	(auth_failed_since != 0 || down_since != 0)
 
 /*
  * Curl's socket callback: remembers which sockets to wait on, for what. A
@@ -361,6 +371,9 @@ auth_failed(Ip2smsRequest *req)
 	sms_stats_count(SMS_STAT_ERRORS_HTTP_401);
 	if (auth_failed_since == 0)
 		auth_failed_since = now;
+	down_since = 0;
+	connect_failures = 0;
+	sms_channel_publish(SMS_CHANNEL_AUTH_FAILED, req->detail);
 	next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
 	if (auth_warned_at == 0 ||
 		TimestampDifferenceExceeds(auth_warned_at, now, AUTH_WARNING_MS))
@@ -370,6 +383,45 @@ auth_failed(Ip2smsRequest *req)
 				 errhint("Check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file, then reload the configuration.")));
 		auth_warned_at = now;
 	}
+}
+
+/*
+ * A connection to the gateway failed. After DOWN_AFTER_FAILURES in a row the
+ * channel pauses as for a 401: this row and the next go back to the queue
+ * with their attempts not counted, one probe every AUTH_PROBE_MS, one
+ * WARNING a minute naming smsdispatch.ip2sms_url.
+ */
+static void
+connect_failed(Ip2smsRequest *req, const char *error)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	transport_error(req, SMS_STAT_ERRORS_CONNECT, "connection failed: %s", error);
+	if (++connect_failures < DOWN_AFTER_FAILURES && down_since == 0)
+		return;
+	req->outcome = IP2SMS_CHANNEL_DOWN;
+	if (down_since == 0)
+		down_since = now;
+	sms_channel_publish(SMS_CHANNEL_DOWN, req->detail);
+	next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
+	if (down_warned_at == 0 ||
+		TimestampDifferenceExceeds(down_warned_at, now, AUTH_WARNING_MS))
+	{
+		ereport(WARNING,
+				(errmsg("smsdispatch: the IP2SMS gateway cannot be reached (%d connection failures in a row); the channel is paused and its SMS stay queued",
+						connect_failures),
+				 errdetail("%s", req->detail),
+				 errhint("Check smsdispatch.ip2sms_url and the network, then reload the configuration.")));
+		down_warned_at = now;
+	}
+}
+
+/* The gateway answered over HTTP: it can be reached. */
+static void
+gateway_reached(void)
+{
+	connect_failures = 0;
+	down_since = 0;
 }
 
 /* Classifies a finished request and frees what it no longer needs. */
@@ -385,6 +437,8 @@ finish_request(Slot *slot, CURLcode result)
 	curl_easy_getinfo(slot->easy, CURLINFO_TOTAL_TIME_T, &usec);
 	sms_stats_latency((int64) usec);
 	snprintf(code, sizeof(code), "%ld", http);
+	if (result == CURLE_OK)
+		gateway_reached();
 
 	if (result == CURLE_OPERATION_TIMEDOUT)
 		transport_error(req, SMS_STAT_ERRORS_TIMEOUT, "timeout: %s", slot->errbuf);
@@ -392,8 +446,7 @@ finish_request(Slot *slot, CURLcode result)
 		transport_error(req, SMS_STAT_ERRORS_PARSE, "%s",
 						"unreadable answer: larger than 64 kB");
 	else if (result != CURLE_OK)
-		transport_error(req, SMS_STAT_ERRORS_CONNECT, "connection failed: %s",
-						slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(result));
+		connect_failed(req, slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(result));
 	else if (http == 401)
 		auth_failed(req);
 	else if (http >= 500)
@@ -406,6 +459,7 @@ finish_request(Slot *slot, CURLcode result)
 		sms_stats_answer(req->answer.state);
 		/* an answer of the gateway ends a pause: the credentials work */
 		auth_failed_since = 0;
+		sms_channel_publish(SMS_CHANNEL_OK, NULL);
 	}
 	else
 		transport_error(req, SMS_STAT_ERRORS_PARSE, "unreadable answer: %s", req->answer.error);
@@ -562,7 +616,7 @@ ip2sms_wake(void)
 void
 ip2sms_reload(void)
 {
-	if (auth_failed_since != 0)
+	if (channel_paused())
 		next_probe = 0;
 	send_due = 0;
 	poll_due = 0;
@@ -669,6 +723,9 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	MemoryContext old;
 
 	*alarms_changed = false;
+	if (!have_password && sms_ip2sms_url[0] != '\0')
+		sms_channel_publish(SMS_CHANNEL_AUTH_FAILED,
+							"no usable password in smsdispatch.ip2sms_password_file");
 	if (pump_cxt == NULL)
 	{
 		pump_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms pump",
@@ -686,7 +743,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	if (can_send && send_due <= now && free_slots > 0)
 	{
 		sends = free_slots;
-		if (auth_failed_since != 0)
+		if (channel_paused())
 			sends = now >= next_probe ? 1 : 0;
 		sends = rate_allows(now, sends);
 	}
@@ -756,7 +813,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		if (record)
 			poll_due = Min(poll_due, TimestampTzPlusMilliseconds(now,
 																 (int64) sms_ip2sms_poll_interval_s * 1000));
-		if (auth_failed_since != 0 && x.nsends > 0)
+		if (channel_paused() && x.nsends > 0)
 			next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
 		for (i = 0; i < x.nclaimed; i++)
 		{
@@ -780,7 +837,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	if (worth_filling(now))
 	{
 		if (can_send)
-			lower_due(next_due, auth_failed_since != 0 ? Max(send_due, next_probe) :
+			lower_due(next_due, channel_paused() ? Max(send_due, next_probe) :
 					  Max(send_due, sms_ip2sms_max_rate > 0 ? next_send_slot : send_due));
 		if (can_poll)
 			lower_due(next_due, poll_due);

@@ -47,6 +47,7 @@ typedef enum Ip2smsOutcome
 	IP2SMS_IN_FLIGHT,			/* may have reached the gateway, no answer */
 	IP2SMS_ANSWERED,			/* answer parsed into answer */
 	IP2SMS_AUTH_FAILED,			/* HTTP 401 */
+	IP2SMS_CHANNEL_DOWN,		/* connection failed, the gateway counts as down */
 	IP2SMS_TRANSPORT_ERROR		/* retryable: connect, timeout, 5xx, garbage */
 } Ip2smsOutcome;
 

@@ -337,6 +337,7 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 			error = "the worker stopped while the request was in flight; not re-sent";
 			break;
 		case IP2SMS_AUTH_FAILED:
+		case IP2SMS_CHANNEL_DOWN:
 			/* the channel pauses: the row waits, its attempt not counted */
 			send_state = "queued";
 			delta = -1;

@@ -50,6 +50,8 @@ int			sms_max_parts = 10;
 int			sms_max_inbound_length = 65536;
 int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
+int			sms_failover_after_s = 30;
+bool		sms_failover_verification = false;
 
 /*
  * The settings of each SMS type, one row per type serving both families
@@ -307,6 +309,15 @@ sms_define_settings(void)
 							 "Test aid: the worker marks every queued SMS submitted without sending it.",
 							 "Lets the escalation be tested without a gateway or a modem; never turn it on in production.",
 							 &sms_loopback_channel, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("smsdispatch.failover_after",
+							"How long a channel may be unhealthy before an alarm's SMS queued on it goes out on the other channel.",
+							NULL, &sms_failover_after_s, 30, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("smsdispatch.failover_verification",
+							 "Whether verification and 2FA SMS fail over to the other channel too, as alarms' SMS do.",
+							 NULL, &sms_failover_verification, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	for (int i = 0; i < lengthof(sms_types); i++)

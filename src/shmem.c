@@ -46,7 +46,10 @@ sms_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	sms_shared = ShmemInitStruct("smsdispatch", sizeof(SmsSharedState), &found);
 	if (!found)
+	{
 		memset(sms_shared, 0, sizeof(SmsSharedState));
+		SpinLockInit(&sms_shared->ip2sms.mutex);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 

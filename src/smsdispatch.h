@@ -13,6 +13,7 @@
 #include "datatype/timestamp.h"
 #include "fmgr.h"
 #include "storage/latch.h"
+#include "storage/spin.h"
 #include "utils/guc.h"
 #include "utils/relcache.h"
 
@@ -43,6 +44,8 @@ extern int	sms_max_parts;
 extern int	sms_max_inbound_length;
 extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
+extern int	sms_failover_after_s;
+extern bool sms_failover_verification;
 
 extern void sms_define_settings(void);
 extern const char *sms_send_window_setting(const char *type);
@@ -126,6 +129,26 @@ extern void sms_worker_wait_for_database(void);
 /* phone_plan.c: national number lengths per country code */
 extern bool sms_phone_plan_check(const char *e164, const char **detail);
 
+/* channel_health.c: the IP2SMS channel's state, as the worker sees it */
+typedef enum SmsChannelState
+{
+	SMS_CHANNEL_OK,
+	SMS_CHANNEL_AUTH_FAILED,	/* the gateway refuses the credentials */
+	SMS_CHANNEL_DOWN			/* the gateway cannot be reached */
+} SmsChannelState;
+
+#define SMS_CHANNEL_ERROR_LEN 256
+
+typedef struct SmsChannelHealth
+{
+	slock_t		mutex;
+	SmsChannelState state;
+	TimestampTz since;			/* when it came into this state */
+	char		last_error[SMS_CHANNEL_ERROR_LEN];
+} SmsChannelHealth;
+
+extern void sms_channel_publish(SmsChannelState state, const char *error);
+
 /* shmem.c: state shared with the background worker */
 typedef struct SmsSharedState
 {
@@ -133,6 +156,7 @@ typedef struct SmsSharedState
 	pid_t		worker_pid;
 	Oid			worker_dboid;	/* the database it serves */
 	bool		worker_connecting;	/* still set: its connection failed */
+	SmsChannelHealth ip2sms;	/* written by the worker only */
 } SmsSharedState;
 
 /* the LISTEN channel of the modem sidecars */
@@ -161,6 +185,9 @@ typedef struct SmsPassSummary
 	int			exhausted;		/* alarms with no level and no round left */
 	int			loopback_submitted; /* SMS the loopback channel marked sent */
 	int			released;		/* SMS whose send window opened */
+	int			failed_over;	/* SMS sent again on the other channel */
+	int			retried;		/* alarm SMS queued again after a channel failure */
+	int			undeliverable;	/* alarms found unable to reach anyone */
 	bool		more;			/* a duty's batch was full: more is due now */
 } SmsPassSummary;
 
@@ -176,6 +203,7 @@ extern void sms_release_held(SmsPassSummary *summary, TimestampTz *next_due);
 extern char *sms_inbound_handler;
 extern char *sms_inbound_handler_role;
 extern void sms_inbound_hook(SmsPassSummary *summary, TimestampTz *next_due);
+extern void sms_failover(SmsPassSummary *summary, TimestampTz *next_due);
 
 /* spool.c */
 extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);

@@ -10,11 +10,13 @@
  * requests run on curl's sockets (ip2sms.c), and between I/O events the
  * loop records their results and fills free connections, and runs the
  * database duties that are due: import the spool directory, escalate the
- * due alarms, release SMS whose send window opened, the inbound hook, the
- * loopback test channel, housekeeping. The duties run when
- * their earliest deadline comes (at most smsdispatch.naptime apart), when
- * a transaction that queued SMS commits and sets our latch, and soon after
- * an alarm's SMS changed state; none of them ever waits for the network.
+ * due alarms, release SMS whose send window opened, the inbound hook,
+ * fail alarms' SMS over to the other channel (or retry them) when their
+ * channel cannot send, the loopback test channel, housekeeping. The
+ * duties run when their earliest deadline comes (at most
+ * smsdispatch.naptime apart), when a transaction that queued SMS commits
+ * and sets our latch, and soon after an alarm's SMS changed state; none
+ * of them ever waits for the network.
  * Each runs in a short transaction of its own, with lock waits bounded,
  * and no transaction is ever held open across network I/O. While the
  * extension is not installed in the database the worker only rechecks,
@@ -151,9 +153,12 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 	run_duty("smsdispatch: releasing held SMS", sms_release_held, summary, next_due);
 	if (sms_inbound_handler[0] != '\0')
 		run_duty("smsdispatch: inbound hook", sms_inbound_hook, summary, next_due);
+	/* the loopback channel sends everything: no channel is ever unhealthy */
 	if (sms_loopback_channel)
 		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
 				 summary, next_due);
+	else
+		run_duty("smsdispatch: failing over", sms_failover, summary, next_due);
 	run_duty("smsdispatch: housekeeping", sms_housekeeping, summary, next_due);
 }
 
@@ -205,8 +210,9 @@ worker_loop(void)
 			if (summary.more)
 				duties_due = now;
 			/* the worker's own COMMITs do not wake it: new levels, new files */
-			if (summary.escalated > 0 || summary.repeated > 0 || summary.spool_imported > 0 ||
-				summary.released > 0)
+			if (summary.escalated > 0 || summary.repeated > 0 ||
+				summary.spool_imported > 0 || summary.released > 0 ||
+				summary.failed_over > 0 || summary.retried > 0)
 				ip2sms_wake();
 			duties_ran = now;
 		}
@@ -286,6 +292,7 @@ sms_worker_main(Datum main_arg)
 	sms_shared->worker_dboid = MyDatabaseId;
 	pg_write_barrier();
 	sms_shared->worker_latch = MyLatch;
+	sms_channel_publish(SMS_CHANNEL_OK, NULL);
 
 	ereport(LOG,
 			(errmsg("smsdispatch worker started in database \"%s\"", sms_database)));
@@ -301,10 +308,12 @@ summary_jsonb(const SmsPassSummary *s)
 
 	json = psprintf("{\"spool_imported\": %d, \"spool_failed\": %d, "
 					"\"alarms_checked\": %d, \"timed_out\": %d, \"escalated\": %d, "
-					"\"repeated\": %d, \"exhausted\": %d, \"loopback_submitted\": %d}",
+					"\"repeated\": %d, \"exhausted\": %d, \"loopback_submitted\": %d, "
+					"\"failed_over\": %d, \"retried\": %d, \"undeliverable\": %d}",
 					s->spool_imported, s->spool_failed, s->alarms_checked,
 					s->timed_out, s->escalated, s->repeated, s->exhausted,
-					s->loopback_submitted);
+					s->loopback_submitted, s->failed_over, s->retried,
+					s->undeliverable);
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
 
@@ -347,6 +356,8 @@ sms_run_once(PG_FUNCTION_ARGS)
 	run_until_done(sms_release_held, &summary, &next_due);
 	if (sms_loopback_channel)
 		run_until_done(sms_loopback_dispatch, &summary, &next_due);
+	else
+		run_until_done(sms_failover, &summary, &next_due);
 	sms_housekeeping(&summary, &next_due);
 	SPI_finish();
 

@@ -22,7 +22,9 @@ mkdir -p "$dir/socket"
 export PGHOST="$dir/socket" PGPORT=5432 PGDATABASE=postgres
 
 mock=
+sidecar=
 cleanup() {
+	[ -z "$sidecar" ] || kill "$sidecar" 2>/dev/null || true
 	pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
 	[ -z "$mock" ] || kill "$mock" 2>/dev/null || true
 }
@@ -162,6 +164,7 @@ psql -X -c "SELECT number, state, acked_by FROM smsdispatch.message WHERE list =
 	-c "SELECT name, imei, signal_percent, last_seen IS NOT NULL AS heartbeat FROM smsdispatch.modem"
 kill -TERM $sidecar
 wait $sidecar || true
+sidecar=
 
 step "Live escalation: levels of 3 s, nobody answers level 1, Bob on level 2 does"
 psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
@@ -249,6 +252,47 @@ SELECT level, name, duty FROM sms_oncall('rota');
 \o /dev/null
 SELECT sms_cancel(number) FROM smsdispatch.message WHERE list = 'rota' AND state = 'open';
 EOF
+
+step "Priorities and failover: an alarm jumps a bulk backlog; the stopped modem fails over to IP2SMS"
+psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
+\o /dev/null
+ALTER SYSTEM SET smsdispatch.ip2sms_max_rate = 20;
+ALTER SYSTEM SET smsdispatch.failover_after = '3s';
+SELECT pg_reload_conf();
+SELECT sms_list_create('plant', 'Plant on-call');
+SELECT sms_list_add('plant', '+380507771111', 1, '15 min', 'Dave');
+SELECT sms_list_create('plant-radio', 'Plant on-call through the modem');
+SELECT sms_list_add('plant-radio', '+380507775555', 1, '15 min', 'Erin');
+\o
+\echo '-- 300 newsletter SMS queued at the provider''s limit of 20 a second, then an alarm'
+SELECT count(sms_send('+3805070' || lpad(g::text, 4, '0') || '1', 'Newsletter ' || g, 'text')) AS text_queued
+  FROM generate_series(1, 300) AS g;
+EOF
+sleep 1
+jump=$(psql -XAt -c "SELECT sms_enqueue('Boiler 2 pressure high', 'plant')")
+wait_for "SELECT send_state = 'submitted' FROM verification.sms_log WHERE phone_number = '+380507771111'"
+psql -X -c "SELECT '$jump' AS alarm, l.priority,
+                   round(extract(epoch FROM l.submitted_at - l.inserted_at)::numeric, 2) AS seconds_to_submitted,
+                   (SELECT count(*) FROM verification.sms_log q
+                     WHERE q.type = 'text' AND q.send_state = 'queued') AS text_still_queued
+              FROM verification.sms_log l WHERE l.phone_number = '+380507771111'"
+echo "-- the modem sidecar was stopped above: after three missed heartbeats its channel is no_sidecar"
+wait_for "SELECT state = 'no_sidecar' FROM smsdispatch.channel_health WHERE channel = 'modem'"
+psql -X -c "SELECT channel, state, last_error FROM smsdispatch.channel_health ORDER BY channel"
+radio=$(psql -XAt -c "SELECT sms_enqueue('Gas sensor 4 offline', 'plant-radio', channel => 'modem')")
+echo "-- alarm $radio queued on the modem channel (smsdispatch.failover_after = 3s)"
+wait_for "SELECT count(*) = 1 FROM verification.sms_log
+            WHERE phone_number = '+380507775555' AND send_state = 'submitted'"
+psql -X -c "SELECT id, channel, send_state, last_error FROM verification.sms_log
+              WHERE phone_number = '+380507775555' ORDER BY id" \
+	-c "SELECT e.kind, e.phone, e.detail FROM smsdispatch.event e JOIN smsdispatch.message m ON m.id = e.message_id
+	     WHERE m.number = '$radio' AND e.kind IN ('failover', 'sent') ORDER BY e.id"
+psql -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM RESET smsdispatch.ip2sms_max_rate" \
+	-c "ALTER SYSTEM RESET smsdispatch.failover_after" -c "SELECT pg_reload_conf()" \
+	-c "SELECT sms_cancel('$jump'), sms_cancel('$radio')" >/dev/null
+wait_for "SELECT count(*) = 0 FROM verification.sms_log
+            WHERE channel = 'ip2sms' AND (send_state IN ('queued', 'sending') OR next_poll_at IS NOT NULL)"
+echo "-- both alarms cancelled; the rate limit lifted, the backlog drained and its statuses polled"
 
 step "Delivery statuses, polled from the gateway into verification.sms_log"
 wait_for "SELECT bool_and(gateway_status = 'Delivered') FROM verification.sms_log

@@ -210,7 +210,8 @@ CREATE TABLE smsdispatch.event (
 	kind		text NOT NULL CHECK (kind IN ('enqueued', 'sent', 'level_started',
 				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
 				'exhausted', 'cancelled', 'send_failed',
-				'confirmation')),
+				'confirmation',
+				'failover', 'retried', 'undeliverable')),
 	level		int,
 	phone		text,
 	detail		text

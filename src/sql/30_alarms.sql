@@ -593,8 +593,12 @@ $$;
 
 -- Keeps each alarm recipient in step with its SMS: submitted (or possibly
 -- submitted) starts the ack timeout; a final failure means the recipient
--- cannot be reached, so escalation does not wait for them. Either way the
--- alarm's check_at tells the escalation when to look at it next.
+-- cannot be reached, so escalation does not wait for them. A failure in
+-- transport (smsdispatch.failed_in_transport: the channel could not send it)
+-- is the channel's, not the recipient's: the recipient stays NOT_SENT, so
+-- the level does not count as tried, and smsdispatch.failover sends the SMS
+-- again, on the other channel or later on this one. Either way the alarm's
+-- check_at tells the escalation when to look at it next.
 CREATE FUNCTION smsdispatch.sms_log_progress()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -606,7 +610,14 @@ BEGIN
 	-- the alarm first, then its recipients: the order acks and the
 	-- escalation use, so that a channel never deadlocks with them
 	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
-	IF NEW.send_state = 'failed'
+	IF smsdispatch.failed_in_transport(NEW.send_state, NEW.gateway_status, NEW.attempts) THEN
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT r.message_id, 'send_failed', r.level, r.phone,
+			   coalesce(NEW.last_error, NEW.send_state) || ' (a channel failure: sent again)'
+		  FROM smsdispatch.message_recipient r
+		  JOIN smsdispatch.message m ON m.id = r.message_id AND m.state = 'open'
+		 WHERE r.sms_log_id = NEW.id AND r.status = 'NOT_SENT';
+	ELSIF NEW.send_state = 'failed'
 	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
 		WITH unreached AS (
 			UPDATE smsdispatch.message_recipient

@@ -78,8 +78,9 @@ ok(-e "$spool/alarm.xml", 'and the file stays');
 
 is( $node->safe_psql(
 		'postgres', "SELECT smsdispatch.run_once() - 'alarms_checked'"),
-	'{"repeated": 0, "escalated": 0, "exhausted": 0, "timed_out": 0, "spool_failed": 0, '
-	  . '"spool_imported": 1, "loopback_submitted": 1}',
+	'{"retried": 0, "repeated": 0, "escalated": 0, "exhausted": 0, "timed_out": 0, '
+	  . '"failed_over": 0, "spool_failed": 0, "undeliverable": 0, "spool_imported": 1, '
+	  . '"loopback_submitted": 1}',
 	'run_once() imports the file and sends its level 1 in the same pass');
 ok(-e "$spool/processed/alarm.xml" && !-e "$spool/alarm.xml",
 	'the imported file moved to processed/ at commit');

@@ -49,6 +49,13 @@ like($out, qr/2 \| Bob\s+\| ACK\s+\|/, 'Bob acknowledged the live escalation');
 like($out, qr/\+380508888888 \| Dan\s+\| \[\d{4}\] acknowledged\s+\|\s+1 \| submitted\n\s*\+380507777777 \| Erin \| \[\d{4}\] taken by Dan\s+\|\s+1 \| submitted/,
 	'the ack is confirmed to Dan, and Erin is told who took it');
 like($out, qr/requests_send \| requests_status/, 'the gateway table is shown');
+like($out, qr/\n\s*\d{4}\s+\|\s+1 \|\s+0\.\d\d \|\s+[1-9]\d*\n/,
+	'the alarm behind the text backlog is submitted within a second, the backlog still queued');
+like($out, qr/modem\s+\| no_sidecar \| no sidecar seen within three heartbeats/,
+	'channel_health shows the stopped modem');
+like($out, qr/modem\s+\| failed\s+\| failed over to ip2sms as sms_log \d+: channel modem is no_sidecar/,
+	'the alarm on the modem failed over to IP2SMS');
+like($out, qr/failover \| \+380507775555 \| modem to ip2sms/, 'with a failover event');
 my ($hour) = $out =~ /^ \d{4}-\d\d-\d\d \d\d:00:00\+00 \|\s+\d+ \|\s+(\d+) \|/m;
 ok(defined $hour && $hour > 0, 'the gateway this hour shows its send requests (' . ($hour // 'none') . ')');
 like($out, qr/report: \S+report\.html \(\d+ bytes/, 'the report is written');
