@@ -17,6 +17,7 @@
 #include "utils/builtins.h"
 
 #include "ip2sms_xml.h"
+#include "pg_compat.h"
 
 PG_FUNCTION_INFO_V1(sms_gateway_status_class);
 
