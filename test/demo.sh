@@ -299,7 +299,10 @@ wait_for "SELECT bool_and(gateway_status = 'Delivered') FROM verification.sms_lo
             WHERE channel = 'ip2sms' AND type IN ('verification', '2FA')"
 psql -X -c "SELECT id, phone_number, type, send_state, gateway_id, gateway_status,
                    to_char(status_changed_at, 'HH24:MI:SS') AS status_changed
-              FROM verification.sms_log WHERE channel = 'ip2sms' ORDER BY id" \
+              FROM verification.sms_log
+             WHERE channel = 'ip2sms' AND body NOT LIKE 'Newsletter %' ORDER BY id" \
+	-c "SELECT count(*) AS newsletter_sms, gateway_status FROM verification.sms_log
+	     WHERE body LIKE 'Newsletter %' GROUP BY gateway_status" \
 	-c "SELECT name, value FROM smsdispatch.stats() WHERE value > 0 AND name NOT LIKE 'latency_le%' AND name NOT LIKE 'latency_gt%'"
 printf 'the gateway received %s requests (log: %s)\n' "$(wc -l <"$dir/mock.log")" "$dir/mock.log"
 
@@ -322,5 +325,11 @@ echo "-- through the modem, or an application calling sms_receive); nobody answe
 echo "-- so the demo cancels it"
 psql -X -c "SELECT sms_cancel('$first') AS cancelled" \
 	-c "SELECT count(*) AS open_alarms FROM smsdispatch.message WHERE state = 'open'"
+echo "-- those it paged are told it is cancelled"
+wait_for "SELECT count(*) > 0 AND bool_and(l.send_state = 'submitted') FROM verification.sms_log l
+            JOIN smsdispatch.message m ON m.id = l.confirms WHERE m.number = '$first'"
+psql -X -c "SELECT l.phone_number, l.body, l.send_state FROM verification.sms_log l
+              JOIN smsdispatch.message m ON m.id = l.confirms
+             WHERE m.number = '$first' ORDER BY l.id"
 
 printf '\nDemo done. Server log: %s\n' "$dir/server.log"

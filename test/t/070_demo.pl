@@ -60,5 +60,7 @@ my ($hour) = $out =~ /^ \d{4}-\d\d-\d\d \d\d:00:00\+00 \|\s+\d+ \|\s+(\d+) \|/m;
 ok(defined $hour && $hour > 0, 'the gateway this hour shows its send requests (' . ($hour // 'none') . ')');
 like($out, qr/report: \S+report\.html \(\d+ bytes/, 'the report is written');
 like($out, qr/open_alarms \n-+\n\s+0\n/, 'no alarm is left open');
+like($out, qr/\+\d+ \| \[\d{4}\] cancelled \| submitted/,
+	'those the cancelled alarm paged are told, before the demo stops the server');
 
 done_testing();
