@@ -84,7 +84,7 @@ static struct
 };
 
 /* smsdispatch.timezone: the zone of the send windows' days and hours */
-char	   *sms_timezone = NULL;
+static char *sms_timezone = NULL;
 
 PG_FUNCTION_INFO_V1(sms_setting);
 

@@ -68,7 +68,10 @@ my $failed = $node->safe_psql('postgres',
 	"SELECT string_agg(id::text, ',' ORDER BY id) FROM verification.sms_log WHERE send_state = 'failed'");
 # the columns of 1.0: what the update adds is not part of 1.0's data
 my $columns = table_columns($node, 'postgres');
-my $before = table_digests($node, 'postgres', $columns);
+# and its rows: what the updated worker adds at once (such as an `undeliverable`
+# event for the open alarm, whose channel is not configured) is not
+my $last_ids = table_last_ids($node, 'postgres');
+my $before = table_digests($node, 'postgres', $columns, $last_ids);
 foreach my $t (sort keys %extension_tables)
 {
 	isnt($before->{$t}, '0 -', "1.0: $t has rows");
@@ -78,7 +81,7 @@ $node->safe_psql('postgres', 'ALTER EXTENSION smsdispatch UPDATE');
 is($node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'smsdispatch'"),
 	$current, "ALTER EXTENSION UPDATE moves 1.0 to $current");
 
-my $after = table_digests($node, 'postgres', $columns);
+my $after = table_digests($node, 'postgres', $columns, $last_ids);
 foreach my $t (sort keys %extension_tables)
 {
 	is($after->{$t}, $before->{$t}, "$t: every row as it was");
