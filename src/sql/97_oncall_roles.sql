@@ -1,5 +1,6 @@
--- Privileges on list upkeep and on-call duty (31_oncall.sql): admins only;
--- senders queue alarms but cannot change who they page.
+-- Privileges on list upkeep, on-call duty (31_oncall.sql) and confirmations
+-- (37_confirmations.sql): admins only; senders queue alarms but cannot change
+-- who they page or who is told.
 DO $$
 DECLARE
 	f regprocedure;
@@ -22,3 +23,10 @@ $$;
 -- the recipients' levels and statuses, not who they are
 GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;
+
+-- Privileges of issue 13's confirmations (37_confirmations.sql): admins
+-- turn a list's confirmations on and off.
+REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
+-- and may try a send window before setting it
+GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO smsdispatch_admin;
