@@ -2128,7 +2128,7 @@ BEGIN
 							 THEN NULL ELSE now() + lease END,
 			   updated_at = now()
 		  FROM due
-		 WHERE l.id = due.id
+		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
 		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
 				  l.send_state
 	)
