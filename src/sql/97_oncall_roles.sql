@@ -12,7 +12,8 @@ BEGIN
 		'sms_list_pause(text, text, timestamptz, timestamptz)', 'sms_list_resume(text, text)',
 		'sms_rotation_create(text, int, interval, time, text, date)', 'sms_rotation_drop(text, int)',
 		'sms_override_add(text, int, text, timestamptz, timestamptz, text, interval)',
-		'sms_override_remove(bigint)', 'sms_oncall(text, timestamptz)']::regprocedure[]
+		'sms_override_remove(bigint)', 'sms_oncall(text, timestamptz)',
+		'sms_list_confirmations(text, boolean)']::regprocedure[]
 	LOOP
 		EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
 		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO smsdispatch_admin', f);
@@ -24,9 +25,5 @@ $$;
 GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;
 
--- Privileges of issue 13's confirmations (37_confirmations.sql): admins
--- turn a list's confirmations on and off.
-REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
--- and may try a send window before setting it
+-- admins may try a send window before setting it
 GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO smsdispatch_admin;
