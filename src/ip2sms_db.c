@@ -56,14 +56,10 @@ begin_work(const char *synchronous_commit)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	(void) set_config_option("synchronous_commit", synchronous_commit,
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
+	sms_set_for_transaction("synchronous_commit", synchronous_commit);
 	sms_bound_lock_waits();
 	/* nothing this sends resolves a name through a search_path others write */
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
+	sms_set_for_transaction("search_path", "pg_catalog, pg_temp");
 	/*
 	 * Every statement of the channel finds its rows through an index
 	 * whatever its parameters (a generic plan of a LIMIT $1 claim still
@@ -72,9 +68,7 @@ begin_work(const char *synchronous_commit)
 	 * planning (with claim_sends parsed on each call while it was SQL) was
 	 * half of the worker's time.
 	 */
-	(void) set_config_option("plan_cache_mode", "force_generic_plan",
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
+	sms_set_for_transaction("plan_cache_mode", "force_generic_plan");
 	/*
 	 * A generic plan is made once, maybe while the log is empty (after a
 	 * TRUNCATE), where a bitmap or sequential scan and a sort look cheapest;
@@ -82,12 +76,15 @@ begin_work(const char *synchronous_commit)
 	 * These two keep it the index scan in order that each statement is
 	 * written for (they forbid nothing that has no index path).
 	 */
-	(void) set_config_option("enable_seqscan", "off",
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off",
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
+	sms_set_for_transaction("enable_seqscan", "off");
+	sms_set_for_transaction("enable_bitmapscan", "off");
+	/*
+	 * Under those two, a statement with no index path (one in a trigger
+	 * someone put on the log, say) costs more than any jit_above_cost, and
+	 * JIT would compile it again on every exchange: the channel's
+	 * statements are short, JIT never pays for them.
+	 */
+	sms_set_for_transaction("jit", "off");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());

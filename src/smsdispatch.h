@@ -210,6 +210,7 @@ extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);
 
 /* worker.c */
 #define SMS_WORKER_LOCK_TIMEOUT "1s"
+extern void sms_set_for_transaction(const char *name, const char *value);
 extern void sms_bound_lock_waits(void);
 extern void sms_register_worker(void);
 extern PGDLLEXPORT void sms_worker_main(Datum main_arg);

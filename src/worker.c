@@ -93,6 +93,14 @@ extension_installed(void)
 	return installed;
 }
 
+/* Sets a setting of the worker's until the end of its current transaction. */
+void
+sms_set_for_transaction(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
 /*
  * Bounds how long the worker's current transaction waits for a lock another
  * session holds: a sender's open transaction must not stall every alarm.
@@ -101,9 +109,7 @@ extension_installed(void)
 void
 sms_bound_lock_waits(void)
 {
-	(void) set_config_option("lock_timeout", SMS_WORKER_LOCK_TIMEOUT,
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
+	sms_set_for_transaction("lock_timeout", SMS_WORKER_LOCK_TIMEOUT);
 }
 
 /*
