@@ -5,6 +5,9 @@
 #
 #   bench_start "extra postgresql.conf lines"   # sets $BENCH_PSQL
 #   bench_stop                                  # also on exit
+#
+# BENCH_POSTGRES, when set, is the server program to start instead of
+# postgres (a wrapper that runs it under valgrind, say).
 PG_CONFIG=${PG_CONFIG:-pg_config}
 BENCH_BIN=$($PG_CONFIG --bindir)
 
@@ -25,7 +28,8 @@ listen_addresses = ''
 unix_socket_directories = '$BENCH_DIR'
 $1
 CONF
-	"$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null ||
+	"$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" \
+		${BENCH_POSTGRES:+-p "$BENCH_POSTGRES"} -w -t 300 start >/dev/null ||
 		{ cat "$BENCH_DIR/server.log"; exit 1; }
 	BENCH_PSQL="$BENCH_BIN/psql -h $BENCH_DIR -U postgres -d postgres -X -q -v ON_ERROR_STOP=1"
 	$BENCH_PSQL -c 'CREATE EXTENSION smsdispatch'

@@ -28,56 +28,23 @@ fi
 work=${BENCH_WORK:-$(mktemp -d)}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 bindir=$($PG_CONFIG --bindir)
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-
-free_port() {
-	perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0")->sockport, "\n"'
-}
+. "$top/test/bench/nginx.sh"
 
 cleanup() {
 	[ -f "$work/data/postmaster.pid" ] && "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1
-	[ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
+	bench_nginx_stop "$work"
 	rm -rf "$work"
 }
 trap cleanup EXIT HUP INT PIPE TERM
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# nginx with a fixed answer on each URL
-http_port=$(free_port)
-mkdir -p "$work/nginx-tmp"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	client_body_temp_path $work/nginx-tmp/body;
-	proxy_temp_path $work/nginx-tmp/proxy;
-	fastcgi_temp_path $work/nginx-tmp/fastcgi;
-	uwsgi_temp_path $work/nginx-tmp/uwsgi;
-	scgi_temp_path $work/nginx-tmp/scgi;
-	keepalive_requests 10000000;
-	server {
-		listen 127.0.0.1:$http_port;
-		location /ip2sms/ {
-			default_type "text/xml; charset=utf-8";
-			return 200 '<status id="6615134392391" date="Wed, 28 Mar 2007 12:35:00 +0300"><state>Accepted</state></status>';
-		}
-		location /ip2sms-request/ {
-			default_type "text/xml; charset=utf-8";
-			return 200 '<status id="6615134392391" date="Wed, 28 Mar 2007 12:36:00 +0300"><state>Delivered</state></status>';
-		}
-	}
-}
-CONF
-"$nginx_bin" -p "$work" -e "$work/nginx-error.log" -c "$work/nginx.conf"
-send_url="http://127.0.0.1:$http_port/ip2sms/"
-status_url="http://127.0.0.1:$http_port/ip2sms-request/"
+bench_nginx_start "$work"
+send_url=$BENCH_SEND_URL
+status_url=$BENCH_STATUS_URL
 
 # PostgreSQL with the worker pointed at nginx
-pg_port=$(free_port)
+pg_port=$(bench_free_port)
 "$bindir/initdb" -D "$work/data" --encoding=UTF8 --locale=C -A trust >/dev/null
 (umask 077 && echo secret > "$work/ip2sms.password")
 cat >> "$work/data/postgresql.conf" <<CONF
@@ -161,7 +128,7 @@ worker_mem() {
 	awk '/^VmRSS|^RssAnon/ {printf "%s %s ", $1, $2} END {print ""}' "/proc/$pid/status"
 }
 
-echo "IP2SMS benchmark: $n messages, $conc connections, $reps repetitions, nginx on 127.0.0.1:$http_port"
+echo "IP2SMS benchmark: $n messages, $conc connections, $reps repetitions, nginx at $send_url"
 cc -O2 -o "$work/loadgen" "$top/test/bench/loadgen.c" -lcurl
 body='<message><service id="single" source="Bench"/><to>380500000001</to><body content-type="text/plain">Benchmark message 1</body></message>'
 ref=""; send=""; poll=""
