@@ -125,6 +125,8 @@ sub stop
 {
 	my ($self) = @_;
 	return unless $self->{pid};
+	# from DESTROY at exit, the mock's status must not become the test's
+	local $?;
 	kill 'TERM', $self->{pid};
 	waitpid($self->{pid}, 0);
 	delete $self->{pid};
