@@ -1,7 +1,7 @@
 #!/bin/sh
 # Instructions the IP2SMS worker executes per SMS, counted by valgrind's
 # callgrind: a measure that other load on the machine does not move, for
-# comparing changes to the send path where timings are too noisy to.
+# comparing changes to the send path where timings are too noisy.
 #   reference  the INSERT that queues BENCH_N SMS (default 5,000) into
 #              verification.sms_log, per row, counted in its backend
 #   worker     the worker draining them to nginx (test/bench/nginx.sh) at
@@ -11,7 +11,7 @@
 #              costs (plans, caches) included
 # Prints both, their ratio, and the worker's split: the exchanges with the
 # database, of which the claim (smsdispatch.claim_sends, PL/pgSQL), and the
-# rest (libcurl, sockets, libxml2). Takes a few minutes: everything runs
+# rest (libcurl, sockets, libxml2). Takes about a minute: the server runs
 # under valgrind.
 # Usage: PG_CONFIG=... test/bench/ip2sms_instructions.sh
 set -eu
@@ -56,11 +56,14 @@ sent=$(q -c "SELECT count(*) FROM verification.sms_log WHERE send_state = 'submi
 # the counts are written as each process ends
 "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -m fast -w -t 300 stop >/dev/null
 
-# inclusive instructions of a function in a process's counts
+# inclusive instructions of a function in a process's counts; fails when
+# the counts do not name it
 inclusive() {
-	callgrind_annotate --inclusive=yes --threshold=100 "$counts/callgrind.$1" 2>/dev/null |
-		awk -v f=":$2" '$1 ~ /^[0-9,]+$/ && index($3, f) && substr($3, length($3) - length(f) + 1) == f {
-			gsub(",", "", $1); print $1; exit }'
+	found=$(callgrind_annotate --inclusive=yes --threshold=100 "$counts/callgrind.$1" 2>/dev/null |
+		awk -v f=":$2" '$1 ~ /^[0-9,]+$/ && substr($3, length($3) - length(f) + 1) == f {
+			gsub(",", "", $1); print $1; exit }')
+	[ -n "$found" ] || { echo "ip2sms_instructions: no count for $2 in process $1" >&2; exit 1; }
+	echo "$found"
 }
 ref=$(inclusive "$inserter" PortalRun)
 pump=$(inclusive "$worker" ip2sms_pump)
