@@ -37,7 +37,9 @@ CONF
 
 bench_stop() {
 	if [ -n "${BENCH_DIR:-}" ] && [ -d "$BENCH_DIR" ]; then
-		"$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -m immediate stop >/dev/null 2>&1
+		# a benchmark may have stopped it already; under set -e a failing
+		# stop would end this cleanup (and the caller's) before the rm
+		"$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -m immediate stop >/dev/null 2>&1 || true
 		rm -rf "$BENCH_DIR"
 	fi
 	BENCH_DIR=
