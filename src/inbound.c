@@ -139,21 +139,14 @@ call_handler(const char *call, Oid role, Datum *args)
 			elog(ERROR, "smsdispatch: the inbound handler's call failed");
 		SetUserIdAndSecContext(save_uid, save_sec);
 		AtEOXact_GUC(false, save_nestlevel);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		sms_subxact_release(cxt, owner);
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
 		SetUserIdAndSecContext(save_uid, save_sec);
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		edata = sms_subxact_abort(cxt, owner);
 		error = edata->message ? pstrdup(edata->message) : pstrdup("(no message)");
 		if (edata->sqlerrcode != 0)
 			error = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), error);

@@ -16,6 +16,7 @@
 #include "storage/spin.h"
 #include "utils/guc.h"
 #include "utils/relcache.h"
+#include "utils/resowner.h"
 
 /* settings (settings.c); names as in the README */
 extern char *sms_database;
@@ -212,6 +213,8 @@ extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);
 #define SMS_WORKER_LOCK_TIMEOUT "1s"
 extern void sms_set_for_transaction(const char *name, const char *value);
 extern void sms_bound_lock_waits(void);
+extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
+extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
 extern void sms_register_worker(void);
 extern PGDLLEXPORT void sms_worker_main(Datum main_arg);
 

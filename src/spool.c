@@ -589,20 +589,12 @@ spool_import_parsed(const char *name, const struct stat *st, const char *buf,
 
 		MemoryContextSwitchTo(cxt);
 		*outcome = done ? pstrdup(done) : NULL;
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
+		sms_subxact_release(cxt, owner);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = sms_subxact_abort(cxt, owner);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		if (transient_error(edata->sqlerrcode))
 			ReThrowError(edata);
 		reason = edata->hint ?

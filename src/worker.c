@@ -113,6 +113,38 @@ sms_bound_lock_waits(void)
 }
 
 /*
+ * Ends, committed, an internal subtransaction begun where cxt and owner
+ * were current, and makes them current again: what the caller allocated
+ * before it began lives on.
+ */
+void
+sms_subxact_release(MemoryContext cxt, ResourceOwner owner)
+{
+	ReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * In the PG_CATCH of such a subtransaction: rolls it back and returns its
+ * error, copied into cxt, so that one bad item is reported and the
+ * caller's transaction goes on.
+ */
+ErrorData *
+sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/*
  * Runs one duty in a transaction of its own. An error is logged and rolled
  * back, and the loop goes on: one bad pass must not stop every alarm. FATAL
  * (SIGTERM) is not caught and ends the worker at once.
