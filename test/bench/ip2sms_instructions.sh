@@ -57,11 +57,17 @@ sent=$(q -c "SELECT count(*) FROM verification.sms_log WHERE send_state = 'submi
 "$BENCH_BIN/pg_ctl" -D "$BENCH_DIR/data" -m fast -w -t 300 stop >/dev/null
 
 # inclusive instructions of a function in a process's counts; fails when
-# the counts do not name it
+# the counts do not name it. A line is "count (percent) file:function
+# [object]", the percent padded with a blank below 10 % and the object
+# left out at times: the name is whichever field ends in it.
 inclusive() {
 	found=$(callgrind_annotate --inclusive=yes --threshold=100 "$counts/callgrind.$1" 2>/dev/null |
-		awk -v f=":$2" '$1 ~ /^[0-9,]+$/ && substr($3, length($3) - length(f) + 1) == f {
-			gsub(",", "", $1); print $1; exit }')
+		awk -v f=":$2" '$1 ~ /^[0-9,]+$/ {
+			for (i = 3; i <= NF; i++)
+				if (substr($i, length($i) - length(f) + 1) == f) {
+					gsub(",", "", $1); print $1; exit
+				}
+		}')
 	[ -n "$found" ] || { echo "ip2sms_instructions: no count for $2 in process $1" >&2; exit 1; }
 	echo "$found"
 }
