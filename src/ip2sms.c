@@ -283,11 +283,32 @@ prepare_transport(void)
 	nslots = sms_ip2sms_max_connections;
 }
 
-/* When the oldest unrecorded result came in. */
+/*
+ * When the first unrecorded result is due to be recorded (DT_NOEND for
+ * none): a fresh one RECORD_DELAY_MS after it came in, one whose row
+ * another session held at its retry time. Sets *nfresh to the number of
+ * fresh ones.
+ */
 static TimestampTz
-oldest_finished(void)
+finished_due(int *nfresh)
 {
-	return dlist_container(Ip2smsRequest, node, dlist_head_node(&finished))->finished_at;
+	TimestampTz due = DT_NOEND;
+	dlist_iter	it;
+
+	*nfresh = 0;
+	dlist_foreach(it, &finished)
+	{
+		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
+
+		if (r->retry_record_at == 0)
+		{
+			(*nfresh)++;
+			due = Min(due, TimestampTzPlusMilliseconds(r->finished_at, RECORD_DELAY_MS));
+		}
+		else
+			due = Min(due, r->retry_record_at);
+	}
+	return due;
 }
 
 /* Puts one request on the wire through an idle slot. */
@@ -671,20 +692,18 @@ busy_polls(int *n)
 
 /*
  * Whether to claim for the free connections now: when a quarter of them
- * are free (or all), or once the first of the results that freed them has
- * waited RECORD_DELAY_MS, so that an exchange carries a batch and an
- * urgent row still waits at most a few milliseconds for a connection.
+ * are free (or all), or once results are due to be recorded (record_due,
+ * from finished_due()), so that an exchange carries a batch and an urgent
+ * row still waits at most a few milliseconds for a connection.
  */
 static bool
-worth_filling(TimestampTz now)
+worth_filling(TimestampTz now, TimestampTz record_due)
 {
 	int			free_slots = nslots - nactive;
 
 	if (free_slots <= 0)
 		return false;
-	return free_slots >= Max(1, nslots / 4) || nactive == 0 ||
-		(nfinished > 0 &&
-		 TimestampDifferenceExceeds(oldest_finished(), now, RECORD_DELAY_MS));
+	return free_slots >= Max(1, nslots / 4) || nactive == 0 || record_due <= now;
 }
 
 /* Lowers *due to t. */
@@ -715,6 +734,8 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	int			sends = 0;
 	int			polls = 0;
 	bool		record;
+	TimestampTz record_due;
+	int			nfresh;
 	bool		terminate;
 	bool		check;
 	bool		ok;
@@ -739,7 +760,8 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		return;
 	}
 
-	free_slots = worth_filling(now) ? nslots - nactive : 0;
+	record_due = finished_due(&nfresh);
+	free_slots = worth_filling(now, record_due) ? nslots - nactive : 0;
 	if (can_send && send_due <= now && free_slots > 0)
 	{
 		sends = free_slots;
@@ -754,9 +776,9 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 			sends -= free_slots / 4;
 		polls = free_slots - sends;
 	}
-	record = nfinished >= RECORD_BATCH ||
-		(nfinished > 0 && (sends + polls > 0 ||
-						   TimestampDifferenceExceeds(oldest_finished(), now, RECORD_DELAY_MS)));
+	/* results another session holds wait for their retry time alone */
+	record = record_due <= now ||
+		(nfresh > 0 && (nfresh >= RECORD_BATCH || sends + polls > 0));
 	terminate = can_poll && now >= next_terminate;
 	check = have_password && sms_ip2sms_url[0] == '\0' && !unconfigured_checked;
 
@@ -832,9 +854,9 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	}
 
 	/* when there is something to do again */
-	if (nfinished > 0)
-		lower_due(next_due, TimestampTzPlusMilliseconds(oldest_finished(), RECORD_DELAY_MS));
-	if (worth_filling(now))
+	record_due = finished_due(&nfresh);
+	lower_due(next_due, record_due);
+	if (worth_filling(now, record_due))
 	{
 		if (can_send)
 			lower_due(next_due, channel_paused() ? Max(send_due, next_probe) :
@@ -854,6 +876,7 @@ void
 ip2sms_stop(void)
 {
 	Ip2smsExchange x;
+	dlist_iter	it;
 	int			i;
 
 	if (multi == NULL || (nactive == 0 && dlist_is_empty(&finished)))
@@ -861,6 +884,9 @@ ip2sms_stop(void)
 	for (i = 0; i < nslots; i++)
 		if (slots[i].req != NULL)
 			release_slot(&slots[i]);
+	/* the last chance: results held by another session are tried too */
+	dlist_foreach(it, &finished)
+		dlist_container(Ip2smsRequest, node, it.cur)->retry_record_at = 0;
 	memset(&x, 0, sizeof(x));
 	x.finished = &finished;
 	(void) ip2sms_exchange(&x);

@@ -65,6 +65,7 @@ typedef struct Ip2smsRequest
 	Ip2smsOutcome outcome;
 	TimestampTz finished_at;
 	bool		held_logged;	/* said once that its row is locked */
+	TimestampTz retry_record_at;	/* held: not tried again before this */
 	char		detail[256];	/* transport error, for last_error */
 	Ip2smsAnswer answer;		/* when ANSWERED */
 } Ip2smsRequest;

@@ -41,6 +41,9 @@
 #include "ip2sms.h"
 #include "ip2sms_xml.h"
 
+/* a result whose row another session holds is tried again this much later */
+#define HELD_RETRY_MS	100
+
 /* poll column of the record statement */
 #define POLL_CLEAR		0
 #define POLL_SCHEDULE	1
@@ -438,10 +441,15 @@ in_result(int64 id)
 	return false;
 }
 
-/* Logs once that a request's result waits for a lock another session holds. */
+/*
+ * A result whose row or alarm another session holds: logged once, and not
+ * tried again for HELD_RETRY_MS, so that the channel waits for the lock
+ * instead of spinning on it.
+ */
 static void
-note_held(Ip2smsRequest *r)
+note_held(Ip2smsRequest *r, TimestampTz now)
 {
+	r->retry_record_at = TimestampTzPlusMilliseconds(now, HELD_RETRY_MS);
 	if (r->held_logged)
 		return;
 	r->held_logged = true;
@@ -452,80 +460,146 @@ note_held(Ip2smsRequest *r)
 }
 
 /*
- * Locks, without waiting, the alarms of the finished requests and then
- * their rows (the order acks and the escalation use). Returns the requests
- * whose row and alarm are both locked now, in the current context; the
- * others stay in the list for a later exchange.
+ * A result whose sms_log row was deleted (DELETE, TRUNCATE) while its
+ * request was on the wire has nowhere to go: said loudly, then dropped.
+ */
+static void
+note_vanished(Ip2smsRequest *r)
+{
+	ereport(WARNING,
+			(errmsg("smsdispatch: sms_log row %lld was deleted while its IP2SMS %s was in flight; its result is dropped",
+					(long long) r->id, r->kind == IP2SMS_SEND ? "send" : "status request"),
+			 r->outcome == IP2SMS_ANSWERED ?
+			 errdetail("The gateway answered \"%s\", id \"%s\".", r->answer.state, r->answer.id) :
+			 errdetail("The request ended without an answer: %s.",
+					   r->detail[0] ? r->detail : "the worker stopped")));
+}
+
+/* The sms_log id of a request, or its alarm's id. */
+static inline int64
+request_key(Ip2smsRequest *r, bool of_alarm)
+{
+	return of_alarm ? r->message_id : r->id;
+}
+
+/* The keys of the requests in reqs, as an int8[]. */
+static Datum
+key_array(List *reqs, bool of_alarm)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * list_length(reqs));
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, reqs)
+		ids[n++] = Int64GetDatum(request_key(lfirst(lc), of_alarm));
+	return PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * Locks without waiting the rows (alarms when of_alarm) of the requests in
+ * reqs with lock_sql, and returns those it locked. Of the others, those
+ * whose row exist_sql still finds are held by another session (noted);
+ * those whose row is gone are added to *vanished.
  */
 static List *
-lock_finished(dlist_head *finished)
+lock_keys(List *reqs, bool of_alarm, TimestampTz now,
+		  SPIPlanPtr *lock_plan, const char *lock_sql,
+		  SPIPlanPtr *exist_plan, const char *exist_sql, List **vanished)
 {
-	static SPIPlanPtr alarm_plan = NULL;
-	static SPIPlanPtr row_plan = NULL;
-	List	   *ready = NIL;
-	List	   *candidates = NIL;
-	Datum	   *ids;
-	int			n = 0;
-	int			nalarms = 0;
-	dlist_iter	it;
-	ListCell   *lc;
 	Oid			types[1] = {INT8ARRAYOID};
 	Datum		values[1];
+	List	   *locked = NIL;
+	List	   *unlocked = NIL;
+	ListCell   *lc;
 
-	dlist_foreach(it, finished)
-		n++;
-	if (n == 0)
-		return NIL;
-	ids = palloc(sizeof(Datum) * n);
-
-	dlist_foreach(it, finished)
-	{
-		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
-
-		if (r->message_id != 0)
-			ids[nalarms++] = Int64GetDatum(r->message_id);
-	}
-	if (nalarms > 0)
-	{
-		values[0] = PointerGetDatum(construct_array(ids, nalarms, INT8OID, sizeof(int64),
-													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		exec_saved(&alarm_plan,
-				   "SELECT m.id FROM smsdispatch.message m"
-				   " WHERE m.id = ANY ($1)"
-				   " ORDER BY m.id FOR NO KEY UPDATE SKIP LOCKED",
-				   1, types, values, SPI_OK_SELECT);
-	}
-	n = 0;
-	dlist_foreach(it, finished)
-	{
-		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
-
-		if (r->message_id != 0 && !in_result(r->message_id))
-			note_held(r);
-		else
-		{
-			candidates = lappend(candidates, r);
-			ids[n++] = Int64GetDatum(r->id);
-		}
-	}
-	if (n == 0)
-		return NIL;
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	exec_saved(&row_plan,
-			   "SELECT l.id FROM verification.sms_log l"
-			   " WHERE l.id = ANY ($1)"
-			   " FOR UPDATE SKIP LOCKED",
-			   1, types, values, SPI_OK_SELECT);
-	foreach(lc, candidates)
+	values[0] = key_array(reqs, of_alarm);
+	exec_saved(lock_plan, lock_sql, 1, types, values, SPI_OK_SELECT);
+	foreach(lc, reqs)
 	{
 		Ip2smsRequest *r = lfirst(lc);
 
-		if (in_result(r->id))
-			ready = lappend(ready, r);
+		if (in_result(request_key(r, of_alarm)))
+			locked = lappend(locked, r);
 		else
-			note_held(r);
+			unlocked = lappend(unlocked, r);
 	}
+	if (unlocked == NIL)
+		return locked;
+	values[0] = key_array(unlocked, of_alarm);
+	exec_saved(exist_plan, exist_sql, 1, types, values, SPI_OK_SELECT);
+	foreach(lc, unlocked)
+	{
+		Ip2smsRequest *r = lfirst(lc);
+
+		if (in_result(request_key(r, of_alarm)))
+			note_held(r, now);
+		else
+			*vanished = lappend(*vanished, r);
+	}
+	return locked;
+}
+
+/*
+ * Locks, without waiting, the alarms of the finished requests due to be
+ * recorded and then their rows (the order acks and the escalation use).
+ * Returns the requests whose row and alarm are both locked now, in the
+ * current context; those another session holds stay in the list for a
+ * later exchange. A deleted alarm leaves its SMS a plain one; a request
+ * whose row was deleted is added to *dropped, logged.
+ */
+static List *
+lock_finished(dlist_head *finished, List **dropped)
+{
+	static SPIPlanPtr alarm_lock_plan = NULL;
+	static SPIPlanPtr alarm_exist_plan = NULL;
+	static SPIPlanPtr row_lock_plan = NULL;
+	static SPIPlanPtr row_exist_plan = NULL;
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *plain = NIL;
+	List	   *alarmed = NIL;
+	List	   *alarm_gone = NIL;
+	List	   *ready;
+	dlist_iter	it;
+	ListCell   *lc;
+
+	dlist_foreach(it, finished)
+	{
+		Ip2smsRequest *r = dlist_container(Ip2smsRequest, node, it.cur);
+
+		if (r->retry_record_at > now)
+			continue;
+		if (r->message_id != 0)
+			alarmed = lappend(alarmed, r);
+		else
+			plain = lappend(plain, r);
+	}
+	if (alarmed != NIL)
+	{
+		alarmed = lock_keys(alarmed, true, now,
+							&alarm_lock_plan,
+							"SELECT m.id FROM smsdispatch.message m"
+							" WHERE m.id = ANY ($1)"
+							" ORDER BY m.id FOR NO KEY UPDATE SKIP LOCKED",
+							&alarm_exist_plan,
+							"SELECT m.id FROM smsdispatch.message m WHERE m.id = ANY ($1)",
+							&alarm_gone);
+		foreach(lc, alarm_gone)
+			((Ip2smsRequest *) lfirst(lc))->message_id = 0;
+		plain = list_concat(list_concat(plain, alarmed), alarm_gone);
+	}
+	if (plain == NIL)
+		return NIL;
+	ready = lock_keys(plain, false, now,
+					  &row_lock_plan,
+					  "SELECT l.id FROM verification.sms_log l"
+					  " WHERE l.id = ANY ($1)"
+					  " FOR UPDATE SKIP LOCKED",
+					  &row_exist_plan,
+					  "SELECT l.id FROM verification.sms_log l WHERE l.id = ANY ($1)",
+					  dropped);
+	foreach(lc, *dropped)
+		note_vanished(lfirst(lc));
 	return ready;
 }
 
@@ -659,10 +733,11 @@ static void
 exchange_work(Ip2smsExchange *x, List **recorded)
 {
 	List	   *ready;
+	List	   *dropped = NIL;
 
 	if (!recovered)
 		recover_sending();
-	ready = lock_finished(x->finished);
+	ready = lock_finished(x->finished, &dropped);
 	if (ready != NIL)
 		x->alarms_changed = write_results(ready, &x->requeued);
 	if (x->terminate_polls)
@@ -676,7 +751,8 @@ exchange_work(Ip2smsExchange *x, List **recorded)
 	if (x->want_sends > 0 || x->want_polls > 0 || x->requeued)
 		next_due(x, x->nsends < x->want_sends || x->requeued,
 				 x->nclaimed - x->nsends < x->want_polls);
-	*recorded = ready;
+	/* a dropped result leaves the list like a recorded one */
+	*recorded = list_concat(ready, dropped);
 }
 
 /*
