@@ -11,6 +11,11 @@
 #   alarms     with 100,000 text SMS draining, 100 alarms queued one by one:
 #              COMMIT to submitted, median and p99
 #   memory     the worker's RSS after 20,000 and after 200,000 SMS
+#   CPU        per message, from /proc and getrusage: the worker's per SMS
+#              sent, the load generator's and nginx's per request. A
+#              process that spends c per SMS sends at most 1/c a second,
+#              so against a CPU-bound load generator a ratio of 0.40 needs
+#              every process of the worker at no more than 2.5 times its c.
 # Each timed part runs REPS times (default 3); medians and ratios are printed.
 # Usage: PG_CONFIG=... test/bench/ip2sms.sh [REPS]
 set -eu
@@ -38,6 +43,19 @@ cleanup() {
 trap cleanup EXIT HUP INT PIPE TERM
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# CPU clock ticks (user + system) a process has used; the fields after
+# the command name, which may hold blanks
+hz=$(getconf CLK_TCK)
+ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# ticks of nginx: its master and the master's children
+nginx_ticks() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v m="$(cat "$work/nginx.pid")" '
+		{pid = $1; sub(/^.*\) /, ""); if (pid == m || $2 == m) t += $12 + $13}
+		END {print t + 0}'
+}
+# microseconds per message of the ticks from $1 to $2 over $n messages
+per_message() { echo "$1 $2" | awk -v hz="$hz" -v n="$n" '{printf "%.1f\n", ($2 - $1) * 1e6 / hz / n}'; }
 
 bench_nginx_start "$work"
 send_url=$BENCH_SEND_URL
@@ -78,9 +96,13 @@ wait_idle() {
 	q -c "SELECT extract(epoch FROM max(updated_at)) FROM verification.sms_log"
 }
 
-# one drain of $n queued SMS; prints SMS/s
+# one drain of $n queued SMS; prints SMS/s, then the worker's and nginx's
+# CPU per SMS in microseconds
 drain_send() {
 	q -c "TRUNCATE verification.sms_log"
+	worker=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'")
+	w0=$(ticks "$worker")
+	x0=$(nginx_ticks)
 	t0=$(q -c "INSERT INTO verification.sms_log (phone_number, body, channel)
 		SELECT '+38050' || lpad(g::text, 7, '0'), 'Benchmark message ' || g, 'ip2sms'
 		  FROM generate_series(1, $n) AS g" -c "SELECT extract(epoch FROM clock_timestamp())")
@@ -88,7 +110,8 @@ drain_send() {
 	ok=$(q -c "SELECT count(*) FROM verification.sms_log
 		WHERE send_state = 'submitted' AND gateway_id IS NOT NULL")
 	[ "$ok" = "$n" ] || { echo "only $ok of $n SMS submitted" >&2; exit 1; }
-	echo "$n $t0 $t1" | awk '{printf "%.0f\n", $1 / ($3 - $2)}'
+	echo "$n $t0 $t1 $(per_message "$w0" "$(ticks "$worker")") $(per_message "$x0" "$(nginx_ticks)")" |
+		awk '{printf "%.0f %s %s\n", $1 / ($3 - $2), $4, $5}'
 }
 
 # one round of $n status polls; prints polls/s
@@ -131,17 +154,23 @@ worker_mem() {
 echo "IP2SMS benchmark: $n messages, $conc connections, $reps repetitions, nginx at $send_url"
 cc -O2 -o "$work/loadgen" "$top/test/bench/loadgen.c" -lcurl
 body='<message><service id="single" source="Bench"/><to>380500000001</to><body content-type="text/plain">Benchmark message 1</body></message>'
-ref=""; send=""; poll=""
+ref=""; send=""; poll=""; cpu_worker=""; cpu_loadgen=""; core_loadgen=""; nginx_worker=""; nginx_loadgen=""
 for i in $(seq "$reps"); do
-	ref="$ref $("$work/loadgen" "$send_url" "$body" "$n" "$conc")"
-	send="$send $(drain_send)"
+	x0=$(nginx_ticks)
+	set -- $("$work/loadgen" "$send_url" "$body" "$n" "$conc")
+	ref="$ref $1"; cpu_loadgen="$cpu_loadgen $2"; core_loadgen="$core_loadgen $3"
+	nginx_loadgen="$nginx_loadgen $(per_message "$x0" "$(nginx_ticks)")"
+	set -- $(drain_send)
+	send="$send $1"; cpu_worker="$cpu_worker $2"; nginx_worker="$nginx_worker $3"
 	poll="$poll $(drain_poll)"
 done
-ref_med=$(echo $ref | tr ' ' '\n' | median)
-send_med=$(echo $send | tr ' ' '\n' | median)
-poll_med=$(echo $poll | tr ' ' '\n' | median)
+med() { echo $1 | tr ' ' '\n' | median; }
+ref_med=$(med "$ref")
+send_med=$(med "$send")
+poll_med=$(med "$poll")
 echo "reference HTTP load generator: runs $ref req/s, median $ref_med req/s"
 echo "send end to end:  runs $send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 10000 SMS/s and >= 0.40)"
+echo "CPU per message (medians): worker $(med "$cpu_worker") us per SMS (runs$cpu_worker), load generator $(med "$cpu_loadgen") us per request at $(med "$core_loadgen") of a core; worker / load generator $(echo "$(med "$cpu_worker") $(med "$cpu_loadgen")" | awk '{printf "%.1f", $1/$2}')x (0.40 needs <= 2.5x in each process); nginx $(med "$nginx_worker") us per request behind the worker, $(med "$nginx_loadgen") behind the load generator"
 echo "status polling:   runs $poll polls/s, median $poll_med polls/s, ratio to reference $(echo "$poll_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 10000 polls/s)"
 q -c "SELECT sms_list_create('bench'); SELECT sms_list_add('bench', '+380501110001', 1, '1 h')" >/dev/null
 set -- $(alarm_latency)
