@@ -44,16 +44,17 @@ trap cleanup EXIT HUP INT PIPE TERM
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# CPU clock ticks (user + system) a process has used; the fields after
-# the command name, which may hold blanks
+# CPU clock ticks (user + system) process $1 has used, with its children
+# when $2 is "children"; a stat line's fields count after the command
+# name, which may hold blanks
 hz=$(getconf CLK_TCK)
-ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
-# ticks of nginx: its master and the master's children
-nginx_ticks() {
-	cat /proc/[0-9]*/stat 2>/dev/null | awk -v m="$(cat "$work/nginx.pid")" '
-		{pid = $1; sub(/^.*\) /, ""); if (pid == m || $2 == m) t += $12 + $13}
+ticks() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" -v kids="${2:-}" '
+		{pid = $1; sub(/^.*\) /, ""); if (pid == p || (kids == "children" && $2 == p)) t += $12 + $13}
 		END {print t + 0}'
 }
+# ticks of nginx: its master and its worker
+nginx_ticks() { ticks "$(cat "$work/nginx.pid")" children; }
 # microseconds per message of the ticks from $1 to $2 over $n messages
 per_message() { echo "$1 $2" | awk -v hz="$hz" -v n="$n" '{printf "%.1f\n", ($2 - $1) * 1e6 / hz / n}'; }
 

@@ -93,7 +93,11 @@ main(int argc, char **argv)
 			curl_multi_poll(multi, NULL, 0, 1000, NULL);
 	}
 	elapsed = now_s() - t0;
-	getrusage(RUSAGE_SELF, &ru);
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+	{
+		perror("loadgen: getrusage");
+		return 1;
+	}
 	cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
 		ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 	printf("%.0f %.1f %.2f\n", n / elapsed, cpu * 1e6 / n, cpu / elapsed);
