@@ -83,6 +83,12 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 -- open. With smsdispatch.failover_verification on, queued verification and
 -- 2FA SMS fail over too. next_check: when the next SMS waiting for its
 -- failover_after is due.
+-- The worker keeps these plans until something invalidates them, so they
+-- must not depend on how big the log was when they were made: a log that
+-- was tiny then may hold a backlog of 100,000 now, and a scan of it for
+-- each waiting recipient made every pass take seconds (test/t/043). So
+-- each recipient's SMS is looked up by its key: the LATERAL subquery keeps
+-- the recipients first, whatever the log's size.
 CREATE FUNCTION smsdispatch.failover(batch int DEFAULT 1000,
 	OUT checked int, OUT failed_over int, OUT retried int, OUT undeliverable int,
 	OUT next_check timestamptz)
@@ -135,7 +141,8 @@ BEGIN
 		  FROM smsdispatch.message_recipient r
 		  JOIN smsdispatch.message m
 			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
-		  JOIN verification.sms_log l ON l.id = r.sms_log_id
+		 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
+							  WHERE s.id = r.sms_log_id OFFSET 0) l
 		  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
 			ON h.channel = l.channel::text
 		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
@@ -215,7 +222,8 @@ BEGIN
 	  FROM smsdispatch.message_recipient r
 	  JOIN smsdispatch.message m
 		ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
-	  JOIN verification.sms_log l ON l.id = r.sms_log_id
+	 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
+						  WHERE s.id = r.sms_log_id OFFSET 0) l
 	  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
 		ON h.channel = l.channel::text
 	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text

@@ -10,12 +10,21 @@
 #              not applied)
 #   alarms     with 100,000 text SMS draining, 100 alarms queued one by one:
 #              COMMIT to submitted, median and p99
+#   counters   the worker's transport errors and its requests slower than
+#              100 ms over the run (smsdispatch.stats()), which would
+#              explain an outlier
 #   memory     the worker's RSS after 20,000 and after 200,000 SMS
 #   CPU        per message, from /proc and getrusage: the worker's per SMS
 #              sent, the load generator's and nginx's per request. A
 #              process that spends c per SMS sends at most 1/c a second,
 #              so against a CPU-bound load generator a ratio of 0.40 needs
 #              every process of the worker at no more than 2.5 times its c.
+#              And the machine's cores, shared by the worker and nginx, send
+#              at most cores / (worker's c + nginx's c) a second, however
+#              the worker's work were split: the ceiling line, against the
+#              same reference, is the best ratio the present work per SMS
+#              allows here (an upper bound: the server's other processes
+#              and other load on the machine are not counted).
 # Each timed part runs REPS times (default 3); medians and ratios are printed.
 # Usage: PG_CONFIG=... test/bench/ip2sms.sh [REPS]
 set -eu
@@ -172,10 +181,25 @@ poll_med=$(med "$poll")
 echo "reference HTTP load generator: runs $ref req/s, median $ref_med req/s"
 echo "send end to end:  runs $send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 10000 SMS/s and >= 0.40)"
 echo "CPU per message (medians): worker $(med "$cpu_worker") us per SMS (runs$cpu_worker), load generator $(med "$cpu_loadgen") us per request at $(med "$core_loadgen") of a core; worker / load generator $(echo "$(med "$cpu_worker") $(med "$cpu_loadgen")" | awk '{printf "%.1f", $1/$2}')x (0.40 needs <= 2.5x in each process); nginx $(med "$nginx_worker") us per request behind the worker, $(med "$nginx_loadgen") behind the load generator"
+# the reference stands for what the machine can do only when the load
+# generator had a core to itself
+echo "$(med "$core_loadgen")" | awk '$1 < 0.9 {printf "warning: the load generator ran at %.2f of a core, so other load held the reference back: the ratios of this run overstate\n", $1}'
+cores=$(nproc)
+echo "$cores $(med "$cpu_worker") $(med "$nginx_worker") $ref_med" | awk '{
+	rate = $1 * 1e6 / ($2 + $3)
+	printf "ceiling on the %d cores here: %d / (worker %.1f + nginx %.1f us per SMS) = %.0f SMS/s, ratio %.2f to the reference (0.40 needs the work per SMS at most %.1f us)\n", $1, $1, $2, $3, rate, rate / $4, $1 * 1e6 / (0.40 * $4)
+}'
 echo "status polling:   runs $poll polls/s, median $poll_med polls/s, ratio to reference $(echo "$poll_med $ref_med" | awk '{printf "%.2f", $1/$2}') (goal >= 10000 polls/s)"
 q -c "SELECT sms_list_create('bench'); SELECT sms_list_add('bench', '+380501110001', 1, '1 h')" >/dev/null
 set -- $(alarm_latency)
 echo "alarms behind a draining 100,000 text backlog: COMMIT to submitted median $1 ms, p99 $2 ms ($3 text SMS still queued when the last alarm was queued; goal p99 <= 100 ms)"
+# what disturbed the run, from the worker's counters: transport errors, and
+# requests that took more than 100 ms (nginx answers at once)
+echo "worker counters over the run: $(q -c "SELECT coalesce(string_agg(name || ' ' || value, ', ' ORDER BY name),
+		'no transport error, no retry, no request over 100 ms')
+	FROM smsdispatch.stats()
+	WHERE value > 0 AND (name LIKE 'errors%' OR name = 'retries'
+		OR name IN ('latency_le_500ms', 'latency_le_1s', 'latency_le_5s', 'latency_gt_5s'))")"
 
 # memory: a fresh worker, then 20,000 and 200,000 SMS through it
 "$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w restart >/dev/null
