@@ -31,8 +31,8 @@ $node->safe_psql('postgres', q{
 # tiny. plan_cache_mode makes those plans the generic ones at once, as
 # they become after five uses when a custom plan is no cheaper.
 my $first = $node->safe_psql('postgres', "SELECT sms_enqueue('first alarm', 'duty')");
-$node->poll_query_until('postgres', q{SELECT bool_and(send_state = 'submitted')
-	FROM verification.sms_log WHERE message_id IS NOT NULL});
+ok($node->poll_query_until('postgres', q{SELECT bool_and(send_state = 'submitted')
+	FROM verification.sms_log WHERE message_id IS NOT NULL}), 'the first alarm was submitted');
 $node->safe_psql('postgres', 'ANALYZE smsdispatch.message, smsdispatch.message_recipient');
 sleep 1;
 $node->safe_psql('postgres', "SELECT sms_cancel('$first')");
@@ -55,7 +55,7 @@ my $scans = $node->safe_psql('postgres', $seq_scans) - $scans0;
 cmp_ok($scans, '<=', 2, "the worker scanned the log $scans times in 3 s of draining the backlog");
 
 # then 30 alarms, one transaction each, as fast as they come
-my @numbers = map { $node->safe_psql('postgres', "SELECT sms_enqueue('boiler pressure $_', 'duty')") } 1 .. 30;
+$node->safe_psql('postgres', "SELECT sms_enqueue('boiler pressure $_', 'duty')") for 1 .. 30;
 ok($node->poll_query_until('postgres', q{SELECT bool_and(send_state = 'submitted')
 	FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.message_id
 	WHERE m.state = 'open'}), 'the 30 alarms were submitted');
