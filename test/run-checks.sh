@@ -30,6 +30,28 @@ record() {
 	if [ "$1" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "suite failed: $2"; fi
 }
 
+# After a failed prove: each failing test file with prove's reason and, from
+# its log, every failed assertion with the diagnostics below it (or, when it
+# died first, the log's last lines), so that the end of a long output still
+# says what broke.
+tap_failures() {
+	sed -n '/^Test Summary Report/,/^Files=/p' "$out/tap/prove.out" |
+		sed -n 's|^\(test/t/[^ ]*\.pl\) .*|\1|p' |
+		while read -r file; do
+			name=$(basename "$file" .pl)
+			echo "TAP failed: $file"
+			log=$out/tap/tmp_check/log/regress_log_$name
+			# 16 and later put a time stamp before each line
+			failed_assertion='^(\[[0-9:.]*\]\([0-9.]*s\) )?not ok'
+			if grep -Eq "$failed_assertion" "$log" 2>/dev/null; then
+				grep -E -A 12 "$failed_assertion" "$log" | head -n 60
+			else
+				# it died before an assertion failed: its last words
+				tail -n 20 "$log" 2>/dev/null
+			fi
+		done
+}
+
 regress_tests=$(ls sql/*.sql 2>/dev/null | sed 's|sql/||; s|\.sql$||')
 if [ -n "$regress_tests" ]; then
 	echo "== pg_regress"
@@ -60,11 +82,16 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	mkdir -p "$out/tap"
 	# 15 derives its directories from TESTDIR, 16 and later read
 	# TESTDATADIR and TESTLOGDIR: the same layout on every major
-	TESTDIR="$out/tap" TESTDATADIR="$out/tap/tmp_check" \
-		TESTLOGDIR="$out/tap/tmp_check/log" \
-		PG_REGRESS="$pgxs/test/regress/pg_regress" \
-		prove -I "$pgxs/test/perl" -I test/perl test/t/*.pl
-	record $? TAP
+	{
+		TESTDIR="$out/tap" TESTDATADIR="$out/tap/tmp_check" \
+			TESTLOGDIR="$out/tap/tmp_check/log" \
+			PG_REGRESS="$pgxs/test/regress/pg_regress" \
+			prove -I "$pgxs/test/perl" -I test/perl test/t/*.pl 2>&1
+		echo $? >"$out/tap/prove.rc"
+	} | tee "$out/tap/prove.out"
+	rc=$(cat "$out/tap/prove.rc")
+	record $rc TAP
+	[ $rc = 0 ] || tap_failures
 fi
 
 if [ -x test/pgxn/run.sh ]; then
