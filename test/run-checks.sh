@@ -36,10 +36,10 @@ record() {
 # says what broke.
 tap_failures() {
 	sed -n '/^Test Summary Report/,/^Files=/p' "$out/tap/prove.out" |
-		sed -n 's|^\(test/t/[^ ]*\.pl\) .*|\1|p' |
-		while read -r file; do
+		grep '^test/t/' |
+		while read -r file reason; do
 			name=$(basename "$file" .pl)
-			echo "TAP failed: $file"
+			echo "TAP failed: $file $reason"
 			log=$out/tap/tmp_check/log/regress_log_$name
 			# 16 and later put a time stamp before each line
 			failed_assertion='^(\[[0-9:.]*\]\([0-9.]*s\) )?not ok'
