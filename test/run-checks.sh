@@ -35,14 +35,14 @@ record() {
 # died first, the log's last lines), so that the end of a long output still
 # says what broke.
 tap_failures() {
+	# 16 and later put a time stamp before each line
+	failed_assertion='^(\[[0-9:.]*\]\([0-9.]*s\) )?not ok'
 	sed -n '/^Test Summary Report/,/^Files=/p' "$out/tap/prove.out" |
 		grep '^test/t/' |
 		while read -r file reason; do
 			name=$(basename "$file" .pl)
 			echo "TAP failed: $file $reason"
 			log=$out/tap/tmp_check/log/regress_log_$name
-			# 16 and later put a time stamp before each line
-			failed_assertion='^(\[[0-9:.]*\]\([0-9.]*s\) )?not ok'
 			if grep -Eq "$failed_assertion" "$log" 2>/dev/null; then
 				grep -E -A 12 "$failed_assertion" "$log" | head -n 60
 			else
@@ -90,8 +90,8 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 		echo $? >"$out/tap/prove.rc"
 	} | tee "$out/tap/prove.out"
 	rc=$(cat "$out/tap/prove.rc")
-	record $rc TAP
-	[ $rc = 0 ] || tap_failures
+	record "$rc" TAP
+	[ "$rc" = 0 ] || tap_failures
 fi
 
 if [ -x test/pgxn/run.sh ]; then
