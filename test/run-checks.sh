@@ -5,6 +5,10 @@
 #
 # Prints each runner's own summary and, last, "N passed, N failed" counting
 # the suites.
+#
+# A maintainer runs a part of it by naming the suite and, for regress and
+# tap, its tests:  test/run-checks.sh tap test/t/012_upgrade.pl
+#                  test/run-checks.sh regress 09_security
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 out=${SMSDISPATCH_TEST_DIR:-$top/tmp_check}
@@ -23,6 +27,12 @@ pgxs=$($PG_CONFIG --pkglibdir)/pgxs/src
 export PATH="$bindir:$PATH"
 mkdir -p "$out/tap"
 cd "$top"
+
+only=${1:-}
+[ $# -gt 0 ] && shift
+selected() {
+	[ -z "$only" ] || [ "$only" = "$1" ]
+}
 
 passed=0
 failed=0
@@ -53,7 +63,8 @@ tap_failures() {
 }
 
 regress_tests=$(ls sql/*.sql 2>/dev/null | sed 's|sql/||; s|\.sql$||')
-if [ -n "$regress_tests" ]; then
+[ "$only" = regress ] && [ $# -gt 0 ] && regress_tests="$*"
+if selected regress && [ -n "$regress_tests" ]; then
 	echo "== pg_regress"
 	"$pgxs/test/regress/pg_regress" --inputdir=. --outputdir="$out/regress" \
 		--bindir="$bindir" --temp-instance="$out/regress/instance" \
@@ -65,7 +76,7 @@ if [ -n "$regress_tests" ]; then
 fi
 
 iso_tests=$(ls test/isolation/specs/*.spec 2>/dev/null | sed 's|.*/||; s|\.spec$||')
-if [ -n "$iso_tests" ]; then
+if selected isolation && [ -n "$iso_tests" ]; then
 	echo "== isolation"
 	"$pgxs/test/isolation/pg_isolation_regress" --inputdir=test/isolation \
 		--outputdir="$out/isolation" --bindir="$bindir" \
@@ -76,7 +87,9 @@ if [ -n "$iso_tests" ]; then
 	record $rc isolation
 fi
 
-if ls test/t/*.pl >/dev/null 2>&1; then
+tap_tests=$(ls test/t/*.pl 2>/dev/null)
+[ "$only" = tap ] && [ $# -gt 0 ] && tap_tests="$*"
+if selected tap && [ -n "$tap_tests" ]; then
 	echo "== TAP"
 	rm -rf "$out/tap"
 	mkdir -p "$out/tap"
@@ -86,7 +99,7 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 		TESTDIR="$out/tap" TESTDATADIR="$out/tap/tmp_check" \
 			TESTLOGDIR="$out/tap/tmp_check/log" \
 			PG_REGRESS="$pgxs/test/regress/pg_regress" \
-			prove -I "$pgxs/test/perl" -I test/perl test/t/*.pl 2>&1
+			prove -I "$pgxs/test/perl" -I test/perl $tap_tests 2>&1
 		echo $? >"$out/tap/prove.rc"
 	} | tee "$out/tap/prove.out"
 	rc=$(cat "$out/tap/prove.rc")
@@ -94,13 +107,13 @@ if ls test/t/*.pl >/dev/null 2>&1; then
 	[ "$rc" = 0 ] || tap_failures
 fi
 
-if [ -x test/pgxn/run.sh ]; then
+if selected pgxn && [ -x test/pgxn/run.sh ]; then
 	echo "== PGXN META.json"
 	test/pgxn/run.sh
 	record $? pgxn
 fi
 
-if [ -x test/fuzz/run-smoke.sh ]; then
+if selected fuzz && [ -x test/fuzz/run-smoke.sh ]; then
 	echo "== fuzz smoke"
 	test/fuzz/run-smoke.sh "$out/fuzz"
 	record $? fuzz

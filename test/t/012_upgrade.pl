@@ -1,9 +1,10 @@
 # ALTER EXTENSION smsdispatch UPDATE moves a database made by release 1.0
 # (its script exactly as released, src/sql/released/) to the current version
-# with its data intact, the worker carries on with what 1.0 left open, and
-# the upgraded schema equals a fresh install of the current version, object
-# for object, so that an upgrade script that leaves out a change the fresh
-# install has fails here.
+# with its data intact, through every upgrade script of the chain, the
+# worker carries on with what 1.0 left open, and the upgraded schema equals
+# a fresh install of the current version, object for object; so does a
+# database made by release 1.1's own script and updated. An upgrade script
+# that leaves out a change the fresh install has fails here.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -123,6 +124,11 @@ is($node->safe_psql('postgres', "SELECT sms_enqueue('After the update', 'dba')")
 # keeps the objects); the dump then has every object with its privileges.
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION smsdispatch');
+$node->safe_psql('postgres', 'CREATE DATABASE from_1_1');
+$node->safe_psql('from_1_1', "CREATE EXTENSION smsdispatch VERSION '1.1'");
+$node->safe_psql('from_1_1', 'ALTER EXTENSION smsdispatch UPDATE');
+is($node->safe_psql('from_1_1', "SELECT extversion FROM pg_extension WHERE extname = 'smsdispatch'"),
+	$current, "release 1.1's script, updated, is at $current");
 
 my $members = "SELECT string_agg(pg_describe_object(classid, objid, objsubid), E'\\n'
 		ORDER BY pg_describe_object(classid, objid, objsubid))
@@ -155,7 +161,7 @@ my $detach = q{DO $$
 	$$};
 
 my %schema;
-foreach my $db ('postgres', 'fresh')
+foreach my $db ('postgres', 'from_1_1', 'fresh')
 {
 	$schema{$db}{members} = $node->safe_psql($db, $members);
 	$schema{$db}{config} = $node->safe_psql($db, $config);
@@ -178,12 +184,18 @@ is($schema{postgres}{members}, $schema{fresh}{members},
 	'the upgraded extension has the members of a fresh install');
 is($schema{postgres}{config}, $schema{fresh}{config},
 	'the upgraded extension dumps the data of the same configuration tables');
-# (ok, not is: the message shows the difference, not both dumps whole)
-if (!ok($schema{postgres}{dump} eq $schema{fresh}{dump},
-	'pg_dump --schema-only of the upgraded database equals that of a fresh install'))
+is($schema{from_1_1}{members}, $schema{fresh}{members},
+	'1.1 updated has the members of a fresh install');
+is($schema{from_1_1}{config}, $schema{fresh}{config},
+	'1.1 updated dumps the data of the same configuration tables');
+foreach my $db ('postgres', 'from_1_1')
 {
-	my ($out, $err) = run_command([ 'diff', '-u', $schema{fresh}{file}, $schema{postgres}{file} ]);
-	diag("fresh install -> upgraded:\n$out");
+	my $from = $db eq 'postgres' ? '1.0' : '1.1';
+	# (ok, not is: the message shows the difference, not both dumps whole)
+	next if ok($schema{$db}{dump} eq $schema{fresh}{dump},
+		"pg_dump --schema-only of $from updated equals that of a fresh install");
+	my ($out, $err) = run_command([ 'diff', '-u', $schema{fresh}{file}, $schema{$db}{file} ]);
+	diag("fresh install -> $from updated:\n$out");
 }
 
 $node->stop;
