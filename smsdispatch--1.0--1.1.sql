@@ -505,116 +505,6 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION sms_receive(sender text, body text)
-RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	token text;
-	msg_id bigint;
-	recipient_id bigint;
-	outcome text := 'no_number';
-	first_token text;
-	first_msg bigint;
-BEGIN
-	IF sender IS NULL OR body IS NULL THEN
-		RAISE EXCEPTION 'sender and body of a received SMS must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF octet_length(body) > smsdispatch.max_inbound_length() THEN
-		RAISE EXCEPTION 'body of a received SMS from "%" is % bytes, longer than smsdispatch.max_inbound_length (% bytes)',
-			left(sender, 32), octet_length(body), smsdispatch.max_inbound_length()
-			USING ERRCODE = 'program_limit_exceeded',
-				  HINT = 'A real SMS, even of 255 parts, is far shorter; raise the setting if your application passes longer texts.';
-	END IF;
-	-- every standalone four-digit token, in order; the first that names an
-	-- alarm this sender was sent decides
-	FOR token IN
-		SELECT t[1] FROM regexp_matches(body, '(?:^|[^0-9])([0-9]{4})(?=[^0-9]|$)', 'g') AS t
-	LOOP
-		first_token := coalesce(first_token, token);
-		msg_id := smsdispatch.find_alarm(token);
-		-- a cancelled alarm's number answers as if unknown, to anyone
-		IF msg_id IS NULL OR EXISTS (SELECT 1 FROM smsdispatch.message m
-									 WHERE m.id = msg_id AND m.state = 'cancelled') THEN
-			CONTINUE;
-		END IF;
-		first_msg := coalesce(first_msg, msg_id);
-		recipient_id := smsdispatch.match_recipient(msg_id, sender);
-		IF recipient_id IS NOT NULL THEN
-			outcome := smsdispatch.record_ack(msg_id, recipient_id);
-			IF outcome = 'cancelled' THEN
-				outcome := 'unknown_number';
-			END IF;
-			INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
-				VALUES (sender, body, outcome, token, msg_id);
-			RETURN outcome;
-		END IF;
-	END LOOP;
-	IF first_msg IS NOT NULL THEN
-		outcome := 'not_recipient';
-	ELSIF first_token IS NOT NULL THEN
-		outcome := 'unknown_number';
-	END IF;
-	INSERT INTO smsdispatch.inbox (sender, body, outcome, number, message_id)
-		VALUES (sender, body, outcome, first_token, first_msg);
-	RETURN outcome;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
-	reference int, status text, changed_at timestamptz DEFAULT now())
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	e164 text;
-	found_id bigint;
-BEGIN
-	PERFORM smsdispatch.modem_check_name(modem);
-	IF status IS NULL OR status NOT IN ('Delivered', 'Enroute', 'Undeliverable', 'Expired',
-										'Deleted', 'Rejected', 'Unknown') THEN
-		RAISE EXCEPTION 'unknown status report word "%"', status
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Words are Delivered, Enroute, Undeliverable, Expired, Deleted, Rejected and Unknown.';
-	END IF;
-	e164 := smsdispatch.try_normalize_phone(phone);
-	SELECT l.id INTO found_id FROM verification.sms_log l
-	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
-	   AND l.channel = 'modem' AND l.claimed_by = modem
-	   AND l.send_state IN ('submitted', 'unknown')
-	   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
-	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
-	 LIMIT 1
-	 FOR UPDATE;
-	-- a number in another format than we sent to
-	IF found_id IS NULL THEN
-		SELECT l.id INTO found_id FROM verification.sms_log l
-		 WHERE smsdispatch.same_subscriber(modem_status_report.phone, l.phone_number)
-		   AND l.inserted_at > now() - interval '7 days'
-		   AND l.channel = 'modem' AND l.claimed_by = modem
-		   AND l.send_state IN ('submitted', 'unknown')
-		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
-		 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
-		 LIMIT 1
-		 FOR UPDATE;
-	END IF;
-	IF found_id IS NULL THEN
-		RETURN NULL;
-	END IF;
-	UPDATE verification.sms_log l
-	   SET gateway_status = status, status_changed_at = coalesce(changed_at, now()),
-		   updated_at = now()
-	 WHERE l.id = found_id
-	   AND l.gateway_status IS DISTINCT FROM status
-	   AND coalesce(l.gateway_status, '') NOT IN ('Undeliverable', 'Expired', 'Deleted', 'Rejected')
-	   AND NOT (status = 'Enroute' AND l.gateway_status = 'Delivered');
-	RETURN found_id;
-END;
-$$;
-
 CREATE OR REPLACE FUNCTION smsdispatch.ip2sms_poll_delay(elapsed interval, base interval)
 RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -626,141 +516,6 @@ BEGIN ATOMIC
 		WHEN elapsed < base * 22 THEN 12
 		ELSE 30 END;
 END;
-
-CREATE OR REPLACE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	days text[];
-	daily float8[];
-	delivery_buckets constant text[] := ARRAY['< 10 s', '10-30 s', '30-60 s', '1-2 min',
-		'2-5 min', '5-15 min', '15-60 min', '>= 1 h'];
-	delivery_hist float8[];
-	ack float8[];
-	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
-	-- times as people read them: to the minute, in the session's TimeZone
-	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
-	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
-							   to_char("to", shown));
-BEGIN
-	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
-	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
-		RAISE EXCEPTION 'report range from "%" to "%" is not a finite, non-empty range', "from", "to"
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Give two timestamps, the first earlier, e.g. sms_report_html(now() - interval ''7 days'', now()).';
-	END IF;
-	IF "to" - "from" > interval '366 days' THEN
-		RAISE EXCEPTION 'report range from "%" to "%" is longer than 366 days', "from", "to"
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Write one report per year or shorter period.';
-	END IF;
-
-	-- chart 1: per day, delivered / failed / send_unknown / pending
-	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
-	  INTO days
-	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
-						   interval '1 day') AS g(day);
-	WITH d AS (
-		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
-			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
-		  FROM smsdispatch.delivery_stats("from", "to") AS s
-		 GROUP BY s.day
-	)
-	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
-									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
-					 ORDER BY g.day, k)
-	  INTO daily
-	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
-						   interval '1 day') AS g(day)
-	 CROSS JOIN generate_series(1, 4) AS k
-	  LEFT JOIN d ON d.day = g.day::date;
-
-	-- chart 2: seconds from queueing to delivery
-	SELECT array_agg(coalesce(h.n, 0)::float8 ORDER BY b.i)
-	  INTO delivery_hist
-	  FROM generate_series(0, 7) AS b(i)
-	  LEFT JOIN (SELECT width_bucket(smsdispatch.delivery_seconds(l.inserted_at,
-										l.status_changed_at, l.updated_at),
-									 ARRAY[10, 30, 60, 120, 300, 900, 3600]::float8[]) AS i,
-						count(*) AS n
-				   FROM verification.sms_log l
-				  WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
-					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
-				  GROUP BY 1) h ON h.i = b.i;
-
-	-- chart 3: median and p95 time to ack per level reached
-	WITH a AS (
-		SELECT m.level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
-				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
-		  FROM smsdispatch.message m
-		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
-		 GROUP BY m.level
-	)
-	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
-	  INTO ack
-	  FROM generate_series(1, 3) AS lvl
-	 CROSS JOIN generate_series(1, 2) AS k
-	  LEFT JOIN a ON a.level = lvl;
-
-	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
-		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
-		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
-		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
-		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
-		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
-		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
-		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
-		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
-		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
-		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
-		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
-		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
-				  smsdispatch.html_escape(range_shown),
-				  smsdispatch.html_escape(to_char(now(), shown)))
-		|| '<h2>Charts</h2>'
-		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
-				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
-				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
-		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
-				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
-		|| smsdispatch.svg_bar_chart('Time to acknowledge per level reached', 'seconds',
-				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
-				ARRAY['#00838f', '#6a1b9a'], ack, false)
-		|| '<h2>Tables</h2>'
-		|| smsdispatch.html_table('Delivery per day, type and channel',
-				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
-					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
-					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
-		|| smsdispatch.html_table('Failures per day, type and channel',
-				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
-					   'unaccepted, terminated, send_failed '
-					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
-					   range_literal))
-		|| smsdispatch.html_table('Gateway requests per hour',
-				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
-					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
-					   'latency_mean_ms, latency_p95_le_ms '
-					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
-					   "from", "to"))
-		|| smsdispatch.html_table('Gateway answers per hour',
-				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
-					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
-					   'answers_unaccepted, answers_terminated, answers_pending '
-					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
-					   "from", "to"))
-		|| smsdispatch.html_table('Escalation per recipient list',
-				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
-		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
-				THEN smsdispatch.html_table('Open alarms now',
-					'SELECT number, list, level, created, text, recipient_level, recipient, phone, status, '
-					'sent_at, deadline FROM smsdispatch.queue WHERE state = ''open''')
-				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
-		|| '</body></html>';
-END;
-$$;
 
 -- helpers bound when created (standard SQL bodies) or with a pinned path
 
@@ -784,20 +539,6 @@ BEGIN
 	END IF;
 END;
 $$;
-
-CREATE OR REPLACE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT CASE
-		WHEN gateway_status = 'Delivered' THEN 'delivered'
-		WHEN gateway_status IN ('Expired', 'Deleted', 'Undeliverable', 'Rejected',
-								'Unaccepted', 'Terminated') THEN lower(gateway_status)
-		WHEN send_state = 'failed' THEN 'send_failed'
-		WHEN send_state = 'unknown' THEN 'send_unknown'
-		ELSE 'pending'
-	END;
-END;
 
 CREATE OR REPLACE FUNCTION smsdispatch.delivery_seconds(inserted_at timestamptz,
 	status_changed_at timestamptz, updated_at timestamptz)
@@ -832,78 +573,6 @@ END;
 -- the retention: fixed statements per kind in place of a condition text
 DROP PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint);
 DROP PROCEDURE smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint);
-
--- One batch of the retention: of one kind of rows past its cutoff, at most
--- batch_size, skipping rows that others have locked (the next run takes
--- them). Kinds: alarms (closed before the cutoff and out of number
--- quarantine, with their recipients and events), log_rows (SMS no longer
--- queued or sending that belong to no remaining alarm), inbox_rows,
--- snapshots, and redacted: SMS in a final state for longer than
--- smsdispatch.redact_after get an empty body, their length and parts kept.
--- after_id is where the previous batch of the same kind stopped (the
--- redacted rows stay, so their kind walks by id); n is how many rows the
--- batch did and last_id where it stopped. The statements are fixed, one per
--- kind, and run under a pinned search_path.
-CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
-	started timestamptz, batch_size int, after_id bigint,
-	OUT n bigint, OUT last_id bigint)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	cutoff timestamptz := started - older_than;
-BEGIN
-	last_id := after_id;
-	CASE kind
-	WHEN 'alarms' THEN
-		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
-		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM smsdispatch.message
-			 WHERE state <> 'open' AND closed_at < cutoff
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'log_rows' THEN
-		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM verification.sms_log
-			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
-			   AND message_id IS NULL
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'inbox_rows' THEN
-		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'snapshots' THEN
-		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'redacted' THEN
-		IF smsdispatch.redact_after() IS NULL THEN
-			n := 0;
-			RETURN;
-		END IF;
-		cutoff := started - smsdispatch.redact_after();
-		WITH batch AS (
-			SELECT l.id FROM verification.sms_log l
-			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
-			   AND l.redacted_at IS NULL
-			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
-			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
-		), done AS (
-			UPDATE verification.sms_log l
-			   SET body = '', body_length = length(l.body),
-				   body_parts = (@extschema@.sms_segments(l.body)).parts,
-				   redacted_at = now()
-			  FROM batch WHERE l.id = batch.id
-			RETURNING l.id
-		)
-		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
-		RETURN;
-	ELSE
-		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
-			USING ERRCODE = 'invalid_parameter_value';
-	END CASE;
-	GET DIAGNOSTICS n = ROW_COUNT;
-END;
-$$;
 
 CREATE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
 	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
@@ -998,8 +667,7 @@ GRANT EXECUTE ON FUNCTION smsdispatch.html_escape(text), smsdispatch.html_table(
 	TO smsdispatch_reader;
 GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
 	TO smsdispatch_admin;
-GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint),
-	smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
+GRANT EXECUTE ON FUNCTION smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
 	TO smsdispatch_admin;
 
 -- issue 11: priorities, the continuous IP2SMS pipeline, validity before
@@ -1024,10 +692,6 @@ UPDATE verification.sms_log
    SET priority = CASE WHEN message_id IS NOT NULL THEN 1
 					   ELSE smsdispatch.default_priority(type) END
  WHERE send_state IN ('queued', 'sending');
-DROP INDEX verification.sms_log_queued_idx;
-CREATE INDEX sms_log_queued_idx ON verification.sms_log
-	(channel, priority, next_attempt_at NULLS FIRST, id)
-	WHERE send_state = 'queued';
 -- readers see the priority, as every column that says neither who nor what
 GRANT SELECT (priority) ON verification.sms_log TO smsdispatch_reader;
 
@@ -1050,50 +714,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT least(interval '1 s' * (2 ^ least(greatest(attempts - 1, 0), 9)), interval '5 min')
-$$;
-
--- Claims up to n due queued rows of a channel, most urgent first (priority,
--- then fresh rows, then retries by their time, then age): they become
--- 'sending' with the attempt counted, under claimer and a lease when given.
--- A row not claimed within its type's validity (smsdispatch.validity) is
--- not sent late: it becomes 'failed', "expired before sending", and is not
--- returned. Alarms' SMS never expire. Rows other sessions hold are skipped,
--- so a claim never waits.
-CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
-	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
-RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $$
-	WITH due AS (
-		SELECT l.id,
-			   l.message_id IS NULL
-			   AND l.inserted_at + smsdispatch.validity(l.type) < now() AS expired
-		  FROM verification.sms_log l
-		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
-		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
-		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
-		 LIMIT n
-		 FOR UPDATE SKIP LOCKED
-	), claimed AS (
-		UPDATE verification.sms_log l
-		   SET send_state = CASE WHEN due.expired THEN 'failed' ELSE 'sending' END,
-			   attempts = l.attempts + CASE WHEN due.expired THEN 0 ELSE 1 END,
-			   last_error = CASE WHEN due.expired THEN
-					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
-						   smsdispatch.validity(l.type), lower(l.type))
-					ELSE l.last_error END,
-			   claimed_by = CASE WHEN due.expired THEN l.claimed_by ELSE claimer END,
-			   lease_until = CASE WHEN due.expired THEN NULL ELSE now() + lease END,
-			   updated_at = now()
-		  FROM due
-		 WHERE l.id = due.id
-		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority, due.expired
-	)
-	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
-	  FROM claimed c
-	 WHERE NOT c.expired
-	 ORDER BY c.priority, c.id
 $$;
 
 -- IP2SMS rows still in a pollable state after the status window become
@@ -1126,59 +746,7 @@ BEGIN
 END;
 $$;
 REVOKE ALL ON FUNCTION smsdispatch.default_priority(text), smsdispatch.validity(text),
-	smsdispatch.retry_delay(int), smsdispatch.claim_sends(text, int, text, interval),
-	smsdispatch.ip2sms_terminate_polls(int) FROM PUBLIC;
-
--- Hands one level of each given alarm to its channel: one queued sms_log
--- row per recipient on that level, the recipients waiting for it to be
--- submitted. Set-based, so that the escalation starts any number of levels
--- in a few statements.
-CREATE OR REPLACE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
-RETURNS void
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
--- a small set of alarms, each reached by index: nested loops over the
--- per-alarm indexes, never a hash or merge join over a scan of the history
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-AS $$
-	-- the level first: the statements below find each alarm's recipients
-	-- through it, linear in the number of alarms. Nothing to wait for until
-	-- a channel submits the level.
-	UPDATE smsdispatch.message m
-	   SET level = p.level, level_started_at = now(), check_at = NULL
-	  FROM unnest(message_ids, levels) AS p(message_id, level)
-	 WHERE m.id = p.message_id;
-
-	WITH due AS (
-		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
-		  FROM smsdispatch.message m
-		  JOIN smsdispatch.message_recipient r
-			ON r.message_id = m.id AND r.level = m.level
-		 WHERE m.id = ANY (message_ids)
-	), queued AS (
-		-- alarms go before every other SMS (priority 1)
-		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
-										  priority)
-		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
-			   due.channel, due.message_id, 1
-		  FROM due
-		 ORDER BY due.id
-		RETURNING id, message_id, phone_number
-	)
-	UPDATE smsdispatch.message_recipient r
-	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
-		   deadline = NULL, acked_at = NULL
-	  FROM queued q
-	  JOIN smsdispatch.message m ON m.id = q.message_id
-	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
-	   AND r.level = m.level;
-
-	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-	SELECT m.id, 'level_started', m.level, 'round ' || m.round
-	  FROM smsdispatch.message m
-	 WHERE m.id = ANY (message_ids);
-$$;
+	smsdispatch.retry_delay(int), smsdispatch.ip2sms_terminate_polls(int) FROM PUBLIC;
 
 DROP TRIGGER sms_log_progress ON verification.sms_log;
 -- Claiming ('sending') and putting back ('queued') change nothing for the
@@ -1209,169 +777,6 @@ BEGIN
 END;
 $$;
 REVOKE ALL ON FUNCTION smsdispatch.alarm_alert(text, text, text) FROM PUBLIC;
-
--- One escalation step for the due open alarms (check_at passed), at most
--- batch of them: recipients of the current level past their deadline become
--- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
--- to its next level with recipients, else starts another round when its
--- list's repeat allows, else is exhausted. Alarms that an ack or a channel
--- holds locked are skipped and seen on the next pass. Set-based: a fixed
--- number of statements whatever the batch, every one of them found through
--- message_check_idx and the per-alarm indexes, never by a scan of history.
-CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
-	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
-	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
-RETURNS record
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
--- the due alarms are a small set found by index: each statement reaches
--- their recipients by nested loops over the per-alarm indexes, never by a
--- hash or merge join over a scan of the history
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-AS $$
-DECLARE
-	due bigint[];
-	up_ids bigint[];
-	up_levels int[];
-	again_ids bigint[];
-	again_levels int[];
-	done_ids bigint[];
-	gone record;
-BEGIN
-	IF batch IS NULL OR batch < 1 THEN
-		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	timed_out := 0;
-	escalated := 0;
-	repeated := 0;
-	exhausted := 0;
-
-	SELECT array_agg(s.id) INTO due FROM (
-		SELECT m.id FROM smsdispatch.message m
-		 WHERE m.state = 'open' AND m.check_at <= now()
-		 ORDER BY m.check_at
-		 LIMIT batch
-		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
-	alarms_checked := coalesce(cardinality(due), 0);
-
-	IF due IS NOT NULL THEN
-		-- each statement from here on sees what was committed before the
-		-- locks above were granted
-		WITH over AS (
-			UPDATE smsdispatch.message_recipient r
-			   SET status = 'ACK_TIME_OVER'
-			  FROM smsdispatch.message m
-			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
-			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
-			RETURNING r.message_id, r.level, r.phone, r.deadline)
-		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
-		  FROM over o;
-		GET DIAGNOSTICS timed_out = ROW_COUNT;
-
-		-- the alarms whose level is over, and where each goes next
-		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
-			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
-			   array_agg(f.id ORDER BY f.id)
-				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
-			   array_agg(f.first_level ORDER BY f.id)
-				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
-			   array_agg(f.id ORDER BY f.id)
-				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
-		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
-		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
-					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
-					   min(r.level) AS first_level
-				  FROM smsdispatch.message m
-				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
-				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
-				 WHERE m.id = ANY (due)
-				 GROUP BY m.id, m.round, l.repeat
-				HAVING NOT bool_or(r.level = m.level
-								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
-
-		IF up_ids IS NOT NULL THEN
-			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
-			  FROM unnest(up_ids, up_levels) AS u(id, level)
-			  JOIN smsdispatch.message m ON m.id = u.id;
-			escalated := cardinality(up_ids);
-		END IF;
-
-		IF again_ids IS NOT NULL THEN
-			-- a new round: everybody waits to be sent the alarm again; the
-			-- previous round's SMS still let its recipients acknowledge
-			UPDATE smsdispatch.message_recipient
-			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
-			 WHERE message_id = ANY (again_ids);
-			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
-			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-			SELECT a.id, 'repeated', a.level, 'round ' || m.round
-			  FROM unnest(again_ids, again_levels) AS a(id, level)
-			  JOIN smsdispatch.message m ON m.id = a.id;
-			repeated := cardinality(again_ids);
-		END IF;
-
-		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
-			PERFORM smsdispatch.start_levels(
-				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
-				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
-		END IF;
-
-		IF done_ids IS NOT NULL THEN
-			UPDATE smsdispatch.message
-			   SET state = 'exhausted', closed_at = now(), check_at = NULL
-			 WHERE id = ANY (done_ids);
-			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
-			  FROM smsdispatch.message m
-			 WHERE m.id = ANY (done_ids);
-			exhausted := cardinality(done_ids);
-			-- nobody has the alarm: that must be heard
-			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
-						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
-				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
-					format('nobody on list "%s" acknowledged it in %s round(s)',
-						   gone.list, gone.round));
-			END LOOP;
-		END IF;
-
-		-- the alarms still waiting: next look at their earliest deadline
-		UPDATE smsdispatch.message m
-		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-							WHERE r.message_id = m.id AND r.level = m.level
-							  AND r.status = 'NOT_YET_ACK')
-		 WHERE m.id = ANY (due) AND m.state = 'open';
-	END IF;
-
-	SELECT min(m.check_at) INTO next_check
-	  FROM smsdispatch.message m
-	 WHERE m.state = 'open';
-END;
-$$;
-
--- Takes the next due queued modem row for this modem, the most urgent first
--- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
--- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
--- claim side by side without ever taking the same row.
-CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
-RETURNS TABLE (id bigint, phone_number text, body text)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM smsdispatch.modem_check_name(modem);
-	IF lease IS NULL OR lease <= interval '0' THEN
-		RAISE EXCEPTION 'lease "%" must be positive', lease
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	RETURN QUERY
-	SELECT c.id, c.phone_number, c.body
-	  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
-END;
-$$;
 
 -- Records what became of a claimed row. outcome: 'submitted' (the modem
 -- gave a message reference; gateway_id holds the references of all parts),
@@ -1460,12 +865,6 @@ ALTER TABLE smsdispatch.inbox ADD COLUMN handler_error text;
 CREATE INDEX inbox_pending_idx ON smsdispatch.inbox (id)
 	WHERE handler_state = 'pending';
 UPDATE smsdispatch.inbox SET sender_e164 = smsdispatch.try_normalize_phone(sender);
-ALTER TABLE smsdispatch.event DROP CONSTRAINT event_kind_check;
-ALTER TABLE smsdispatch.event ADD CONSTRAINT event_kind_check
-	CHECK (kind IN ('enqueued', 'sent', 'level_started',
-				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
-				'exhausted', 'cancelled', 'send_failed',
-				'confirmation'));
 
 -- Wakes the background worker when the calling transaction commits.
 CREATE FUNCTION smsdispatch.wake_at_commit()
@@ -1762,149 +1161,6 @@ BEGIN
 END;
 $$;
 
--- One escalation step for the due open alarms (check_at passed), at most
--- batch of them: recipients of the current level past their deadline become
--- ACK_TIME_OVER; an alarm whose current level has nobody left waiting moves
--- to its next level with recipients, else starts another round when its
--- list's repeat allows, else is exhausted. Alarms that an ack or a channel
--- holds locked are skipped and seen on the next pass. Set-based: a fixed
--- number of statements whatever the batch, every one of them found through
--- message_check_idx and the per-alarm indexes, never by a scan of history.
-CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
-	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
-	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
-RETURNS record
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
--- the due alarms are a small set found by index: each statement reaches
--- their recipients by nested loops over the per-alarm indexes, never by a
--- hash or merge join over a scan of the history
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-AS $$
-DECLARE
-	due bigint[];
-	up_ids bigint[];
-	up_levels int[];
-	again_ids bigint[];
-	again_levels int[];
-	done_ids bigint[];
-	gone record;
-BEGIN
-	IF batch IS NULL OR batch < 1 THEN
-		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	timed_out := 0;
-	escalated := 0;
-	repeated := 0;
-	exhausted := 0;
-
-	SELECT array_agg(s.id) INTO due FROM (
-		SELECT m.id FROM smsdispatch.message m
-		 WHERE m.state = 'open' AND m.check_at <= now()
-		 ORDER BY m.check_at
-		 LIMIT batch
-		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
-	alarms_checked := coalesce(cardinality(due), 0);
-
-	IF due IS NOT NULL THEN
-		-- each statement from here on sees what was committed before the
-		-- locks above were granted
-		WITH over AS (
-			UPDATE smsdispatch.message_recipient r
-			   SET status = 'ACK_TIME_OVER'
-			  FROM smsdispatch.message m
-			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
-			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
-			RETURNING r.message_id, r.level, r.phone, r.deadline)
-		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
-		  FROM over o;
-		GET DIAGNOSTICS timed_out = ROW_COUNT;
-
-		-- the alarms whose level is over, and where each goes next
-		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
-			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
-			   array_agg(f.id ORDER BY f.id)
-				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
-			   array_agg(f.first_level ORDER BY f.id)
-				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
-			   array_agg(f.id ORDER BY f.id)
-				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
-		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
-		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
-					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
-					   min(r.level) AS first_level
-				  FROM smsdispatch.message m
-				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
-				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
-				 WHERE m.id = ANY (due)
-				 GROUP BY m.id, m.round, l.repeat
-				HAVING NOT bool_or(r.level = m.level
-								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
-
-		IF up_ids IS NOT NULL THEN
-			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
-			  FROM unnest(up_ids, up_levels) AS u(id, level)
-			  JOIN smsdispatch.message m ON m.id = u.id;
-			escalated := cardinality(up_ids);
-		END IF;
-
-		IF again_ids IS NOT NULL THEN
-			-- a new round: everybody waits to be sent the alarm again; the
-			-- previous round's SMS still let its recipients acknowledge
-			UPDATE smsdispatch.message_recipient
-			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
-			 WHERE message_id = ANY (again_ids);
-			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
-			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-			SELECT a.id, 'repeated', a.level, 'round ' || m.round
-			  FROM unnest(again_ids, again_levels) AS a(id, level)
-			  JOIN smsdispatch.message m ON m.id = a.id;
-			repeated := cardinality(again_ids);
-		END IF;
-
-		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
-			PERFORM smsdispatch.start_levels(
-				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
-				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
-		END IF;
-
-		IF done_ids IS NOT NULL THEN
-			UPDATE smsdispatch.message
-			   SET state = 'exhausted', closed_at = now(), check_at = NULL
-			 WHERE id = ANY (done_ids);
-			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
-			  FROM smsdispatch.message m
-			 WHERE m.id = ANY (done_ids);
-			exhausted := cardinality(done_ids);
-			-- nobody has the alarm: that must be heard
-			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
-						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
-				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
-					format('nobody on list "%s" acknowledged it in %s round(s)',
-						   gone.list, gone.round));
-			END LOOP;
-			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
-		END IF;
-
-		-- the alarms still waiting: next look at their earliest deadline
-		UPDATE smsdispatch.message m
-		   SET check_at = (SELECT min(r.deadline) FROM smsdispatch.message_recipient r
-							WHERE r.message_id = m.id AND r.level = m.level
-							  AND r.status = 'NOT_YET_ACK')
-		 WHERE m.id = ANY (due) AND m.state = 'open';
-	END IF;
-
-	SELECT min(m.check_at) INTO next_check
-	  FROM smsdispatch.message m
-	 WHERE m.state = 'open';
-END;
-$$;
-
 -- Claims up to n due queued rows of a channel, most urgent first (priority,
 -- then fresh rows, then retries by their time, then age): they become
 -- 'sending' with the attempt counted, under claimer and a lease when given.
@@ -1917,12 +1173,14 @@ $$;
 -- counts from its release.
 -- Alarms' SMS and their confirmations neither expire nor wait. Rows other
 -- sessions hold are skipped, so a claim never waits.
-CREATE OR REPLACE FUNCTION smsdispatch.claim_sends(channel text, n int,
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
 	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
 RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+	RETURN QUERY
 	WITH due AS (
 		SELECT l.id,
 			   l.message_id IS NULL
@@ -1955,16 +1213,17 @@ AS $$
 							 THEN NULL ELSE now() + lease END,
 			   updated_at = now()
 		  FROM due
-		 WHERE l.id = due.id
+		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
 		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
 				  l.send_state
 	)
 	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
 	  FROM claimed c
 	 WHERE c.send_state = 'sending'
-	 ORDER BY c.priority, c.id
+	 ORDER BY c.priority, c.id;
+END;
 $$;
-
+REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval) FROM PUBLIC;
 -- Takes the next due queued modem row for this modem, the most urgent first
 -- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
 -- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
@@ -2006,7 +1265,7 @@ $$;
 -- redacted rows stay, so their kind walks by id); n is how many rows the
 -- batch did and last_id where it stopped. The statements are fixed, one per
 -- kind, and run under a pinned search_path.
-CREATE OR REPLACE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
 	started timestamptz, batch_size int, after_id bigint,
 	OUT n bigint, OUT last_id bigint)
 LANGUAGE plpgsql
@@ -2066,6 +1325,9 @@ BEGIN
 	GET DIAGNOSTICS n = ROW_COUNT;
 END;
 $$;
+REVOKE ALL ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint)
+	TO smsdispatch_admin;
 
 REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_opens(text),
 	smsdispatch.send_window_next(text, timestamptz),
@@ -2088,57 +1350,6 @@ GRANT SELECT (handler_state, handled_at) ON smsdispatch.inbox TO smsdispatch_rea
 -- smsdispatch.gateway_status_class: the domain's CHECK, the alarm trigger,
 -- sms_outcome and modem_status_report.
 
-CREATE OR REPLACE FUNCTION smsdispatch.claim_sends(channel text, n int,
-	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
-RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RETURN QUERY
-	WITH due AS (
-		SELECT l.id,
-			   l.message_id IS NULL
-			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
-			   AS expired,
-			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
-					THEN smsdispatch.send_window_opens(l.type) END AS held_until
-		  FROM verification.sms_log l
-		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
-		   AND l.held_until IS NULL
-		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
-		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
-		 LIMIT n
-		 FOR UPDATE SKIP LOCKED
-	), claimed AS (
-		UPDATE verification.sms_log l
-		   SET send_state = CASE WHEN due.expired THEN 'failed'
-							WHEN due.held_until IS NOT NULL THEN 'queued'
-							ELSE 'sending' END,
-			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
-										THEN 0 ELSE 1 END,
-			   last_error = CASE WHEN due.expired THEN
-					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
-						   smsdispatch.validity(l.type), lower(l.type))
-					ELSE l.last_error END,
-			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
-			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
-							THEN l.claimed_by ELSE claimer END,
-			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
-							 THEN NULL ELSE now() + lease END,
-			   updated_at = now()
-		  FROM due
-		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
-		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
-				  l.send_state
-	)
-	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
-	  FROM claimed c
-	 WHERE c.send_state = 'sending'
-	 ORDER BY c.priority, c.id;
-END;
-$$;
-
 CREATE FUNCTION smsdispatch.gateway_status_class(word text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'sms_gateway_status_class'
@@ -2147,60 +1358,6 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 ALTER DOMAIN smsdispatch.gateway_status DROP CONSTRAINT gateway_status_check;
 ALTER DOMAIN smsdispatch.gateway_status ADD CONSTRAINT gateway_status_check
 	CHECK (VALUE IS NULL OR smsdispatch.gateway_status_class(VALUE) IS NOT NULL);
-
-CREATE OR REPLACE FUNCTION smsdispatch.sms_log_progress()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	changed int;
-BEGIN
-	-- the alarm first, then its recipients: the order acks and the
-	-- escalation use, so that a channel never deadlocks with them
-	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
-	IF NEW.send_state = 'failed'
-	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
-		WITH unreached AS (
-			UPDATE smsdispatch.message_recipient
-			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
-				   sent_at = coalesce(sent_at, NEW.submitted_at)
-			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
-			   -- SMS withdrawn by an ack or a cancel leave their recipients as they are
-			   AND EXISTS (SELECT 1 FROM smsdispatch.message m
-						   WHERE m.id = NEW.message_id AND m.state IN ('open', 'exhausted'))
-			RETURNING message_id, level, phone)
-		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-		SELECT message_id, 'send_failed', level, phone,
-			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
-		  FROM unreached;
-		GET DIAGNOSTICS changed = ROW_COUNT;
-		-- the level may be over now
-		IF changed > 0 THEN
-			UPDATE smsdispatch.message
-			   SET check_at = least(check_at, now())
-			 WHERE id = NEW.message_id AND state = 'open';
-		END IF;
-	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
-		WITH sent AS (
-			UPDATE smsdispatch.message_recipient
-			   SET status = 'NOT_YET_ACK',
-				   sent_at = coalesce(NEW.submitted_at, now()),
-				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
-			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
-			RETURNING message_id, level, phone, deadline),
-		logged AS (
-			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-			SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
-			  FROM sent)
-		UPDATE smsdispatch.message
-		   SET check_at = least(check_at, (SELECT min(deadline) FROM sent))
-		 WHERE id = NEW.message_id AND state = 'open'
-		   AND EXISTS (SELECT 1 FROM sent);
-	END IF;
-	RETURN NULL;
-END;
-$$;
 
 CREATE OR REPLACE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
 RETURNS text
