@@ -1,15 +1,17 @@
 -- smsdispatch 1.0 -> 1.1. Every change to the extension's objects made in
 -- src/sql/ since 1.0 is made here too, so that an upgraded database equals
--- a fresh install of 1.1 (test/t/012_upgrade.pl checks it).
+-- a fresh install of 1.1 (test/t/012_upgrade.pl checks it). Each object is
+-- made once, in its final text, where what it needs at creation exists
+-- (test/t/014_upgrade_scripts_define_once.pl checks it).
 
 \echo Use "ALTER EXTENSION smsdispatch UPDATE TO '1.1'" to load this file. \quit
 
--- issue 14: a newcomer's first hour. The gateway counters outlive a clean
+-- Reports, spool and phone numbers: the gateway counters outlive a clean
 -- restart and show live; delivery statistics get an error rate, an hourly
--- grain and a sent count without gateway refusals; the HTML report fits
--- 1,200 px; schedule_maintenance() checks that pg_cron can connect; spool
--- files may name their channel and refused ones are rows of
--- spool_failure; national number lengths are checked per country code.
+-- grain and a sent count without gateway refusals; schedule_maintenance()
+-- checks that pg_cron can connect; spool files may name their channel and
+-- refused ones are rows of spool_failure; national number lengths are
+-- checked per country code.
 
 -- When the counters last started from zero; NULL when not preloaded.
 CREATE FUNCTION smsdispatch.stats_since()
@@ -427,9 +429,11 @@ GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
 	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
 
--- issue 10: the worker never runs another role's code, secrets leave the
--- settings, readers see statistics only, DROP EXTENSION keeps the
--- application's tables
+-- Security: the worker never runs another role's code (helpers bound when
+-- created or with a pinned search_path), secrets leave the settings, bodies
+-- are redacted after smsdispatch.redact_after, the retention runs fixed
+-- statements, readers see statistics only, DROP EXTENSION keeps the
+-- application's tables.
 
 -- what a redacted body was
 ALTER TABLE verification.sms_log ADD COLUMN body_length int;
@@ -670,8 +674,9 @@ GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigi
 GRANT EXECUTE ON FUNCTION smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
 	TO smsdispatch_admin;
 
--- issue 11: priorities, the continuous IP2SMS pipeline, validity before
--- sending, one claim and backoff for both channels, loud exhausted alarms.
+-- Priorities, validity before sending, one backoff for both channels, loud
+-- exhausted alarms; a claim or a put-back no longer fires the alarm trigger.
+
 -- The priority an SMS of a type gets when its sender names none: 3 for
 -- verification and 2FA, 5 for medication_request, 7 for text (alarms: 1).
 CREATE FUNCTION smsdispatch.default_priority(type text)
@@ -836,13 +841,14 @@ BEGIN
 END;
 $$;
 
--- issue 13 (i13c): confirmations, quiet hours, the inbound hook. A list
--- confirms an ack, a cancel or exhaustion to the people paged (a column on
+-- Confirmations, send windows, the inbound hook, the claim. A list confirms
+-- an ack, a cancel or exhaustion to the people paged (a column on
 -- recipient_list; rows of sms_log with confirms), recipients waiting on a
 -- closed alarm become CLOSED; send windows hold queued rows (held_until,
--- released_at, the claim index leaves them out); the inbox keeps the
--- normalised sender, announces each SMS by NOTIFY and hands those that are
--- not acks to the inbound handler.
+-- released_at; the claim index, by channel and priority, leaves them out);
+-- the inbox keeps the normalised sender, announces each SMS by NOTIFY and
+-- hands those that are not acks to the inbound handler. One claim,
+-- smsdispatch.claim_sends, serves both channels (modem_claim calls it).
 ALTER TABLE smsdispatch.recipient_list ADD COLUMN confirmations boolean NOT NULL DEFAULT true;
 ALTER TABLE smsdispatch.message_recipient DROP CONSTRAINT message_recipient_status_check;
 ALTER TABLE smsdispatch.message_recipient ADD CONSTRAINT message_recipient_status_check
@@ -1334,8 +1340,8 @@ REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_ope
 	smsdispatch.confirm_closed(bigint[], text, bigint),
 	smsdispatch.inbox_record(text, text, text, text, bigint),
 	smsdispatch.release_held(int) FROM PUBLIC;
--- Privileges of issue 13's confirmations (37_confirmations.sql): admins
--- turn a list's confirmations on and off.
+-- Privileges of the confirmations (37_confirmations.sql): admins turn a
+-- list's confirmations on and off.
 REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
 -- and may try a send window before setting it
@@ -1344,11 +1350,10 @@ GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO sms
 GRANT SELECT (confirms, held_until, released_at) ON verification.sms_log TO smsdispatch_reader;
 GRANT SELECT (handler_state, handled_at) ON smsdispatch.inbox TO smsdispatch_reader;
 
--- issue 11 (i11p): throughput and one state vocabulary. smsdispatch.claim_sends
--- in PL/pgSQL (its plan is kept for the session); the gateway state words and
--- their class defined once in C and read by SQL through
--- smsdispatch.gateway_status_class: the domain's CHECK, the alarm trigger,
--- sms_outcome and modem_status_report.
+-- One state vocabulary: the gateway state words and their class defined
+-- once in C and read by SQL through smsdispatch.gateway_status_class: the
+-- domain's CHECK, sms_outcome, modem_status_report and the alarm trigger
+-- (smsdispatch.sms_log_progress, with the channel health below).
 
 CREATE FUNCTION smsdispatch.gateway_status_class(word text)
 RETURNS text
@@ -1433,11 +1438,12 @@ REVOKE ALL ON FUNCTION smsdispatch.gateway_status_class(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION smsdispatch.gateway_status_class(text)
 	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
 
--- issue 13 (i13l): list upkeep (remove, change, rename, drop, pause and
--- resume members), rotations and overrides, sms_oncall; a level pages
--- whoever is on duty when it starts; smsdispatch.queue shows open alarms
--- and queue_history every alarm, with the tables' column names;
--- escalation_stats counts an ack at the acking recipient's level.
+-- On-call: list upkeep (remove, change, rename, drop, pause and resume
+-- members), rotations and overrides, sms_oncall; a level pages whoever is
+-- on duty when it starts (start_levels, escalate, sms_enqueue);
+-- smsdispatch.queue shows open alarms and queue_history every alarm, with
+-- the tables' column names; escalation_stats counts an ack at the acking
+-- recipient's level; the HTML report (sms_report_html) fits 1,200 px.
 
 -- A level of a list whose members take turns instead of all being paged:
 -- in the order they were added to the level, each for period_days days,
@@ -2595,8 +2601,8 @@ GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
 GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;
 
--- issue 11 (i11h): channel health, failover for alarms (and, when asked,
--- verification SMS), no silent loss: the event kinds failover, retried and
+-- Channel health, failover for alarms (and, when asked, verification SMS),
+-- no silent loss: the event kinds confirmation, failover, retried and
 -- undeliverable; smsdispatch.ip2sms_health(), the view channel_health,
 -- failed_in_transport(), failover() and its index; a transport failure no
 -- longer ends an alarm's recipient (sms_log_progress).
