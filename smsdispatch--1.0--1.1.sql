@@ -2,382 +2,76 @@
 -- src/sql/ since 1.0 is made here too, so that an upgraded database equals
 -- a fresh install of 1.1 (test/t/012_upgrade.pl checks it). Each object is
 -- made once, in its final text, where what it needs at creation exists
--- (test/t/014_upgrade_scripts_define_once.pl checks it).
+-- (test/t/014_upgrade_scripts_define_once.pl checks it). The parts follow
+-- the areas of src/sql: tables, C functions, alarms, on-call, the worker,
+-- the send path, confirmations, verification, IP2SMS, the modem, channel
+-- health, reports, and last the privileges of them all.
 
 \echo Use "ALTER EXTENSION smsdispatch UPDATE TO '1.1'" to load this file. \quit
 
--- Reports, spool and phone numbers: the gateway counters outlive a clean
--- restart and show live; delivery statistics get an error rate, an hourly
--- grain and a sent count without gateway refusals; schedule_maintenance()
--- checks that pg_cron can connect; spool files may name their channel and
--- refused ones are rows of spool_failure; national number lengths are
--- checked per country code.
+-- ==== Tables (10_tables.sql; the new tables of 31_oncall.sql and
+-- 36_spool_failure.sql): new columns, constraints and indexes, and the
+-- tables added in 1.1.
 
--- When the counters last started from zero; NULL when not preloaded.
-CREATE FUNCTION smsdispatch.stats_since()
-RETURNS timestamptz
-AS 'MODULE_PATHNAME', 'sms_stats_since'
-LANGUAGE C VOLATILE;
+-- what a redacted body was
+ALTER TABLE verification.sms_log ADD COLUMN body_length int;
+ALTER TABLE verification.sms_log ADD COLUMN body_parts int;
+ALTER TABLE verification.sms_log ADD COLUMN redacted_at timestamptz;
 
--- Copies the current counters into counter_snapshot; returns the rows written.
-CREATE OR REPLACE FUNCTION smsdispatch.snapshot_counters()
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	written integer;
-BEGIN
-	INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
-	SELECT now(), smsdispatch.stats_since(), s.name, s.value
-	  FROM smsdispatch.stats() AS s
-	ON CONFLICT DO NOTHING;
-	GET DIAGNOSTICS written = ROW_COUNT;
-	RETURN written;
-END;
-$$;
+-- the priority of an SMS, 1 (alarms) to 9; a type's default comes from
+-- smsdispatch.default_priority
+ALTER TABLE verification.sms_log ADD COLUMN priority int NOT NULL DEFAULT 7;
 
--- The counters as they are now, shaped like counter_snapshot rows; no row
--- when the library is not preloaded. gateway_stats() reads them as a last
--- snapshot, so the current hour shows before any snapshot was taken.
-CREATE FUNCTION smsdispatch.counters_now()
-RETURNS SETOF smsdispatch.counter_snapshot
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	since timestamptz := smsdispatch.stats_since();
-BEGIN
-	IF since IS NOT NULL THEN
-		RETURN QUERY SELECT now(), since, s.name, s.value FROM smsdispatch.stats() AS s;
-	END IF;
-END;
-$$;
+-- confirmations (a list's choice; the rows of sms_log confirming an alarm;
+-- the CLOSED recipient) and send windows (held_until, released_at)
+ALTER TABLE smsdispatch.recipient_list ADD COLUMN confirmations boolean NOT NULL DEFAULT true;
+ALTER TABLE smsdispatch.message_recipient DROP CONSTRAINT message_recipient_status_check;
+ALTER TABLE smsdispatch.message_recipient ADD CONSTRAINT message_recipient_status_check
+	CHECK (status IN ('NOT_SENT', 'NOT_YET_ACK', 'ACK', 'ACK_TIME_OVER', 'CLOSED'));
+ALTER TABLE verification.sms_log
+	ADD COLUMN confirms bigint REFERENCES smsdispatch.message ON DELETE SET NULL;
+ALTER TABLE verification.sms_log ADD COLUMN held_until timestamptz;
+ALTER TABLE verification.sms_log ADD COLUMN released_at timestamptz;
 
--- delivery_stats() gains error_rate: its result type changes, so it and its
--- view are made again
-DROP VIEW smsdispatch.delivery_stats;
-DROP FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz);
+-- the claim index, by channel and priority, leaves rows held for their send
+-- window out; they are found by when they are released
+DROP INDEX verification.sms_log_queued_idx;
+CREATE INDEX sms_log_queued_idx ON verification.sms_log
+	(channel, priority, next_attempt_at NULLS FIRST, id)
+	WHERE send_state = 'queued' AND held_until IS NULL;
+CREATE INDEX sms_log_held_idx ON verification.sms_log (held_until)
+	WHERE send_state = 'queued' AND held_until IS NOT NULL;
 
--- Delivery statistics of the SMS queued in ["from", "to"), per period
--- (date_trunc(grain, inserted_at) in the session's TimeZone: 'hour' or
--- 'day') x type x channel. sent counts the SMS a channel accepted (submitted,
--- and not refused by the gateway: a Rejected or Unaccepted row is a refusal,
--- never sent); delivery_ratio and error_rate are delivered and failed over
--- the SMS whose outcome is known (logged - pending). A plain SQL function,
--- so the planner inlines it and the range uses the index on inserted_at.
-CREATE FUNCTION smsdispatch.delivery_stats_per(grain text, "from" timestamptz, "to" timestamptz)
-RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent bigint,
-	delivered bigint, failed bigint, expired bigint, deleted bigint,
-	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
-	send_failed bigint, send_unknown bigint, pending bigint,
-	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
-	p95_delivery_s numeric)
-LANGUAGE sql STABLE
-AS $$
-	SELECT d.period, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
-		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
-		   d.terminated, d.send_failed, d.send_unknown, d.pending,
-		   round(d.delivered::numeric / nullif(d.logged - d.pending, 0), 4),
-		   round(d.failed::numeric / nullif(d.logged - d.pending, 0), 4),
-		   round(d.median_s::numeric, 1), round(d.p95_s::numeric, 1)
-	  FROM (SELECT c.*, c.expired + c.deleted + c.undeliverable + c.rejected
-					   + c.unaccepted + c.terminated + c.send_failed AS failed
-			  FROM (SELECT date_trunc(grain, l.inserted_at) AS period, l.type, l.channel,
-				   count(*) AS logged,
-				   count(*) FILTER (WHERE l.send_state = 'submitted'
-									  AND l.gateway_status IS DISTINCT FROM 'Rejected'
-									  AND l.gateway_status IS DISTINCT FROM 'Unaccepted') AS sent,
-				   count(*) FILTER (WHERE o.outcome = 'delivered') AS delivered,
-				   count(*) FILTER (WHERE o.outcome = 'expired') AS expired,
-				   count(*) FILTER (WHERE o.outcome = 'deleted') AS deleted,
-				   count(*) FILTER (WHERE o.outcome = 'undeliverable') AS undeliverable,
-				   count(*) FILTER (WHERE o.outcome = 'rejected') AS rejected,
-				   count(*) FILTER (WHERE o.outcome = 'unaccepted') AS unaccepted,
-				   count(*) FILTER (WHERE o.outcome = 'terminated') AS terminated,
-				   count(*) FILTER (WHERE o.outcome = 'send_failed') AS send_failed,
-				   count(*) FILTER (WHERE o.outcome = 'send_unknown') AS send_unknown,
-				   count(*) FILTER (WHERE o.outcome = 'pending') AS pending,
-				   percentile_cont(0.5) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
-					   l.inserted_at, l.status_changed_at, l.updated_at))
-					   FILTER (WHERE o.outcome = 'delivered') AS median_s,
-				   percentile_cont(0.95) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
-					   l.inserted_at, l.status_changed_at, l.updated_at))
-					   FILTER (WHERE o.outcome = 'delivered') AS p95_s
-			  FROM verification.sms_log l
-			 CROSS JOIN LATERAL (SELECT smsdispatch.sms_outcome(l.send_state,
-										l.gateway_status) AS outcome) o
-			 WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
-			 GROUP BY 1, 2, 3) c) d
-$$;
+-- the inbox keeps the normalised sender and the inbound handler's work
+ALTER TABLE smsdispatch.inbox ADD COLUMN sender_e164 text;
+ALTER TABLE smsdispatch.inbox
+	ADD COLUMN handler_state text CHECK (handler_state IN ('pending', 'done', 'failed'));
+ALTER TABLE smsdispatch.inbox ADD COLUMN handled_at timestamptz;
+ALTER TABLE smsdispatch.inbox ADD COLUMN handler_error text;
+CREATE INDEX inbox_pending_idx ON smsdispatch.inbox (id)
+	WHERE handler_state = 'pending';
 
--- Per day (the session's TimeZone) x type x channel.
-CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
-RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
-	delivered bigint, failed bigint, expired bigint, deleted bigint,
-	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
-	send_failed bigint, send_unknown bigint, pending bigint,
-	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
-	p95_delivery_s numeric)
-LANGUAGE sql STABLE
-AS $$
-	SELECT d.period::date, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
-		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
-		   d.terminated, d.send_failed, d.send_unknown, d.pending, d.delivery_ratio,
-		   d.error_rate, d.median_delivery_s, d.p95_delivery_s
-	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d
-$$;
+-- the event kinds of confirmations, failover, retries and undeliverable
+-- alarms
+ALTER TABLE smsdispatch.event DROP CONSTRAINT event_kind_check;
+ALTER TABLE smsdispatch.event ADD CONSTRAINT event_kind_check
+	CHECK (kind IN ('enqueued', 'sent', 'level_started',
+				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
+				'exhausted', 'cancelled', 'send_failed',
+				'confirmation',
+				'failover', 'retried', 'undeliverable'));
 
--- Per hour x type x channel: the same columns, the hour first.
-CREATE FUNCTION smsdispatch.delivery_stats_hourly("from" timestamptz, "to" timestamptz)
-RETURNS TABLE (hour timestamptz, type text, channel text, logged bigint, sent bigint,
-	delivered bigint, failed bigint, expired bigint, deleted bigint,
-	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
-	send_failed bigint, send_unknown bigint, pending bigint,
-	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
-	p95_delivery_s numeric)
-LANGUAGE sql STABLE
-AS $$
-	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to")
-$$;
-
--- Every day: the function over all time.
-CREATE VIEW smsdispatch.delivery_stats AS
-	SELECT * FROM smsdispatch.delivery_stats('-infinity', 'infinity');
-
--- The gateway per hour for the snapshots taken in ["from", "to"), and the
--- counters as they are now when now() is in the range: what happened between
--- consecutive snapshots counts in the hour of the later one, so the last
--- snapshot before "from" is read as the baseline. A counter that went down,
--- or a new server_started_at (a crash or stats_reset()), is a reset: the
--- later value is then the whole increase. A counter's first snapshot has no
--- baseline: its value counts in full when the counters started from zero
--- inside the range, else its increase is unknown.
-CREATE OR REPLACE FUNCTION smsdispatch.gateway_stats("from" timestamptz, "to" timestamptz)
-RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
-	requests_status bigint, answers_accepted bigint, answers_enroute bigint,
-	answers_delivered bigint, answers_expired bigint, answers_deleted bigint,
-	answers_undeliverable bigint, answers_rejected bigint, answers_unknown bigint,
-	answers_unaccepted bigint, answers_terminated bigint, answers_pending bigint,
-	errors_connect bigint, errors_timeout bigint, errors_http_5xx bigint,
-	errors_http_401 bigint, errors_http_other bigint, errors_parse bigint,
-	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
-LANGUAGE sql STABLE
-AS $$
-	WITH snapshot AS (
-		SELECT c.* FROM smsdispatch.counter_snapshot c
-		 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
-										 FROM smsdispatch.counter_snapshot b
-										WHERE b.taken_at < "from"), "from")
-		   AND c.taken_at < "to"
-		UNION ALL
-		SELECT n.* FROM smsdispatch.counters_now() n
-		 WHERE n.taken_at >= "from" AND n.taken_at < "to"
-	), increase AS (
-		SELECT s.taken_at, s.name,
-			   CASE WHEN s.prev_value IS NULL THEN
-						CASE WHEN s.server_started_at >= "from" THEN s.value END
-					WHEN s.value < s.prev_value
-						 OR s.server_started_at <> s.prev_started_at THEN s.value
-					ELSE s.value - s.prev_value
-			   END AS delta
-		  FROM (SELECT c.*,
-					   lag(c.value) OVER w AS prev_value,
-					   lag(c.server_started_at) OVER w AS prev_started_at
-				  FROM snapshot c
-				WINDOW w AS (PARTITION BY c.name ORDER BY c.taken_at)) s
-		 WHERE s.taken_at >= "from"
-	), hourly AS (
-		SELECT date_trunc('hour', i.taken_at) AS hour,
-			   count(DISTINCT i.taken_at) AS snapshots,
-			   i.name, coalesce(sum(i.delta), 0)::bigint AS n
-		  FROM increase i
-		 GROUP BY 1, 3
-	)
-	SELECT h.hour, max(h.snapshots) AS snapshots,
-		   sum(h.n) FILTER (WHERE h.name = 'requests_send')::bigint AS requests_send,
-		   sum(h.n) FILTER (WHERE h.name = 'requests_status')::bigint AS requests_status,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Accepted')::bigint AS answers_accepted,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Enroute')::bigint AS answers_enroute,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Delivered')::bigint AS answers_delivered,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Expired')::bigint AS answers_expired,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Deleted')::bigint AS answers_deleted,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Undeliverable')::bigint AS answers_undeliverable,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Rejected')::bigint AS answers_rejected,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Unknown')::bigint AS answers_unknown,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Unaccepted')::bigint AS answers_unaccepted,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Terminated')::bigint AS answers_terminated,
-		   sum(h.n) FILTER (WHERE h.name = 'answers_Pending')::bigint AS answers_pending,
-		   sum(h.n) FILTER (WHERE h.name = 'errors_connect')::bigint AS errors_connect,
-		   sum(h.n) FILTER (WHERE h.name = 'errors_timeout')::bigint AS errors_timeout,
-		   sum(h.n) FILTER (WHERE h.name = 'errors_http_5xx')::bigint AS errors_http_5xx,
-		   sum(h.n) FILTER (WHERE h.name = 'errors_http_401')::bigint AS errors_http_401,
-		   sum(h.n) FILTER (WHERE h.name = 'errors_http_other')::bigint AS errors_http_other,
-		   sum(h.n) FILTER (WHERE h.name = 'errors_parse')::bigint AS errors_parse,
-		   sum(h.n) FILTER (WHERE h.name = 'retries')::bigint AS retries,
-		   round(sum(h.n) FILTER (WHERE h.name = 'latency_us_sum') / 1000.0
-				 / nullif(sum(h.n) FILTER (WHERE h.name = 'latency_count'), 0), 1)
-			   AS latency_mean_ms,
-		   smsdispatch.histogram_quantile(0.95,
-			   '{10,50,100,500,1000,5000,Infinity}',
-			   ARRAY[coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_10ms'), 0),
-					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_50ms'), 0),
-					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_100ms'), 0),
-					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_500ms'), 0),
-					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_1s'), 0),
-					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_5s'), 0),
-					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_gt_5s'), 0)]::bigint[])
-			   AS latency_p95_le_ms
-	  FROM hourly h
-	 GROUP BY h.hour
-$$;
-
--- The rows of a query as an HTML table, every value escaped; numbers are
--- right-aligned, timestamps shown to the second in the session's TimeZone
--- (as their JSON form, ISO 8601 with a T and an offset, is recognised).
--- Headers may break after an underscore, so that narrow numeric columns stay
--- narrow. The header comes from the query's columns even when it returns no
--- row.
-CREATE OR REPLACE FUNCTION smsdispatch.html_table(caption text, query text)
+-- The gateway state words and their class are defined once in C and read
+-- by SQL through smsdispatch.gateway_status_class: the domain's CHECK,
+-- sms_outcome, modem_status_report and the alarm trigger.
+CREATE FUNCTION smsdispatch.gateway_status_class(word text)
 RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	header json;
-	rows json;
-	out text;
-BEGIN
-	-- one row of NULLs named like the query's columns (t.* expanded, so the
-	-- row itself is not NULL), without running the query
-	EXECUTE format('SELECT row_to_json(h) FROM (SELECT t.* FROM (SELECT) AS d LEFT JOIN (%s) AS t ON false) AS h',
-				   query)
-		INTO header;
-	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
-	SELECT format('<div class="scroll"><table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
-				  smsdispatch.html_escape(caption),
-				  string_agg('<th>' || replace(smsdispatch.html_escape(k), '_', '_<wbr>') || '</th>',
-							 '' ORDER BY n))
-	  INTO out
-	  FROM json_object_keys(header) WITH ORDINALITY AS h(k, n);
-	IF rows IS NULL THEN
-		RETURN out || format('<tr><td colspan="%s" class="empty">no rows</td></tr></tbody></table></div>',
-							 (SELECT count(*) FROM json_object_keys(header)));
-	END IF;
-	SELECT out || string_agg(r.cells, '' ORDER BY r.n) || '</tbody></table></div>'
-	  INTO out
-	  FROM (SELECT t.n, '<tr>' || string_agg(
-					   CASE WHEN json_typeof(e.value) = 'number'
-							THEN '<td class="num">' ELSE '<td>' END
-					   || smsdispatch.html_escape(CASE
-							WHEN json_typeof(e.value) = 'string' AND (t.row ->> e.key)
-								 ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d(:\d\d)?$'
-							THEN to_char((t.row ->> e.key)::timestamptz, 'YYYY-MM-DD HH24:MI:SS')
-							ELSE t.row ->> e.key END) || '</td>', '' ORDER BY e.n)
-				   || '</tr>' AS cells
-			  FROM json_array_elements(rows) WITH ORDINALITY AS t(row, n)
-			 CROSS JOIN LATERAL json_each(t.row) WITH ORDINALITY AS e(key, value, n)
-			 GROUP BY t.n) r;
-	RETURN out;
-END;
-$$;
+AS 'MODULE_PATHNAME', 'sms_gateway_status_class'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
--- Creates (or updates) the pg_cron jobs that keep the tables small and the
--- gateway statistics fed: the purge every day and a counter snapshot every
--- minute. pg_cron must be installed in this database, and able to connect
--- (it is refused when its jobs could only fail).
-CREATE OR REPLACE FUNCTION smsdispatch.schedule_maintenance(retention interval DEFAULT '90 days',
-	purge_schedule text DEFAULT '30 3 * * *')
-RETURNS TABLE (jobid bigint, jobname text, schedule text, command text)
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
-		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, '
-								'restart the server and run CREATE EXTENSION pg_cron; or schedule '
-								'CALL smsdispatch.purge(...) and SELECT smsdispatch.snapshot_counters() '
-								'with any other scheduler.', current_database());
-	END IF;
-	-- pg_cron runs a job through a libpq connection to cron.host unless
-	-- cron.use_background_workers is on; a host name cannot reach a server
-	-- that listens on a Unix socket only, and every run would fail
-	IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on'
-	   AND left(coalesce(current_setting('cron.host', true), 'localhost'), 1) <> '/'
-	   AND current_setting('listen_addresses') = '' THEN
-		RAISE EXCEPTION 'pg_cron could not run the maintenance jobs: cron.host is "%" but the server listens on no TCP address',
-			coalesce(current_setting('cron.host', true), 'localhost')
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = format('Set cron.use_background_workers = on (with max_worker_processes to spare), '
-								'or cron.host = %L, in postgresql.conf and restart the server.',
-								btrim(split_part(current_setting('unix_socket_directories'), ',', 1)));
-	END IF;
-	IF retention IS NULL OR retention < interval '0' THEN
-		RAISE EXCEPTION 'retention "%" must be a non-negative interval', retention
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'For example smsdispatch.schedule_maintenance(''90 days'').';
-	END IF;
-	PERFORM cron.schedule('smsdispatch-purge', purge_schedule,
-						  format('CALL smsdispatch.purge(%L)', retention));
-	PERFORM cron.schedule('smsdispatch-snapshot', '* * * * *',
-						  'SELECT smsdispatch.snapshot_counters()');
-	RETURN QUERY
-		SELECT j.jobid, j.jobname::text, j.schedule, j.command
-		  FROM cron.job j
-		 WHERE j.jobname IN ('smsdispatch-purge', 'smsdispatch-snapshot')
-		   AND j.username = current_user
-		 ORDER BY j.jobname;
-END;
-$$;
-
--- spool_enqueue() gains the file's channel
-DROP FUNCTION smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text);
-
--- Imports one parsed spool file: an alarm to a list, or one SMS per phone;
--- channel NULL is smsdispatch.default_channel.
--- Returns what it did, or NULL when the file was imported before. Bad
--- content raises the error of sms_enqueue() or sms_send(); the importer
--- writes it into the file's .reason.
-CREATE FUNCTION smsdispatch.spool_enqueue(file_name text, file_size bigint,
-	file_mtime timestamptz, file_md5 text, list text, body text,
-	phones text[], type text, channel text DEFAULT NULL)
-RETURNS text
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	file_id bigint;
-	num text;
-	msg_id bigint;
-	phone text;
-	ids bigint[] := '{}';
-BEGIN
-	INSERT INTO smsdispatch.spool_file (name, size, mtime, md5)
-		VALUES (file_name, file_size, file_mtime, file_md5)
-		ON CONFLICT DO NOTHING
-		RETURNING id INTO file_id;
-	IF file_id IS NULL THEN
-		RETURN NULL;
-	END IF;
-
-	IF list IS NOT NULL THEN
-		num := @extschema@.sms_enqueue(body, list, channel);
-		UPDATE smsdispatch.message m SET source = 'spool'
-		 WHERE m.number = num AND m.state = 'open'
-		RETURNING m.id INTO msg_id;
-		UPDATE smsdispatch.spool_file SET message_id = msg_id WHERE id = file_id;
-		RETURN 'alarm ' || num;
-	END IF;
-
-	FOREACH phone IN ARRAY phones LOOP
-		ids := ids || @extschema@.sms_send(phone, body, coalesce(type, 'text'), channel);
-	END LOOP;
-	UPDATE smsdispatch.spool_file SET sms_log_ids = ids WHERE id = file_id;
-	RETURN cardinality(ids) || ' SMS';
-END;
-$$;
+ALTER DOMAIN smsdispatch.gateway_status DROP CONSTRAINT gateway_status_check;
+ALTER DOMAIN smsdispatch.gateway_status ADD CONSTRAINT gateway_status_check
+	CHECK (VALUE IS NULL OR smsdispatch.gateway_status_class(VALUE) IS NOT NULL);
 
 -- Spool files refused by the importer (moved to failed/ with a .reason file
 -- beside them), so that failures are visible from SQL as imports are in
@@ -394,51 +88,60 @@ CREATE INDEX spool_failure_failed_idx ON smsdispatch.spool_failure (failed_at);
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure_id_seq', '');
 
--- The country codes whose national number lengths sms_normalize_phone
--- checks, with those lengths (ITU-T E.164 national plans; a focused subset,
--- other country codes are held to 7 to 15 digits only).
-CREATE FUNCTION smsdispatch.phone_plan()
-RETURNS TABLE (country_code text, min_digits int, max_digits int)
-AS 'MODULE_PATHNAME', 'sms_phone_plan'
-LANGUAGE C IMMUTABLE STRICT;
+-- A level of a list whose members take turns instead of all being paged:
+-- in the order they were added to the level, each for period_days days,
+-- handing off at handoff_time on the wall clock of time_zone; the first
+-- member's first turn begins at handoff_time on the date starts, and
+-- nobody of the level is on duty before that.
+CREATE TABLE smsdispatch.rotation (
+	id				bigserial PRIMARY KEY,
+	list			text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+					ON UPDATE CASCADE ON DELETE CASCADE,
+	level			int NOT NULL CHECK (level BETWEEN 1 AND 3),
+	period_days		int NOT NULL CHECK (period_days BETWEEN 1 AND 366),
+	handoff_time	time NOT NULL,
+	time_zone		text NOT NULL,
+	starts			date NOT NULL,
+	UNIQUE (list, level)
+);
 
--- privileges as a fresh install gives them (90_roles.sql, 95_reports_roles.sql)
-REVOKE ALL ON FUNCTION smsdispatch.stats_since(), smsdispatch.counters_now(),
-	smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
-	smsdispatch.delivery_stats(timestamptz, timestamptz),
-	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
-	smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text, text),
-	smsdispatch.phone_plan() FROM PUBLIC;
--- (in a fresh install's order: the admins' grant, then the readers')
-GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.delivery_stats TO smsdispatch_admin;
-GRANT SELECT ON smsdispatch.delivery_stats TO smsdispatch_reader;
-GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz) TO smsdispatch_reader;
-GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_failure TO smsdispatch_admin;
-GRANT USAGE ON SEQUENCE smsdispatch.spool_failure_id_seq TO smsdispatch_admin;
+-- Someone on duty at a level of a list from starts_at until ends_at, in
+-- place of the level's members (or of the rotation's current one).
+CREATE TABLE smsdispatch.duty_override (
+	id			bigserial PRIMARY KEY,
+	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+				ON UPDATE CASCADE ON DELETE CASCADE,
+	level		int NOT NULL CHECK (level BETWEEN 1 AND 3),
+	phone		text NOT NULL CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
+	name		text,
+	ack_timeout	interval NOT NULL CHECK (ack_timeout > '0'),
+	starts_at	timestamptz NOT NULL,
+	ends_at		timestamptz NOT NULL,
+	CHECK (ends_at > starts_at)
+);
+CREATE INDEX duty_override_list_idx ON smsdispatch.duty_override (list, ends_at);
 
--- Privileges on objects added in 1.1: readers see the hourly delivery
--- statistics and the live counters (80_reports.sql).
-GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
-	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
-	smsdispatch.counters_now(),
-	smsdispatch.stats_since()
-	TO smsdispatch_reader;
--- readers see which spool files were refused, and why
-GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
--- everyone who may normalise a number may see the plan it is checked against
-GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
-	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+-- A member of a list (a phone, on every level it is on) off duty from
+-- starts_at until ends_at: a holiday.
+CREATE TABLE smsdispatch.member_pause (
+	id			bigserial PRIMARY KEY,
+	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
+				ON UPDATE CASCADE ON DELETE CASCADE,
+	phone		text NOT NULL,
+	starts_at	timestamptz NOT NULL,
+	ends_at		timestamptz NOT NULL,
+	CHECK (ends_at > starts_at)
+);
+CREATE INDEX member_pause_list_idx ON smsdispatch.member_pause (list, phone);
 
--- Security: the worker never runs another role's code (helpers bound when
--- created or with a pinned search_path), secrets leave the settings, bodies
--- are redacted after smsdispatch.redact_after, the retention runs fixed
--- statements, readers see statistics only, DROP EXTENSION keeps the
--- application's tables.
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.rotation', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.rotation_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause', '');
+SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause_id_seq', '');
 
--- what a redacted body was
-ALTER TABLE verification.sms_log ADD COLUMN body_length int;
-ALTER TABLE verification.sms_log ADD COLUMN body_parts int;
-ALTER TABLE verification.sms_log ADD COLUMN redacted_at timestamptz;
+-- ==== C functions (20_functions_c.sql, 21_phone_plan.sql)
 
 -- smsdispatch.max_inbound_length in bytes and smsdispatch.redact_after as
 -- an interval (NULL = off), likewise.
@@ -458,6 +161,67 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'sms_prevent_in_transaction_block'
 LANGUAGE C VOLATILE STRICT;
 
+-- The priority an SMS of a type gets when its sender names none: 3 for
+-- verification and 2FA, 5 for medication_request, 7 for text (alarms: 1).
+CREATE FUNCTION smsdispatch.default_priority(type text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'sms_default_priority_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- How long an SMS of a type may wait to be submitted
+-- (smsdispatch.validity_<type>); NULL = for ever. Alarms' SMS never expire.
+CREATE FUNCTION smsdispatch.validity(type text)
+RETURNS interval
+AS 'MODULE_PATHNAME', 'sms_validity'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- sms_send() gains priority: 1 (most urgent, as alarms) to 9; NULL = the
+-- type's default (smsdispatch.default_priority). The longer argument list
+-- makes another function, so the old one goes.
+DROP FUNCTION sms_send(text, text, text, text);
+CREATE FUNCTION sms_send(phone text, body text, type text DEFAULT 'text',
+	channel text DEFAULT NULL, priority int DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'sms_send'
+LANGUAGE C VOLATILE;
+
+-- Wakes the background worker when the calling transaction commits.
+CREATE FUNCTION smsdispatch.wake_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_wake_at_commit_sql'
+LANGUAGE C VOLATILE;
+CREATE FUNCTION smsdispatch.send_window_opens(type text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_opens'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+-- NULL when a send window (as a setting would give it) is open at a time,
+-- else when it next opens: for trying a window before setting it.
+CREATE FUNCTION smsdispatch.send_window_next(send_window text, at timestamptz DEFAULT now())
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_send_window_next'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- The country codes whose national number lengths sms_normalize_phone
+-- checks, with those lengths (ITU-T E.164 national plans; a focused subset,
+-- other country codes are held to 7 to 15 digits only).
+CREATE FUNCTION smsdispatch.phone_plan()
+RETURNS TABLE (country_code text, min_digits int, max_digits int)
+AS 'MODULE_PATHNAME', 'sms_phone_plan'
+LANGUAGE C IMMUTABLE STRICT;
+
+-- Rows made by 1.0 get what the new columns say: SMS still waiting take the
+-- priority they would get now, and every received SMS its normalised sender.
+UPDATE verification.sms_log
+   SET priority = CASE WHEN message_id IS NOT NULL THEN 1
+					   ELSE smsdispatch.default_priority(type) END
+ WHERE send_state IN ('queued', 'sending');
+UPDATE smsdispatch.inbox SET sender_e164 = smsdispatch.try_normalize_phone(sender);
+
+-- ==== Alarms (30_alarms.sql): matching a reply to its recipient,
+-- confirmations on close, a level paging whoever is on duty when it starts;
+-- a claim or a put-back no longer fires the alarm trigger, and a transport
+-- failure no longer ends an alarm's recipient.
+
 -- Whether a sender's number, written as the network or a person gave it,
 -- is the E.164 number e164 when normalising it did not say so: its digits
 -- (without a trunk or international prefix of zeros) and e164's overlap at
@@ -474,17 +238,9 @@ BEGIN ATOMIC
 		   (SELECT ltrim(regexp_replace(coalesce(e164, ''), '[^0-9]', '', 'g'), '0') AS d) t;
 END;
 
--- Refuses DROP EXTENSION smsdispatch CASCADE while schema verification (a
--- member) holds the application's tables, which the cascade would drop.
-CREATE FUNCTION smsdispatch.drop_guard()
-RETURNS event_trigger
-LANGUAGE C
-SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'sms_drop_guard';
-CREATE EVENT TRIGGER smsdispatch_drop_guard ON ddl_command_start
-	WHEN TAG IN ('DROP EXTENSION')
-	EXECUTE FUNCTION smsdispatch.drop_guard();
-
+-- The recipient row of an alarm that a phone answers for: exact E.164 match,
+-- else smsdispatch.same_subscriber. Only recipients already sent the alarm
+-- count.
 CREATE OR REPLACE FUNCTION smsdispatch.match_recipient(message_id bigint, phone text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
@@ -509,479 +265,13 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION smsdispatch.ip2sms_poll_delay(elapsed interval, base interval)
-RETURNS interval
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT base * CASE
-		WHEN elapsed < base THEN 1
-		WHEN elapsed < base * 4 THEN 3
-		WHEN elapsed < base * 10 THEN 6
-		WHEN elapsed < base * 22 THEN 12
-		ELSE 30 END;
-END;
-
--- helpers bound when created (standard SQL bodies) or with a pinned path
-
+-- An alarm's SMS text: its number in brackets, then the body.
 CREATE OR REPLACE FUNCTION smsdispatch.alarm_text(number text, body text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
 BEGIN ATOMIC
 	SELECT '[' || number || '] ' || body;
 END;
-
-CREATE OR REPLACE FUNCTION smsdispatch.modem_check_name(modem text)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF modem IS NULL OR modem = '' THEN
-		RAISE EXCEPTION 'modem name must not be empty'
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Start smsdispatch-modem with --name, or let it default to the gammurc section.';
-	END IF;
-END;
-$$;
-
-CREATE OR REPLACE FUNCTION smsdispatch.delivery_seconds(inserted_at timestamptz,
-	status_changed_at timestamptz, updated_at timestamptz)
-RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT extract(epoch FROM coalesce(status_changed_at, updated_at) - inserted_at)::float8;
-END;
-
-CREATE OR REPLACE FUNCTION smsdispatch.html_escape(t text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT replace(replace(replace(replace(replace(coalesce(t, ''),
-		'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
-END;
-
-CREATE OR REPLACE FUNCTION smsdispatch.histogram_quantile(q float8, bounds float8[], counts bigint[])
-RETURNS float8
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT b.bound
-	  FROM (SELECT u.bound,
-				   sum(u.n) OVER (ORDER BY u.i) AS cumulative,
-				   sum(u.n) OVER () AS total
-			  FROM unnest(bounds, counts) WITH ORDINALITY AS u(bound, n, i)) b
-	 WHERE b.total > 0 AND b.cumulative >= q * b.total
-	 ORDER BY b.cumulative
-	 LIMIT 1;
-END;
-
--- the retention: fixed statements per kind in place of a condition text
-DROP PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint);
-DROP PROCEDURE smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint);
-
-CREATE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
-	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
-	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL,
-	INOUT redacted bigint DEFAULT NULL)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	started timestamptz;
-	kind text;
-	total bigint;
-	after bigint;
-	b record;
-BEGIN
-	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
-	IF older_than IS NULL THEN
-		RAISE EXCEPTION 'older_than must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
-	END IF;
-	IF older_than < interval '0' THEN
-		RAISE EXCEPTION 'older_than "%" must not be negative', older_than
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
-	END IF;
-	IF batch_size IS NULL OR batch_size < 1 THEN
-		RAISE EXCEPTION 'batch_size % must be at least 1', batch_size
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	started := now();
-	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots', 'redacted']
-	LOOP
-		total := 0;
-		after := 0;
-		LOOP
-			SELECT * INTO b FROM smsdispatch.purge_batch(kind, older_than, started,
-														   batch_size, after);
-			total := total + b.n;
-			after := b.last_id;
-			COMMIT;
-			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-			EXIT WHEN b.n < batch_size;
-			RAISE NOTICE 'smsdispatch.purge: % % so far', total, replace(kind, '_', ' ');
-		END LOOP;
-		CASE kind
-			WHEN 'alarms' THEN alarms := total;
-			WHEN 'log_rows' THEN log_rows := total;
-			WHEN 'inbox_rows' THEN inbox_rows := total;
-			WHEN 'snapshots' THEN snapshots := total;
-			ELSE redacted := total;
-		END CASE;
-	END LOOP;
-END;
-$$;
-
--- privileges
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsdispatch FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION smsdispatch.verification_trigger() TO smsdispatch_admin;
-
--- Readers (reports, the metrics exporter) see the statistics: every column
--- of the log, the alarms, their events and the received SMS except those
--- that say who (phones) or what (texts, verification codes, error texts that
--- quote a number). Column privileges, so the reports' functions run as the
--- reader and the planner still inlines them.
-DO $$
-DECLARE
-	t record;
-BEGIN
-	FOR t IN
-		SELECT v.tbl::regclass AS tbl, v.secret
-		  FROM (VALUES
-			('verification.sms_log', '{phone_number,body,last_error,verification_id,gateway_id,claimed_by}'::name[]),
-			('smsdispatch.message', '{body,acked_by}'),
-			('smsdispatch.event', '{phone,detail}'),
-			('smsdispatch.inbox', '{sender,body}')) AS v(tbl, secret)
-	LOOP
-		EXECUTE format('REVOKE SELECT ON %s FROM smsdispatch_reader', t.tbl);
-		EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO smsdispatch_reader',
-							   string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), t.tbl)
-				   FROM pg_attribute a
-				  WHERE a.attrelid = t.tbl AND a.attnum > 0 AND NOT a.attisdropped
-					AND a.attname <> ALL (t.secret));
-	END LOOP;
-END;
-$$;
-REVOKE SELECT ON smsdispatch.queue FROM smsdispatch_reader;
-REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
-	FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION smsdispatch.html_escape(text), smsdispatch.html_table(text, text),
-	smsdispatch.svg_bar_chart(text, text, text[], text[], text[], float8[], boolean)
-	TO smsdispatch_reader;
-GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
-	TO smsdispatch_admin;
-GRANT EXECUTE ON FUNCTION smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
-	TO smsdispatch_admin;
-
--- Priorities, validity before sending, one backoff for both channels, loud
--- exhausted alarms; a claim or a put-back no longer fires the alarm trigger.
-
--- The priority an SMS of a type gets when its sender names none: 3 for
--- verification and 2FA, 5 for medication_request, 7 for text (alarms: 1).
-CREATE FUNCTION smsdispatch.default_priority(type text)
-RETURNS int
-AS 'MODULE_PATHNAME', 'sms_default_priority_sql'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-
--- How long an SMS of a type may wait to be submitted
--- (smsdispatch.validity_<type>); NULL = for ever. Alarms' SMS never expire.
-CREATE FUNCTION smsdispatch.validity(type text)
-RETURNS interval
-AS 'MODULE_PATHNAME', 'sms_validity'
-LANGUAGE C STABLE STRICT PARALLEL SAFE;
-
-ALTER TABLE verification.sms_log ADD COLUMN priority int NOT NULL DEFAULT 7;
--- rows still waiting take the priority they would get now
-UPDATE verification.sms_log
-   SET priority = CASE WHEN message_id IS NOT NULL THEN 1
-					   ELSE smsdispatch.default_priority(type) END
- WHERE send_state IN ('queued', 'sending');
--- readers see the priority, as every column that says neither who nor what
-GRANT SELECT (priority) ON verification.sms_log TO smsdispatch_reader;
-
-DROP FUNCTION sms_send(text, text, text, text);
--- priority: 1 (most urgent, as alarms) to 9; NULL = the type's default
--- (smsdispatch.default_priority).
-CREATE FUNCTION sms_send(phone text, body text, type text DEFAULT 'text',
-	channel text DEFAULT NULL, priority int DEFAULT NULL)
-RETURNS bigint
-AS 'MODULE_PATHNAME', 'sms_send'
-LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION sms_send(text, text, text, text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_send(text, text, text, text, int) TO smsdispatch_sender;
-
--- The pause before attempt attempts + 1 after a transport failure: 1 s,
--- doubling, at most 5 min. One policy for every channel.
-CREATE FUNCTION smsdispatch.retry_delay(attempts int)
-RETURNS interval
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT least(interval '1 s' * (2 ^ least(greatest(attempts - 1, 0), 9)), interval '5 min')
-$$;
-
--- IP2SMS rows still in a pollable state after the status window become
--- Terminated and are no longer polled. Rows or alarms another session holds
--- are left for the next call, so this never waits.
-CREATE FUNCTION smsdispatch.ip2sms_terminate_polls(status_window int)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	alarms bigint[];
-BEGIN
-	SELECT array_agg(m.id) INTO alarms FROM (
-		SELECT m.id FROM smsdispatch.message m
-		 WHERE m.id IN (SELECT l.message_id FROM verification.sms_log l
-						 WHERE l.next_poll_at <= now() AND l.channel = 'ip2sms'
-						   AND l.submitted_at <= now() - make_interval(secs => status_window)
-						   AND l.message_id IS NOT NULL)
-		 ORDER BY m.id
-		 FOR NO KEY UPDATE SKIP LOCKED) AS m;
-	UPDATE verification.sms_log l
-	   SET gateway_status = 'Terminated', status_changed_at = now(),
-		   next_poll_at = NULL, updated_at = now()
-	 WHERE l.id IN (SELECT p.id FROM verification.sms_log p
-					 WHERE p.next_poll_at <= now() AND p.channel = 'ip2sms'
-					   AND p.submitted_at <= now() - make_interval(secs => status_window)
-					   AND (p.message_id IS NULL OR p.message_id = ANY (alarms))
-					 FOR UPDATE SKIP LOCKED);
-END;
-$$;
-REVOKE ALL ON FUNCTION smsdispatch.default_priority(text), smsdispatch.validity(text),
-	smsdispatch.retry_delay(int), smsdispatch.ip2sms_terminate_polls(int) FROM PUBLIC;
-
-DROP TRIGGER sms_log_progress ON verification.sms_log;
--- Claiming ('sending') and putting back ('queued') change nothing for the
--- alarm: they do not fire it, so that a claim never waits for an alarm's lock.
-CREATE TRIGGER sms_log_progress
-	AFTER UPDATE OF send_state, gateway_status ON verification.sms_log
-	FOR EACH ROW
-	WHEN (NEW.message_id IS NOT NULL
-		  AND ((OLD.send_state IS DISTINCT FROM NEW.send_state
-				AND NEW.send_state::text IN ('submitted', 'unknown', 'failed'))
-			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
-	EXECUTE FUNCTION smsdispatch.sms_log_progress();
-
--- Makes an alarm that reaches nobody loud: a WARNING in the server log
--- naming it and why, and NOTIFY smsdispatch_alarm with a JSON payload
--- {"number": "0042", "state": "exhausted", "reason": "..."} that an
--- application or a pager bridge can LISTEN for (sent at COMMIT).
-CREATE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, reason;
-	PERFORM pg_notify('smsdispatch_alarm',
-					  json_build_object('number', number, 'state', state,
-										'reason', reason)::text);
-END;
-$$;
-REVOKE ALL ON FUNCTION smsdispatch.alarm_alert(text, text, text) FROM PUBLIC;
-
--- Records what became of a claimed row. outcome: 'submitted' (the modem
--- gave a message reference; gateway_id holds the references of all parts),
--- 'retry' (the modem refused it before anything left: queued again with
--- backoff, failed after smsdispatch.max_attempts), 'failed' (final),
--- 'unknown' (it may have left: never re-sent), 'released' (never tried:
--- back to queued, the attempt not counted). A row whose lease expired and
--- was recovered as unknown still takes the outcome its sidecar learnt.
--- Returns false when the row is not this modem's to finish.
-CREATE OR REPLACE FUNCTION smsdispatch.modem_finish(id bigint, modem text, outcome text,
-	gateway_id text DEFAULT NULL, error text DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	max_attempts int := smsdispatch.setting('smsdispatch.max_attempts')::int;
-BEGIN
-	PERFORM smsdispatch.modem_check_name(modem);
-	IF outcome IS NULL OR outcome NOT IN ('submitted', 'retry', 'failed', 'unknown', 'released') THEN
-		RAISE EXCEPTION 'unknown modem send outcome "%"', outcome
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Outcomes are submitted, retry, failed, unknown and released.';
-	END IF;
-	IF outcome = 'submitted' AND (gateway_id IS NULL OR gateway_id = '') THEN
-		RAISE EXCEPTION 'a submitted modem SMS needs its message reference'
-			USING ERRCODE = 'null_value_not_allowed',
-				  DETAIL = format('sms_log id %s has no gateway_id.', id);
-	END IF;
-	UPDATE verification.sms_log l
-	   SET send_state = CASE
-				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN 'failed'
-				WHEN outcome IN ('retry', 'released') THEN 'queued'
-				ELSE outcome END,
-		   gateway_id = coalesce(modem_finish.gateway_id, l.gateway_id),
-		   gateway_status = CASE WHEN outcome = 'submitted' THEN 'Accepted'
-							ELSE l.gateway_status END,
-		   status_changed_at = CASE WHEN outcome = 'submitted' THEN now()
-							   ELSE l.status_changed_at END,
-		   submitted_at = CASE WHEN outcome = 'submitted' THEN now() ELSE l.submitted_at END,
-		   attempts = CASE WHEN outcome = 'released' THEN greatest(l.attempts - 1, 0)
-					  ELSE l.attempts END,
-		   next_attempt_at = CASE WHEN outcome = 'retry' THEN
-				now() + smsdispatch.retry_delay(l.attempts)
-				ELSE l.next_attempt_at END,
-		   last_error = CASE
-				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN
-					format('%s (gave up after %s attempts)', error, l.attempts)
-				WHEN outcome = 'released' THEN l.last_error
-				ELSE error END,
-		   claimed_by = CASE WHEN outcome IN ('retry', 'released') THEN NULL ELSE l.claimed_by END,
-		   lease_until = NULL,
-		   updated_at = now()
-	 WHERE l.id = modem_finish.id AND l.claimed_by = modem
-	   AND l.channel = 'modem' AND l.send_state IN ('sending', 'unknown');
-	RETURN FOUND;
-END;
-$$;
-
--- Confirmations, send windows, the inbound hook, the claim. A list confirms
--- an ack, a cancel or exhaustion to the people paged (a column on
--- recipient_list; rows of sms_log with confirms), recipients waiting on a
--- closed alarm become CLOSED; send windows hold queued rows (held_until,
--- released_at; the claim index, by channel and priority, leaves them out);
--- the inbox keeps the normalised sender, announces each SMS by NOTIFY and
--- hands those that are not acks to the inbound handler. One claim,
--- smsdispatch.claim_sends, serves both channels (modem_claim calls it).
-ALTER TABLE smsdispatch.recipient_list ADD COLUMN confirmations boolean NOT NULL DEFAULT true;
-ALTER TABLE smsdispatch.message_recipient DROP CONSTRAINT message_recipient_status_check;
-ALTER TABLE smsdispatch.message_recipient ADD CONSTRAINT message_recipient_status_check
-	CHECK (status IN ('NOT_SENT', 'NOT_YET_ACK', 'ACK', 'ACK_TIME_OVER', 'CLOSED'));
-ALTER TABLE verification.sms_log
-	ADD COLUMN confirms bigint REFERENCES smsdispatch.message ON DELETE SET NULL;
-ALTER TABLE verification.sms_log ADD COLUMN held_until timestamptz;
-ALTER TABLE verification.sms_log ADD COLUMN released_at timestamptz;
-DROP INDEX verification.sms_log_queued_idx;
-CREATE INDEX sms_log_queued_idx ON verification.sms_log
-	(channel, priority, next_attempt_at NULLS FIRST, id)
-	WHERE send_state = 'queued' AND held_until IS NULL;
-CREATE INDEX sms_log_held_idx ON verification.sms_log (held_until)
-	WHERE send_state = 'queued' AND held_until IS NOT NULL;
-ALTER TABLE smsdispatch.inbox ADD COLUMN sender_e164 text;
-ALTER TABLE smsdispatch.inbox
-	ADD COLUMN handler_state text CHECK (handler_state IN ('pending', 'done', 'failed'));
-ALTER TABLE smsdispatch.inbox ADD COLUMN handled_at timestamptz;
-ALTER TABLE smsdispatch.inbox ADD COLUMN handler_error text;
-CREATE INDEX inbox_pending_idx ON smsdispatch.inbox (id)
-	WHERE handler_state = 'pending';
-UPDATE smsdispatch.inbox SET sender_e164 = smsdispatch.try_normalize_phone(sender);
-
--- Wakes the background worker when the calling transaction commits.
-CREATE FUNCTION smsdispatch.wake_at_commit()
-RETURNS void
-AS 'MODULE_PATHNAME', 'sms_wake_at_commit_sql'
-LANGUAGE C VOLATILE;
-CREATE FUNCTION smsdispatch.send_window_opens(type text)
-RETURNS timestamptz
-AS 'MODULE_PATHNAME', 'sms_send_window_opens'
-LANGUAGE C STABLE STRICT PARALLEL SAFE;
--- NULL when a send window (as a setting would give it) is open at a time,
--- else when it next opens: for trying a window before setting it.
-CREATE FUNCTION smsdispatch.send_window_next(send_window text, at timestamptz DEFAULT now())
-RETURNS timestamptz
-AS 'MODULE_PATHNAME', 'sms_send_window_next'
-LANGUAGE C STABLE STRICT PARALLEL SAFE;
-
--- Closes the waiting of the given alarms' recipients and queues their
--- confirmations; called by smsdispatch.record_ack ('acked', with the acking
--- recipient), sms_cancel ('cancelled') and smsdispatch.escalate
--- ('exhausted'), with the alarms already locked and closed. Recipients
--- still waiting for an ack, or whose SMS a channel has in hand, become
--- CLOSED. "Paged" means a channel took the recipient's SMS (sending,
--- submitted or unknown); one confirmation per phone, on the channel of
--- that SMS, at alarm priority. Confirmation rows carry confirms, not
--- message_id: they are nobody's page, so the escalation and
--- sms_log_progress never take them for one. Lists with confirmations off
--- (sms_list_confirmations) get none. Returns the confirmations queued.
-CREATE FUNCTION smsdispatch.confirm_closed(message_ids bigint[], closed_as text,
-	acker bigint DEFAULT NULL)
-RETURNS int
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-AS $$
-DECLARE
-	queued int;
-BEGIN
-	IF closed_as IS NULL OR closed_as NOT IN ('acked', 'cancelled', 'exhausted') THEN
-		RAISE EXCEPTION 'unknown way "%" for an alarm to close', closed_as
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Alarms close as acked, cancelled or exhausted.';
-	END IF;
-
-	UPDATE smsdispatch.message_recipient r
-	   SET status = 'CLOSED'
-	 WHERE r.message_id = ANY (message_ids) AND r.id IS DISTINCT FROM acker
-	   AND (r.status = 'NOT_YET_ACK'
-			OR (r.status = 'NOT_SENT'
-				AND EXISTS (SELECT 1 FROM verification.sms_log l
-							 WHERE l.id = r.sms_log_id AND l.send_state = 'sending')));
-
-	WITH paged AS (
-		SELECT DISTINCT ON (r.message_id, r.phone)
-			   r.message_id, r.phone, r.level, r.id = acker AS is_acker, l.channel
-		  FROM smsdispatch.message_recipient r
-		  JOIN verification.sms_log l ON l.id = r.sms_log_id
-		 WHERE r.message_id = ANY (message_ids)
-		   AND l.send_state IN ('sending', 'submitted', 'unknown')
-		 ORDER BY r.message_id, r.phone, r.id = acker DESC, r.level
-	), worded AS (
-		SELECT p.*, m.number,
-			   '[' || m.number || '] ' ||
-			   CASE WHEN p.is_acker THEN 'acknowledged'
-					WHEN closed_as = 'acked' THEN
-						'taken by ' || left(coalesce(a.name, a.phone), 60)
-					WHEN closed_as = 'cancelled' THEN 'cancelled'
-					ELSE 'exhausted: nobody acknowledged it' END AS body
-		  FROM paged p
-		  JOIN smsdispatch.message m ON m.id = p.message_id
-		  LEFT JOIN smsdispatch.message_recipient a ON a.id = acker
-		 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list rl
-							WHERE rl.name = m.list AND NOT rl.confirmations)
-	), sent AS (
-		INSERT INTO verification.sms_log (phone_number, type, body, channel, priority,
-										  confirms)
-		SELECT t.phone, 'text', t.body, t.channel, 1, t.message_id
-		  FROM worded t
-		 ORDER BY t.message_id, t.is_acker DESC, t.level, t.phone
-		RETURNING confirms, phone_number, body
-	)
-	INSERT INTO smsdispatch.event (message_id, kind, phone, detail)
-	SELECT s.confirms, 'confirmation', s.phone_number, s.body
-	  FROM sent s;
-	GET DIAGNOSTICS queued = ROW_COUNT;
-	RETURN queued;
-END;
-$$;
-
--- Turns the confirmations of a list on or off (on for a new list).
-CREATE FUNCTION sms_list_confirmations(list text, enabled boolean)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF enabled IS NULL THEN
-		RAISE EXCEPTION 'enabled must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed',
-				  HINT = 'Pass true to confirm acks, cancels and exhaustion by SMS, false not to.';
-	END IF;
-	UPDATE smsdispatch.recipient_list l SET confirmations = enabled
-	 WHERE l.name = sms_list_confirmations.list;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'recipient list "%" does not exist', list
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it first with sms_list_create().';
-	END IF;
-END;
-$$;
 
 -- Keeps a received SMS in the inbox with the sender as given and in E.164,
 -- and announces it with NOTIFY smsdispatch_inbox, payload {"id": 17,
@@ -1010,31 +300,6 @@ BEGIN
 		PERFORM smsdispatch.wake_at_commit();
 	END IF;
 	RETURN inbox_id;
-END;
-$$;
-
--- Queued rows whose send window has opened (held_until passed) go back to
--- the claims, at most batch of them, their validity counting from now on:
--- a duty of the worker and of run_once(). Setting send_state wakes the
--- worker and, for modem rows, the sidecars (sms_log_wake). Returns the rows
--- released and when the next held row is due.
-CREATE FUNCTION smsdispatch.release_held(batch int DEFAULT 1000,
-	OUT released int, OUT next_due timestamptz)
-RETURNS record
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	UPDATE verification.sms_log l
-	   SET send_state = 'queued', held_until = NULL, released_at = now(), updated_at = now()
-	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
-					 WHERE h.send_state = 'queued' AND h.held_until <= now()
-					 ORDER BY h.held_until
-					 LIMIT batch
-					 FOR UPDATE SKIP LOCKED);
-	GET DIAGNOSTICS released = ROW_COUNT;
-	SELECT min(h.held_until) INTO next_due FROM verification.sms_log h
-	 WHERE h.send_state = 'queued' AND h.held_until IS NOT NULL;
 END;
 $$;
 
@@ -1081,6 +346,10 @@ BEGIN
 END;
 $$;
 
+-- An incoming SMS: refuses a body longer than smsdispatch.max_inbound_length,
+-- acks the alarm whose number it names when the sender was sent it
+-- (smsdispatch.match_recipient, smsdispatch.record_ack), and keeps it in the
+-- inbox (smsdispatch.inbox_record).
 CREATE OR REPLACE FUNCTION sms_receive(sender text, body text)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1137,6 +406,8 @@ BEGIN
 END;
 $$;
 
+-- Stops an open alarm; those already paged get a confirmation
+-- (smsdispatch.confirm_closed).
 CREATE OR REPLACE FUNCTION sms_cancel(number text)
 RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1167,336 +438,305 @@ BEGIN
 END;
 $$;
 
--- Claims up to n due queued rows of a channel, most urgent first (priority,
--- then fresh rows, then retries by their time, then age): they become
--- 'sending' with the attempt counted, under claimer and a lease when given.
--- A row not claimed within its type's validity (smsdispatch.validity) is
--- not sent late: it becomes 'failed', "expired before sending", and is not
--- returned. A row outside its type's send window (smsdispatch.send_window_opens)
--- stays queued, held until the window opens: out of the claim index, so a
--- held backlog of any size costs later claims nothing; the worker releases
--- it when the window opens (smsdispatch.release_held), and its validity
--- counts from its release.
--- Alarms' SMS and their confirmations neither expire nor wait. Rows other
--- sessions hold are skipped, so a claim never waits.
-CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
-	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
-RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+-- Starts a level of each given alarm and hands it to its channel: one
+-- queued sms_log row per recipient, each waiting for it to be submitted.
+-- Who is paged is decided now, not at enqueue: whoever is on duty at that
+-- level at this moment (smsdispatch.on_duty: the level's members, or the
+-- rotation's current one, or an override; paused members skipped). A level
+-- above the alarm's current one is an escalation and goes on from the next
+-- level; any other level starts a round at level 1. The level started is
+-- the first from there with anyone on duty; recipient rows of people off
+-- duty go (those sent the alarm in an earlier round stay, ACK_TIME_OVER, so
+-- they can still ack). When nobody is on duty at any later level, the
+-- alarm's rows from there become ACK_TIME_OVER and it is due at once: the
+-- escalation repeats or exhausts it, it never waits for nobody. Set-based:
+-- a few statements for any number of alarms.
+CREATE OR REPLACE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
+RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- a small set of alarms, each reached by index: nested loops over the
+-- per-alarm indexes, never a hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
+DECLARE
+	ids bigint[];
+	froms int[];
+	targets int[];
+	duty_lists text[];
+	duty_levels int[];
+	duty_phones text[];
+	duty_names text[];
+	duty_timeouts interval[];
 BEGIN
-	RETURN QUERY
-	WITH due AS (
-		SELECT l.id,
-			   l.message_id IS NULL
-			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
-			   AS expired,
-			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
-					THEN smsdispatch.send_window_opens(l.type) END AS held_until
-		  FROM verification.sms_log l
-		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
-		   AND l.held_until IS NULL
-		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
-		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
-		 LIMIT n
-		 FOR UPDATE SKIP LOCKED
-	), claimed AS (
-		UPDATE verification.sms_log l
-		   SET send_state = CASE WHEN due.expired THEN 'failed'
-							WHEN due.held_until IS NOT NULL THEN 'queued'
-							ELSE 'sending' END,
-			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
-										THEN 0 ELSE 1 END,
-			   last_error = CASE WHEN due.expired THEN
-					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
-						   smsdispatch.validity(l.type), lower(l.type))
-					ELSE l.last_error END,
-			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
-			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
-							THEN l.claimed_by ELSE claimer END,
-			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
-							 THEN NULL ELSE now() + lease END,
-			   updated_at = now()
-		  FROM due
-		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
-		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
-				  l.send_state
+	-- who is on duty now at each level of these alarms' lists, asked once
+	SELECT array_agg(l.list), array_agg(d.level), array_agg(d.phone), array_agg(d.name),
+		   array_agg(d.ack_timeout)
+	  INTO duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts
+	  FROM (SELECT DISTINCT m.list FROM smsdispatch.message m WHERE m.id = ANY (message_ids)) l
+	 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d;
+
+	WITH req AS (
+		SELECT p.message_id, m.list,
+			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
+		  FROM unnest(message_ids, levels) AS p(message_id, level)
+		  JOIN smsdispatch.message m ON m.id = p.message_id
+	), duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels) AS d(list, level)
 	)
-	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
-	  FROM claimed c
-	 WHERE c.send_state = 'sending'
-	 ORDER BY c.priority, c.id;
-END;
-$$;
-REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval) FROM PUBLIC;
--- Takes the next due queued modem row for this modem, the most urgent first
--- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
--- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
--- claim side by side without ever taking the same row. A row the claim
--- holds for its send window takes none of this modem's turn: it claims
--- again while due rows are left (at most 16 times).
-CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
-RETURNS TABLE (id bigint, phone_number text, body text)
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	PERFORM smsdispatch.modem_check_name(modem);
-	IF lease IS NULL OR lease <= interval '0' THEN
-		RAISE EXCEPTION 'lease "%" must be positive', lease
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	FOR attempt IN 1..16 LOOP
-		RETURN QUERY
-		SELECT c.id, c.phone_number, c.body
-		  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
-		EXIT WHEN FOUND OR NOT EXISTS (
-			SELECT 1 FROM verification.sms_log l
-			 WHERE l.channel = 'modem' AND l.send_state = 'queued' AND l.held_until IS NULL
-			   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now()));
-	END LOOP;
+	SELECT array_agg(req.message_id ORDER BY req.message_id),
+		   array_agg(req.from_level ORDER BY req.message_id),
+		   array_agg((SELECT min(duty.level) FROM duty
+					   WHERE duty.list = req.list AND duty.level >= req.from_level)
+					 ORDER BY req.message_id)
+	  INTO ids, froms, targets
+	  FROM req;
+
+	-- recipients not on duty at the levels passed over and the one started
+	WITH t AS (
+		SELECT t.message_id, t.from_level, t.target, m.list
+		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+	), duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones) AS d(list, level, phone)
+	), off AS (
+		SELECT r.id, r.sms_log_id IS NULL AND t.target IS NOT NULL AS never_sent
+		  FROM t
+		  JOIN smsdispatch.message_recipient r ON r.message_id = t.message_id
+		 WHERE r.status = 'NOT_SENT' AND r.level >= t.from_level
+		   AND (t.target IS NULL
+				OR (r.level <= t.target
+					AND NOT EXISTS (SELECT 1 FROM duty d
+									 WHERE d.list = t.list AND d.level = r.level
+									   AND d.phone = r.phone)))
+	), gone AS (
+		DELETE FROM smsdispatch.message_recipient r
+		 USING off WHERE r.id = off.id AND off.never_sent
+	)
+	UPDATE smsdispatch.message_recipient r SET status = 'ACK_TIME_OVER'
+	  FROM off WHERE r.id = off.id AND NOT off.never_sent;
+
+	-- everyone on duty at the level started has a row, with today's name
+	-- and timeout
+	WITH t AS (
+		SELECT t.message_id, t.target, m.list
+		  FROM unnest(ids, targets) AS t(message_id, target)
+		  JOIN smsdispatch.message m ON m.id = t.message_id
+	), list_duty AS MATERIALIZED (
+		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts)
+			AS d(list, level, phone, name, ack_timeout)
+	), duty AS MATERIALIZED (
+		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
+		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
+	), kept AS (
+		UPDATE smsdispatch.message_recipient r
+		   SET name = duty.name, ack_timeout = duty.ack_timeout
+		  FROM duty
+		 WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+		   AND r.level = duty.level
+		   AND (r.name IS DISTINCT FROM duty.name OR r.ack_timeout <> duty.ack_timeout)
+		RETURNING r.id
+	)
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT duty.message_id, duty.phone, duty.name, duty.level, duty.ack_timeout
+	  FROM duty
+	 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
+						WHERE r.message_id = duty.message_id AND r.phone = duty.phone
+						  AND r.level = duty.level);
+
+	-- the level next: the statements below find each alarm's recipients
+	-- through it, linear in the number of alarms. Nothing to wait for until
+	-- a channel submits the level; with nobody on it, due at once.
+	UPDATE smsdispatch.message m
+	   SET level = coalesce(t.target, (SELECT max(r.level) FROM smsdispatch.message_recipient r
+									   WHERE r.message_id = m.id)),
+		   level_started_at = now(),
+		   check_at = CASE WHEN t.target IS NULL THEN now() END
+	  FROM unnest(ids, targets) AS t(message_id, target)
+	 WHERE m.id = t.message_id;
+
+	WITH due AS (
+		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
+		  FROM smsdispatch.message m
+		  JOIN smsdispatch.message_recipient r
+			ON r.message_id = m.id AND r.level = m.level
+		 WHERE m.id = ANY (ids) AND r.status = 'NOT_SENT'
+	), queued AS (
+		-- alarms go before every other SMS (priority 1)
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority)
+		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
+			   due.channel, due.message_id, 1
+		  FROM due
+		 ORDER BY due.id
+		RETURNING id, message_id, phone_number
+	)
+	UPDATE smsdispatch.message_recipient r
+	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
+		   deadline = NULL, acked_at = NULL
+	  FROM queued q
+	  JOIN smsdispatch.message m ON m.id = q.message_id
+	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
+	   AND r.level = m.level;
+
+	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+	SELECT m.id, 'level_started', m.level,
+		   'round ' || m.round
+		   || CASE WHEN t.target IS NULL THEN
+					format('; nobody on duty at level %s or later', t.from_level)
+				   WHEN t.target = t.from_level + 1 THEN
+					format('; nobody on duty at level %s', t.from_level)
+				   WHEN t.target > t.from_level THEN
+					format('; nobody on duty at levels %s to %s', t.from_level, t.target - 1)
+				   ELSE '' END
+	  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
+	  JOIN smsdispatch.message m ON m.id = t.message_id;
 END;
 $$;
 
--- One batch of the retention: of one kind of rows past its cutoff, at most
--- batch_size, skipping rows that others have locked (the next run takes
--- them). Kinds: alarms (closed before the cutoff and out of number
--- quarantine, with their recipients and events), log_rows (SMS no longer
--- queued or sending that belong to no remaining alarm, neither as its page
--- nor as its confirmation), inbox_rows,
--- snapshots, and redacted: SMS in a final state for longer than
--- smsdispatch.redact_after get an empty body, their length and parts kept.
--- after_id is where the previous batch of the same kind stopped (the
--- redacted rows stay, so their kind walks by id); n is how many rows the
--- batch did and last_id where it stopped. The statements are fixed, one per
--- kind, and run under a pinned search_path.
-CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
-	started timestamptz, batch_size int, after_id bigint,
-	OUT n bigint, OUT last_id bigint)
+-- An alarm with escalation: its first level pages whoever is on duty now
+-- (smsdispatch.on_duty).
+CREATE OR REPLACE FUNCTION sms_enqueue(body text, list text, channel text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	chosen text := smsdispatch.resolve_channel(channel);
+	msg_id bigint;
+	num text;
+BEGIN
+	IF list IS NULL OR btrim(list) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- the list stays as it is until this alarm commits (sms_list_drop and
+	-- sms_list_rename wait for it)
+	PERFORM 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_enqueue.list FOR KEY SHARE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with sms_list_create() and add members with sms_list_add().';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m WHERE m.list = sms_enqueue.list) THEN
+		RAISE EXCEPTION 'recipient list "%" has no members', list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Add members with sms_list_add().';
+	END IF;
+	-- the recipients receive the text behind the number: check what they get
+	PERFORM smsdispatch.check_body(body);
+	PERFORM smsdispatch.check_body(smsdispatch.alarm_text('0000', body),
+								   'body with its alarm number "[0000] "');
+
+	num := smsdispatch.allocate_number();
+	INSERT INTO smsdispatch.message (number, body, list, channel)
+		VALUES (num, sms_enqueue.body, sms_enqueue.list, chosen)
+		RETURNING id INTO msg_id;
+	-- the levels it escalates through, each with who is on duty there now
+	-- (a level with nobody on duty now keeps all its members): start_levels
+	-- decides who is paged when the level starts
+	WITH duty AS MATERIALIZED (
+		SELECT * FROM smsdispatch.on_duty(sms_enqueue.list, now())
+	)
+	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
+	SELECT msg_id, d.phone, d.name, d.level, d.ack_timeout
+	  FROM duty d
+	UNION ALL
+	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
+	  FROM smsdispatch.list_member m
+	 WHERE m.list = sms_enqueue.list
+	   AND NOT EXISTS (SELECT 1 FROM duty d WHERE d.level = m.level);
+	INSERT INTO smsdispatch.event (message_id, kind, detail)
+		VALUES (msg_id, 'enqueued', 'list ' || list);
+	PERFORM smsdispatch.start_level(msg_id, 1);
+	RETURN num;
+END;
+$$;
+
+-- Claiming ('sending') and putting back ('queued') change nothing for the
+-- alarm: they do not fire it, so that a claim never waits for an alarm's lock.
+DROP TRIGGER sms_log_progress ON verification.sms_log;
+CREATE TRIGGER sms_log_progress
+	AFTER UPDATE OF send_state, gateway_status ON verification.sms_log
+	FOR EACH ROW
+	WHEN (NEW.message_id IS NOT NULL
+		  AND ((OLD.send_state IS DISTINCT FROM NEW.send_state
+				AND NEW.send_state::text IN ('submitted', 'unknown', 'failed'))
+			   OR OLD.gateway_status IS DISTINCT FROM NEW.gateway_status))
+	EXECUTE FUNCTION smsdispatch.sms_log_progress();
+
+-- Keeps each alarm recipient in step with its SMS: submitted (or possibly
+-- submitted) starts the ack timeout; a final failure means the recipient
+-- cannot be reached, so escalation does not wait for them. A failure in
+-- transport (smsdispatch.failed_in_transport: the channel could not send it)
+-- is the channel's, not the recipient's: the recipient stays NOT_SENT, so
+-- the level does not count as tried, and smsdispatch.failover sends the SMS
+-- again, on the other channel or later on this one. Either way the alarm's
+-- check_at tells the escalation when to look at it next.
+CREATE OR REPLACE FUNCTION smsdispatch.sms_log_progress()
+RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	cutoff timestamptz := started - older_than;
+	changed int;
 BEGIN
-	last_id := after_id;
-	CASE kind
-	WHEN 'alarms' THEN
-		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
-		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM smsdispatch.message
-			 WHERE state <> 'open' AND closed_at < cutoff
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'log_rows' THEN
-		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM verification.sms_log
-			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
-			   AND message_id IS NULL AND confirms IS NULL
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'inbox_rows' THEN
-		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'snapshots' THEN
-		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
-			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
-			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
-	WHEN 'redacted' THEN
-		IF smsdispatch.redact_after() IS NULL THEN
-			n := 0;
-			RETURN;
+	-- the alarm first, then its recipients: the order acks and the
+	-- escalation use, so that a channel never deadlocks with them
+	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
+	IF smsdispatch.failed_in_transport(NEW.send_state, NEW.gateway_status, NEW.attempts) THEN
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT r.message_id, 'send_failed', r.level, r.phone,
+			   coalesce(NEW.last_error, NEW.send_state) || ' (a channel failure: sent again)'
+		  FROM smsdispatch.message_recipient r
+		  JOIN smsdispatch.message m ON m.id = r.message_id AND m.state = 'open'
+		 WHERE r.sms_log_id = NEW.id AND r.status = 'NOT_SENT';
+	ELSIF NEW.send_state = 'failed'
+	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
+		WITH unreached AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
+				   sent_at = coalesce(sent_at, NEW.submitted_at)
+			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
+			   -- SMS withdrawn by an ack or a cancel leave their recipients as they are
+			   AND EXISTS (SELECT 1 FROM smsdispatch.message m
+						   WHERE m.id = NEW.message_id AND m.state IN ('open', 'exhausted'))
+			RETURNING message_id, level, phone)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT message_id, 'send_failed', level, phone,
+			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
+		  FROM unreached;
+		GET DIAGNOSTICS changed = ROW_COUNT;
+		-- the level may be over now
+		IF changed > 0 THEN
+			UPDATE smsdispatch.message
+			   SET check_at = least(check_at, now())
+			 WHERE id = NEW.message_id AND state = 'open';
 		END IF;
-		cutoff := started - smsdispatch.redact_after();
-		WITH batch AS (
-			SELECT l.id FROM verification.sms_log l
-			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
-			   AND l.redacted_at IS NULL
-			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
-			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
-		), done AS (
-			UPDATE verification.sms_log l
-			   SET body = '', body_length = length(l.body),
-				   body_parts = (@extschema@.sms_segments(l.body)).parts,
-				   redacted_at = now()
-			  FROM batch WHERE l.id = batch.id
-			RETURNING l.id
-		)
-		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
-		RETURN;
-	ELSE
-		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
-			USING ERRCODE = 'invalid_parameter_value';
-	END CASE;
-	GET DIAGNOSTICS n = ROW_COUNT;
-END;
-$$;
-REVOKE ALL ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint)
-	TO smsdispatch_admin;
-
-REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_opens(text),
-	smsdispatch.send_window_next(text, timestamptz),
-	smsdispatch.confirm_closed(bigint[], text, bigint),
-	smsdispatch.inbox_record(text, text, text, text, bigint),
-	smsdispatch.release_held(int) FROM PUBLIC;
--- Privileges of the confirmations (37_confirmations.sql): admins turn a
--- list's confirmations on and off.
-REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
--- and may try a send window before setting it
-GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO smsdispatch_admin;
--- readers see the new columns that say neither who nor what
-GRANT SELECT (confirms, held_until, released_at) ON verification.sms_log TO smsdispatch_reader;
-GRANT SELECT (handler_state, handled_at) ON smsdispatch.inbox TO smsdispatch_reader;
-
--- One state vocabulary: the gateway state words and their class defined
--- once in C and read by SQL through smsdispatch.gateway_status_class: the
--- domain's CHECK, sms_outcome, modem_status_report and the alarm trigger
--- (smsdispatch.sms_log_progress, with the channel health below).
-
-CREATE FUNCTION smsdispatch.gateway_status_class(word text)
-RETURNS text
-AS 'MODULE_PATHNAME', 'sms_gateway_status_class'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-
-ALTER DOMAIN smsdispatch.gateway_status DROP CONSTRAINT gateway_status_check;
-ALTER DOMAIN smsdispatch.gateway_status ADD CONSTRAINT gateway_status_check
-	CHECK (VALUE IS NULL OR smsdispatch.gateway_status_class(VALUE) IS NOT NULL);
-
-CREATE OR REPLACE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-BEGIN ATOMIC
-	SELECT CASE smsdispatch.gateway_status_class(gateway_status)
-		WHEN 'delivered' THEN 'delivered'
-		WHEN 'failed' THEN lower(gateway_status)
-		ELSE CASE send_state
-			WHEN 'failed' THEN 'send_failed'
-			WHEN 'unknown' THEN 'send_unknown'
-			ELSE 'pending'
-		END
-	END;
-END;
-
-CREATE OR REPLACE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
-	reference int, status text, changed_at timestamptz DEFAULT now())
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	e164 text;
-	found_id bigint;
-BEGIN
-	PERFORM smsdispatch.modem_check_name(modem);
-	IF smsdispatch.gateway_status_class(status) IS NULL THEN
-		RAISE EXCEPTION 'unknown status report word "%"', status
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'A status report carries a gateway state word, such as Delivered, Enroute or Undeliverable (smsdispatch.gateway_status_class() knows them all).';
+	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
+		WITH sent AS (
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_YET_ACK',
+				   sent_at = coalesce(NEW.submitted_at, now()),
+				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
+			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
+			RETURNING message_id, level, phone, deadline),
+		logged AS (
+			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
+			  FROM sent)
+		UPDATE smsdispatch.message
+		   SET check_at = least(check_at, (SELECT min(deadline) FROM sent))
+		 WHERE id = NEW.message_id AND state = 'open'
+		   AND EXISTS (SELECT 1 FROM sent);
 	END IF;
-	e164 := smsdispatch.try_normalize_phone(phone);
-	SELECT l.id INTO found_id FROM verification.sms_log l
-	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
-	   AND l.channel = 'modem' AND l.claimed_by = modem
-	   AND l.send_state IN ('submitted', 'unknown')
-	   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
-	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
-	 LIMIT 1
-	 FOR UPDATE;
-	-- a number in another format than we sent to
-	IF found_id IS NULL THEN
-		SELECT l.id INTO found_id FROM verification.sms_log l
-		 WHERE smsdispatch.same_subscriber(modem_status_report.phone, l.phone_number)
-		   AND l.inserted_at > now() - interval '7 days'
-		   AND l.channel = 'modem' AND l.claimed_by = modem
-		   AND l.send_state IN ('submitted', 'unknown')
-		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
-		 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
-		 LIMIT 1
-		 FOR UPDATE;
-	END IF;
-	IF found_id IS NULL THEN
-		RETURN NULL;
-	END IF;
-	UPDATE verification.sms_log l
-	   SET gateway_status = status, status_changed_at = coalesce(changed_at, now()),
-		   updated_at = now()
-	 WHERE l.id = found_id
-	   AND l.gateway_status IS DISTINCT FROM status
-	   AND smsdispatch.gateway_status_class(l.gateway_status) IS DISTINCT FROM 'failed'
-	   AND NOT (smsdispatch.gateway_status_class(status) = 'pending'
-				AND smsdispatch.gateway_status_class(l.gateway_status) = 'delivered');
-	RETURN found_id;
+	RETURN NULL;
 END;
 $$;
 
-REVOKE ALL ON FUNCTION smsdispatch.gateway_status_class(text) FROM PUBLIC;
--- The gateway state classifier is called by the domain
--- smsdispatch.gateway_status (an admin who corrects a row's status) and by
--- the reports (smsdispatch.sms_outcome, inlined into a reader's query).
-GRANT EXECUTE ON FUNCTION smsdispatch.gateway_status_class(text)
-	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
-
--- On-call: list upkeep (remove, change, rename, drop, pause and resume
--- members), rotations and overrides, sms_oncall; a level pages whoever is
--- on duty when it starts (start_levels, escalate, sms_enqueue);
--- smsdispatch.queue shows open alarms and queue_history every alarm, with
--- the tables' column names; escalation_stats counts an ack at the acking
--- recipient's level; the HTML report (sms_report_html) fits 1,200 px.
-
--- A level of a list whose members take turns instead of all being paged:
--- in the order they were added to the level, each for period_days days,
--- handing off at handoff_time on the wall clock of time_zone; the first
--- member's first turn begins at handoff_time on the date starts, and
--- nobody of the level is on duty before that.
-CREATE TABLE smsdispatch.rotation (
-	id				bigserial PRIMARY KEY,
-	list			text NOT NULL REFERENCES smsdispatch.recipient_list (name)
-					ON UPDATE CASCADE ON DELETE CASCADE,
-	level			int NOT NULL CHECK (level BETWEEN 1 AND 3),
-	period_days		int NOT NULL CHECK (period_days BETWEEN 1 AND 366),
-	handoff_time	time NOT NULL,
-	time_zone		text NOT NULL,
-	starts			date NOT NULL,
-	UNIQUE (list, level)
-);
-
--- Someone on duty at a level of a list from starts_at until ends_at, in
--- place of the level's members (or of the rotation's current one).
-CREATE TABLE smsdispatch.duty_override (
-	id			bigserial PRIMARY KEY,
-	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
-				ON UPDATE CASCADE ON DELETE CASCADE,
-	level		int NOT NULL CHECK (level BETWEEN 1 AND 3),
-	phone		text NOT NULL CHECK (phone ~ '^\+[1-9][0-9]{6,14}$'),
-	name		text,
-	ack_timeout	interval NOT NULL CHECK (ack_timeout > '0'),
-	starts_at	timestamptz NOT NULL,
-	ends_at		timestamptz NOT NULL,
-	CHECK (ends_at > starts_at)
-);
-CREATE INDEX duty_override_list_idx ON smsdispatch.duty_override (list, ends_at);
-
--- A member of a list (a phone, on every level it is on) off duty from
--- starts_at until ends_at: a holiday.
-CREATE TABLE smsdispatch.member_pause (
-	id			bigserial PRIMARY KEY,
-	list		text NOT NULL REFERENCES smsdispatch.recipient_list (name)
-				ON UPDATE CASCADE ON DELETE CASCADE,
-	phone		text NOT NULL,
-	starts_at	timestamptz NOT NULL,
-	ends_at		timestamptz NOT NULL,
-	CHECK (ends_at > starts_at)
-);
-CREATE INDEX member_pause_list_idx ON smsdispatch.member_pause (list, phone);
-
-SELECT pg_catalog.pg_extension_config_dump('smsdispatch.rotation', '');
-SELECT pg_catalog.pg_extension_config_dump('smsdispatch.rotation_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override', '');
-SELECT pg_catalog.pg_extension_config_dump('smsdispatch.duty_override_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause', '');
-SELECT pg_catalog.pg_extension_config_dump('smsdispatch.member_pause_id_seq', '');
+-- ==== On-call (31_oncall.sql): list upkeep (remove, change, rename, drop,
+-- pause and resume members), rotations and overrides, sms_oncall.
 
 -- The hand-off of a rotation that began its current turn, as a count of
 -- periods since starts: the last one at or before "at" of the local dates
@@ -1505,7 +745,6 @@ CREATE FUNCTION smsdispatch.rotation_periods(period_days int, starts date, local
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN floor((local - starts)::numeric / period_days)::int;
-
 
 -- The number of hand-offs of a rotation up to "at" (0 in the first turn),
 -- or NULL before its first turn begins. Hand-offs are instants of the
@@ -1994,217 +1233,70 @@ BEGIN
 END;
 $$;
 
--- Starts a level of each given alarm and hands it to its channel: one
--- queued sms_log row per recipient, each waiting for it to be submitted.
--- Who is paged is decided now, not at enqueue: whoever is on duty at that
--- level at this moment (smsdispatch.on_duty: the level's members, or the
--- rotation's current one, or an override; paused members skipped). A level
--- above the alarm's current one is an escalation and goes on from the next
--- level; any other level starts a round at level 1. The level started is
--- the first from there with anyone on duty; recipient rows of people off
--- duty go (those sent the alarm in an earlier round stay, ACK_TIME_OVER, so
--- they can still ack). When nobody is on duty at any later level, the
--- alarm's rows from there become ACK_TIME_OVER and it is due at once: the
--- escalation repeats or exhausts it, it never waits for nobody. Set-based:
--- a few statements for any number of alarms.
-CREATE OR REPLACE FUNCTION smsdispatch.start_levels(message_ids bigint[], levels int[])
-RETURNS void
+-- ==== The worker's duties (35_worker.sql): spool files may name their
+-- channel; an alarm that reaches nobody is loud.
+
+-- spool_enqueue() gains the file's channel
+DROP FUNCTION smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text);
+
+-- Imports one parsed spool file: an alarm to a list, or one SMS per phone;
+-- channel NULL is smsdispatch.default_channel.
+-- Returns what it did, or NULL when the file was imported before. Bad
+-- content raises the error of sms_enqueue() or sms_send(); the importer
+-- writes it into the file's .reason.
+CREATE FUNCTION smsdispatch.spool_enqueue(file_name text, file_size bigint,
+	file_mtime timestamptz, file_md5 text, list text, body text,
+	phones text[], type text, channel text DEFAULT NULL)
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
--- a small set of alarms, each reached by index: nested loops over the
--- per-alarm indexes, never a hash or merge join over a scan of the history
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
-	ids bigint[];
-	froms int[];
-	targets int[];
-	duty_lists text[];
-	duty_levels int[];
-	duty_phones text[];
-	duty_names text[];
-	duty_timeouts interval[];
+	file_id bigint;
+	num text;
+	msg_id bigint;
+	phone text;
+	ids bigint[] := '{}';
 BEGIN
-	-- who is on duty now at each level of these alarms' lists, asked once
-	SELECT array_agg(l.list), array_agg(d.level), array_agg(d.phone), array_agg(d.name),
-		   array_agg(d.ack_timeout)
-	  INTO duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts
-	  FROM (SELECT DISTINCT m.list FROM smsdispatch.message m WHERE m.id = ANY (message_ids)) l
-	 CROSS JOIN LATERAL smsdispatch.on_duty(l.list, now()) d;
+	INSERT INTO smsdispatch.spool_file (name, size, mtime, md5)
+		VALUES (file_name, file_size, file_mtime, file_md5)
+		ON CONFLICT DO NOTHING
+		RETURNING id INTO file_id;
+	IF file_id IS NULL THEN
+		RETURN NULL;
+	END IF;
 
-	WITH req AS (
-		SELECT p.message_id, m.list,
-			   CASE WHEN p.level > m.level THEN m.level + 1 ELSE 1 END AS from_level
-		  FROM unnest(message_ids, levels) AS p(message_id, level)
-		  JOIN smsdispatch.message m ON m.id = p.message_id
-	), duty AS MATERIALIZED (
-		SELECT * FROM unnest(duty_lists, duty_levels) AS d(list, level)
-	)
-	SELECT array_agg(req.message_id ORDER BY req.message_id),
-		   array_agg(req.from_level ORDER BY req.message_id),
-		   array_agg((SELECT min(duty.level) FROM duty
-					   WHERE duty.list = req.list AND duty.level >= req.from_level)
-					 ORDER BY req.message_id)
-	  INTO ids, froms, targets
-	  FROM req;
+	IF list IS NOT NULL THEN
+		num := @extschema@.sms_enqueue(body, list, channel);
+		UPDATE smsdispatch.message m SET source = 'spool'
+		 WHERE m.number = num AND m.state = 'open'
+		RETURNING m.id INTO msg_id;
+		UPDATE smsdispatch.spool_file SET message_id = msg_id WHERE id = file_id;
+		RETURN 'alarm ' || num;
+	END IF;
 
-	-- recipients not on duty at the levels passed over and the one started
-	WITH t AS (
-		SELECT t.message_id, t.from_level, t.target, m.list
-		  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
-		  JOIN smsdispatch.message m ON m.id = t.message_id
-	), duty AS MATERIALIZED (
-		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones) AS d(list, level, phone)
-	), off AS (
-		SELECT r.id, r.sms_log_id IS NULL AND t.target IS NOT NULL AS never_sent
-		  FROM t
-		  JOIN smsdispatch.message_recipient r ON r.message_id = t.message_id
-		 WHERE r.status = 'NOT_SENT' AND r.level >= t.from_level
-		   AND (t.target IS NULL
-				OR (r.level <= t.target
-					AND NOT EXISTS (SELECT 1 FROM duty d
-									 WHERE d.list = t.list AND d.level = r.level
-									   AND d.phone = r.phone)))
-	), gone AS (
-		DELETE FROM smsdispatch.message_recipient r
-		 USING off WHERE r.id = off.id AND off.never_sent
-	)
-	UPDATE smsdispatch.message_recipient r SET status = 'ACK_TIME_OVER'
-	  FROM off WHERE r.id = off.id AND NOT off.never_sent;
-
-	-- everyone on duty at the level started has a row, with today's name
-	-- and timeout
-	WITH t AS (
-		SELECT t.message_id, t.target, m.list
-		  FROM unnest(ids, targets) AS t(message_id, target)
-		  JOIN smsdispatch.message m ON m.id = t.message_id
-	), list_duty AS MATERIALIZED (
-		SELECT * FROM unnest(duty_lists, duty_levels, duty_phones, duty_names, duty_timeouts)
-			AS d(list, level, phone, name, ack_timeout)
-	), duty AS MATERIALIZED (
-		SELECT t.message_id, d.phone, d.name, d.level, d.ack_timeout
-		  FROM t JOIN list_duty d ON d.list = t.list AND d.level = t.target
-	), kept AS (
-		UPDATE smsdispatch.message_recipient r
-		   SET name = duty.name, ack_timeout = duty.ack_timeout
-		  FROM duty
-		 WHERE r.message_id = duty.message_id AND r.phone = duty.phone
-		   AND r.level = duty.level
-		   AND (r.name IS DISTINCT FROM duty.name OR r.ack_timeout <> duty.ack_timeout)
-		RETURNING r.id
-	)
-	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
-	SELECT duty.message_id, duty.phone, duty.name, duty.level, duty.ack_timeout
-	  FROM duty
-	 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
-						WHERE r.message_id = duty.message_id AND r.phone = duty.phone
-						  AND r.level = duty.level);
-
-	-- the level next: the statements below find each alarm's recipients
-	-- through it, linear in the number of alarms. Nothing to wait for until
-	-- a channel submits the level; with nobody on it, due at once.
-	UPDATE smsdispatch.message m
-	   SET level = coalesce(t.target, (SELECT max(r.level) FROM smsdispatch.message_recipient r
-									   WHERE r.message_id = m.id)),
-		   level_started_at = now(),
-		   check_at = CASE WHEN t.target IS NULL THEN now() END
-	  FROM unnest(ids, targets) AS t(message_id, target)
-	 WHERE m.id = t.message_id;
-
-	WITH due AS (
-		SELECT r.id, r.phone, m.id AS message_id, m.number, m.body, m.channel
-		  FROM smsdispatch.message m
-		  JOIN smsdispatch.message_recipient r
-			ON r.message_id = m.id AND r.level = m.level
-		 WHERE m.id = ANY (ids) AND r.status = 'NOT_SENT'
-	), queued AS (
-		-- alarms go before every other SMS (priority 1)
-		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
-										  priority)
-		SELECT due.phone, 'text', smsdispatch.alarm_text(due.number, due.body),
-			   due.channel, due.message_id, 1
-		  FROM due
-		 ORDER BY due.id
-		RETURNING id, message_id, phone_number
-	)
-	UPDATE smsdispatch.message_recipient r
-	   SET sms_log_id = q.id, status = 'NOT_SENT', sent_at = NULL,
-		   deadline = NULL, acked_at = NULL
-	  FROM queued q
-	  JOIN smsdispatch.message m ON m.id = q.message_id
-	 WHERE r.message_id = q.message_id AND r.phone = q.phone_number
-	   AND r.level = m.level;
-
-	INSERT INTO smsdispatch.event (message_id, kind, level, detail)
-	SELECT m.id, 'level_started', m.level,
-		   'round ' || m.round
-		   || CASE WHEN t.target IS NULL THEN
-					format('; nobody on duty at level %s or later', t.from_level)
-				   WHEN t.target = t.from_level + 1 THEN
-					format('; nobody on duty at level %s', t.from_level)
-				   WHEN t.target > t.from_level THEN
-					format('; nobody on duty at levels %s to %s', t.from_level, t.target - 1)
-				   ELSE '' END
-	  FROM unnest(ids, froms, targets) AS t(message_id, from_level, target)
-	  JOIN smsdispatch.message m ON m.id = t.message_id;
+	FOREACH phone IN ARRAY phones LOOP
+		ids := ids || @extschema@.sms_send(phone, body, coalesce(type, 'text'), channel);
+	END LOOP;
+	UPDATE smsdispatch.spool_file SET sms_log_ids = ids WHERE id = file_id;
+	RETURN cardinality(ids) || ' SMS';
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION sms_enqueue(body text, list text, channel text DEFAULT NULL)
-RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER
+-- Makes an alarm that reaches nobody loud: a WARNING in the server log
+-- naming it and why, and NOTIFY smsdispatch_alarm with a JSON payload
+-- {"number": "0042", "state": "exhausted", "reason": "..."} that an
+-- application or a pager bridge can LISTEN for (sent at COMMIT).
+CREATE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
+RETURNS void
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	chosen text := smsdispatch.resolve_channel(channel);
-	msg_id bigint;
-	num text;
 BEGIN
-	IF list IS NULL OR btrim(list) = '' THEN
-		RAISE EXCEPTION 'recipient list name must not be empty'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	-- the list stays as it is until this alarm commits (sms_list_drop and
-	-- sms_list_rename wait for it)
-	PERFORM 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_enqueue.list FOR KEY SHARE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'recipient list "%" does not exist', list
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it with sms_list_create() and add members with sms_list_add().';
-	END IF;
-	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m WHERE m.list = sms_enqueue.list) THEN
-		RAISE EXCEPTION 'recipient list "%" has no members', list
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Add members with sms_list_add().';
-	END IF;
-	-- the recipients receive the text behind the number: check what they get
-	PERFORM smsdispatch.check_body(body);
-	PERFORM smsdispatch.check_body(smsdispatch.alarm_text('0000', body),
-								   'body with its alarm number "[0000] "');
-
-	num := smsdispatch.allocate_number();
-	INSERT INTO smsdispatch.message (number, body, list, channel)
-		VALUES (num, sms_enqueue.body, sms_enqueue.list, chosen)
-		RETURNING id INTO msg_id;
-	-- the levels it escalates through, each with who is on duty there now
-	-- (a level with nobody on duty now keeps all its members): start_levels
-	-- decides who is paged when the level starts
-	WITH duty AS MATERIALIZED (
-		SELECT * FROM smsdispatch.on_duty(sms_enqueue.list, now())
-	)
-	INSERT INTO smsdispatch.message_recipient (message_id, phone, name, level, ack_timeout)
-	SELECT msg_id, d.phone, d.name, d.level, d.ack_timeout
-	  FROM duty d
-	UNION ALL
-	SELECT msg_id, m.phone, m.name, m.level, m.ack_timeout
-	  FROM smsdispatch.list_member m
-	 WHERE m.list = sms_enqueue.list
-	   AND NOT EXISTS (SELECT 1 FROM duty d WHERE d.level = m.level);
-	INSERT INTO smsdispatch.event (message_id, kind, detail)
-		VALUES (msg_id, 'enqueued', 'list ' || list);
-	PERFORM smsdispatch.start_level(msg_id, 1);
-	RETURN num;
+	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, reason;
+	PERFORM pg_notify('smsdispatch_alarm',
+					  json_build_object('number', number, 'state', state,
+										'reason', reason)::text);
 END;
 $$;
 
@@ -2355,264 +1447,434 @@ BEGIN
 END;
 $$;
 
--- Escalation statistics of the alarms created in ["from", "to"), per
--- recipient list (lists without alarms show zeros). "Acked at level N"
--- counts the alarms acknowledged by a recipient of level N
--- (smsdispatch.acked_level): who took it, not how far the escalation had
--- gone (a level-1 recipient acking after level 2 was paged counts at
--- level 1). Time to ack runs from the alarm's creation.
--- The escalation level of the recipient who acknowledged an alarm (the
--- lowest, for a phone on several levels); NULL when nobody did.
-CREATE FUNCTION smsdispatch.acked_level(message_id bigint)
-RETURNS int
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-	SELECT min(r.level) FROM smsdispatch.message_recipient r
-	 WHERE r.message_id = acked_level.message_id AND r.status = 'ACK';
-END;
+-- ==== The send path (36_send_path.sql): one backoff and one claim for both
+-- channels, validity before sending, send windows.
 
-CREATE OR REPLACE FUNCTION smsdispatch.escalation_stats("from" timestamptz, "to" timestamptz)
-RETURNS TABLE (list text, alarms bigint, open bigint, acked bigint,
-	acked_level_1 bigint, acked_level_2 bigint, acked_level_3 bigint,
-	exhausted bigint, cancelled bigint, median_ack_s numeric, p95_ack_s numeric)
-LANGUAGE sql STABLE
+-- The pause before attempt attempts + 1 after a transport failure: 1 s,
+-- doubling, at most 5 min. One policy for every channel.
+CREATE FUNCTION smsdispatch.retry_delay(attempts int)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH m AS (
-		SELECT m.list, m.state, smsdispatch.acked_level(m.id) AS level,
-			   extract(epoch FROM m.acked_at - m.created_at)::float8 AS ack_s
-		  FROM smsdispatch.message m
-		 WHERE m.created_at >= "from" AND m.created_at < "to"
-	)
-	SELECT l.list, count(m.list), count(*) FILTER (WHERE m.state = 'open'),
-		   count(*) FILTER (WHERE m.state = 'acked'),
-		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 1),
-		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 2),
-		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 3),
-		   count(*) FILTER (WHERE m.state = 'exhausted'),
-		   count(*) FILTER (WHERE m.state = 'cancelled'),
-		   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY m.ack_s)
-				  FILTER (WHERE m.state = 'acked'))::numeric, 1),
-		   round((percentile_cont(0.95) WITHIN GROUP (ORDER BY m.ack_s)
-				  FILTER (WHERE m.state = 'acked'))::numeric, 1)
-	  FROM (SELECT r.name AS list FROM smsdispatch.recipient_list r
-			UNION
-			SELECT m.list FROM m) l
-	  LEFT JOIN m ON m.list = l.list
-	 GROUP BY l.list
+	SELECT least(interval '1 s' * (2 ^ least(greatest(attempts - 1, 0), 9)), interval '5 min')
 $$;
 
--- One self-contained HTML page for ["from", "to"): three inline SVG charts
--- (daily volume by final status, delivery time distribution, ack time per
--- level) and the report tables. No scripts, fonts, images or links: a
--- Content-Security-Policy of default-src 'none' keeps the page from loading
--- anything even if it tried.
-CREATE OR REPLACE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
-RETURNS text
-LANGUAGE plpgsql STABLE
+-- IP2SMS rows still in a pollable state after the status window become
+-- Terminated and are no longer polled. Rows or alarms another session holds
+-- are left for the next call, so this never waits.
+CREATE FUNCTION smsdispatch.ip2sms_terminate_polls(status_window int)
+RETURNS void
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	days text[];
-	daily float8[];
-	delivery_buckets constant text[] := ARRAY['< 10 s', '10-30 s', '30-60 s', '1-2 min',
-		'2-5 min', '5-15 min', '15-60 min', '>= 1 h'];
-	delivery_hist float8[];
-	ack float8[];
-	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
-	-- times as people read them: to the minute, in the session's TimeZone
-	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
-	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
-							   to_char("to", shown));
+	alarms bigint[];
 BEGIN
-	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
-	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
-		RAISE EXCEPTION 'report range from "%" to "%" is not a finite, non-empty range', "from", "to"
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Give two timestamps, the first earlier, e.g. sms_report_html(now() - interval ''7 days'', now()).';
-	END IF;
-	IF "to" - "from" > interval '366 days' THEN
-		RAISE EXCEPTION 'report range from "%" to "%" is longer than 366 days', "from", "to"
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Write one report per year or shorter period.';
-	END IF;
-
-	-- chart 1: per day, delivered / failed / send_unknown / pending
-	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
-	  INTO days
-	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
-						   interval '1 day') AS g(day);
-	WITH d AS (
-		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
-			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
-		  FROM smsdispatch.delivery_stats("from", "to") AS s
-		 GROUP BY s.day
-	)
-	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
-									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
-					 ORDER BY g.day, k)
-	  INTO daily
-	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
-						   interval '1 day') AS g(day)
-	 CROSS JOIN generate_series(1, 4) AS k
-	  LEFT JOIN d ON d.day = g.day::date;
-
-	-- chart 2: seconds from queueing to delivery
-	SELECT array_agg(coalesce(h.n, 0)::float8 ORDER BY b.i)
-	  INTO delivery_hist
-	  FROM generate_series(0, 7) AS b(i)
-	  LEFT JOIN (SELECT width_bucket(smsdispatch.delivery_seconds(l.inserted_at,
-										l.status_changed_at, l.updated_at),
-									 ARRAY[10, 30, 60, 120, 300, 900, 3600]::float8[]) AS i,
-						count(*) AS n
-				   FROM verification.sms_log l
-				  WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
-					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
-				  GROUP BY 1) h ON h.i = b.i;
-
-	-- chart 3: median and p95 time to ack per level of the acking recipient
-	WITH a AS (
-		SELECT smsdispatch.acked_level(m.id) AS level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
-				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
-		  FROM smsdispatch.message m
-		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
-		 GROUP BY 1
-	)
-	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
-	  INTO ack
-	  FROM generate_series(1, 3) AS lvl
-	 CROSS JOIN generate_series(1, 2) AS k
-	  LEFT JOIN a ON a.level = lvl;
-
-	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
-		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
-		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
-		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
-		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
-		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
-		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
-		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
-		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
-		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
-		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
-		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
-		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
-				  smsdispatch.html_escape(range_shown),
-				  smsdispatch.html_escape(to_char(now(), shown)))
-		|| '<h2>Charts</h2>'
-		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
-				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
-				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
-		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
-				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
-		|| smsdispatch.svg_bar_chart('Time to acknowledge per level of the acker', 'seconds',
-				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
-				ARRAY['#00838f', '#6a1b9a'], ack, false)
-		|| '<h2>Tables</h2>'
-		|| smsdispatch.html_table('Delivery per day, type and channel',
-				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
-					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
-					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
-		|| smsdispatch.html_table('Failures per day, type and channel',
-				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
-					   'unaccepted, terminated, send_failed '
-					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
-					   range_literal))
-		|| smsdispatch.html_table('Gateway requests per hour',
-				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
-					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
-					   'latency_mean_ms, latency_p95_le_ms '
-					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
-					   "from", "to"))
-		|| smsdispatch.html_table('Gateway answers per hour',
-				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
-					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
-					   'answers_unaccepted, answers_terminated, answers_pending '
-					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
-					   "from", "to"))
-		|| smsdispatch.html_table('Escalation per recipient list',
-				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
-		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
-				THEN smsdispatch.html_table('Open alarms now',
-					'SELECT number, list, level, created_at, body, recipient_level, recipient_name, '
-					'phone, status, sent_at, deadline FROM smsdispatch.queue')
-				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
-		|| '</body></html>';
+	SELECT array_agg(m.id) INTO alarms FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.id IN (SELECT l.message_id FROM verification.sms_log l
+						 WHERE l.next_poll_at <= now() AND l.channel = 'ip2sms'
+						   AND l.submitted_at <= now() - make_interval(secs => status_window)
+						   AND l.message_id IS NOT NULL)
+		 ORDER BY m.id
+		 FOR NO KEY UPDATE SKIP LOCKED) AS m;
+	UPDATE verification.sms_log l
+	   SET gateway_status = 'Terminated', status_changed_at = now(),
+		   next_poll_at = NULL, updated_at = now()
+	 WHERE l.id IN (SELECT p.id FROM verification.sms_log p
+					 WHERE p.next_poll_at <= now() AND p.channel = 'ip2sms'
+					   AND p.submitted_at <= now() - make_interval(secs => status_window)
+					   AND (p.message_id IS NULL OR p.message_id = ANY (alarms))
+					 FOR UPDATE SKIP LOCKED);
 END;
 $$;
 
-DROP VIEW smsdispatch.queue;
+-- Queued rows whose send window has opened (held_until passed) go back to
+-- the claims, at most batch of them, their validity counting from now on:
+-- a duty of the worker and of run_once(). Setting send_state wakes the
+-- worker and, for modem rows, the sidecars (sms_log_wake). Returns the rows
+-- released and when the next held row is due.
+CREATE FUNCTION smsdispatch.release_held(batch int DEFAULT 1000,
+	OUT released int, OUT next_due timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE verification.sms_log l
+	   SET send_state = 'queued', held_until = NULL, released_at = now(), updated_at = now()
+	 WHERE l.id IN (SELECT h.id FROM verification.sms_log h
+					 WHERE h.send_state = 'queued' AND h.held_until <= now()
+					 ORDER BY h.held_until
+					 LIMIT batch
+					 FOR UPDATE SKIP LOCKED);
+	GET DIAGNOSTICS released = ROW_COUNT;
+	SELECT min(h.held_until) INTO next_due FROM verification.sms_log h
+	 WHERE h.send_state = 'queued' AND h.held_until IS NOT NULL;
+END;
+$$;
 
--- The console: every open alarm with each recipient and its status, the
--- alarm's columns named as in smsdispatch.message (body, created_at...) and
--- the recipient's as in smsdispatch.message_recipient, prefixed
--- recipient_ where both tables have one. queue_history is the same for
--- every alarm, closed ones included.
-CREATE VIEW smsdispatch.queue_history AS
-	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
-		   m.level_started_at, m.body, m.acked_by, m.closed_at,
-		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
-		   r.sent_at, r.deadline, r.acked_at
-	  FROM smsdispatch.message m
-	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
-	 ORDER BY m.created_at, m.number, r.level, r.phone;
-CREATE VIEW smsdispatch.queue AS
-	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
-		   m.level_started_at, m.body,
-		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
-		   r.sent_at, r.deadline, r.acked_at
-	  FROM smsdispatch.message m
-	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
-	 WHERE m.state = 'open'
-	 ORDER BY m.created_at, m.number, r.level, r.phone;
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. A row outside its type's send window (smsdispatch.send_window_opens)
+-- stays queued, held until the window opens: out of the claim index, so a
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
+-- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- sessions hold are skipped, so a claim never waits.
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN QUERY
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
+			   AS expired,
+			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
+					THEN smsdispatch.send_window_opens(l.type) END AS held_until
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND l.held_until IS NULL
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed'
+							WHEN due.held_until IS NOT NULL THEN 'queued'
+							ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
+										THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
+			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							 THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
+				  l.send_state
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	  FROM claimed c
+	 WHERE c.send_state = 'sending'
+	 ORDER BY c.priority, c.id;
+END;
+$$;
 
+-- ==== Confirmations (37_confirmations.sql)
 
-REVOKE ALL ON FUNCTION smsdispatch.rotation_turn(int, time, text, date, timestamptz),
-	smsdispatch.rotation_periods(int, date, date),
-	smsdispatch.on_duty(text, timestamptz), smsdispatch.lock_list(text),
-	smsdispatch.check_level(int, text, boolean), smsdispatch.member_phone(text, text, int),
-	smsdispatch.check_no_open_alarms(text, text), smsdispatch.acked_level(bigint)
-	FROM PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.rotation, smsdispatch.duty_override,
-	smsdispatch.member_pause TO smsdispatch_admin;
-GRANT USAGE ON SEQUENCE smsdispatch.rotation_id_seq, smsdispatch.duty_override_id_seq,
-	smsdispatch.member_pause_id_seq TO smsdispatch_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.queue, smsdispatch.queue_history
-	TO smsdispatch_admin;
+-- Closes the waiting of the given alarms' recipients and queues their
+-- confirmations; called by smsdispatch.record_ack ('acked', with the acking
+-- recipient), sms_cancel ('cancelled') and smsdispatch.escalate
+-- ('exhausted'), with the alarms already locked and closed. Recipients
+-- still waiting for an ack, or whose SMS a channel has in hand, become
+-- CLOSED. "Paged" means a channel took the recipient's SMS (sending,
+-- submitted or unknown); one confirmation per phone, on the channel of
+-- that SMS, at alarm priority. Confirmation rows carry confirms, not
+-- message_id: they are nobody's page, so the escalation and
+-- sms_log_progress never take them for one. Lists with confirmations off
+-- (sms_list_confirmations) get none. Returns the confirmations queued.
+CREATE FUNCTION smsdispatch.confirm_closed(message_ids bigint[], closed_as text,
+	acker bigint DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	queued int;
+BEGIN
+	IF closed_as IS NULL OR closed_as NOT IN ('acked', 'cancelled', 'exhausted') THEN
+		RAISE EXCEPTION 'unknown way "%" for an alarm to close', closed_as
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Alarms close as acked, cancelled or exhausted.';
+	END IF;
 
-REVOKE ALL ON FUNCTION sms_list_remove(text, text, int),
-	sms_list_change(text, text, int, int, text, interval, text),
-	sms_list_rename(text, text), sms_list_drop(text),
-	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
-	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
-	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
-	sms_override_remove(bigint), sms_oncall(text, timestamptz)
-	FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
-	sms_list_change(text, text, int, int, text, interval, text),
-	sms_list_rename(text, text), sms_list_drop(text),
-	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
-	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
-	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
-	sms_override_remove(bigint), sms_oncall(text, timestamptz)
-	TO smsdispatch_admin;
--- readers count acks per level of the acking recipient (escalation_stats):
--- the recipients' levels and statuses, not who they are
-GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
-GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;
+	UPDATE smsdispatch.message_recipient r
+	   SET status = 'CLOSED'
+	 WHERE r.message_id = ANY (message_ids) AND r.id IS DISTINCT FROM acker
+	   AND (r.status = 'NOT_YET_ACK'
+			OR (r.status = 'NOT_SENT'
+				AND EXISTS (SELECT 1 FROM verification.sms_log l
+							 WHERE l.id = r.sms_log_id AND l.send_state = 'sending')));
 
--- Channel health, failover for alarms (and, when asked, verification SMS),
--- no silent loss: the event kinds confirmation, failover, retried and
--- undeliverable; smsdispatch.ip2sms_health(), the view channel_health,
--- failed_in_transport(), failover() and its index; a transport failure no
--- longer ends an alarm's recipient (sms_log_progress).
-ALTER TABLE smsdispatch.event DROP CONSTRAINT event_kind_check;
-ALTER TABLE smsdispatch.event ADD CONSTRAINT event_kind_check
-	CHECK (kind IN ('enqueued', 'sent', 'level_started',
-				'timed_out', 'escalated', 'repeated', 'acked', 'duplicate_ack',
-				'exhausted', 'cancelled', 'send_failed',
-				'confirmation',
-				'failover', 'retried', 'undeliverable'));
+	WITH paged AS (
+		SELECT DISTINCT ON (r.message_id, r.phone)
+			   r.message_id, r.phone, r.level, r.id = acker AS is_acker, l.channel
+		  FROM smsdispatch.message_recipient r
+		  JOIN verification.sms_log l ON l.id = r.sms_log_id
+		 WHERE r.message_id = ANY (message_ids)
+		   AND l.send_state IN ('sending', 'submitted', 'unknown')
+		 ORDER BY r.message_id, r.phone, r.id = acker DESC, r.level
+	), worded AS (
+		SELECT p.*, m.number,
+			   '[' || m.number || '] ' ||
+			   CASE WHEN p.is_acker THEN 'acknowledged'
+					WHEN closed_as = 'acked' THEN
+						'taken by ' || left(coalesce(a.name, a.phone), 60)
+					WHEN closed_as = 'cancelled' THEN 'cancelled'
+					ELSE 'exhausted: nobody acknowledged it' END AS body
+		  FROM paged p
+		  JOIN smsdispatch.message m ON m.id = p.message_id
+		  LEFT JOIN smsdispatch.message_recipient a ON a.id = acker
+		 WHERE NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list rl
+							WHERE rl.name = m.list AND NOT rl.confirmations)
+	), sent AS (
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, priority,
+										  confirms)
+		SELECT t.phone, 'text', t.body, t.channel, 1, t.message_id
+		  FROM worded t
+		 ORDER BY t.message_id, t.is_acker DESC, t.level, t.phone
+		RETURNING confirms, phone_number, body
+	)
+	INSERT INTO smsdispatch.event (message_id, kind, phone, detail)
+	SELECT s.confirms, 'confirmation', s.phone_number, s.body
+	  FROM sent s;
+	GET DIAGNOSTICS queued = ROW_COUNT;
+	RETURN queued;
+END;
+$$;
+
+-- Turns the confirmations of a list on or off (on for a new list).
+CREATE FUNCTION sms_list_confirmations(list text, enabled boolean)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF enabled IS NULL THEN
+		RAISE EXCEPTION 'enabled must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass true to confirm acks, cancels and exhaustion by SMS, false not to.';
+	END IF;
+	UPDATE smsdispatch.recipient_list l SET confirmations = enabled
+	 WHERE l.name = sms_list_confirmations.list;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+END;
+$$;
+
+-- ==== Verification (40_verification.sql): DROP EXTENSION keeps the
+-- application's tables.
+
+-- Refuses DROP EXTENSION smsdispatch CASCADE while schema verification (a
+-- member) holds the application's tables, which the cascade would drop.
+CREATE FUNCTION smsdispatch.drop_guard()
+RETURNS event_trigger
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'sms_drop_guard';
+CREATE EVENT TRIGGER smsdispatch_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION')
+	EXECUTE FUNCTION smsdispatch.drop_guard();
+
+-- ==== IP2SMS (50_ip2sms.sql): the counters outlive a clean restart.
+
+-- When the counters last started from zero; NULL when not preloaded.
+CREATE FUNCTION smsdispatch.stats_since()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'sms_stats_since'
+LANGUAGE C VOLATILE;
+
+-- How long to wait before the next status poll of an SMS submitted elapsed
+-- ago, with base = smsdispatch.ip2sms_poll_interval: 1, 3, 6, 12, then 30
+-- times base. A standard SQL body: its names are bound when it is created,
+-- so the worker's call looks nothing up through a search_path.
+CREATE OR REPLACE FUNCTION smsdispatch.ip2sms_poll_delay(elapsed interval, base interval)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT base * CASE
+		WHEN elapsed < base THEN 1
+		WHEN elapsed < base * 4 THEN 3
+		WHEN elapsed < base * 10 THEN 6
+		WHEN elapsed < base * 22 THEN 12
+		ELSE 30 END;
+END;
+
+-- ==== The modem (70_modem.sql)
+
+-- Refuses an empty or NULL modem name: every row a sidecar touches carries it.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_check_name(modem text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF modem IS NULL OR modem = '' THEN
+		RAISE EXCEPTION 'modem name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Start smsdispatch-modem with --name, or let it default to the gammurc section.';
+	END IF;
+END;
+$$;
+
+-- Records what became of a claimed row. outcome: 'submitted' (the modem
+-- gave a message reference; gateway_id holds the references of all parts),
+-- 'retry' (the modem refused it before anything left: queued again with
+-- backoff, failed after smsdispatch.max_attempts), 'failed' (final),
+-- 'unknown' (it may have left: never re-sent), 'released' (never tried:
+-- back to queued, the attempt not counted). A row whose lease expired and
+-- was recovered as unknown still takes the outcome its sidecar learnt.
+-- Returns false when the row is not this modem's to finish.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_finish(id bigint, modem text, outcome text,
+	gateway_id text DEFAULT NULL, error text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	max_attempts int := smsdispatch.setting('smsdispatch.max_attempts')::int;
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF outcome IS NULL OR outcome NOT IN ('submitted', 'retry', 'failed', 'unknown', 'released') THEN
+		RAISE EXCEPTION 'unknown modem send outcome "%"', outcome
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Outcomes are submitted, retry, failed, unknown and released.';
+	END IF;
+	IF outcome = 'submitted' AND (gateway_id IS NULL OR gateway_id = '') THEN
+		RAISE EXCEPTION 'a submitted modem SMS needs its message reference'
+			USING ERRCODE = 'null_value_not_allowed',
+				  DETAIL = format('sms_log id %s has no gateway_id.', id);
+	END IF;
+	UPDATE verification.sms_log l
+	   SET send_state = CASE
+				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN 'failed'
+				WHEN outcome IN ('retry', 'released') THEN 'queued'
+				ELSE outcome END,
+		   gateway_id = coalesce(modem_finish.gateway_id, l.gateway_id),
+		   gateway_status = CASE WHEN outcome = 'submitted' THEN 'Accepted'
+							ELSE l.gateway_status END,
+		   status_changed_at = CASE WHEN outcome = 'submitted' THEN now()
+							   ELSE l.status_changed_at END,
+		   submitted_at = CASE WHEN outcome = 'submitted' THEN now() ELSE l.submitted_at END,
+		   attempts = CASE WHEN outcome = 'released' THEN greatest(l.attempts - 1, 0)
+					  ELSE l.attempts END,
+		   next_attempt_at = CASE WHEN outcome = 'retry' THEN
+				now() + smsdispatch.retry_delay(l.attempts)
+				ELSE l.next_attempt_at END,
+		   last_error = CASE
+				WHEN outcome = 'retry' AND l.attempts >= max_attempts THEN
+					format('%s (gave up after %s attempts)', error, l.attempts)
+				WHEN outcome = 'released' THEN l.last_error
+				ELSE error END,
+		   claimed_by = CASE WHEN outcome IN ('retry', 'released') THEN NULL ELSE l.claimed_by END,
+		   lease_until = NULL,
+		   updated_at = now()
+	 WHERE l.id = modem_finish.id AND l.claimed_by = modem
+	   AND l.channel = 'modem' AND l.send_state IN ('sending', 'unknown');
+	RETURN FOUND;
+END;
+$$;
+
+-- Takes the next due queued modem row for this modem, the most urgent first
+-- (smsdispatch.claim_sends, as the IP2SMS channel claims): marks it sending
+-- with a lease and counts the attempt. SKIP LOCKED lets several sidecars
+-- claim side by side without ever taking the same row. A row the claim
+-- holds for its send window takes none of this modem's turn: it claims
+-- again while due rows are left (at most 16 times).
+CREATE OR REPLACE FUNCTION smsdispatch.modem_claim(modem text, lease interval DEFAULT '2 min')
+RETURNS TABLE (id bigint, phone_number text, body text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF lease IS NULL OR lease <= interval '0' THEN
+		RAISE EXCEPTION 'lease "%" must be positive', lease
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	FOR attempt IN 1..16 LOOP
+		RETURN QUERY
+		SELECT c.id, c.phone_number, c.body
+		  FROM smsdispatch.claim_sends('modem', 1, modem, lease) c;
+		EXIT WHEN FOUND OR NOT EXISTS (
+			SELECT 1 FROM verification.sms_log l
+			 WHERE l.channel = 'modem' AND l.send_state = 'queued' AND l.held_until IS NULL
+			   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now()));
+	END LOOP;
+END;
+$$;
+
+-- Pairs a status report with the row it reports on (same modem, same
+-- recipient, the message reference among the row's parts; the recipient by
+-- smsdispatch.same_subscriber when the report writes the number differently)
+-- and records the TP-Status word. Returns the sms_log id, or NULL when
+-- nothing matched.
+CREATE OR REPLACE FUNCTION smsdispatch.modem_status_report(modem text, phone text,
+	reference int, status text, changed_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	found_id bigint;
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	IF smsdispatch.gateway_status_class(status) IS NULL THEN
+		RAISE EXCEPTION 'unknown status report word "%"', status
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A status report carries a gateway state word, such as Delivered, Enroute or Undeliverable (smsdispatch.gateway_status_class() knows them all).';
+	END IF;
+	e164 := smsdispatch.try_normalize_phone(phone);
+	SELECT l.id INTO found_id FROM verification.sms_log l
+	 WHERE l.phone_number = e164 AND l.inserted_at > now() - interval '7 days'
+	   AND l.channel = 'modem' AND l.claimed_by = modem
+	   AND l.send_state IN ('submitted', 'unknown')
+	   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+	 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+	 LIMIT 1
+	 FOR UPDATE;
+	-- a number in another format than we sent to
+	IF found_id IS NULL THEN
+		SELECT l.id INTO found_id FROM verification.sms_log l
+		 WHERE smsdispatch.same_subscriber(modem_status_report.phone, l.phone_number)
+		   AND l.inserted_at > now() - interval '7 days'
+		   AND l.channel = 'modem' AND l.claimed_by = modem
+		   AND l.send_state IN ('submitted', 'unknown')
+		   AND reference::text = ANY (string_to_array(l.gateway_id, ','))
+		 ORDER BY l.submitted_at DESC NULLS LAST, l.id DESC
+		 LIMIT 1
+		 FOR UPDATE;
+	END IF;
+	IF found_id IS NULL THEN
+		RETURN NULL;
+	END IF;
+	UPDATE verification.sms_log l
+	   SET gateway_status = status, status_changed_at = coalesce(changed_at, now()),
+		   updated_at = now()
+	 WHERE l.id = found_id
+	   AND l.gateway_status IS DISTINCT FROM status
+	   AND smsdispatch.gateway_status_class(l.gateway_status) IS DISTINCT FROM 'failed'
+	   AND NOT (smsdispatch.gateway_status_class(status) = 'pending'
+				AND smsdispatch.gateway_status_class(l.gateway_status) = 'delivered');
+	RETURN found_id;
+END;
+$$;
+
+-- ==== Channel health (71_channel_health.sql)
 
 -- Channel health and failover: each channel's state (smsdispatch.channel_health),
 -- and the worker's duty that sends an alarm's SMS on the other channel when
@@ -2904,74 +2166,867 @@ BEGIN
 END;
 $$;
 
--- Keeps each alarm recipient in step with its SMS: submitted (or possibly
--- submitted) starts the ack timeout; a final failure means the recipient
--- cannot be reached, so escalation does not wait for them. A failure in
--- transport (smsdispatch.failed_in_transport: the channel could not send it)
--- is the channel's, not the recipient's: the recipient stays NOT_SENT, so
--- the level does not count as tried, and smsdispatch.failover sends the SMS
--- again, on the other channel or later on this one. Either way the alarm's
--- check_at tells the escalation when to look at it next.
-CREATE OR REPLACE FUNCTION smsdispatch.sms_log_progress()
-RETURNS trigger
+-- ==== Reports and retention (80_reports.sql): the live counters, delivery
+-- statistics with an error rate, an hourly grain and a sent count without
+-- gateway refusals; schedule_maintenance() checks that pg_cron can connect;
+-- escalation statistics per level of the acking recipient; the HTML report
+-- fits 1,200 px; smsdispatch.queue shows open alarms and queue_history every
+-- alarm, with the tables' column names; the retention runs fixed
+-- statements and redacts old bodies.
+
+-- Copies the current counters into counter_snapshot; returns the rows written.
+CREATE OR REPLACE FUNCTION smsdispatch.snapshot_counters()
+RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	changed int;
+	written integer;
 BEGIN
-	-- the alarm first, then its recipients: the order acks and the
-	-- escalation use, so that a channel never deadlocks with them
-	PERFORM 1 FROM smsdispatch.message m WHERE m.id = NEW.message_id FOR NO KEY UPDATE;
-	IF smsdispatch.failed_in_transport(NEW.send_state, NEW.gateway_status, NEW.attempts) THEN
-		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-		SELECT r.message_id, 'send_failed', r.level, r.phone,
-			   coalesce(NEW.last_error, NEW.send_state) || ' (a channel failure: sent again)'
-		  FROM smsdispatch.message_recipient r
-		  JOIN smsdispatch.message m ON m.id = r.message_id AND m.state = 'open'
-		 WHERE r.sms_log_id = NEW.id AND r.status = 'NOT_SENT';
-	ELSIF NEW.send_state = 'failed'
-	   OR smsdispatch.gateway_status_class(NEW.gateway_status) = 'failed' THEN
-		WITH unreached AS (
-			UPDATE smsdispatch.message_recipient
-			   SET status = 'ACK_TIME_OVER', deadline = least(deadline, now()),
-				   sent_at = coalesce(sent_at, NEW.submitted_at)
-			 WHERE sms_log_id = NEW.id AND status IN ('NOT_SENT', 'NOT_YET_ACK')
-			   -- SMS withdrawn by an ack or a cancel leave their recipients as they are
-			   AND EXISTS (SELECT 1 FROM smsdispatch.message m
-						   WHERE m.id = NEW.message_id AND m.state IN ('open', 'exhausted'))
-			RETURNING message_id, level, phone)
-		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-		SELECT message_id, 'send_failed', level, phone,
-			   coalesce(NEW.last_error, NEW.gateway_status, NEW.send_state)
-		  FROM unreached;
-		GET DIAGNOSTICS changed = ROW_COUNT;
-		-- the level may be over now
-		IF changed > 0 THEN
-			UPDATE smsdispatch.message
-			   SET check_at = least(check_at, now())
-			 WHERE id = NEW.message_id AND state = 'open';
-		END IF;
-	ELSIF NEW.send_state IN ('submitted', 'unknown') THEN
-		WITH sent AS (
-			UPDATE smsdispatch.message_recipient
-			   SET status = 'NOT_YET_ACK',
-				   sent_at = coalesce(NEW.submitted_at, now()),
-				   deadline = coalesce(NEW.submitted_at, now()) + ack_timeout
-			 WHERE sms_log_id = NEW.id AND status = 'NOT_SENT'
-			RETURNING message_id, level, phone, deadline),
-		logged AS (
-			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
-			SELECT message_id, 'sent', level, phone, NEW.channel || ' ' || NEW.send_state
-			  FROM sent)
-		UPDATE smsdispatch.message
-		   SET check_at = least(check_at, (SELECT min(deadline) FROM sent))
-		 WHERE id = NEW.message_id AND state = 'open'
-		   AND EXISTS (SELECT 1 FROM sent);
-	END IF;
-	RETURN NULL;
+	INSERT INTO smsdispatch.counter_snapshot (taken_at, server_started_at, name, value)
+	SELECT now(), smsdispatch.stats_since(), s.name, s.value
+	  FROM smsdispatch.stats() AS s
+	ON CONFLICT DO NOTHING;
+	GET DIAGNOSTICS written = ROW_COUNT;
+	RETURN written;
 END;
 $$;
+
+-- The counters as they are now, shaped like counter_snapshot rows; no row
+-- when the library is not preloaded. gateway_stats() reads them as a last
+-- snapshot, so the current hour shows before any snapshot was taken.
+CREATE FUNCTION smsdispatch.counters_now()
+RETURNS SETOF smsdispatch.counter_snapshot
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	since timestamptz := smsdispatch.stats_since();
+BEGIN
+	IF since IS NOT NULL THEN
+		RETURN QUERY SELECT now(), since, s.name, s.value FROM smsdispatch.stats() AS s;
+	END IF;
+END;
+$$;
+
+-- delivery_stats() gains error_rate: its result type changes, so it and its
+-- view are made again
+DROP VIEW smsdispatch.delivery_stats;
+DROP FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz);
+
+-- Delivery statistics of the SMS queued in ["from", "to"), per period
+-- (date_trunc(grain, inserted_at) in the session's TimeZone: 'hour' or
+-- 'day') x type x channel. sent counts the SMS a channel accepted (submitted,
+-- and not refused by the gateway: a Rejected or Unaccepted row is a refusal,
+-- never sent); delivery_ratio and error_rate are delivered and failed over
+-- the SMS whose outcome is known (logged - pending). A plain SQL function,
+-- so the planner inlines it and the range uses the index on inserted_at.
+CREATE FUNCTION smsdispatch.delivery_stats_per(grain text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending,
+		   round(d.delivered::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.failed::numeric / nullif(d.logged - d.pending, 0), 4),
+		   round(d.median_s::numeric, 1), round(d.p95_s::numeric, 1)
+	  FROM (SELECT c.*, c.expired + c.deleted + c.undeliverable + c.rejected
+					   + c.unaccepted + c.terminated + c.send_failed AS failed
+			  FROM (SELECT date_trunc(grain, l.inserted_at) AS period, l.type, l.channel,
+				   count(*) AS logged,
+				   count(*) FILTER (WHERE l.send_state = 'submitted'
+									  AND l.gateway_status IS DISTINCT FROM 'Rejected'
+									  AND l.gateway_status IS DISTINCT FROM 'Unaccepted') AS sent,
+				   count(*) FILTER (WHERE o.outcome = 'delivered') AS delivered,
+				   count(*) FILTER (WHERE o.outcome = 'expired') AS expired,
+				   count(*) FILTER (WHERE o.outcome = 'deleted') AS deleted,
+				   count(*) FILTER (WHERE o.outcome = 'undeliverable') AS undeliverable,
+				   count(*) FILTER (WHERE o.outcome = 'rejected') AS rejected,
+				   count(*) FILTER (WHERE o.outcome = 'unaccepted') AS unaccepted,
+				   count(*) FILTER (WHERE o.outcome = 'terminated') AS terminated,
+				   count(*) FILTER (WHERE o.outcome = 'send_failed') AS send_failed,
+				   count(*) FILTER (WHERE o.outcome = 'send_unknown') AS send_unknown,
+				   count(*) FILTER (WHERE o.outcome = 'pending') AS pending,
+				   percentile_cont(0.5) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
+					   l.inserted_at, l.status_changed_at, l.updated_at))
+					   FILTER (WHERE o.outcome = 'delivered') AS median_s,
+				   percentile_cont(0.95) WITHIN GROUP (ORDER BY smsdispatch.delivery_seconds(
+					   l.inserted_at, l.status_changed_at, l.updated_at))
+					   FILTER (WHERE o.outcome = 'delivered') AS p95_s
+			  FROM verification.sms_log l
+			 CROSS JOIN LATERAL (SELECT smsdispatch.sms_outcome(l.send_state,
+										l.gateway_status) AS outcome) o
+			 WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+			 GROUP BY 1, 2, 3) c) d
+$$;
+
+-- Per day (the session's TimeZone) x type x channel.
+CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT d.period::date, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
+		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
+		   d.terminated, d.send_failed, d.send_unknown, d.pending, d.delivery_ratio,
+		   d.error_rate, d.median_delivery_s, d.p95_delivery_s
+	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d
+$$;
+
+-- Per hour x type x channel: the same columns, the hour first.
+CREATE FUNCTION smsdispatch.delivery_stats_hourly("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, type text, channel text, logged bigint, sent bigint,
+	delivered bigint, failed bigint, expired bigint, deleted bigint,
+	undeliverable bigint, rejected bigint, unaccepted bigint, terminated bigint,
+	send_failed bigint, send_unknown bigint, pending bigint,
+	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
+	p95_delivery_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to")
+$$;
+
+-- Every day: the function over all time.
+CREATE VIEW smsdispatch.delivery_stats AS
+	SELECT * FROM smsdispatch.delivery_stats('-infinity', 'infinity');
+
+-- The gateway per hour for the snapshots taken in ["from", "to"), and the
+-- counters as they are now when now() is in the range: what happened between
+-- consecutive snapshots counts in the hour of the later one, so the last
+-- snapshot before "from" is read as the baseline. A counter that went down,
+-- or a new server_started_at (a crash or stats_reset()), is a reset: the
+-- later value is then the whole increase. A counter's first snapshot has no
+-- baseline: its value counts in full when the counters started from zero
+-- inside the range, else its increase is unknown.
+CREATE OR REPLACE FUNCTION smsdispatch.gateway_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
+	requests_status bigint, answers_accepted bigint, answers_enroute bigint,
+	answers_delivered bigint, answers_expired bigint, answers_deleted bigint,
+	answers_undeliverable bigint, answers_rejected bigint, answers_unknown bigint,
+	answers_unaccepted bigint, answers_terminated bigint, answers_pending bigint,
+	errors_connect bigint, errors_timeout bigint, errors_http_5xx bigint,
+	errors_http_401 bigint, errors_http_other bigint, errors_parse bigint,
+	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
+LANGUAGE sql STABLE
+AS $$
+	WITH snapshot AS (
+		SELECT c.* FROM smsdispatch.counter_snapshot c
+		 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
+										 FROM smsdispatch.counter_snapshot b
+										WHERE b.taken_at < "from"), "from")
+		   AND c.taken_at < "to"
+		UNION ALL
+		SELECT n.* FROM smsdispatch.counters_now() n
+		 WHERE n.taken_at >= "from" AND n.taken_at < "to"
+	), increase AS (
+		SELECT s.taken_at, s.name,
+			   CASE WHEN s.prev_value IS NULL THEN
+						CASE WHEN s.server_started_at >= "from" THEN s.value END
+					WHEN s.value < s.prev_value
+						 OR s.server_started_at <> s.prev_started_at THEN s.value
+					ELSE s.value - s.prev_value
+			   END AS delta
+		  FROM (SELECT c.*,
+					   lag(c.value) OVER w AS prev_value,
+					   lag(c.server_started_at) OVER w AS prev_started_at
+				  FROM snapshot c
+				WINDOW w AS (PARTITION BY c.name ORDER BY c.taken_at)) s
+		 WHERE s.taken_at >= "from"
+	), hourly AS (
+		SELECT date_trunc('hour', i.taken_at) AS hour,
+			   count(DISTINCT i.taken_at) AS snapshots,
+			   i.name, coalesce(sum(i.delta), 0)::bigint AS n
+		  FROM increase i
+		 GROUP BY 1, 3
+	)
+	SELECT h.hour, max(h.snapshots) AS snapshots,
+		   sum(h.n) FILTER (WHERE h.name = 'requests_send')::bigint AS requests_send,
+		   sum(h.n) FILTER (WHERE h.name = 'requests_status')::bigint AS requests_status,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Accepted')::bigint AS answers_accepted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Enroute')::bigint AS answers_enroute,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Delivered')::bigint AS answers_delivered,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Expired')::bigint AS answers_expired,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Deleted')::bigint AS answers_deleted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Undeliverable')::bigint AS answers_undeliverable,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Rejected')::bigint AS answers_rejected,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Unknown')::bigint AS answers_unknown,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Unaccepted')::bigint AS answers_unaccepted,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Terminated')::bigint AS answers_terminated,
+		   sum(h.n) FILTER (WHERE h.name = 'answers_Pending')::bigint AS answers_pending,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_connect')::bigint AS errors_connect,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_timeout')::bigint AS errors_timeout,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_5xx')::bigint AS errors_http_5xx,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_401')::bigint AS errors_http_401,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_http_other')::bigint AS errors_http_other,
+		   sum(h.n) FILTER (WHERE h.name = 'errors_parse')::bigint AS errors_parse,
+		   sum(h.n) FILTER (WHERE h.name = 'retries')::bigint AS retries,
+		   round(sum(h.n) FILTER (WHERE h.name = 'latency_us_sum') / 1000.0
+				 / nullif(sum(h.n) FILTER (WHERE h.name = 'latency_count'), 0), 1)
+			   AS latency_mean_ms,
+		   smsdispatch.histogram_quantile(0.95,
+			   '{10,50,100,500,1000,5000,Infinity}',
+			   ARRAY[coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_10ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_50ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_100ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_500ms'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_1s'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_le_5s'), 0),
+					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_gt_5s'), 0)]::bigint[])
+			   AS latency_p95_le_ms
+	  FROM hourly h
+	 GROUP BY h.hour
+$$;
+
+-- The rows of a query as an HTML table, every value escaped; numbers are
+-- right-aligned, timestamps shown to the second in the session's TimeZone
+-- (as their JSON form, ISO 8601 with a T and an offset, is recognised).
+-- Headers may break after an underscore, so that narrow numeric columns stay
+-- narrow. The header comes from the query's columns even when it returns no
+-- row.
+CREATE OR REPLACE FUNCTION smsdispatch.html_table(caption text, query text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	header json;
+	rows json;
+	out text;
+BEGIN
+	-- one row of NULLs named like the query's columns (t.* expanded, so the
+	-- row itself is not NULL), without running the query
+	EXECUTE format('SELECT row_to_json(h) FROM (SELECT t.* FROM (SELECT) AS d LEFT JOIN (%s) AS t ON false) AS h',
+				   query)
+		INTO header;
+	EXECUTE format('SELECT json_agg(t) FROM (%s) AS t', query) INTO rows;
+	SELECT format('<div class="scroll"><table><caption>%s</caption><thead><tr>%s</tr></thead><tbody>',
+				  smsdispatch.html_escape(caption),
+				  string_agg('<th>' || replace(smsdispatch.html_escape(k), '_', '_<wbr>') || '</th>',
+							 '' ORDER BY n))
+	  INTO out
+	  FROM json_object_keys(header) WITH ORDINALITY AS h(k, n);
+	IF rows IS NULL THEN
+		RETURN out || format('<tr><td colspan="%s" class="empty">no rows</td></tr></tbody></table></div>',
+							 (SELECT count(*) FROM json_object_keys(header)));
+	END IF;
+	SELECT out || string_agg(r.cells, '' ORDER BY r.n) || '</tbody></table></div>'
+	  INTO out
+	  FROM (SELECT t.n, '<tr>' || string_agg(
+					   CASE WHEN json_typeof(e.value) = 'number'
+							THEN '<td class="num">' ELSE '<td>' END
+					   || smsdispatch.html_escape(CASE
+							WHEN json_typeof(e.value) = 'string' AND (t.row ->> e.key)
+								 ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d(:\d\d)?$'
+							THEN to_char((t.row ->> e.key)::timestamptz, 'YYYY-MM-DD HH24:MI:SS')
+							ELSE t.row ->> e.key END) || '</td>', '' ORDER BY e.n)
+				   || '</tr>' AS cells
+			  FROM json_array_elements(rows) WITH ORDINALITY AS t(row, n)
+			 CROSS JOIN LATERAL json_each(t.row) WITH ORDINALITY AS e(key, value, n)
+			 GROUP BY t.n) r;
+	RETURN out;
+END;
+$$;
+
+-- Creates (or updates) the pg_cron jobs that keep the tables small and the
+-- gateway statistics fed: the purge every day and a counter snapshot every
+-- minute. pg_cron must be installed in this database, and able to connect
+-- (it is refused when its jobs could only fail).
+CREATE OR REPLACE FUNCTION smsdispatch.schedule_maintenance(retention interval DEFAULT '90 days',
+	purge_schedule text DEFAULT '30 3 * * *')
+RETURNS TABLE (jobid bigint, jobname text, schedule text, command text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in database "%"', current_database()
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Add pg_cron to shared_preload_libraries, set cron.database_name = %L, '
+								'restart the server and run CREATE EXTENSION pg_cron; or schedule '
+								'CALL smsdispatch.purge(...) and SELECT smsdispatch.snapshot_counters() '
+								'with any other scheduler.', current_database());
+	END IF;
+	-- pg_cron runs a job through a libpq connection to cron.host unless
+	-- cron.use_background_workers is on; a host name cannot reach a server
+	-- that listens on a Unix socket only, and every run would fail
+	IF current_setting('cron.use_background_workers', true) IS DISTINCT FROM 'on'
+	   AND left(coalesce(current_setting('cron.host', true), 'localhost'), 1) <> '/'
+	   AND current_setting('listen_addresses') = '' THEN
+		RAISE EXCEPTION 'pg_cron could not run the maintenance jobs: cron.host is "%" but the server listens on no TCP address',
+			coalesce(current_setting('cron.host', true), 'localhost')
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('Set cron.use_background_workers = on (with max_worker_processes to spare), '
+								'or cron.host = %L, in postgresql.conf and restart the server.',
+								btrim(split_part(current_setting('unix_socket_directories'), ',', 1)));
+	END IF;
+	IF retention IS NULL OR retention < interval '0' THEN
+		RAISE EXCEPTION 'retention "%" must be a non-negative interval', retention
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example smsdispatch.schedule_maintenance(''90 days'').';
+	END IF;
+	PERFORM cron.schedule('smsdispatch-purge', purge_schedule,
+						  format('CALL smsdispatch.purge(%L)', retention));
+	PERFORM cron.schedule('smsdispatch-snapshot', '* * * * *',
+						  'SELECT smsdispatch.snapshot_counters()');
+	RETURN QUERY
+		SELECT j.jobid, j.jobname::text, j.schedule, j.command
+		  FROM cron.job j
+		 WHERE j.jobname IN ('smsdispatch-purge', 'smsdispatch-snapshot')
+		   AND j.username = current_user
+		 ORDER BY j.jobname;
+END;
+$$;
+
+-- Helpers of the reports, bound when created (standard SQL bodies).
+-- Seconds from queueing to delivery: the gateway's date of the Delivered
+-- state, or the time the row was last updated when the gateway gave none.
+CREATE OR REPLACE FUNCTION smsdispatch.delivery_seconds(inserted_at timestamptz,
+	status_changed_at timestamptz, updated_at timestamptz)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT extract(epoch FROM coalesce(status_changed_at, updated_at) - inserted_at)::float8;
+END;
+
+-- Text made safe for HTML element content and attribute values.
+CREATE OR REPLACE FUNCTION smsdispatch.html_escape(t text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT replace(replace(replace(replace(replace(coalesce(t, ''),
+		'&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&#39;');
+END;
+
+-- The upper bound of the histogram bucket that holds quantile q, given
+-- disjoint buckets with those upper bounds (the last one may be 'Infinity').
+-- NULL when the histogram is empty.
+CREATE OR REPLACE FUNCTION smsdispatch.histogram_quantile(q float8, bounds float8[], counts bigint[])
+RETURNS float8
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT b.bound
+	  FROM (SELECT u.bound,
+				   sum(u.n) OVER (ORDER BY u.i) AS cumulative,
+				   sum(u.n) OVER () AS total
+			  FROM unnest(bounds, counts) WITH ORDINALITY AS u(bound, n, i)) b
+	 WHERE b.total > 0 AND b.cumulative >= q * b.total
+	 ORDER BY b.cumulative
+	 LIMIT 1;
+END;
+
+-- What became of one SMS, from its dispatch state and the gateway's word
+-- (its class from smsdispatch.gateway_status_class): every report
+-- classifies rows through this one function.
+CREATE OR REPLACE FUNCTION smsdispatch.sms_outcome(send_state text, gateway_status text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT CASE smsdispatch.gateway_status_class(gateway_status)
+		WHEN 'delivered' THEN 'delivered'
+		WHEN 'failed' THEN lower(gateway_status)
+		ELSE CASE send_state
+			WHEN 'failed' THEN 'send_failed'
+			WHEN 'unknown' THEN 'send_unknown'
+			ELSE 'pending'
+		END
+	END;
+END;
+
+-- the retention: fixed statements per kind in place of a condition text
+DROP PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint);
+DROP PROCEDURE smsdispatch.delete_in_batches(regclass, text, timestamptz, int, bigint);
+
+CREATE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
+	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
+	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL,
+	INOUT redacted bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	started timestamptz;
+	kind text;
+	total bigint;
+	after bigint;
+	b record;
+BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
+	IF older_than IS NULL THEN
+		RAISE EXCEPTION 'older_than must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
+	END IF;
+	IF older_than < interval '0' THEN
+		RAISE EXCEPTION 'older_than "%" must not be negative', older_than
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
+	END IF;
+	IF batch_size IS NULL OR batch_size < 1 THEN
+		RAISE EXCEPTION 'batch_size % must be at least 1', batch_size
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	started := now();
+	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots', 'redacted']
+	LOOP
+		total := 0;
+		after := 0;
+		LOOP
+			SELECT * INTO b FROM smsdispatch.purge_batch(kind, older_than, started,
+														   batch_size, after);
+			total := total + b.n;
+			after := b.last_id;
+			COMMIT;
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			EXIT WHEN b.n < batch_size;
+			RAISE NOTICE 'smsdispatch.purge: % % so far', total, replace(kind, '_', ' ');
+		END LOOP;
+		CASE kind
+			WHEN 'alarms' THEN alarms := total;
+			WHEN 'log_rows' THEN log_rows := total;
+			WHEN 'inbox_rows' THEN inbox_rows := total;
+			WHEN 'snapshots' THEN snapshots := total;
+			ELSE redacted := total;
+		END CASE;
+	END LOOP;
+END;
+$$;
+
+-- One batch of the retention: of one kind of rows past its cutoff, at most
+-- batch_size, skipping rows that others have locked (the next run takes
+-- them). Kinds: alarms (closed before the cutoff and out of number
+-- quarantine, with their recipients and events), log_rows (SMS no longer
+-- queued or sending that belong to no remaining alarm, neither as its page
+-- nor as its confirmation), inbox_rows,
+-- snapshots, and redacted: SMS in a final state for longer than
+-- smsdispatch.redact_after get an empty body, their length and parts kept.
+-- after_id is where the previous batch of the same kind stopped (the
+-- redacted rows stay, so their kind walks by id); n is how many rows the
+-- batch did and last_id where it stopped. The statements are fixed, one per
+-- kind, and run under a pinned search_path.
+CREATE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+	started timestamptz, batch_size int, after_id bigint,
+	OUT n bigint, OUT last_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cutoff timestamptz := started - older_than;
+BEGIN
+	last_id := after_id;
+	CASE kind
+	WHEN 'alarms' THEN
+		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
+		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.message
+			 WHERE state <> 'open' AND closed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'log_rows' THEN
+		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM verification.sms_log
+			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
+			   AND message_id IS NULL AND confirms IS NULL
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'inbox_rows' THEN
+		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'snapshots' THEN
+		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'redacted' THEN
+		IF smsdispatch.redact_after() IS NULL THEN
+			n := 0;
+			RETURN;
+		END IF;
+		cutoff := started - smsdispatch.redact_after();
+		WITH batch AS (
+			SELECT l.id FROM verification.sms_log l
+			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
+			   AND l.redacted_at IS NULL
+			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
+			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+		), done AS (
+			UPDATE verification.sms_log l
+			   SET body = '', body_length = length(l.body),
+				   body_parts = (@extschema@.sms_segments(l.body)).parts,
+				   redacted_at = now()
+			  FROM batch WHERE l.id = batch.id
+			RETURNING l.id
+		)
+		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
+		RETURN;
+	ELSE
+		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END CASE;
+	GET DIAGNOSTICS n = ROW_COUNT;
+END;
+$$;
+
+-- Escalation statistics of the alarms created in ["from", "to"), per
+-- recipient list (lists without alarms show zeros). "Acked at level N"
+-- counts the alarms acknowledged by a recipient of level N
+-- (smsdispatch.acked_level): who took it, not how far the escalation had
+-- gone (a level-1 recipient acking after level 2 was paged counts at
+-- level 1). Time to ack runs from the alarm's creation.
+-- The escalation level of the recipient who acknowledged an alarm (the
+-- lowest, for a phone on several levels); NULL when nobody did.
+CREATE FUNCTION smsdispatch.acked_level(message_id bigint)
+RETURNS int
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+	SELECT min(r.level) FROM smsdispatch.message_recipient r
+	 WHERE r.message_id = acked_level.message_id AND r.status = 'ACK';
+END;
+
+CREATE OR REPLACE FUNCTION smsdispatch.escalation_stats("from" timestamptz, "to" timestamptz)
+RETURNS TABLE (list text, alarms bigint, open bigint, acked bigint,
+	acked_level_1 bigint, acked_level_2 bigint, acked_level_3 bigint,
+	exhausted bigint, cancelled bigint, median_ack_s numeric, p95_ack_s numeric)
+LANGUAGE sql STABLE
+AS $$
+	WITH m AS (
+		SELECT m.list, m.state, smsdispatch.acked_level(m.id) AS level,
+			   extract(epoch FROM m.acked_at - m.created_at)::float8 AS ack_s
+		  FROM smsdispatch.message m
+		 WHERE m.created_at >= "from" AND m.created_at < "to"
+	)
+	SELECT l.list, count(m.list), count(*) FILTER (WHERE m.state = 'open'),
+		   count(*) FILTER (WHERE m.state = 'acked'),
+		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 1),
+		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 2),
+		   count(*) FILTER (WHERE m.state = 'acked' AND m.level = 3),
+		   count(*) FILTER (WHERE m.state = 'exhausted'),
+		   count(*) FILTER (WHERE m.state = 'cancelled'),
+		   round((percentile_cont(0.5) WITHIN GROUP (ORDER BY m.ack_s)
+				  FILTER (WHERE m.state = 'acked'))::numeric, 1),
+		   round((percentile_cont(0.95) WITHIN GROUP (ORDER BY m.ack_s)
+				  FILTER (WHERE m.state = 'acked'))::numeric, 1)
+	  FROM (SELECT r.name AS list FROM smsdispatch.recipient_list r
+			UNION
+			SELECT m.list FROM m) l
+	  LEFT JOIN m ON m.list = l.list
+	 GROUP BY l.list
+$$;
+
+-- One self-contained HTML page for ["from", "to"): three inline SVG charts
+-- (daily volume by final status, delivery time distribution, ack time per
+-- level) and the report tables. No scripts, fonts, images or links: a
+-- Content-Security-Policy of default-src 'none' keeps the page from loading
+-- anything even if it tried.
+CREATE OR REPLACE FUNCTION sms_report_html("from" timestamptz, "to" timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	days text[];
+	daily float8[];
+	delivery_buckets constant text[] := ARRAY['< 10 s', '10-30 s', '30-60 s', '1-2 min',
+		'2-5 min', '5-15 min', '15-60 min', '>= 1 h'];
+	delivery_hist float8[];
+	ack float8[];
+	range_literal text := format('%L::timestamptz, %L::timestamptz', "from", "to");
+	-- times as people read them: to the minute, in the session's TimeZone
+	shown constant text := 'YYYY-MM-DD HH24:MI TZ';
+	range_shown text := format('from %s to %s', to_char("from", 'YYYY-MM-DD HH24:MI'),
+							   to_char("to", shown));
+BEGIN
+	IF "from" IS NULL OR "to" IS NULL OR isfinite("from") IS NOT TRUE
+	   OR isfinite("to") IS NOT TRUE OR "from" >= "to" THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is not a finite, non-empty range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give two timestamps, the first earlier, e.g. sms_report_html(now() - interval ''7 days'', now()).';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'report range from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write one report per year or shorter period.';
+	END IF;
+
+	-- chart 1: per day, delivered / failed / send_unknown / pending
+	SELECT array_agg(to_char(g.day, 'MM-DD') ORDER BY g.day)
+	  INTO days
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day);
+	WITH d AS (
+		SELECT s.day, sum(s.delivered) AS delivered, sum(s.failed) AS failed,
+			   sum(s.send_unknown) AS send_unknown, sum(s.pending) AS pending
+		  FROM smsdispatch.delivery_stats("from", "to") AS s
+		 GROUP BY s.day
+	)
+	SELECT array_agg(coalesce(CASE k WHEN 1 THEN d.delivered WHEN 2 THEN d.failed
+									 WHEN 3 THEN d.send_unknown ELSE d.pending END, 0)::float8
+					 ORDER BY g.day, k)
+	  INTO daily
+	  FROM generate_series("from"::date, ("to" - interval '1 microsecond')::date,
+						   interval '1 day') AS g(day)
+	 CROSS JOIN generate_series(1, 4) AS k
+	  LEFT JOIN d ON d.day = g.day::date;
+
+	-- chart 2: seconds from queueing to delivery
+	SELECT array_agg(coalesce(h.n, 0)::float8 ORDER BY b.i)
+	  INTO delivery_hist
+	  FROM generate_series(0, 7) AS b(i)
+	  LEFT JOIN (SELECT width_bucket(smsdispatch.delivery_seconds(l.inserted_at,
+										l.status_changed_at, l.updated_at),
+									 ARRAY[10, 30, 60, 120, 300, 900, 3600]::float8[]) AS i,
+						count(*) AS n
+				   FROM verification.sms_log l
+				  WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
+					AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) = 'delivered'
+				  GROUP BY 1) h ON h.i = b.i;
+
+	-- chart 3: median and p95 time to ack per level of the acking recipient
+	WITH a AS (
+		SELECT smsdispatch.acked_level(m.id) AS level, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
+				   extract(epoch FROM m.acked_at - m.created_at)::float8) AS p
+		  FROM smsdispatch.message m
+		 WHERE m.state = 'acked' AND m.created_at >= "from" AND m.created_at < "to"
+		 GROUP BY 1
+	)
+	SELECT array_agg(coalesce(a.p[k], 0) ORDER BY lvl, k)
+	  INTO ack
+	  FROM generate_series(1, 3) AS lvl
+	 CROSS JOIN generate_series(1, 2) AS k
+	  LEFT JOIN a ON a.level = lvl;
+
+	RETURN '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+		|| '<meta http-equiv="Content-Security-Policy" content="default-src ''none''; style-src ''unsafe-inline''">'
+		|| '<meta name="viewport" content="width=device-width, initial-scale=1">'
+		|| format('<title>SMS report %s</title>', smsdispatch.html_escape(range_shown))
+		|| '<style>body{font-family:sans-serif;margin:24px;color:#212121;background:#fff}'
+		|| 'h1{font-size:22px}h2{font-size:18px;margin-top:32px}figure{margin:8px 0}'
+		|| '.chart .title{font-size:15px;font-weight:bold}.chart .axis{font-size:11px;fill:#424242}'
+		|| '.chart .frame{stroke:#424242}.chart .grid{stroke:#e0e0e0}'
+		|| 'table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}'
+		|| 'caption{text-align:left;font-weight:bold;padding:4px 0}'
+		|| '.scroll{overflow-x:auto}th,td{border:1px solid #bdbdbd;padding:3px 6px}'
+		|| 'td{white-space:nowrap}th{background:#eeeeee;vertical-align:bottom}'
+		|| 'td.num{text-align:right}td.empty{color:#757575}</style></head><body>'
+		|| format('<h1>SMS dispatch report</h1><p>SMS and alarms %s; generated %s.</p>',
+				  smsdispatch.html_escape(range_shown),
+				  smsdispatch.html_escape(to_char(now(), shown)))
+		|| '<h2>Charts</h2>'
+		|| smsdispatch.svg_bar_chart('Daily volume by final status', 'SMS', days,
+				ARRAY['delivered', 'failed', 'send_unknown', 'pending'],
+				ARRAY['#2e7d32', '#c62828', '#616161', '#f9a825'], daily, true)
+		|| smsdispatch.svg_bar_chart('Delivery time distribution', 'SMS', delivery_buckets,
+				ARRAY['delivered SMS'], ARRAY['#1565c0'], delivery_hist, false)
+		|| smsdispatch.svg_bar_chart('Time to acknowledge per level of the acker', 'seconds',
+				ARRAY['level 1', 'level 2', 'level 3'], ARRAY['median', '95th percentile'],
+				ARRAY['#00838f', '#6a1b9a'], ack, false)
+		|| '<h2>Tables</h2>'
+		|| smsdispatch.html_table('Delivery per day, type and channel',
+				format('SELECT day, type, channel, logged, sent, delivered, failed, send_unknown, '
+					   'pending, delivery_ratio, error_rate, median_delivery_s, p95_delivery_s '
+					   'FROM smsdispatch.delivery_stats(%s) ORDER BY day, type, channel', range_literal))
+		|| smsdispatch.html_table('Failures per day, type and channel',
+				format('SELECT day, type, channel, failed, expired, deleted, undeliverable, rejected, '
+					   'unaccepted, terminated, send_failed '
+					   'FROM smsdispatch.delivery_stats(%s) WHERE failed > 0 ORDER BY day, type, channel',
+					   range_literal))
+		|| smsdispatch.html_table('Gateway requests per hour',
+				format('SELECT hour, snapshots, requests_send, requests_status, retries, errors_connect, '
+					   'errors_timeout, errors_http_5xx, errors_http_401, errors_http_other, errors_parse, '
+					   'latency_mean_ms, latency_p95_le_ms '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Gateway answers per hour',
+				format('SELECT hour, answers_accepted, answers_enroute, answers_delivered, answers_expired, '
+					   'answers_deleted, answers_undeliverable, answers_rejected, answers_unknown, '
+					   'answers_unaccepted, answers_terminated, answers_pending '
+					   'FROM smsdispatch.gateway_stats(date_trunc(''hour'', %L::timestamptz), %L) ORDER BY hour',
+					   "from", "to"))
+		|| smsdispatch.html_table('Escalation per recipient list',
+				format('SELECT * FROM smsdispatch.escalation_stats(%s) ORDER BY list', range_literal))
+		|| CASE WHEN has_table_privilege('smsdispatch.queue', 'SELECT')
+				THEN smsdispatch.html_table('Open alarms now',
+					'SELECT number, list, level, created_at, body, recipient_level, recipient_name, '
+					'phone, status, sent_at, deadline FROM smsdispatch.queue')
+				ELSE '<p>Open alarms (who is paged, and the alarms'' texts) are shown to smsdispatch_admin only.</p>' END
+		|| '</body></html>';
+END;
+$$;
+
+-- smsdispatch.queue takes the tables' column names: its columns change, so
+-- it is made again, with queue_history beside it.
+DROP VIEW smsdispatch.queue;
+
+-- The console: every open alarm with each recipient and its status, the
+-- alarm's columns named as in smsdispatch.message (body, created_at...) and
+-- the recipient's as in smsdispatch.message_recipient, prefixed
+-- recipient_ where both tables have one. queue_history is the same for
+-- every alarm, closed ones included.
+CREATE VIEW smsdispatch.queue_history AS
+	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
+		   m.level_started_at, m.body, m.acked_by, m.closed_at,
+		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
+		   r.sent_at, r.deadline, r.acked_at
+	  FROM smsdispatch.message m
+	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+	 ORDER BY m.created_at, m.number, r.level, r.phone;
+CREATE VIEW smsdispatch.queue AS
+	SELECT m.number, m.list, m.state, m.level, m.round, m.created_at,
+		   m.level_started_at, m.body,
+		   r.level AS recipient_level, r.name AS recipient_name, r.phone, r.status,
+		   r.sent_at, r.deadline, r.acked_at
+	  FROM smsdispatch.message m
+	  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+	 WHERE m.state = 'open'
+	 ORDER BY m.created_at, m.number, r.level, r.phone;
+
+-- ==== Privileges (90_roles.sql to 97_*.sql), in the order of the
+-- statements that set them: an object's privileges list its grants in the
+-- order they were made.
+
+-- reports, spool failures and the phone plan (90_roles.sql, 95_reports_roles.sql)
+REVOKE ALL ON FUNCTION smsdispatch.stats_since(), smsdispatch.counters_now(),
+	smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats(timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.spool_enqueue(text, bigint, timestamptz, text, text, text, text[], text, text),
+	smsdispatch.phone_plan() FROM PUBLIC;
+-- (in a fresh install's order: the admins' grant, then the readers')
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.delivery_stats TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.delivery_stats TO smsdispatch_reader;
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz) TO smsdispatch_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_failure TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.spool_failure_id_seq TO smsdispatch_admin;
+
+-- Privileges on objects added in 1.1: readers see the hourly delivery
+-- statistics and the live counters (80_reports.sql).
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.counters_now(),
+	smsdispatch.stats_since()
+	TO smsdispatch_reader;
+-- readers see which spool files were refused, and why
+GRANT SELECT ON smsdispatch.spool_failure TO smsdispatch_reader;
+-- everyone who may normalise a number may see the plan it is checked against
+GRANT EXECUTE ON FUNCTION smsdispatch.phone_plan()
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+
+-- No function of the schema runs for PUBLIC; admins may attach the
+-- verification trigger.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsdispatch FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.verification_trigger() TO smsdispatch_admin;
+
+-- Readers (reports, the metrics exporter) see the statistics: every column
+-- of the log, the alarms, their events and the received SMS except those
+-- that say who (phones) or what (texts, verification codes, error texts that
+-- quote a number, the sender as received and in E.164, the inbound
+-- handler's error). Column privileges, so the reports' functions run as
+-- the reader and the planner still inlines them.
+DO $$
+DECLARE
+	t record;
+BEGIN
+	FOR t IN
+		SELECT v.tbl::regclass AS tbl, v.secret
+		  FROM (VALUES
+			('verification.sms_log', '{phone_number,body,last_error,verification_id,gateway_id,claimed_by}'::name[]),
+			('smsdispatch.message', '{body,acked_by}'),
+			('smsdispatch.event', '{phone,detail}'),
+			('smsdispatch.inbox', '{sender,body,sender_e164,handler_error}')) AS v(tbl, secret)
+	LOOP
+		EXECUTE format('REVOKE SELECT ON %s FROM smsdispatch_reader', t.tbl);
+		EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO smsdispatch_reader',
+							   string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), t.tbl)
+				   FROM pg_attribute a
+				  WHERE a.attrelid = t.tbl AND a.attnum > 0 AND NOT a.attisdropped
+					AND a.attname <> ALL (t.secret));
+	END LOOP;
+END;
+$$;
+
+REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.html_escape(text), smsdispatch.html_table(text, text),
+	smsdispatch.svg_bar_chart(text, text, text[], text[], text[], float8[], boolean)
+	TO smsdispatch_reader;
+GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
+	TO smsdispatch_admin;
+
+REVOKE ALL ON FUNCTION sms_send(text, text, text, text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_send(text, text, text, text, int) TO smsdispatch_sender;
+
+REVOKE ALL ON FUNCTION smsdispatch.default_priority(text), smsdispatch.validity(text),
+	smsdispatch.retry_delay(int), smsdispatch.ip2sms_terminate_polls(int) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION smsdispatch.alarm_alert(text, text, text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint)
+	TO smsdispatch_admin;
+
+REVOKE ALL ON FUNCTION smsdispatch.wake_at_commit(), smsdispatch.send_window_opens(text),
+	smsdispatch.send_window_next(text, timestamptz),
+	smsdispatch.confirm_closed(bigint[], text, bigint),
+	smsdispatch.inbox_record(text, text, text, text, bigint),
+	smsdispatch.release_held(int) FROM PUBLIC;
+-- Privileges of the confirmations (37_confirmations.sql): admins turn a
+-- list's confirmations on and off.
+REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;
+-- and may try a send window before setting it
+GRANT EXECUTE ON FUNCTION smsdispatch.send_window_next(text, timestamptz) TO smsdispatch_admin;
+
+REVOKE ALL ON FUNCTION smsdispatch.gateway_status_class(text) FROM PUBLIC;
+-- The gateway state classifier is called by the domain
+-- smsdispatch.gateway_status (an admin who corrects a row's status) and by
+-- the reports (smsdispatch.sms_outcome, inlined into a reader's query).
+GRANT EXECUTE ON FUNCTION smsdispatch.gateway_status_class(text)
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+
+REVOKE ALL ON FUNCTION smsdispatch.rotation_turn(int, time, text, date, timestamptz),
+	smsdispatch.rotation_periods(int, date, date),
+	smsdispatch.on_duty(text, timestamptz), smsdispatch.lock_list(text),
+	smsdispatch.check_level(int, text, boolean), smsdispatch.member_phone(text, text, int),
+	smsdispatch.check_no_open_alarms(text, text), smsdispatch.acked_level(bigint)
+	FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.rotation, smsdispatch.duty_override,
+	smsdispatch.member_pause TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.rotation_id_seq, smsdispatch.duty_override_id_seq,
+	smsdispatch.member_pause_id_seq TO smsdispatch_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.queue, smsdispatch.queue_history
+	TO smsdispatch_admin;
+
+REVOKE ALL ON FUNCTION sms_list_remove(text, text, int),
+	sms_list_change(text, text, int, int, text, interval, text),
+	sms_list_rename(text, text), sms_list_drop(text),
+	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
+	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
+	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
+	sms_override_remove(bigint), sms_oncall(text, timestamptz)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
+	sms_list_change(text, text, int, int, text, interval, text),
+	sms_list_rename(text, text), sms_list_drop(text),
+	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
+	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
+	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
+	sms_override_remove(bigint), sms_oncall(text, timestamptz)
+	TO smsdispatch_admin;
+-- readers count acks per level of the acking recipient (escalation_stats):
+-- the recipients' levels and statuses, not who they are
+GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
+GRANT EXECUTE ON FUNCTION smsdispatch.acked_level(bigint) TO smsdispatch_reader;
 
 REVOKE ALL ON FUNCTION smsdispatch.ip2sms_health(),
 	smsdispatch.failed_in_transport(text, text, int),
