@@ -148,18 +148,18 @@ resolve_handler(char **call, Oid *role)
 }
 
 /*
- * The handler's bound, as the reason stored on the row of a call that
- * overran it: "canceled after 5 s (smsdispatch.inbound_handler_timeout)".
+ * The error stored on the row of a call that overran the handler's bound,
+ * whatever the handler raised after its cancel:
+ * "57014: canceled after 5 s (smsdispatch.inbound_handler_timeout)".
  */
 static char *
-overrun_reason(void)
+overrun_error(void)
 {
 	int			ms = sms_inbound_handler_timeout_ms;
 
-	if (ms % 1000 == 0)
-		return psprintf("canceled after %d s (smsdispatch.inbound_handler_timeout)",
-						ms / 1000);
-	return psprintf("canceled after %d ms (smsdispatch.inbound_handler_timeout)", ms);
+	return psprintf("%s: canceled after %d %s (smsdispatch.inbound_handler_timeout)",
+					unpack_sql_state(ERRCODE_QUERY_CANCELED),
+					ms % 1000 == 0 ? ms / 1000 : ms, ms % 1000 == 0 ? "s" : "ms");
 }
 
 /*
@@ -183,8 +183,7 @@ cancel_overrunning_call(void)
 static void
 end_persisting_call(void)
 {
-	if (sms_shared != NULL)
-		sms_shared->inbound_abandoned_id = calling_inbox_id;
+	sms_shared->inbound_abandoned_id = calling_inbox_id;
 	ProcDiePending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
@@ -236,7 +235,7 @@ call_handler(const char *call, Oid role, Datum *args)
 		if (call_overran)
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg("%s", overrun_reason())));
+					 errmsg("the inbound handler returned after its cancel")));
 		SetUserIdAndSecContext(save_uid, save_sec);
 		AtEOXact_GUC(false, save_nestlevel);
 		sms_subxact_release(cxt, owner);
@@ -249,11 +248,13 @@ call_handler(const char *call, Oid role, Datum *args)
 		SetUserIdAndSecContext(save_uid, save_sec);
 		edata = sms_subxact_abort(cxt, owner);
 		if (call_overran)
-			error = overrun_reason();
+			error = overrun_error();
 		else
+		{
 			error = edata->message ? pstrdup(edata->message) : pstrdup("(no message)");
-		if (edata->sqlerrcode != 0)
-			error = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), error);
+			if (edata->sqlerrcode != 0)
+				error = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), error);
+		}
 		ereport(WARNING,
 				(errmsg("smsdispatch: the inbound handler failed on inbox row %lld: %s",
 						(long long) DatumGetInt64(args[0]), error)));
@@ -337,8 +338,8 @@ fail_abandoned_call(void)
 		return;
 	if (begin_handler_transaction())
 	{
-		error = psprintf("%s: %s; the handler went on, and its worker was ended after twice that",
-						 unpack_sql_state(ERRCODE_QUERY_CANCELED), overrun_reason());
+		error = psprintf("%s; the handler went on, and its worker was ended after twice that",
+						 overrun_error());
 		record_outcome(Int64GetDatum(inbox_id), error);
 		ereport(WARNING,
 				(errmsg("smsdispatch: the inbound handler failed on inbox row %lld: %s",

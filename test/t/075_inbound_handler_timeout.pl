@@ -1,7 +1,8 @@
 # Issue 25, point 2: a looping inbound handler stops nothing. The handler
 # runs in its own worker ("smsdispatch inbound handler"), each call within
 # smsdispatch.inbound_handler_timeout. While handlers loop (a plain loop,
-# and one that catches its cancel and goes on), an alarm's SMS is submitted
+# one that catches its cancel and goes on, one that catches it and
+# returns), an alarm's SMS is submitted
 # within 3 s and the spool is read; each looping SMS ends 'failed' with the
 # reason, the SMS after them is handled, the main worker never restarts, and
 # DROP EXTENSION completes within the bound.
@@ -44,6 +45,12 @@ $node->safe_psql('postgres', q{
 					NULL;
 				END;
 			END LOOP;
+		ELSIF body LIKE 'sly%' THEN
+			BEGIN
+				PERFORM pg_sleep(3600);
+			EXCEPTION WHEN query_canceled THEN
+				NULL;
+			END;
 		END IF;
 	END $$;
 	SELECT sms_list_create('oncall');
@@ -62,7 +69,8 @@ $node->safe_psql('postgres', q{
 	SELECT sms_receive('+380509990001', 'loop one');
 	SELECT sms_receive('+380509990002', 'stubborn two');
 	SELECT sms_receive('+380509990003', 'loop three');
-	SELECT sms_receive('+380509990004', 'plain four')});
+	SELECT sms_receive('+380509990004', 'sly four');
+	SELECT sms_receive('+380509990005', 'plain five')});
 ok(wait_until($node, $in_loop, '1', 10), 'a handler loops on the first SMS');
 my $loop_seen = time();
 
@@ -100,10 +108,12 @@ ok( wait_until($node, sprintf($row_state, 2),
 	'an SMS whose handler catches its cancel and goes on ends failed, its worker ended');
 ok(wait_until($node, sprintf($row_state, 3), "failed $canceled", 2 * $timeout + 10),
 	'the second looping SMS ends failed too');
-ok(wait_until($node, sprintf($row_state, 4), 'done -', $timeout + 10),
-	'the SMS after the looping ones is handled');
+ok(wait_until($node, sprintf($row_state, 4), "failed $canceled", $timeout + 10),
+	'an SMS whose handler catches its cancel and returns ends failed');
+ok(wait_until($node, sprintf($row_state, 5), 'done -', $timeout + 10),
+	'the SMS after the overrunning ones is handled');
 is($node->safe_psql('postgres', 'SELECT string_agg(inbox_id || body, \',\') FROM public.handled'),
-	'4plain four', 'what the overrunning calls did is rolled back');
+	'5plain five', 'what the overrunning calls did is rolled back');
 is(worker_pid($node), $main_worker, 'the main worker ran throughout (no restart)');
 my $log = slurp_file($node->logfile, $log_offset);
 like($log,
@@ -114,8 +124,8 @@ like($log,
 	'the handler worker whose call went on after its cancel was ended');
 
 # a looping handler does not hold DROP EXTENSION: the bound releases it
-$node->safe_psql('postgres', "SELECT sms_receive('+380509990005', 'loop five')");
-ok(wait_until($node, $in_loop, '1', 10), 'a handler loops on a fifth SMS');
+$node->safe_psql('postgres', "SELECT sms_receive('+380509990006', 'loop six')");
+ok(wait_until($node, $in_loop, '1', 10), 'a handler loops on a sixth SMS');
 $start = time();
 my ($ret, $out, $err) = $node->psql('postgres',
 	"SET statement_timeout = '30s'; DROP EXTENSION smsdispatch");
