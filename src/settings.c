@@ -342,6 +342,11 @@ sms_define_settings(void)
 							   "Role the inbound handler runs as; never a superuser or the extension's owner.",
 							   NULL, &sms_inbound_handler_role, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.inbound_handler_timeout",
+							"Longest call of the inbound handler; a call that runs longer is canceled and its SMS failed.",
+							"A handler that goes on after the cancel ends its worker at twice this.",
+							&sms_inbound_handler_timeout_ms, 5000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("smsdispatch.timezone",
 							   "Time zone of the send windows' days and hours.",
 							   NULL, &sms_timezone, "UTC",

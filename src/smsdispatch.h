@@ -158,6 +158,9 @@ typedef struct SmsSharedState
 	Oid			worker_dboid;	/* the database it serves */
 	bool		worker_connecting;	/* still set: its connection failed */
 	SmsChannelHealth ip2sms;	/* written by the worker only */
+	int64		inbound_abandoned_id;	/* inbox row whose handler went on
+										 * past its cancel and ended its
+										 * worker; 0: none */
 } SmsSharedState;
 
 /* the LISTEN channel of the modem sidecars */
@@ -203,7 +206,9 @@ extern void sms_release_held(SmsPassSummary *summary, TimestampTz *next_due);
 /* inbound.c: the inbound hook */
 extern char *sms_inbound_handler;
 extern char *sms_inbound_handler_role;
-extern void sms_inbound_hook(SmsPassSummary *summary, TimestampTz *next_due);
+extern int	sms_inbound_handler_timeout_ms;
+extern void sms_inbound_launch(SmsPassSummary *summary, TimestampTz *next_due);
+extern PGDLLEXPORT void sms_inbound_worker_main(Datum main_arg);
 extern void sms_failover(SmsPassSummary *summary, TimestampTz *next_due);
 
 /* spool.c */
@@ -215,6 +220,8 @@ extern void sms_set_for_transaction(const char *name, const char *value);
 extern void sms_bound_lock_waits(void);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
+extern void sms_worker_signals(void);
+extern void sms_pin_worker_settings(void);
 extern void sms_register_worker(void);
 extern PGDLLEXPORT void sms_worker_main(Datum main_arg);
 

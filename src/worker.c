@@ -10,7 +10,8 @@
  * requests run on curl's sockets (ip2sms.c), and between I/O events the
  * loop records their results and fills free connections, and runs the
  * database duties that are due: import the spool directory, escalate the
- * due alarms, release SMS whose send window opened, the inbound hook,
+ * due alarms, release SMS whose send window opened, start the inbound
+ * handler's worker when received SMS wait for it (inbound.c),
  * fail alarms' SMS over to the other channel (or retry them) when their
  * channel cannot send, the loopback test channel, housekeeping. The
  * duties run when their earliest deadline comes (at most
@@ -189,8 +190,9 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 				 summary, next_due);
 	run_duty("smsdispatch: escalating alarms", sms_escalate, summary, next_due);
 	run_duty("smsdispatch: releasing held SMS", sms_release_held, summary, next_due);
+	/* starts the inbound handler worker; the handler never runs here */
 	if (sms_inbound_handler[0] != '\0')
-		run_duty("smsdispatch: inbound hook", sms_inbound_hook, summary, next_due);
+		run_duty("smsdispatch: inbound hook", sms_inbound_launch, summary, next_due);
 	/* the loopback channel sends everything: no channel is ever unhealthy */
 	if (sms_loopback_channel)
 		run_duty("smsdispatch: loopback channel", sms_loopback_dispatch,
@@ -293,24 +295,37 @@ static const struct
 	{"default_transaction_read_only", "off"},
 };
 
-/* Applies pinned_settings to the worker's session. */
-static void
-pin_worker_settings(void)
+/*
+ * Applies pinned_settings to the session of the worker or of its inbound
+ * handler worker (inbound.c): both run as the bootstrap superuser.
+ */
+void
+sms_pin_worker_settings(void)
 {
 	for (int i = 0; i < lengthof(pinned_settings); i++)
 		SetConfigOption(pinned_settings[i].name, pinned_settings[i].value,
 						PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-/* Entry point of the background worker. */
+/*
+ * The signal handling of the worker and of its inbound handler worker:
+ * SIGHUP reloads, SIGTERM ends the process at its next interrupt check.
+ */
 void
-sms_worker_main(Datum main_arg)
+sms_worker_signals(void)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	/* answers procsignal barriers, so DROP DATABASE elsewhere never waits */
 	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
 	BackgroundWorkerUnblockSignals();
+}
+
+/* Entry point of the background worker. */
+void
+sms_worker_main(Datum main_arg)
+{
+	sms_worker_signals();
 
 	/*
 	 * The flag is still set when the last start's connection failed (its
@@ -321,7 +336,7 @@ sms_worker_main(Datum main_arg)
 		sms_worker_wait_for_database();
 	sms_shared->worker_connecting = true;
 	BackgroundWorkerInitializeConnection(sms_database, NULL, 0);
-	pin_worker_settings();
+	sms_pin_worker_settings();
 	sms_shared->worker_connecting = false;
 	pgstat_report_appname("smsdispatch worker");
 

@@ -4,6 +4,8 @@
 # the role smsdispatch.inbound_handler_role (never a superuser); a handler
 # that raises leaves its error on the inbox row and the next SMS is still
 # handled; a configuration that cannot work keeps the SMS pending, loudly.
+# Since 1.2 the handler runs in a worker of its own ("smsdispatch inbound
+# handler", test/t/075 and 076), never in the main worker.
 use strict;
 use warnings;
 use JSON::PP;
@@ -17,14 +19,16 @@ my $node = worker_node('inbound', conf => "smsdispatch.default_country_code = '3
 $node->safe_psql('postgres', q{
 	CREATE ROLE sms_hook;
 	CREATE TABLE public.handled (inbox_id bigint, sender text, body text, outcome text,
-								 run_as text, path text, at timestamptz DEFAULT clock_timestamp());
+								 run_as text, path text, pid int,
+								 at timestamptz DEFAULT clock_timestamp());
 	GRANT INSERT ON public.handled TO sms_hook;
 	CREATE FUNCTION public.on_sms(inbox_id bigint, sender text, body text, outcome text)
 	RETURNS void LANGUAGE plpgsql AS $$
 	BEGIN
-		INSERT INTO public.handled (inbox_id, sender, body, outcome, run_as, path)
+		INSERT INTO public.handled (inbox_id, sender, body, outcome, run_as, path, pid)
 			VALUES (inbox_id, sender, body, outcome, current_user,
-					current_setting('search_path') || ' ' || current_setting('work_mem'));
+					current_setting('search_path') || ' ' || current_setting('work_mem'),
+					pg_backend_pid());
 		-- a setting a handler changes for the session ends with its call
 		PERFORM set_config('work_mem', '77kB', false);
 		IF body LIKE '%boom%' THEN
@@ -85,6 +89,10 @@ is( $node->safe_psql('postgres', q{
 is( $node->safe_psql('postgres', q{SELECT string_agg(DISTINCT path, ',') FROM public.handled}),
 	'pg_catalog, pg_temp 4MB',
 	'every call runs with the pinned search_path, and a setting a handler changed ended with its call');
+my $main_worker = worker_pid($node);
+is( $node->safe_psql('postgres', qq{
+		SELECT count(*) FILTER (WHERE pid = $main_worker) || ' ' || count(pid) FROM public.handled}),
+	'0 2', 'no call runs in the main worker (pid ' . $main_worker . ')');
 is( $node->safe_psql('postgres', q{
 		SELECT string_agg(id || ' ' || outcome || ' ' || coalesce(handler_state, '-') || ' '
 						  || coalesce(handler_error, '-'), E'\n' ORDER BY id)
