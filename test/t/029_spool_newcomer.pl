@@ -1,4 +1,4 @@
-# The spool as README describes it: its example files import as printed; a
+# The spool as docs/operations.md describes it: its example files import as printed; a
 # file with two <SMS> says to write one file per message; processed/,
 # failed/ and the .reason files follow the spool directory's group and
 # group rights; an unreadable file names the user that must read it;
@@ -14,7 +14,7 @@ use SmsWorkerNode;
 
 my $spool = PostgreSQL::Test::Utils::tempdir();
 # the directory a writing program shares with the server: group rights and
-# setgid, as README recommends
+# setgid, as docs/operations.md recommends
 chmod(02770, $spool) or die "chmod $spool: $!";
 my $node = worker_node('spool14',
 	conf => "smsdispatch.spool_dir = '$spool'\nsmsdispatch.naptime = '200ms'\n"
@@ -35,10 +35,10 @@ sub wait_moved
 	return 'still there';
 }
 
-# README's example, as printed: each <SMS> line of its spool block is a file
-my $readme = slurp_file(dirname(__FILE__) . '/../../README.md');
-my ($block) = $readme =~ /### Spool directory.*?```xml\n(.*?)```/s;
-ok(defined $block, "README's spool example found");
+# the documented example, as printed: each <SMS> line of its spool block is a file
+my $doc = slurp_file(dirname(__FILE__) . '/../../docs/operations.md');
+my ($block) = $doc =~ /^## Spool directory\n.*?```xml\n(.*?)```/ms;
+ok(defined $block, "docs/operations.md's spool example found");
 my @examples = grep { /^<SMS>/ } split /\n/, $block // '';
 is(scalar(@examples), 2, 'two example files');
 my $i = 0;
@@ -46,7 +46,7 @@ for my $example (@examples)
 {
 	$i++;
 	drop_spool_file($spool, "readme-$i.xml", "$example\n");
-	is(wait_moved("readme-$i.xml"), 'processed', "README example $i is imported");
+	is(wait_moved("readme-$i.xml"), 'processed', "the documented example $i is imported");
 }
 is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM smsdispatch.message WHERE source = 'spool' AND body = 'Disk full on db1'}),

@@ -1,6 +1,6 @@
-# README's dummy-modem recipe, run as printed: the gammurc of gammu's dummy
+# The dummy-modem recipe of docs/channels.md, run as printed: the gammurc of gammu's dummy
 # phone, the sidecar's own login role, the sidecar started from
-# pg_config --bindir; then README's SQL sends an SMS through it.
+# pg_config --bindir; then its SQL sends an SMS through it.
 use strict;
 use warnings;
 use File::Basename;
@@ -11,9 +11,9 @@ use ModemTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $readme = slurp_file(dirname(__FILE__) . '/../../README.md');
-my ($section) = $readme =~ /### Trying it without a modem: gammu's dummy phone\n(.*?)\n### /s;
-ok(defined $section, "README's dummy-modem section found");
+my $doc = slurp_file(dirname(__FILE__) . '/../../docs/channels.md');
+my ($section) = $doc =~ /### Trying it without a modem: gammu's dummy phone\n(.*?)\n### /s;
+ok(defined $section, "docs/channels.md's dummy-modem section found");
 my ($sh) = ($section // '') =~ /```sh\n(.*?)```/s;
 my ($sql) = ($section // '') =~ /```sql\n(.*?)```/s;
 ok(defined $sh && defined $sql, 'with its shell and SQL lines');
@@ -40,19 +40,19 @@ is($node->safe_psql('postgres',
 
 my $h = IPC::Run::start([ 'sh', '-c', "exec $sidecar" ], '<', \undef, '>', \$out, '2>', \$err);
 
-# README's SQL: the send, then the rows it shows
+# the recipe's SQL: the send, then the rows it shows
 (my $statements = $sql // '') =~ s/^--.*\n//mg;
 my @statements = grep { /\S/ } split /;\n/, $statements;
 $node->safe_psql('postgres', $statements[0]);
 is(wait_for_value($node,
 		q{SELECT send_state || '|' || gateway_id || '|' || gateway_status
 		    FROM verification.sms_log WHERE channel = 'modem'}, 'submitted|255|Accepted'),
-	'submitted|255|Accepted', 'the SMS went out through the dummy phone, as README shows');
-is($node->safe_psql('postgres', $statements[1]), 'submitted|255|Accepted', "README's query shows it");
+	'submitted|255|Accepted', 'the SMS went out through the dummy phone, as docs/channels.md shows');
+is($node->safe_psql('postgres', $statements[1]), 'submitted|255|Accepted', "the documented query shows it");
 ok($node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM smsdispatch.modem WHERE name = 'dummy0'}),
 	'the sidecar keeps its health row');
-like($node->safe_psql('postgres', $statements[2]), qr/^dummy0\|\d*\|\d{4}-/, "README's query shows the modem");
-like(slurp_file("$dir/phone-sidecar.log"), qr/./, 'the sidecar logs where README says');
+like($node->safe_psql('postgres', $statements[2]), qr/^dummy0\|\d*\|\d{4}-/, "the documented query shows the modem");
+like(slurp_file("$dir/phone-sidecar.log"), qr/./, 'the sidecar logs where docs/channels.md says');
 
 $h->signal('TERM');
 $h->finish;

@@ -1,7 +1,7 @@
-# README's pg_cron recipe on a server that listens on a Unix socket only (as
+# The pg_cron recipe of docs/operations.md on a server that listens on a Unix socket only (as
 # the test clusters do): without cron.use_background_workers or a socket
 # cron.host, schedule_maintenance() refuses, saying what to set, and
-# schedules nothing; with the settings README gives, its jobs run.
+# schedules nothing; with the settings the recipe gives, its jobs run.
 use strict;
 use warnings;
 use File::Basename;
@@ -9,13 +9,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use SmsdispatchReports qw(start_node);
 
-# README's postgresql.conf lines for pg_cron
-my $readme = slurp_file(dirname(__FILE__) . '/../../README.md');
-my ($block) = $readme =~ /\*\*Scheduling with pg_cron\.\*\*.*?\n```\n(.*?)```/s;
-ok(defined $block, "README's pg_cron settings found");
+# the recipe's postgresql.conf lines for pg_cron
+my $doc = slurp_file(dirname(__FILE__) . '/../../docs/operations.md');
+my ($block) = $doc =~ /\*\*Scheduling with pg_cron\.\*\*.*?\n```\n(.*?)```/s;
+ok(defined $block, "docs/operations.md's pg_cron settings found");
 my %conf = ($block // '') =~ /^(\S+)\s*=\s*(.*?)\s*(?:#.*)?$/mg;
-is($conf{shared_preload_libraries}, q{'smsdispatch,pg_cron'}, 'README preloads both');
-ok(exists $conf{$_}, "README sets $_") for ('cron.database_name', 'cron.use_background_workers');
+is($conf{shared_preload_libraries}, q{'smsdispatch,pg_cron'}, 'the recipe preloads both');
+ok(exists $conf{$_}, "the recipe sets $_") for ('cron.database_name', 'cron.use_background_workers');
 
 my $node = start_node('cronsock', 'postgres', 'pg_cron', "cron.database_name = 'postgres'\n");
 is($node->safe_psql('postgres', 'SHOW listen_addresses'), '', 'the server listens on no TCP address');
@@ -28,7 +28,7 @@ like($err, qr/ERROR:  pg_cron could not run the maintenance jobs: cron.host is "
 like($err, qr/HINT:  Set cron.use_background_workers = on .*or cron.host = '\//, 'says what to set');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), '0', 'nothing was scheduled');
 
-# README's settings (its database name replaced by the test's)
+# the recipe's settings (its database name replaced by the test's)
 my $lines = join '', map {
 	my $v = $_ eq 'cron.database_name' ? q{'postgres'} : $conf{$_};
 	$_ eq 'shared_preload_libraries' ? '' : "$_ = $v\n"
@@ -38,7 +38,7 @@ $node->restart;
 is($node->safe_psql('postgres',
 	q{SELECT string_agg(jobname, ',' ORDER BY jobname)
 		FROM smsdispatch.schedule_maintenance('90 days', '* * * * *')}),
-	'smsdispatch-purge,smsdispatch-snapshot', 'with README\'s settings the jobs are scheduled');
+	'smsdispatch-purge,smsdispatch-snapshot', 'with the recipe\'s settings the jobs are scheduled');
 ok($node->poll_query_until('postgres', q{
 	SELECT count(DISTINCT j.jobname) = 2
 	  FROM cron.job_run_details d JOIN cron.job j USING (jobid)
