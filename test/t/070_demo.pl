@@ -23,6 +23,9 @@ for my $goal ('check', 'demo', 'all')
 	unlike($out . $err, qr/warning/i, "make $goal prints no make warning");
 	like($out, qr/\b(run-checks|demo)\.sh|\bgcc|\bcc\b|Nothing to be done|is up to date/,
 		"make -n $goal shows what it would run");
+	# the demo's story is not preceded by the compiler's lines
+	like($out, qr/^\S*make -s all\n.*^\S*make -s install\n/ms,
+		'make demo builds and installs silently') if $goal eq 'demo';
 }
 
 # the demo itself, in a directory of its own
