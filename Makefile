@@ -52,7 +52,7 @@ demo: deps
 	@PG_CONFIG=$(PG_CONFIG) test/demo.sh
 
 deps:
-	./install-deps.sh
+	@./install-deps.sh
 
 # any other goal named beside them (make clean check) is pgxs's
 .DEFAULT:
@@ -63,7 +63,7 @@ else ifeq ($(PGXS),)
 $(PROJECT_GOALS): deps
 	$(MAKE) $@
 deps:
-	./install-deps.sh
+	@./install-deps.sh
 .PHONY: $(PROJECT_GOALS) deps
 else
 include $(PGXS)
@@ -75,7 +75,7 @@ smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 .PHONY: deps fuzz
 
 deps:
-	./install-deps.sh
+	@./install-deps.sh
 
 # A long run of the IP2SMS answer parser's libFuzzer target (make check runs
 # a short one): make fuzz FUZZ_RUNS=1000000
