@@ -42,14 +42,17 @@ check: deps
 	PG_CONFIG=$(PG_CONFIG) test/run-checks.sh
 
 # The demo installs the extension into the PostgreSQL that pg_config names
-# (the system's by default), then runs a throwaway cluster of its own.
+# (the system's by default), then runs a throwaway cluster of its own. The
+# build, the install and these lines are silent (-s, @) so that the demo's
+# story is what shows; a warning still shows, and still fails the build
+# (-Werror).
 demo: deps
-	$(MAKE) all
-	$(MAKE) install
-	PG_CONFIG=$(PG_CONFIG) test/demo.sh
+	@$(MAKE) -s all
+	@$(MAKE) -s install
+	@PG_CONFIG=$(PG_CONFIG) test/demo.sh
 
 deps:
-	./install-deps.sh
+	@./install-deps.sh
 
 # any other goal named beside them (make clean check) is pgxs's
 .DEFAULT:
@@ -60,7 +63,7 @@ else ifeq ($(PGXS),)
 $(PROJECT_GOALS): deps
 	$(MAKE) $@
 deps:
-	./install-deps.sh
+	@./install-deps.sh
 .PHONY: $(PROJECT_GOALS) deps
 else
 include $(PGXS)
@@ -72,7 +75,7 @@ smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))
 .PHONY: deps fuzz
 
 deps:
-	./install-deps.sh
+	@./install-deps.sh
 
 # A long run of the IP2SMS answer parser's libFuzzer target (make check runs
 # a short one): make fuzz FUZZ_RUNS=1000000

@@ -1,12 +1,74 @@
 #!/bin/sh
-# Installs the Debian packages smsdispatch needs to build, test and run its
-# demo. Does nothing for packages already present; needs root to install.
+# Installs the Debian packages smsdispatch needs: by default everything to
+# build, test and run its demo (make deps, make check, make demo); with
+# --runtime only what building and running it on a database server need.
+# Does nothing for packages already present; needs root to install.
 #
 # PostgreSQL is the distribution's own major (Debian 12: 15, Debian 13: 17,
 # unstable: 18) unless PG_MAJOR=NN names another that the apt sources have.
 set -e
 
+usage() {
+	cat <<'EOF'
+Usage: ./install-deps.sh [--runtime] [--print] [--help]
+
+Installs the Debian packages smsdispatch needs (as root; packages already
+installed are left alone).
+
+  --runtime  only what building and running the extension and the modem
+             sidecar need: no test, fuzzing or benchmark tools
+  --print    print the packages, one per line, and install nothing
+             (needs neither root nor apt lists)
+  --help     this text
+
+PG_MAJOR=NN picks the PostgreSQL major (default: the distribution's).
+While another apt or dpkg holds the dpkg lock or the lock of the package
+lists, it waits for it up to APT_LOCK_TIMEOUT seconds (default 300).
+EOF
+}
+
+selection=all
+print=no
+for arg in "$@"; do
+	case "$arg" in
+		--runtime) selection=runtime ;;
+		--print) print=yes ;;
+		--help | -h) usage; exit 0 ;;
+		*)
+			echo "install-deps.sh: unknown option \"$arg\"" >&2
+			usage >&2
+			exit 2
+			;;
+	esac
+done
+
+lock_timeout=${APT_LOCK_TIMEOUT:-300}
 export DEBIAN_FRONTEND=noninteractive
+
+# apt-get update. It waits for no lock (DPkg::Lock::Timeout is the dpkg
+# lock's, which apt-get install waits for), so while another apt holds the
+# lock of the package lists (apt-daily's update, say) it is tried again every
+# 5 s, up to lock_timeout; any other failure ends it at once.
+update_lists() {
+	waited=0
+	while ! out=$(LC_ALL=C apt-get update -qq 2>&1); do
+		case "$out" in
+			*"Could not get lock"*) ;;
+			*) echo "$out" >&2; return 1 ;;
+		esac
+		if [ "$waited" -ge "$lock_timeout" ]; then
+			echo "$out" >&2
+			echo "install-deps.sh: gave up after waiting $waited s for the lock of the package lists" >&2
+			return 1
+		fi
+		if [ "$waited" = 0 ]; then
+			echo "install-deps.sh: another apt holds the lock of the package lists; waiting for it up to $lock_timeout s (APT_LOCK_TIMEOUT)" >&2
+		fi
+		sleep 5
+		waited=$((waited + 5))
+	done
+	[ -z "$out" ] || echo "$out"
+}
 
 # The major of the distribution's "postgresql" package: its version reads
 # "17+278+deb13u1".
@@ -18,8 +80,8 @@ distribution_major() {
 major=${PG_MAJOR:-}
 if [ -z "$major" ]; then
 	major=$(distribution_major)
-	if [ -z "$major" ] && [ "$(id -u)" = 0 ]; then
-		apt-get update -qq
+	if [ -z "$major" ] && [ "$(id -u)" = 0 ] && [ "$print" = no ]; then
+		update_lists
 		major=$(distribution_major)
 	fi
 fi
@@ -34,29 +96,43 @@ case "$major" in
 		;;
 esac
 
-# clang and libclang-rt-dev are Debian's default LLVM pair (libFuzzer needs
-# the compiler-rt of the same major as clang).
-packages="
-	build-essential
-	postgresql-$major
-	postgresql-server-dev-$major
-	postgresql-$major-cron
-	libcurl4-openssl-dev
-	libxml2-dev
-	libgammu-dev
-	gammu
-	libpq-dev
-	valgrind
-	libipc-run-perl
-	clang
-	libclang-rt-dev
-	nginx-light
-	python3
-	procps
-	chromium
-	fonts-dejavu-core
-	prometheus-postgres-exporter
-"
+# Every package, with what needs it: runtime (building the extension and the
+# sidecar, running them) or test (make check, make demo, the fuzzer, the
+# benchmarks). NN is the PostgreSQL major. clang and libclang-rt-dev are
+# Debian's default LLVM pair (libFuzzer needs the compiler-rt of the same
+# major as clang).
+package_table() {
+	sed "s/NN/$major/" <<'EOF'
+build-essential					runtime
+postgresql-NN					runtime
+postgresql-server-dev-NN		runtime
+libcurl4-openssl-dev			runtime
+libxml2-dev						runtime
+libgammu-dev					runtime
+libpq-dev						runtime
+postgresql-NN-cron				test	pg_cron scheduling run_once and the reports
+gammu							test	gammu --identify against the simulated modem
+valgrind						test
+libipc-run-perl					test	the TAP tests
+clang							test	the fuzzer
+libclang-rt-dev					test	the fuzzer
+nginx-light						test	the benchmarks
+python3							test	the mock gateway, the modem simulator
+procps							test
+chromium						test	rendering the HTML report
+fonts-dejavu-core				test	rendering the HTML report
+prometheus-postgres-exporter	test	the exporter's queries
+EOF
+}
+
+# the packages of the selection, one per line
+packages=$(package_table |
+	awk -v selection="$selection" 'selection == "all" || $2 == selection { print $1 }')
+
+if [ "$print" = yes ]; then
+	echo "$packages"
+	exit 0
+fi
 
 missing=""
 for p in $packages; do
@@ -71,7 +147,7 @@ fi
 
 if [ "$(id -u)" != 0 ]; then
 	echo "install-deps.sh: missing packages:$missing" >&2
-	echo "install-deps.sh: run as root (or: sudo $0)" >&2
+	echo "install-deps.sh: run as root (or: sudo $0 $*)" >&2
 	exit 1
 fi
 
@@ -83,5 +159,6 @@ if [ ! -e "$policy" ]; then
 	chmod +x "$policy"
 	trap 'rm -f "$policy"' EXIT
 fi
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends $missing
+update_lists
+echo "install-deps.sh: if another apt or dpkg holds the dpkg lock, apt-get waits for it up to $lock_timeout s (APT_LOCK_TIMEOUT)"
+apt-get -o DPkg::Lock::Timeout="$lock_timeout" install -y -qq --no-install-recommends $missing

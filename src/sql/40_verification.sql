@@ -29,11 +29,49 @@ BEGIN
 END;
 $$;
 
+-- CREATE EXTENSION attaches the trigger to an application's existing
+-- verification.verifications when it has the columns phone_number and code.
+-- A table whose columns have other names does not stop the installation: a
+-- WARNING names the columns looked for and the call that attaches the
+-- trigger, with the table's own phone and code columns when exactly one
+-- column of the table has a common name for each (msisdn, phone, mobile;
+-- otp). A WARNING, not a NOTICE: CREATE EXTENSION runs its script with
+-- client_min_messages at least WARNING, which would swallow a NOTICE.
 DO $$
+DECLARE
+	tbl CONSTANT regclass := to_regclass('verification.verifications');
+	missing text;
+	phone_guess text;
+	code_guess text;
 BEGIN
-	IF to_regclass('verification.verifications') IS NOT NULL THEN
-		PERFORM smsdispatch.watch_verifications('verification.verifications');
+	IF tbl IS NULL THEN
+		RETURN;
 	END IF;
+	SELECT string_agg(format('"%s"', w.col), ' and ' ORDER BY w.ord) INTO missing
+	  FROM unnest(ARRAY['phone_number', 'code']) WITH ORDINALITY AS w(col, ord)
+	 WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+					   WHERE a.attrelid = tbl AND a.attname = w.col
+						 AND a.attnum > 0 AND NOT a.attisdropped);
+	IF missing IS NULL THEN
+		PERFORM smsdispatch.watch_verifications(tbl);
+		RETURN;
+	END IF;
+	-- the one column of the table with a common name of each kind, if any
+	SELECT CASE WHEN count(*) FILTER (WHERE g.kind = 'phone') = 1
+				THEN max(a.attname) FILTER (WHERE g.kind = 'phone') END,
+		   CASE WHEN count(*) FILTER (WHERE g.kind = 'code') = 1
+				THEN max(a.attname) FILTER (WHERE g.kind = 'code') END
+	  INTO phone_guess, code_guess
+	  FROM pg_attribute a
+	  JOIN (VALUES ('phone_number', 'phone'), ('msisdn', 'phone'), ('phone', 'phone'),
+				   ('mobile', 'phone'), ('code', 'code'), ('otp', 'code')) AS g(col, kind)
+		ON a.attname = g.col
+	 WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+	RAISE WARNING 'table verification.verifications has no column %, so its verification trigger is not attached', missing
+		USING DETAIL = 'CREATE EXTENSION attaches the trigger by itself only to a table with the columns "phone_number" (the phone) and "code" (the code).',
+			  HINT = format('To send its codes, name its phone and code columns: SELECT smsdispatch.watch_verifications(%L, %L, %L);',
+							'verification.verifications',
+							coalesce(phone_guess, 'PHONE_COLUMN'), coalesce(code_guess, 'CODE_COLUMN'));
 END;
 $$;
 

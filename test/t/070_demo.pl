@@ -23,6 +23,9 @@ for my $goal ('check', 'demo', 'all')
 	unlike($out . $err, qr/warning/i, "make $goal prints no make warning");
 	like($out, qr/\b(run-checks|demo)\.sh|\bgcc|\bcc\b|Nothing to be done|is up to date/,
 		"make -n $goal shows what it would run");
+	# the demo's story is not preceded by the compiler's lines
+	like($out, qr/^\S*make -s all\n.*^\S*make -s install\n/ms,
+		'make demo builds and installs silently') if $goal eq 'demo';
 }
 
 # the demo itself, in a directory of its own
@@ -62,5 +65,12 @@ like($out, qr/report: \S+report\.html \(\d+ bytes/, 'the report is written');
 like($out, qr/open_alarms \n-+\n\s+0\n/, 'no alarm is left open');
 like($out, qr/\+\d+ \| \[\d{4}\] cancelled \| submitted/,
 	'those the cancelled alarm paged are told, before the demo stops the server');
+like($out, qr/\d{4}\s+\| Ann\s+\| \+\d+ \| submitted\n.*\d{4}\s+\| Ben\s+\| \+\d+ \| submitted\n/s,
+	'the rotation pages Ann before the hand-off and Ben after it, both SMS submitted');
+like($out, qr/open_alarms .*report: /s, 'the report is written after the last alarm is closed');
+my $report = slurp_file("$dir/report.html");
+like($report,
+	qr{<caption>Open alarms now</caption><thead>.*?</thead><tbody><tr><td colspan="\d+" class="empty">no rows</td>},
+	'the report shows the final state: no open alarm');
 
 done_testing();
