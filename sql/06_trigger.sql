@@ -133,3 +133,46 @@ SELECT to_regclass('verification.sms_log') AS sms_log_after_drop,
 		 WHERE tgrelid = 'verification.verifications'::regclass AND NOT tgisinternal) AS triggers;
 \c contrib_regression
 DROP DATABASE contrib_regression_ehealth;
+-- not only relations: with no table or view of the application in the
+-- schema, its functions, procedures, sequences, types and domains there are
+-- named and kept too
+CREATE DATABASE contrib_regression_appobjects;
+\c contrib_regression_appobjects
+CREATE EXTENSION smsdispatch;
+CREATE TABLE public.verifications (phone_number text, active boolean);
+CREATE FUNCTION verification.code_digits(code text) RETURNS int
+	LANGUAGE sql IMMUTABLE RETURN length(code);
+CREATE PROCEDURE verification.expire_codes() LANGUAGE sql
+	BEGIN ATOMIC UPDATE public.verifications SET active = false; END;
+CREATE SEQUENCE verification.check_digit_seq;
+CREATE TYPE verification.code_kind AS ENUM ('sms', 'call');
+CREATE DOMAIN verification.code_text AS text CHECK (VALUE ~ '^[0-9]+$');
+-- which of them exist (a view outside the schema, so the guard ignores it)
+CREATE VIEW public.application_objects_kept AS
+	SELECT to_regprocedure('verification.code_digits(text)') IS NOT NULL AS function_kept,
+		   to_regprocedure('verification.expire_codes()') IS NOT NULL AS procedure_kept,
+		   to_regclass('verification.check_digit_seq') IS NOT NULL AS sequence_kept,
+		   to_regtype('verification.code_kind') IS NOT NULL AS type_kept,
+		   to_regtype('verification.code_text') IS NOT NULL AS domain_kept;
+DROP EXTENSION smsdispatch CASCADE;
+SELECT *, to_regclass('verification.sms_log') IS NOT NULL AS sms_log_kept
+  FROM public.application_objects_kept;
+-- past 100 objects the error names the first 100 and counts the rest
+DO $$
+DECLARE
+	detail text;
+BEGIN
+	FOR i IN 1..100 LOOP
+		EXECUTE format('CREATE SEQUENCE verification.many_%s', lpad(i::text, 3, '0'));
+	END LOOP;
+	DROP EXTENSION smsdispatch CASCADE;
+EXCEPTION WHEN dependent_objects_still_exist THEN
+	GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+	RAISE NOTICE '%: ...%', SQLERRM, right(detail, 60);
+END;
+$$;
+ALTER EXTENSION smsdispatch DROP SCHEMA verification;
+DROP EXTENSION smsdispatch CASCADE;
+SELECT * FROM public.application_objects_kept;
+\c contrib_regression
+DROP DATABASE contrib_regression_appobjects;

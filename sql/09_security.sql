@@ -111,16 +111,3 @@ RESET ROLE;
 DROP SCHEMA regress_app CASCADE;
 DROP FUNCTION regress.secrets_visible(text);
 DROP ROLE regress_sec_reader, regress_sec_admin;
-
--- every function of the extension binds its names when created (a standard
--- SQL body) or carries a pinned search_path, except the report functions
--- that run with the reader's rights and are inlined into their callers, and
--- purge, which pins the path itself in each of its transactions
-SELECT p.oid::regprocedure AS resolves_names_at_call_time
-  FROM pg_proc p
-  JOIN pg_language l ON l.oid = p.prolang
-  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
- WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'smsdispatch')
-   AND l.lanname <> 'c' AND p.prosqlbody IS NULL
-   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
- ORDER BY 1::text;

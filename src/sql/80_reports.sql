@@ -90,8 +90,13 @@ END;
 -- 'day') x type x channel. sent counts the SMS a channel accepted (submitted,
 -- and not refused by the gateway: a Rejected or Unaccepted row is a refusal,
 -- never sent); delivery_ratio and error_rate are delivered and failed over
--- the SMS whose outcome is known (logged - pending). A plain SQL function,
--- so the planner inlines it and the range uses the index on inserted_at.
+-- the SMS whose outcome is known (logged - pending).
+-- Like every report function, a standard SQL body: its names are bound when
+-- it is created, so a superuser reading the reports never runs what a
+-- schema earlier in their search_path holds (a SET search_path would do
+-- that too, but keeps the planner from inlining the function, and then the
+-- range and a view's WHERE day = ... no longer use the index on
+-- inserted_at).
 CREATE FUNCTION smsdispatch.delivery_stats_per(grain text, "from" timestamptz, "to" timestamptz)
 RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent bigint,
 	delivered bigint, failed bigint, expired bigint, deleted bigint,
@@ -100,7 +105,7 @@ RETURNS TABLE (period timestamptz, type text, channel text, logged bigint, sent 
 	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
 	p95_delivery_s numeric)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
 	SELECT d.period, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
 		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
 		   d.terminated, d.send_failed, d.send_unknown, d.pending,
@@ -134,8 +139,8 @@ AS $$
 			 CROSS JOIN LATERAL (SELECT smsdispatch.sms_outcome(l.send_state,
 										l.gateway_status) AS outcome) o
 			 WHERE l.inserted_at >= "from" AND l.inserted_at < "to"
-			 GROUP BY 1, 2, 3) c) d
-$$;
+			 GROUP BY 1, 2, 3) c) d;
+END;
 
 -- Per day (the session's TimeZone) x type x channel.
 CREATE FUNCTION smsdispatch.delivery_stats("from" timestamptz, "to" timestamptz)
@@ -146,13 +151,13 @@ RETURNS TABLE (day date, type text, channel text, logged bigint, sent bigint,
 	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
 	p95_delivery_s numeric)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
 	SELECT d.period::date, d.type, d.channel, d.logged, d.sent, d.delivered, d.failed,
 		   d.expired, d.deleted, d.undeliverable, d.rejected, d.unaccepted,
 		   d.terminated, d.send_failed, d.send_unknown, d.pending, d.delivery_ratio,
 		   d.error_rate, d.median_delivery_s, d.p95_delivery_s
-	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d
-$$;
+	  FROM smsdispatch.delivery_stats_per('day', "from", "to") d;
+END;
 
 -- Per hour x type x channel: the same columns, the hour first.
 CREATE FUNCTION smsdispatch.delivery_stats_hourly("from" timestamptz, "to" timestamptz)
@@ -163,9 +168,9 @@ RETURNS TABLE (hour timestamptz, type text, channel text, logged bigint, sent bi
 	delivery_ratio numeric, error_rate numeric, median_delivery_s numeric,
 	p95_delivery_s numeric)
 LANGUAGE sql STABLE
-AS $$
-	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to")
-$$;
+BEGIN ATOMIC
+	SELECT * FROM smsdispatch.delivery_stats_per('hour', "from", "to");
+END;
 
 -- Every day: the function over all time.
 CREATE VIEW smsdispatch.delivery_stats AS
@@ -192,7 +197,7 @@ RETURNS TABLE (list text, alarms bigint, open bigint, acked bigint,
 	acked_level_1 bigint, acked_level_2 bigint, acked_level_3 bigint,
 	exhausted bigint, cancelled bigint, median_ack_s numeric, p95_ack_s numeric)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
 	WITH m AS (
 		SELECT m.list, m.state, smsdispatch.acked_level(m.id) AS level,
 			   extract(epoch FROM m.acked_at - m.created_at)::float8 AS ack_s
@@ -214,8 +219,8 @@ AS $$
 			UNION
 			SELECT m.list FROM m) l
 	  LEFT JOIN m ON m.list = l.list
-	 GROUP BY l.list
-$$;
+	 GROUP BY l.list;
+END;
 
 CREATE VIEW smsdispatch.escalation_stats AS
 	SELECT * FROM smsdispatch.escalation_stats('-infinity', 'infinity');
@@ -255,7 +260,7 @@ RETURNS TABLE (hour timestamptz, snapshots bigint, requests_send bigint,
 	errors_http_401 bigint, errors_http_other bigint, errors_parse bigint,
 	retries bigint, latency_mean_ms numeric, latency_p95_le_ms float8)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
 	WITH snapshot AS (
 		SELECT c.* FROM smsdispatch.counter_snapshot c
 		 WHERE c.taken_at >= coalesce((SELECT max(b.taken_at)
@@ -321,8 +326,8 @@ AS $$
 					 coalesce(sum(h.n) FILTER (WHERE h.name = 'latency_gt_5s'), 0)]::bigint[])
 			   AS latency_p95_le_ms
 	  FROM hourly h
-	 GROUP BY h.hour
-$$;
+	 GROUP BY h.hour;
+END;
 
 CREATE VIEW smsdispatch.gateway_stats AS
 	SELECT * FROM smsdispatch.gateway_stats('-infinity', 'infinity');
