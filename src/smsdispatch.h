@@ -213,6 +213,9 @@ extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);
 #define SMS_WORKER_LOCK_TIMEOUT "1s"
 extern void sms_set_for_transaction(const char *name, const char *value);
 extern void sms_bound_lock_waits(void);
+/* what one of the worker's transactions does (sms_worker_transaction) */
+typedef void (*SmsWork) (void *arg);
+extern bool sms_worker_transaction(SmsWork work, void *arg);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
 extern void sms_register_worker(void);
