@@ -812,8 +812,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 
 	*alarms_changed = false;
 	if (!have_password && sms_ip2sms_url[0] != '\0')
-		sms_channel_publish(SMS_CHANNEL_AUTH_FAILED,
-							"no usable password in smsdispatch.ip2sms_password_file");
+		sms_channel_publish(SMS_CHANNEL_AUTH_FAILED, sms_ip2sms_password_problem());
 	if (pump_cxt == NULL)
 	{
 		pump_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms pump",

@@ -71,6 +71,7 @@ extern bool sms_check_password_file(char **newval, void **extra, GucSource sourc
 extern bool sms_ip2sms_password_refresh(void);
 extern void sms_ip2sms_password_reloaded(void);
 extern const char *sms_ip2sms_password(void);
+extern const char *sms_ip2sms_password_problem(void);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */
 typedef struct SmsSegments
