@@ -77,6 +77,8 @@ static int	nsockets = 0;
 static int	socket_cap = 0;
 static bool sockets_changed = true;	/* a socket came or went */
 static WaitEventSet *wait_set = NULL;
+/* the latch's event in wait_set: the first one added */
+#define LATCH_POS	0
 
 static long curl_timeout_ms = -1;	/* from curl's timer callback */
 static TimestampTz curl_timer_set_at = 0;
@@ -88,8 +90,9 @@ static TimestampTz curl_timer_set_at = 0;
 #define RECORD_DELAY_MS		5
 /* pause after due rows could not be taken (locked by someone) */
 #define IDLE_PAUSE_MS		100
-/* pause after an exchange with the database failed */
-#define ERROR_PAUSE_MS		1000
+/* pauses after failed exchanges with the database: doubling, up to the most */
+#define ERROR_PAUSE_FIRST_MS	100
+#define ERROR_PAUSE_MOST_MS		1000
 /* polls past the status window are ended this often */
 #define TERMINATE_EVERY_MS	1000
 /* while the gateway refuses the credentials: one probe, one WARNING */
@@ -108,6 +111,7 @@ static TimestampTz poll_due = 0;	/* when status polls may be due */
 static TimestampTz next_send_slot = 0;	/* rate limit: earliest next send */
 static TimestampTz next_terminate = 0;
 static TimestampTz retry_after = 0; /* after a failed exchange */
+static int	error_pause_ms = 0;	/* the last pause, 0 after a success */
 static bool unconfigured_checked = false;
 
 static TimestampTz auth_failed_since = 0;	/* 0: the credentials work */
@@ -311,6 +315,30 @@ finished_due(int *nfresh)
 	return due;
 }
 
+/* Puts a request whose transfer ended among those to record. */
+static void
+add_finished(Ip2smsRequest *req)
+{
+	req->finished_at = GetCurrentTimestamp();
+	dlist_push_tail(&finished, &req->node);
+	nfinished++;
+}
+
+/*
+ * A request that could not be put on the wire (no memory for its body,
+ * curl refused the handle) never left: it ends at once as a transport
+ * error, so that its row is retried, not left 'sending' with nothing on
+ * the wire.
+ */
+static void
+request_not_started(Ip2smsRequest *req, const char *why)
+{
+	req->outcome = IP2SMS_TRANSPORT_ERROR;
+	snprintf(req->detail, sizeof(req->detail),
+			 "the request could not be started: %s", why);
+	add_finished(req);
+}
+
 /* Puts one request on the wire through an idle slot. */
 static void
 start_request(Slot *slot, Ip2smsRequest *req)
@@ -318,7 +346,6 @@ start_request(Slot *slot, Ip2smsRequest *req)
 	CURL	   *easy = slot->easy;
 	CURLMcode	rc;
 
-	slot->req = req;
 	slot->resp_len = 0;
 	slot->overflow = false;
 	slot->errbuf[0] = '\0';
@@ -328,7 +355,10 @@ start_request(Slot *slot, Ip2smsRequest *req)
 	else
 		slot->body = ip2sms_build_status(req->gateway_id);
 	if (slot->body == NULL)
-		curl_setup_failed("out of memory");
+	{
+		request_not_started(req, "out of memory");
+		return;
+	}
 
 	curl_easy_setopt(easy, CURLOPT_URL, req->kind == IP2SMS_SEND ?
 					 sms_ip2sms_url : sms_ip2sms_status_url);
@@ -343,9 +373,13 @@ start_request(Slot *slot, Ip2smsRequest *req)
 
 	rc = curl_multi_add_handle(multi, easy);
 	if (rc != CURLM_OK)
-		ereport(ERROR,
-				(errmsg("smsdispatch: curl_multi_add_handle failed: %s",
-						curl_multi_strerror(rc))));
+	{
+		free(slot->body);
+		slot->body = NULL;
+		request_not_started(req, curl_multi_strerror(rc));
+		return;
+	}
+	slot->req = req;
 	req->outcome = IP2SMS_IN_FLIGHT;
 	nactive++;
 	sms_stats_count(req->kind == IP2SMS_SEND ? SMS_STAT_REQUESTS_SEND :
@@ -372,9 +406,7 @@ release_slot(Slot *slot)
 	slot->body = NULL;
 	slot->req = NULL;
 	nactive--;
-	req->finished_at = GetCurrentTimestamp();
-	dlist_push_tail(&finished, &req->node);
-	nfinished++;
+	add_finished(req);
 }
 
 /*
@@ -574,31 +606,16 @@ ms_until(TimestampTz now, TimestampTz t)
 }
 
 /*
- * Sleeps until a socket is ready, curl's timer, until or the latch, then
- * drives curl and collects what finished. Returns whether the latch was
- * set (a COMMIT queued work, a signal arrived).
+ * Hands the socket events of a wait to curl, runs curl's timer when it is
+ * due, and collects what finished. Returns whether the latch was set.
  */
-bool
-ip2sms_wait(TimestampTz until)
+static bool
+drive_transfers(WaitEvent *events, int n)
 {
-	WaitEvent	events[64];
-	TimestampTz now = GetCurrentTimestamp();
-	long		timeout = ms_until(now, until);
 	bool		latch_set = false;
 	int			running;
-	int			n;
 	int			i;
 
-	if (multi == NULL)
-		return (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						  Min(timeout, INT_MAX), PG_WAIT_EXTENSION) & WL_LATCH_SET) != 0;
-	if (curl_timeout_ms >= 0)
-		timeout = Min(timeout, ms_until(now, TimestampTzPlusMilliseconds(curl_timer_set_at,
-																		  curl_timeout_ms)));
-	sync_wait_set();
-	n = timeout == 0 ? 0 :
-		WaitEventSetWait(wait_set, Min(timeout, INT_MAX), events, lengthof(events),
-						 PG_WAIT_EXTENSION);
 	for (i = 0; i < n; i++)
 	{
 		if (events[i].events & WL_LATCH_SET)
@@ -623,6 +640,56 @@ ip2sms_wait(TimestampTz until)
 	}
 	reap_finished();
 	return latch_set;
+}
+
+/*
+ * Sleeps until a socket is ready, curl's timer, until or the latch, then
+ * drives curl and collects what finished. Returns whether the latch was
+ * set (a COMMIT queued work, a signal arrived).
+ */
+bool
+ip2sms_wait(TimestampTz until)
+{
+	WaitEvent	events[64];
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = ms_until(now, until);
+	int			n;
+
+	if (multi == NULL)
+		return (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						  Min(timeout, INT_MAX), PG_WAIT_EXTENSION) & WL_LATCH_SET) != 0;
+	if (curl_timeout_ms >= 0)
+		timeout = Min(timeout, ms_until(now, TimestampTzPlusMilliseconds(curl_timer_set_at,
+																		  curl_timeout_ms)));
+	sync_wait_set();
+	n = timeout == 0 ? 0 :
+		WaitEventSetWait(wait_set, Min(timeout, INT_MAX), events, lengthof(events),
+						 PG_WAIT_EXTENSION);
+	return drive_transfers(events, n);
+}
+
+/*
+ * Reads, without waiting, what the gateway sent meanwhile, and collects
+ * what finished; between two of the worker's duties. While another
+ * session's lock makes each duty wait up to lock_timeout, a whole pass can
+ * take seconds: answers left unread that long would end as curl timeouts
+ * (and be sent again) instead of being kept until they can be recorded.
+ * The latch is left out of this look (a set latch would hide the sockets)
+ * and stays set for the loop's own wait.
+ */
+void
+ip2sms_read_ready(void)
+{
+	WaitEvent	events[64];
+	int			n;
+
+	if (multi == NULL || nactive == 0)
+		return;
+	sync_wait_set();
+	ModifyWaitEvent(wait_set, LATCH_POS, WL_LATCH_SET, NULL);
+	n = WaitEventSetWait(wait_set, 0, events, lengthof(events), PG_WAIT_EXTENSION);
+	ModifyWaitEvent(wait_set, LATCH_POS, WL_LATCH_SET, MyLatch);
+	(void) drive_transfers(events, n);
 }
 
 /* New rows or polls may be due: a COMMIT set the latch. */
@@ -745,8 +812,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 
 	*alarms_changed = false;
 	if (!have_password && sms_ip2sms_url[0] != '\0')
-		sms_channel_publish(SMS_CHANNEL_AUTH_FAILED,
-							"no usable password in smsdispatch.ip2sms_password_file");
+		sms_channel_publish(SMS_CHANNEL_AUTH_FAILED, sms_ip2sms_password_problem());
 	if (pump_cxt == NULL)
 	{
 		pump_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch ip2sms pump",
@@ -805,11 +871,18 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		}
 		if (!ok)
 		{
-			/* logged; everything kept: try again in a moment */
-			retry_after = TimestampTzPlusMilliseconds(now, ERROR_PAUSE_MS);
+			/* the error is logged; everything kept: try again in a moment */
+			error_pause_ms = error_pause_ms == 0 ? ERROR_PAUSE_FIRST_MS :
+				Min(error_pause_ms * 2, ERROR_PAUSE_MOST_MS);
+			ereport(WARNING,
+					(errmsg("smsdispatch: the IP2SMS channel could not record its results or claim work; %d results are kept and tried again in %d ms",
+							nfinished, error_pause_ms)));
+			retry_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  error_pause_ms);
 			lower_due(next_due, retry_after);
 			return;
 		}
+		error_pause_ms = 0;
 		*alarms_changed = x.alarms_changed;
 		if (x.check_unconfigured)
 		{
@@ -889,5 +962,8 @@ ip2sms_stop(void)
 		dlist_container(Ip2smsRequest, node, it.cur)->retry_record_at = 0;
 	memset(&x, 0, sizeof(x));
 	x.finished = &finished;
-	(void) ip2sms_exchange(&x);
+	if (!ip2sms_exchange(&x))
+		ereport(WARNING,
+				(errmsg("smsdispatch: %d IP2SMS results could not be recorded at shutdown; their rows become unknown at the next start",
+						nfinished)));
 }

@@ -21,12 +21,14 @@
  * requests and claims work for the connections that are free, in one short
  * transaction, and starts those requests; ip2sms_wait() sleeps until a
  * socket is ready, curl's timer, the timeout or the latch, and drives the
- * transfers. ip2sms_stop() (at SIGTERM) records what finished and turns
- * what is still on the wire 'unknown'. ip2sms_wake() says new rows may be
- * due (a COMMIT set the latch).
+ * transfers; ip2sms_read_ready() drives them without waiting, between
+ * the worker's duties. ip2sms_stop() (at SIGTERM) records what finished
+ * and turns what is still on the wire 'unknown'. ip2sms_wake() says new
+ * rows may be due (a COMMIT set the latch).
  */
 extern void ip2sms_pump(TimestampTz *next_due, bool *alarms_changed);
 extern bool ip2sms_wait(TimestampTz until);
+extern void ip2sms_read_ready(void);
 extern void ip2sms_wake(void);
 extern void ip2sms_reload(void);
 extern void ip2sms_stop(void);

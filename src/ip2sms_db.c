@@ -23,18 +23,17 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
+#include <signal.h>
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "smsdispatch.h"
@@ -51,16 +50,14 @@
 static bool recovered = false;
 
 /*
- * Starts a transaction with SPI and a snapshot. synchronous_commit is the
+ * Sets what the channel's transaction needs beyond what every worker
+ * transaction has (sms_worker_transaction). synchronous_commit is the
  * transaction's: "on" where losing the commit could re-send an SMS.
  */
 static void
-begin_work(const char *synchronous_commit)
+set_exchange_settings(const char *synchronous_commit)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
 	sms_set_for_transaction("synchronous_commit", synchronous_commit);
-	sms_bound_lock_waits();
 	/* nothing this sends resolves a name through a search_path others write */
 	sms_set_for_transaction("search_path", "pg_catalog, pg_temp");
 	/*
@@ -88,19 +85,6 @@ begin_work(const char *synchronous_commit)
 	 * statements are short, JIT never pays for them.
 	 */
 	sms_set_for_transaction("jit", "off");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-/* Commits what begin_work started and reports the statistics. */
-static void
-end_work(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
 }
 
 /*
@@ -728,13 +712,26 @@ next_due(Ip2smsExchange *x, bool sends_short, bool polls_short)
 	}
 }
 
+/* An exchange, and where what it recorded is kept past its transaction. */
+typedef struct ExchangeRun
+{
+	Ip2smsExchange *x;
+	MemoryContext keep_cxt;
+	List	   *recorded;		/* in keep_cxt: the requests to free */
+} ExchangeRun;
+
 /* The work of ip2sms_exchange() inside its transaction. */
 static void
-exchange_work(Ip2smsExchange *x, List **recorded)
+exchange_work(void *arg)
 {
+	ExchangeRun *run = arg;
+	Ip2smsExchange *x = run->x;
 	List	   *ready;
 	List	   *dropped = NIL;
+	MemoryContext old;
 
+	/* the claims must be durable before any request leaves */
+	set_exchange_settings(x->want_sends > 0 ? "on" : "off");
 	if (!recovered)
 		recover_sending();
 	ready = lock_finished(x->finished, &dropped);
@@ -752,22 +749,61 @@ exchange_work(Ip2smsExchange *x, List **recorded)
 		next_due(x, x->nsends < x->want_sends || x->requeued,
 				 x->nclaimed - x->nsends < x->want_polls);
 	/* a dropped result leaves the list like a recorded one */
-	*recorded = list_concat(ready, dropped);
+	old = MemoryContextSwitchTo(run->keep_cxt);
+	run->recorded = list_concat(list_copy(ready), dropped);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * A SIGTERM waits for an exchange: its transaction is short (its lock
+ * waits end at lock_timeout) and it records what the gateway answered,
+ * which the stop would otherwise turn 'unknown'. HOLD_INTERRUPTS() would
+ * hold the lock_timeout's cancel as well: a lock wait would last as long as
+ * the lock, and the cancel would come out later, between transactions,
+ * and end the worker. So only SIGTERM is held off: blocked, and a die()
+ * already pending (ip2sms_stop() runs under one) put aside; returns
+ * whether it was.
+ */
+static bool
+hold_sigterm(sigset_t *saved)
+{
+	sigset_t	term;
+	bool		pending;
+
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigprocmask(SIG_BLOCK, &term, saved);
+	pending = ProcDiePending;
+	ProcDiePending = false;
+	return pending;
+}
+
+/* Ends hold_sigterm(): a SIGTERM that came meanwhile, or before, is taken. */
+static void
+resume_sigterm(const sigset_t *saved, bool pending)
+{
+	if (pending)
+	{
+		ProcDiePending = true;
+		InterruptPending = true;
+	}
+	sigprocmask(SIG_SETMASK, saved, NULL);
 }
 
 /*
  * One exchange with the database (see the file header), in a transaction
- * of its own. Returns false when it failed: the error is logged, the
- * transaction rolled back, every finished request kept and nothing
- * claimed. Never throws, so an error in the channel cannot end the worker.
+ * of its own (sms_worker_transaction). Returns false when it failed: the
+ * error is logged, the transaction rolled back, every finished request
+ * kept and nothing claimed. Never throws, so an error in the channel
+ * cannot end the worker.
  */
 bool
 ip2sms_exchange(Ip2smsExchange *x)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	List	   *volatile recorded = NIL;
-	volatile bool ok = true;
-	uint32		save_holdoff;
+	ExchangeRun run = {x, CurrentMemoryContext, NIL};
+	sigset_t	saved;
+	bool		die_pending;
+	bool		ok;
 	ListCell   *lc;
 	int			i;
 
@@ -777,60 +813,27 @@ ip2sms_exchange(Ip2smsExchange *x)
 	x->poll_due = DT_NOBEGIN;
 	x->alarms_changed = false;
 	x->requeued = false;
-	/* a SIGTERM waits for this short transaction */
-	save_holdoff = InterruptHoldoffCount;
-	HOLD_INTERRUPTS();
-	PG_TRY();
-	{
-		List	   *ready;
-
-		/* the claims must be durable before any request leaves */
-		begin_work(x->want_sends > 0 ? "on" : "off");
-		exchange_work(x, &ready);
-		/* keep the list past the transaction's memory */
-		MemoryContextSwitchTo(cxt);
-		recorded = list_copy(ready);
-		end_work();
-		recovered = true;
-	}
-	PG_CATCH();
-	{
-		/* the error reset the holdoff count; ours is still in force */
-		InterruptHoldoffCount = save_holdoff + 1;
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		AbortOutOfAnyTransaction();
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	RESUME_INTERRUPTS();
-	/* the transaction's end left us in TopMemoryContext */
-	MemoryContextSwitchTo(cxt);
+	die_pending = hold_sigterm(&saved);
+	ok = sms_worker_transaction(exchange_work, &run);
+	resume_sigterm(&saved, die_pending);
 
 	if (!ok)
 	{
-		int			kept = 0;
-		dlist_iter	it;
-
+		/* rolled back: the claimed rows are still queued or due */
 		for (i = 0; i < x->nclaimed; i++)
 			ip2sms_free_request(x->claimed[i]);
 		x->nclaimed = 0;
 		x->nsends = 0;
-		dlist_foreach(it, x->finished)
-			kept++;
-		ereport(WARNING,
-				(errmsg("smsdispatch: the IP2SMS channel could not record its results or claim work; %d results are kept and recorded on the next try",
-						kept)));
 		return false;
 	}
-	foreach(lc, recorded)
+	recovered = true;
+	foreach(lc, run.recorded)
 	{
 		Ip2smsRequest *r = lfirst(lc);
 
 		dlist_delete(&r->node);
 		ip2sms_free_request(r);
 	}
-	list_free(recorded);
+	list_free(run.recorded);
 	return true;
 }

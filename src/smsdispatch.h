@@ -71,6 +71,7 @@ extern bool sms_check_password_file(char **newval, void **extra, GucSource sourc
 extern bool sms_ip2sms_password_refresh(void);
 extern void sms_ip2sms_password_reloaded(void);
 extern const char *sms_ip2sms_password(void);
+extern const char *sms_ip2sms_password_problem(void);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */
 typedef struct SmsSegments
@@ -218,6 +219,9 @@ extern void sms_spool_import(SmsPassSummary *summary, TimestampTz *next_due);
 #define SMS_WORKER_LOCK_TIMEOUT "1s"
 extern void sms_set_for_transaction(const char *name, const char *value);
 extern void sms_bound_lock_waits(void);
+/* what one of the worker's transactions does (sms_worker_transaction) */
+typedef void (*SmsWork) (void *arg);
+extern bool sms_worker_transaction(SmsWork work, void *arg);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
 extern void sms_worker_signals(void);

@@ -19,7 +19,10 @@
  * and sets our latch, and soon after an alarm's SMS changed state; none
  * of them ever waits for the network.
  * Each runs in a short transaction of its own, with lock waits bounded,
- * and no transaction is ever held open across network I/O. While the
+ * and no transaction is ever held open across network I/O. An ERROR in
+ * any of them (a lock_timeout while another session locks a table) is
+ * logged and rolled back, and the work is tried again later; the worker
+ * ends only at FATAL (SIGTERM) or when the postmaster dies. While the
  * extension is not installed in the database the worker only rechecks,
  * every naptime.
  *
@@ -81,19 +84,6 @@ worker_detach(int code, Datum arg)
 	}
 }
 
-/* Whether the extension is installed in our database (it may come and go). */
-static bool
-extension_installed(void)
-{
-	bool		installed;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	installed = OidIsValid(get_extension_oid("smsdispatch", true));
-	CommitTransactionCommand();
-	return installed;
-}
-
 /* Sets a setting of the worker's until the end of its current transaction. */
 void
 sms_set_for_transaction(const char *name, const char *value)
@@ -146,15 +136,23 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
 }
 
 /*
- * Runs one duty in a transaction of its own. An error is logged and rolled
- * back, and the loop goes on: one bad pass must not stop every alarm. FATAL
- * (SIGTERM) is not caught and ends the worker at once.
+ * Runs work(arg) in a transaction of its own, with lock waits bounded, SPI
+ * connected and a snapshot, and commits it; the one guard of every
+ * transaction the worker opens (the duties, the IP2SMS channel's exchanges,
+ * the look for the extension). An ERROR anywhere in it, a lock_timeout
+ * above all, is logged and rolled back, and false returned: the caller
+ * keeps what it holds and tries again later, and the worker lives on. A
+ * cancel that came in while the work ended is taken here, before COMMIT,
+ * so that it cannot escape later between transactions. FATAL (SIGTERM) is
+ * not caught and ends the worker at once. Returns in the caller's memory
+ * context.
  */
-static void
-run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
-		 TimestampTz *next_due)
+bool
+sms_worker_transaction(SmsWork work, void *arg)
 {
-	pgstat_report_activity(STATE_RUNNING, activity);
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool committed = false;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PG_TRY();
@@ -163,10 +161,12 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "smsdispatch: SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
-		duty(summary, next_due);
+		work(arg);
+		CHECK_FOR_INTERRUPTS();
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
+		committed = true;
 	}
 	PG_CATCH();
 	{
@@ -177,8 +177,53 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 		RESUME_INTERRUPTS();
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 	pgstat_report_stat(false);
+	return committed;
+}
+
+/* Whether the extension is installed in our database (it may come and go). */
+static void
+look_for_extension(void *installed)
+{
+	*(bool *) installed = OidIsValid(get_extension_oid("smsdispatch", true));
+}
+
+/* One duty and the pass it belongs to, for run_duty's transaction. */
+typedef struct DutyRun
+{
+	SmsDuty		duty;
+	SmsPassSummary *summary;
+	TimestampTz *next_due;
+} DutyRun;
+
+static void
+duty_work(void *arg)
+{
+	DutyRun    *run = arg;
+
+	run->duty(run->summary, run->next_due);
+}
+
+/*
+ * Runs one duty in a transaction of its own (sms_worker_transaction). A
+ * failed duty counts for nothing in the pass's summary (its "more" would
+ * run it again at once, a spin on an error), and is tried again at the next
+ * pass, at most smsdispatch.naptime later; the other duties go on. After
+ * each, the IP2SMS channel reads what its gateway answered meanwhile.
+ */
+static void
+run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
+		 TimestampTz *next_due)
+{
+	SmsPassSummary before = *summary;
+	DutyRun		run = {duty, summary, next_due};
+
+	pgstat_report_activity(STATE_RUNNING, activity);
+	if (!sms_worker_transaction(duty_work, &run))
+		*summary = before;
 	pgstat_report_activity(STATE_IDLE, NULL);
+	ip2sms_read_ready();
 }
 
 /* One pass of the database duties; lowers *next_due. */
@@ -242,7 +287,8 @@ worker_loop(void)
 
 			memset(&summary, 0, sizeof(summary));
 			duties_due = TimestampTzPlusMilliseconds(now, sms_naptime_ms);
-			installed = extension_installed();
+			/* a failed look keeps the last answer */
+			(void) sms_worker_transaction(look_for_extension, &installed);
 			if (installed)
 				duties_pass(&summary, &duties_due);
 			else
@@ -308,6 +354,36 @@ sms_pin_worker_settings(void)
 }
 
 /*
+ * Where an ERROR lands that escaped every guarded transaction (a cancel
+ * taken between two of them, an allocation that failed): it is logged,
+ * what lives outside a transaction is kept (the IP2SMS channel's requests
+ * on the wire and its answers not recorded yet), and after
+ * ERROR_RESTART_MS, not in a spin, the loop starts again. Only FATAL
+ * (SIGTERM) and the postmaster's death end the worker.
+ */
+#define ERROR_RESTART_MS	1000
+
+static void
+recover_from_error(void)
+{
+	/* no PG_TRY brought us here: what it would reset, by hand */
+	error_context_stack = NULL;
+	HOLD_INTERRUPTS();
+	EmitErrorReport();
+	AbortOutOfAnyTransaction();
+	FlushErrorState();
+	MemoryContextSwitchTo(TopMemoryContext);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	RESUME_INTERRUPTS();
+	ereport(LOG,
+			(errmsg("smsdispatch worker goes on after the error above in %d ms",
+					ERROR_RESTART_MS)));
+	/* the latch may be set already: a timeout alone is the pause */
+	(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ERROR_RESTART_MS,
+					 PG_WAIT_EXTENSION);
+}
+
+/*
  * The signal handling of the worker and of its inbound handler worker:
  * SIGHUP reloads, SIGTERM ends the process at its next interrupt check.
  */
@@ -325,6 +401,8 @@ sms_worker_signals(void)
 void
 sms_worker_main(Datum main_arg)
 {
+	sigjmp_buf	local_sigjmp_buf;
+
 	sms_worker_signals();
 
 	/*
@@ -350,6 +428,9 @@ sms_worker_main(Datum main_arg)
 	ereport(LOG,
 			(errmsg("smsdispatch worker started in database \"%s\"", sms_database)));
 
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+		recover_from_error();
+	PG_exception_stack = &local_sigjmp_buf;
 	worker_loop();
 }
 
