@@ -70,3 +70,28 @@ BEGIN
 END;
 $$;
 
+-- src/sql/36_spool_failure.sql: readers see reasons without the values they
+-- quote
+-- A refusal's reason without the values it quotes: every quoted value (a
+-- phone number, a list name, bytes of the text) becomes "...", every byte
+-- written 0x.. becomes 0x.., every run of digits #. What the readers see of
+-- smsdispatch.spool_failure, which must not show whom an alarm was for or
+-- what it said. A standard SQL body: nothing in it is looked up through
+-- the search_path when it runs.
+CREATE FUNCTION smsdispatch.redact_reason(reason text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN pg_catalog.regexp_replace(
+	pg_catalog.regexp_replace(
+		pg_catalog.regexp_replace(reason, '"[^"]*("|$)|''[^''[:space:]]*''', '"..."', 'g'),
+		'0x[0-9A-Fa-f]+', '0x..', 'g'),
+	'[0-9]+', '#', 'g');
+REVOKE ALL ON FUNCTION smsdispatch.redact_reason(text) FROM PUBLIC;
+
+ALTER TABLE smsdispatch.spool_failure
+	ADD COLUMN redacted_reason text GENERATED ALWAYS AS (smsdispatch.redact_reason(reason)) STORED;
+
+-- src/sql/96_roles_1_1.sql
+REVOKE SELECT ON smsdispatch.spool_failure FROM smsdispatch_reader;
+GRANT SELECT (id, name, size, mtime, failed_at, redacted_reason)
+	ON smsdispatch.spool_failure TO smsdispatch_reader;
