@@ -12,6 +12,9 @@ SELECT sms_list_create('oncall');
 SELECT sms_list_add('oncall', '+380671112233', 1, name => 'Secret Sam');
 SELECT sms_enqueue('SECRET-ALARM-TEXT', 'oncall');
 SELECT sms_send('+380671112244', 'SECRET-CODE-4812', 'verification') > 0 AS queued;
+-- a refused spool file, its reason quoting the number (src/spool.c)
+INSERT INTO smsdispatch.spool_failure (name, reason)
+	VALUES ('to-sam.xml', 'invalid phone number in phone: "+3806711122559"');
 
 -- replies: another country's number with the same last nine digits is not
 -- the recipient; the recipient's number written nationally is

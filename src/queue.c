@@ -8,6 +8,9 @@
  * The abuse guard lives here too: past smsdispatch.max_per_phone_per_hour
  * SMS to one number in the last hour, the row is still written (nothing is
  * lost, the caller's transaction goes on) but as failed, with the reason.
+ * So does the reservation of alarm numbers (smsdispatch.reserve_number):
+ * both use the extension's private locks, and neither waits for another
+ * session's open transaction.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,6 +36,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
 #include "smsdispatch.h"
@@ -41,15 +45,24 @@ PG_FUNCTION_INFO_V1(sms_send);
 PG_FUNCTION_INFO_V1(sms_resolve_channel_sql);
 PG_FUNCTION_INFO_V1(sms_verification_trigger);
 PG_FUNCTION_INFO_V1(sms_default_priority_sql);
+PG_FUNCTION_INFO_V1(sms_reserve_number);
 
 /*
- * The per-phone abuse guard's lock: an advisory lock tag in class "SMSD"
- * whose last field is neither 1 nor 2. pg_advisory_lock() and friends
+ * The extension's private locks: advisory lock tags in class "SMSD" whose
+ * last field, the kind, is neither 1 nor 2. pg_advisory_lock() and friends
  * always set that field to 1 (int8 key) or 2 (int4 pair), so no role, with
- * or without grants, can take this lock from SQL and stall the senders.
+ * or without grants, can take these locks from SQL and stall the senders.
  */
-#define SMS_GUARD_LOCK_CLASS 0x534D5344
-#define SMS_GUARD_LOCK_FIELD4 0x5344
+#define SMS_LOCK_CLASS 0x534D5344
+#define SMS_LOCK_PHONE_GUARD 0x5344 /* key: hash of a phone number */
+#define SMS_LOCK_ALARM_NUMBER 0x4E4F	/* key: an alarm number, 0..9999 */
+
+/* The tag of the private lock of that kind on key. */
+static void
+set_private_locktag(LOCKTAG *tag, uint32 key, uint16 kind)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, SMS_LOCK_CLASS, key, kind);
+}
 
 static const char *const sms_types[] = {
 	"verification", "medication_request", "text", "2FA"
@@ -131,12 +144,32 @@ check_type(const char *type)
 }
 
 /*
+ * Whether id is among the n ids of seen; adds it when not. The ids of rows
+ * an unfinished transaction writes, which a dirty scan can meet twice.
+ */
+static bool
+seen_before(int64 *seen, int *n, int64 id)
+{
+	int			i;
+
+	for (i = 0; i < *n; i++)
+		if (seen[i] == id)
+			return true;
+	seen[(*n)++] = id;
+	return false;
+}
+
+/*
  * How many SMS to phone in the last hour count towards the abuse guard (all
  * but those written failed without an attempt, i.e. refused), stopping at
  * limit. A hand-made scan of sms_log_phone_idx rather than a query: a plan
  * cached while sms_log was small would scan the whole table once it grew,
- * and this runs on every SMS. The latest snapshot sees what the senders we
- * waited for on the guard's lock have committed, and our own earlier rows.
+ * and this runs on every SMS. The scan's dirty snapshot sees, besides the
+ * committed rows and our own, the rows of senders whose transactions are
+ * still open, so the count is exact without waiting for them to end (a row
+ * whose transaction later rolls back counted while it lasted). A row that an
+ * open transaction is updating shows in two versions, both marked by that
+ * transaction (xmax on the old one, xmin on the new); its id counts once.
  */
 static int
 count_recent(Relation heap, const char *phone, int limit)
@@ -145,11 +178,14 @@ count_recent(Relation heap, const char *phone, int limit)
 											 RelationGetNamespace(heap));
 	Relation	index;
 	ScanKeyData keys[2];
-	Snapshot	snapshot;
+	SnapshotData dirty;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
+	AttrNumber	id_att;
 	AttrNumber	state_att;
 	AttrNumber	attempts_att;
+	int64	   *unfinished;
+	int			n_unfinished = 0;
 	int			n = 0;
 
 	if (!OidIsValid(indexoid))
@@ -158,6 +194,7 @@ count_recent(Relation heap, const char *phone, int limit)
 				 errmsg("index verification.sms_log_phone_idx of the abuse guard does not exist"),
 				 errhint("Reinstall the extension, or set smsdispatch.max_per_phone_per_hour to 0.")));
 	index = index_open(indexoid, AccessShareLock);
+	id_att = SPI_fnumber(RelationGetDescr(heap), "id");
 	state_att = SPI_fnumber(RelationGetDescr(heap), "send_state");
 	attempts_att = SPI_fnumber(RelationGetDescr(heap), "attempts");
 
@@ -167,11 +204,12 @@ count_recent(Relation heap, const char *phone, int limit)
 	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT,
 				TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() - USECS_PER_HOUR));
 
-	CommandCounterIncrement();
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = sms_index_beginscan(heap, index, snapshot, 2, 0);
+	InitDirtySnapshot(dirty);
+	scan = sms_index_beginscan(heap, index, &dirty, 2, 0);
 	index_rescan(scan, keys, 2, NULL, 0);
 	slot = table_slot_create(heap, NULL);
+	/* at most limit of them count, so at most limit ids are remembered */
+	unfinished = palloc(sizeof(int64) * limit);
 	while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		bool		isnull;
@@ -180,11 +218,16 @@ count_recent(Relation heap, const char *phone, int limit)
 
 		if (attempts == 0 && sms_text_equals(state, "failed"))
 			continue;
+		/* the visibility check left the open writer's xid in the snapshot */
+		if ((TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax)) &&
+			seen_before(unfinished, &n_unfinished,
+						DatumGetInt64(slot_getattr(slot, id_att, &isnull))))
+			continue;
 		n++;
 	}
+	pfree(unfinished);
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);
-	UnregisterSnapshot(snapshot);
 	index_close(index, AccessShareLock);
 	return n;
 }
@@ -229,17 +272,25 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 	int			save_sec_context;
 	int64		id;
 
+	bool		guarded = refusal == NULL && sms_max_per_phone_per_hour > 0;
+	LOCKTAG		guard;
+
 	log = open_sms_log();
-	if (refusal == NULL && sms_max_per_phone_per_hour > 0)
+	if (guarded)
 	{
-		LOCKTAG		tag;
 		int			recent;
 
-		/* serialise senders to one number so that the count is exact */
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, SMS_GUARD_LOCK_CLASS,
-							 hash_bytes((const unsigned char *) phone, strlen(phone)),
-							 SMS_GUARD_LOCK_FIELD4);
-		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		/*
+		 * Senders to one number count and write one at a time, so that each
+		 * count includes the rows written before it. The lock lasts only
+		 * until our row is written, not to the end of our transaction:
+		 * count_recent sees the rows of open transactions without waiting
+		 * for them.
+		 */
+		set_private_locktag(&guard,
+							hash_bytes((const unsigned char *) phone, strlen(phone)),
+							SMS_LOCK_PHONE_GUARD);
+		(void) LockAcquire(&guard, ExclusiveLock, false, false);
 		recent = count_recent(log, phone, sms_max_per_phone_per_hour);
 		if (recent >= sms_max_per_phone_per_hour)
 			refusal = psprintf("abuse guard: %d SMS to %s in the last hour reached smsdispatch.max_per_phone_per_hour",
@@ -260,6 +311,8 @@ sms_queue_insert(const char *phone, const char *body, const char *type,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	id = sms_log_insert(log, &row);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (guarded)
+		LockRelease(&guard, ExclusiveLock, false);
 	table_close(log, NoLock);
 	return id;
 }
@@ -288,6 +341,76 @@ sms_send(PG_FUNCTION_ARGS)
 
 	id = sms_queue_insert(phone, body, type, channel, NULL, NULL, priority);
 	PG_RETURN_INT64(id);
+}
+
+/*
+ * Whether alarm number candidate (as text) belongs to an open alarm or to
+ * one closed less than quarantine ago, as committed now or written by us:
+ * the latest snapshot, not the transaction's, so that a REPEATABLE READ
+ * enqueue also sees what was given while it ran.
+ */
+static bool
+alarm_number_in_use(Datum candidate, Datum quarantine)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {TEXTOID, INTERVALOID};
+	Datum		values[2] = {candidate, quarantine};
+	const char *sql = "SELECT 1 FROM smsdispatch.message m WHERE m.number = $1 "
+		"AND (m.state = 'open' OR m.closed_at > now() - $2)";
+	int			ret;
+	bool		in_use;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "smsdispatch: SPI_connect failed");
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, 2, types);
+
+		if (p == NULL)
+			elog(ERROR, "smsdispatch: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "smsdispatch: could not keep the plan of \"%s\"", sql);
+		plan = p;
+	}
+	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "smsdispatch: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+	in_use = SPI_processed > 0;
+	SPI_finish();
+	return in_use;
+}
+
+/*
+ * SQL: smsdispatch.reserve_number(candidate int, quarantine interval) ->
+ * whether this transaction may give alarm number candidate. It may when no
+ * other open transaction is giving it (each holds the number's private lock
+ * until it ends, taken here without waiting) and no alarm has it, open or
+ * closed less than quarantine ago. The allocator tries the next candidate
+ * rather than wait for another session, whatever that session does next.
+ */
+Datum
+sms_reserve_number(PG_FUNCTION_ARGS)
+{
+	int32		candidate = PG_GETARG_INT32(0);
+	LOCKTAG		tag;
+
+	if (candidate < 0 || candidate > 9999)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("alarm number %d is out of range", candidate),
+				 errhint("Alarm numbers go from 0 to 9999.")));
+	set_private_locktag(&tag, (uint32) candidate, SMS_LOCK_ALARM_NUMBER);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		PG_RETURN_BOOL(false);
+	if (alarm_number_in_use(CStringGetTextDatum(psprintf("%04d", candidate)),
+							PG_GETARG_DATUM(1)))
+	{
+		LockRelease(&tag, ExclusiveLock, false);
+		PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
 }
 
 /*

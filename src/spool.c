@@ -493,7 +493,26 @@ utf8_text(const char *s)
 	return CStringGetTextDatum(pg_any_to_server(s, strlen(s), PG_UTF8));
 }
 
-/* Errors that say nothing about the file: they end the pass, not the file. */
+/*
+ * Errors that say nothing about the file but about another session: a lock
+ * it held too long, a deadlock or serialization failure with it, a statement
+ * canceled. The file stays in the spool directory for a later pass and the
+ * pass goes on with the next files.
+ */
+static bool
+conflict_error(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED;
+}
+
+/*
+ * Errors that say nothing about the file but about the server (out of
+ * memory or disk, an internal error, a shutdown): they end the pass, and the
+ * file stays in the spool directory too.
+ */
 static bool
 transient_error(int sqlerrcode)
 {
@@ -571,11 +590,15 @@ spool_call_enqueue(const char *name, const struct stat *st, const char *buf,
  * Imports a parsed file in a subtransaction: a file the database refuses
  * (unknown list, bad phone, text too long) is rolled back alone and its
  * error becomes the reason. Sets *outcome to what was done (NULL when the
- * file was imported before); returns the reason or NULL.
+ * file was imported before); returns the reason or NULL. An error that is
+ * not the file's (see conflict_error and transient_error) is no reason: it
+ * is logged as a WARNING naming the file, which stays where it is, and
+ * either sets *retry (the pass goes on) or is thrown again (it ends).
  */
 static char *
 spool_import_parsed(const char *name, const struct stat *st, const char *buf,
-					int len, const SpoolMessage *msg, char **outcome)
+					int len, const SpoolMessage *msg, char **outcome,
+					bool *retry)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -594,11 +617,21 @@ spool_import_parsed(const char *name, const struct stat *st, const char *buf,
 	PG_CATCH();
 	{
 		ErrorData  *edata = sms_subxact_abort(cxt, owner);
+		bool		conflict = conflict_error(edata->sqlerrcode);
 
-		if (transient_error(edata->sqlerrcode))
-			ReThrowError(edata);
-		reason = edata->hint ?
-			psprintf("%s (%s)", edata->message, edata->hint) : pstrdup(edata->message);
+		if (conflict || transient_error(edata->sqlerrcode))
+		{
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("smsdispatch: spool file \"%s\" stays in the spool directory and is tried again on a later pass: %s",
+							name, edata->message)));
+			if (!conflict)
+				ReThrowError(edata);
+			*retry = true;
+		}
+		else
+			reason = edata->hint ?
+				psprintf("%s (%s)", edata->message, edata->hint) : pstrdup(edata->message);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
@@ -648,6 +681,7 @@ spool_import_file(const char *dir, const struct stat *dir_st, const char *name,
 	char	   *reason;
 	char	   *outcome = NULL;
 	bool		have_st = false;
+	bool		retry = false;
 
 	if (lstat(path, &st) != 0)
 	{
@@ -663,8 +697,10 @@ spool_import_file(const char *dir, const struct stat *dir_st, const char *name,
 		if (reason == NULL)
 			reason = spool_parse(buf, len, &msg);
 		if (reason == NULL)
-			reason = spool_import_parsed(name, &st, buf, len, &msg, &outcome);
+			reason = spool_import_parsed(name, &st, buf, len, &msg, &outcome, &retry);
 	}
+	if (retry)
+		return;
 
 	if (reason != NULL)
 	{

@@ -247,9 +247,23 @@ BEGIN
 END;
 $$;
 
--- Picks the next free four-digit number after the last one given. The cursor
--- row lock serialises concurrent enqueues, and each statement after it sees
--- what the previous holder committed.
+-- Whether this transaction may give alarm number candidate: no other open
+-- transaction is giving it and no alarm has it, open or closed less than
+-- quarantine ago (reserve_number in src/queue.c). Never waits; the number
+-- stays reserved until this transaction ends.
+CREATE FUNCTION smsdispatch.reserve_number(candidate int, quarantine interval)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'sms_reserve_number'
+LANGUAGE C VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION smsdispatch.reserve_number(int, interval) FROM PUBLIC;
+
+-- Picks the next free four-digit number after the last one given, without
+-- waiting for another session: each candidate is reserved until the
+-- enqueue ends (smsdispatch.reserve_number), so two open enqueues never
+-- take the same number, and one left open delays no other. The cursor row
+-- moves only when no other enqueue holds it; it then lags behind, which
+-- costs the next enqueues a few probes, never a duplicate.
 CREATE FUNCTION smsdispatch.allocate_number()
 RETURNS text
 LANGUAGE plpgsql
@@ -257,23 +271,35 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	last_given int;
+	holds_cursor boolean;
 	quarantine interval := smsdispatch.number_quarantine();
-	candidate text;
+	candidate int;
 BEGIN
-	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
-	IF NOT FOUND THEN
-		INSERT INTO smsdispatch.number_cursor DEFAULT VALUES ON CONFLICT DO NOTHING;
-		SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c FOR UPDATE;
+	SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c
+	   FOR UPDATE SKIP LOCKED;
+	holds_cursor := FOUND;
+	IF NOT holds_cursor THEN
+		SELECT c.last_number INTO last_given FROM smsdispatch.number_cursor c;
+	END IF;
+	IF last_given IS NULL THEN
+		-- the first enqueue creates the cursor, unless another one is doing so
+		BEGIN
+			LOCK TABLE smsdispatch.number_cursor IN SHARE ROW EXCLUSIVE MODE NOWAIT;
+			INSERT INTO smsdispatch.number_cursor DEFAULT VALUES ON CONFLICT DO NOTHING;
+			holds_cursor := FOUND;
+		EXCEPTION WHEN lock_not_available THEN
+			NULL;
+		END;
+		last_given := 0;
 	END IF;
 	-- probe one number at a time: the next one is almost always free
 	FOR step IN 1..10000 LOOP
-		candidate := lpad(((last_given + step) % 10000)::text, 4, '0');
-		IF NOT EXISTS (
-			SELECT 1 FROM smsdispatch.message m
-			 WHERE m.number = candidate
-			   AND (m.state = 'open' OR m.closed_at > now() - quarantine)) THEN
-			UPDATE smsdispatch.number_cursor SET last_number = candidate::int;
-			RETURN candidate;
+		candidate := (last_given + step) % 10000;
+		IF smsdispatch.reserve_number(candidate, quarantine) THEN
+			IF holds_cursor THEN
+				UPDATE smsdispatch.number_cursor SET last_number = candidate;
+			END IF;
+			RETURN lpad(candidate::text, 4, '0');
 		END IF;
 	END LOOP;
 	RAISE EXCEPTION 'all 10000 alarm numbers are in use'
