@@ -2,7 +2,8 @@
 -- (issue 25): over-long names and descriptions are refused; a list name
 -- made long before 1.2, or full of quotes and newlines, neither stops the
 -- escalation nor forges an alarm's reason; times and periods out of range
--- get their own errors.
+-- get their own errors; the send windows' time zone is one PostgreSQL can
+-- show.
 SELECT regress.reset();
 
 -- names the API stores: list names 63 characters, people's names and
@@ -68,3 +69,13 @@ SELECT length(list), state FROM smsdispatch.message ORDER BY id;
 SET client_min_messages = error;
 SELECT smsdispatch.alarm_alert('0000', 'exhausted', repeat(E'\u0001', 100000));
 RESET client_min_messages;
+
+-- the send windows' time zone: one the TimeZone setting takes, with
+-- offsets PostgreSQL reads back in a timestamp
+ALTER SYSTEM SET smsdispatch.timezone = 'UTC+25';
+ALTER SYSTEM SET smsdispatch.timezone = 'UTC-16';
+ALTER SYSTEM SET smsdispatch.timezone = 'AAA+10BBB+25';
+ALTER SYSTEM SET smsdispatch.timezone = 'No/Such_Zone';
+ALTER SYSTEM SET smsdispatch.timezone = 'UTC+15';
+ALTER SYSTEM SET smsdispatch.timezone = 'Pacific/Kiritimati';
+ALTER SYSTEM RESET smsdispatch.timezone;
