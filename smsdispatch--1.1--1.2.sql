@@ -5,6 +5,96 @@
 
 \echo Use "ALTER EXTENSION smsdispatch UPDATE TO '1.2'" to load this file. \quit
 
+-- src/sql/30_alarms.sql
+
+CREATE FUNCTION smsdispatch.check_length(value text, field text, max_chars int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF length(value) > max_chars THEN
+		RAISE EXCEPTION '% "%..." is % characters long', field, left(value, 20), length(value)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = format('Give at most %s characters for the %s.', max_chars, field);
+	END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.check_length(text, text, int) FROM PUBLIC;
+
+CREATE FUNCTION smsdispatch.quote_name(name text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT to_json(CASE WHEN length(name) > 63 THEN left(name, 63) || '...'
+						ELSE name END)::text;
+END;
+REVOKE ALL ON FUNCTION smsdispatch.quote_name(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION sms_list_create(name text, description text DEFAULT NULL,
+	repeat int DEFAULT 0)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR btrim(name) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM smsdispatch.check_length(name, 'recipient list name', 63);
+	PERFORM smsdispatch.check_length(description, 'recipient list description', 200);
+	IF repeat IS NULL OR repeat NOT BETWEEN 0 AND 100 THEN
+		RAISE EXCEPTION 'repeat % is out of range for recipient list "%"', repeat, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'repeat counts extra rounds of the whole escalation, 0 to 100.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_list_create.name) THEN
+		RAISE EXCEPTION 'recipient list "%" already exists', name
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	INSERT INTO smsdispatch.recipient_list (name, description, repeat)
+		VALUES (sms_list_create.name, sms_list_create.description, sms_list_create.repeat);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_list_add(list text, phone text, level int DEFAULT 1,
+	ack_timeout interval DEFAULT '15 min', name text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_list_add.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF level IS NULL OR level NOT BETWEEN 1 AND 3 THEN
+		RAISE EXCEPTION 'escalation level % is out of range', level
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Levels are 1, 2 and 3.';
+	END IF;
+	IF ack_timeout IS NULL OR ack_timeout <= interval '0' THEN
+		RAISE EXCEPTION 'ack_timeout "%" must be positive', ack_timeout
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	PERFORM smsdispatch.check_length(name, 'member name', 200);
+	e164 := @extschema@.sms_normalize_phone(phone);
+	IF EXISTS (SELECT 1 FROM smsdispatch.list_member m
+			   WHERE m.list = sms_list_add.list AND m.phone = e164
+				 AND m.level = sms_list_add.level) THEN
+		RAISE EXCEPTION 'phone "%" is already on level % of recipient list "%"', e164, level, list
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	INSERT INTO smsdispatch.list_member (list, phone, name, level, ack_timeout)
+		VALUES (sms_list_add.list, e164, sms_list_add.name, sms_list_add.level,
+				sms_list_add.ack_timeout);
+END;
+$$;
+
 -- src/sql/30_alarms.sql: alarm numbers are reserved without waiting for
 -- another session's open enqueue
 -- Whether this transaction may give alarm number candidate: no other open
@@ -67,6 +157,378 @@ BEGIN
 			  DETAIL = format('Every number belongs to an open alarm or to one closed less than smsdispatch.number_quarantine (%s) ago.',
 							 current_setting('smsdispatch.number_quarantine')),
 			  HINT = 'Close or cancel alarms, or lower smsdispatch.number_quarantine.';
+END;
+$$;
+
+-- src/sql/31_oncall.sql
+
+CREATE OR REPLACE FUNCTION sms_list_change(list text, phone text, level int DEFAULT NULL,
+	new_level int DEFAULT NULL, new_phone text DEFAULT NULL,
+	ack_timeout interval DEFAULT NULL, name text DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	new_e164 text;
+	memberships int;
+	clash record;
+	changed int;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level, allow_null => true);
+	PERFORM smsdispatch.check_level(new_level, 'new_level', allow_null => true);
+	IF ack_timeout <= interval '0' THEN
+		RAISE EXCEPTION 'ack_timeout "%" must be positive', ack_timeout
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF new_level IS NULL AND new_phone IS NULL AND ack_timeout IS NULL AND name IS NULL THEN
+		RAISE EXCEPTION 'nothing to change for phone "%" on recipient list "%"', phone, list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give new_level, new_phone, ack_timeout or name.';
+	END IF;
+	PERFORM smsdispatch.check_length(name, 'member name', 200);
+	e164 := smsdispatch.member_phone(list, phone, level);
+	IF new_phone IS NOT NULL THEN
+		new_e164 := @extschema@.sms_normalize_phone(new_phone);
+	END IF;
+	SELECT count(*) INTO memberships FROM smsdispatch.list_member m
+	 WHERE m.list = sms_list_change.list AND m.phone = e164
+	   AND (sms_list_change.level IS NULL OR m.level = sms_list_change.level);
+	IF new_level IS NOT NULL AND memberships > 1 THEN
+		RAISE EXCEPTION 'phone "%" is on % levels of recipient list "%"', e164, memberships, list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the level to move with level => n.';
+	END IF;
+	-- the memberships as they would be, against the others of the list
+	SELECT n.phone, n.level INTO clash
+	  FROM smsdispatch.list_member m
+	 CROSS JOIN LATERAL (SELECT coalesce(new_e164, m.phone) AS phone,
+								coalesce(new_level, m.level) AS level) n
+	 WHERE m.list = sms_list_change.list AND m.phone = e164
+	   AND (sms_list_change.level IS NULL OR m.level = sms_list_change.level)
+	   AND EXISTS (SELECT 1 FROM smsdispatch.list_member o
+				   WHERE o.list = m.list AND o.id <> m.id
+					 AND o.phone = n.phone AND o.level = n.level)
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'phone "%" is already on level % of recipient list "%"',
+			clash.phone, clash.level, list
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	UPDATE smsdispatch.list_member m
+	   SET level = coalesce(new_level, m.level),
+		   phone = coalesce(new_e164, m.phone),
+		   ack_timeout = coalesce(sms_list_change.ack_timeout, m.ack_timeout),
+		   name = CASE WHEN sms_list_change.name IS NULL THEN m.name
+					   ELSE nullif(sms_list_change.name, '') END
+	 WHERE m.list = sms_list_change.list AND m.phone = e164
+	   AND (sms_list_change.level IS NULL OR m.level = sms_list_change.level);
+	GET DIAGNOSTICS changed = ROW_COUNT;
+	-- pauses follow the person to the new number
+	IF new_e164 IS NOT NULL AND new_e164 <> e164 THEN
+		IF EXISTS (SELECT 1 FROM smsdispatch.list_member m
+				   WHERE m.list = sms_list_change.list AND m.phone = e164) THEN
+			INSERT INTO smsdispatch.member_pause (list, phone, starts_at, ends_at)
+			SELECT p.list, new_e164, p.starts_at, p.ends_at FROM smsdispatch.member_pause p
+			 WHERE p.list = sms_list_change.list AND p.phone = e164;
+		ELSE
+			UPDATE smsdispatch.member_pause p SET phone = new_e164
+			 WHERE p.list = sms_list_change.list AND p.phone = e164;
+		END IF;
+	END IF;
+	RETURN changed;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_list_rename(list text, new_name text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	IF new_name IS NULL OR btrim(new_name) = '' THEN
+		RAISE EXCEPTION 'recipient list name must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Argument new_name.';
+	END IF;
+	PERFORM smsdispatch.check_length(new_name, 'recipient list name', 63);
+	IF EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = new_name) THEN
+		RAISE EXCEPTION 'recipient list "%" already exists', new_name
+			USING ERRCODE = 'duplicate_object';
+	END IF;
+	PERFORM smsdispatch.check_no_open_alarms(list, 'rename');
+	UPDATE smsdispatch.recipient_list l SET name = new_name WHERE l.name = sms_list_rename.list;
+	UPDATE smsdispatch.message m SET list = new_name WHERE m.list = sms_list_rename.list;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_rotation_create(list text, level int,
+	period interval DEFAULT '1 week', handoff_time time DEFAULT '09:00',
+	time_zone text DEFAULT current_setting('TimeZone'), starts date DEFAULT current_date)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	days int := extract(day FROM period);
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level);
+	IF period IS NULL OR period <> make_interval(days => days) THEN
+		RAISE EXCEPTION 'rotation period "%" is not a whole number of days', coalesce(period::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give 1 to 366 days: ''1 day'', ''1 week'', ''3 days''.';
+	END IF;
+	IF days NOT BETWEEN 1 AND 366 THEN
+		RAISE EXCEPTION 'rotation period "%" is out of range', period
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A rotation period is 1 to 366 days.';
+	END IF;
+	IF handoff_time IS NULL OR starts IS NULL THEN
+		RAISE EXCEPTION 'rotation handoff_time and starts must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF time_zone IS NULL
+	   OR NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = time_zone) THEN
+		RAISE EXCEPTION 'time zone "%" is not known', coalesce(time_zone, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a name of pg_timezone_names, such as Europe/Kyiv, so that hand-offs follow daylight saving time.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM smsdispatch.rotation r
+			   WHERE r.list = sms_rotation_create.list AND r.level = sms_rotation_create.level) THEN
+		RAISE EXCEPTION 'level % of recipient list "%" is already a rotation', level, list
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with sms_rotation_drop().';
+	END IF;
+	INSERT INTO smsdispatch.rotation (list, level, period_days, handoff_time, time_zone, starts)
+		VALUES (sms_rotation_create.list, sms_rotation_create.level, days,
+				sms_rotation_create.handoff_time, sms_rotation_create.time_zone,
+				sms_rotation_create.starts);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_override_add(list text, level int, phone text,
+	starts_at timestamptz, ends_at timestamptz, name text DEFAULT NULL,
+	ack_timeout interval DEFAULT '15 min')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e164 text;
+	new_id bigint;
+BEGIN
+	PERFORM smsdispatch.lock_list(list);
+	PERFORM smsdispatch.check_level(level);
+	e164 := @extschema@.sms_normalize_phone(phone);
+	PERFORM smsdispatch.check_length(name, 'override name', 200);
+	IF starts_at IS NULL OR ends_at IS NULL OR ends_at <= starts_at THEN
+		RAISE EXCEPTION 'override from "%" until "%" is not a time range',
+			coalesce(starts_at::text, 'NULL'), coalesce(ends_at::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give ends_at later than starts_at.';
+	END IF;
+	IF ack_timeout IS NULL OR ack_timeout <= interval '0' THEN
+		RAISE EXCEPTION 'ack_timeout "%" must be positive', coalesce(ack_timeout::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- an alarm escalates through the levels its list has members on
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.list_member m
+				   WHERE m.list = sms_override_add.list AND m.level = sms_override_add.level) THEN
+		RAISE EXCEPTION 'level % of recipient list "%" has no members to stand in for', level, list
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Add the level''s members with sms_list_add() first.';
+	END IF;
+	INSERT INTO smsdispatch.duty_override (list, level, phone, name, ack_timeout, starts_at, ends_at)
+		VALUES (sms_override_add.list, sms_override_add.level, e164, sms_override_add.name,
+				sms_override_add.ack_timeout, sms_override_add.starts_at, sms_override_add.ends_at)
+		RETURNING id INTO new_id;
+	RETURN new_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION sms_oncall(list text, at timestamptz DEFAULT now())
+RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_oncall.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF at IS NULL THEN
+		RAISE EXCEPTION 'at must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- rotations count their turns in days since they began
+	IF NOT isfinite(at) THEN
+		RAISE EXCEPTION 'at "%" is not a finite time', at
+			USING ERRCODE = 'datetime_field_overflow',
+				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
+	END IF;
+	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
+END;
+$$;
+
+-- src/sql/35_worker.sql
+
+CREATE OR REPLACE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	shown text := CASE WHEN length(reason) > 1000 THEN left(reason, 1000) || '... (cut)'
+					   ELSE reason END;
+BEGIN
+	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, shown;
+	PERFORM pg_notify('smsdispatch_alarm',
+					  json_build_object('number', number, 'state', state,
+										'reason', shown)::text);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION smsdispatch.escalate(batch int DEFAULT 1000,
+	OUT alarms_checked int, OUT timed_out int, OUT escalated int,
+	OUT repeated int, OUT exhausted int, OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+-- the due alarms are a small set found by index: each statement reaches
+-- their recipients by nested loops over the per-alarm indexes, never by a
+-- hash or merge join over a scan of the history
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	due bigint[];
+	up_ids bigint[];
+	up_levels int[];
+	again_ids bigint[];
+	again_levels int[];
+	done_ids bigint[];
+	gone record;
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of alarms', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	timed_out := 0;
+	escalated := 0;
+	repeated := 0;
+	exhausted := 0;
+
+	SELECT array_agg(s.id) INTO due FROM (
+		SELECT m.id FROM smsdispatch.message m
+		 WHERE m.state = 'open' AND m.check_at <= now()
+		 ORDER BY m.check_at
+		 LIMIT batch
+		 FOR NO KEY UPDATE SKIP LOCKED) AS s;
+	alarms_checked := coalesce(cardinality(due), 0);
+
+	IF due IS NOT NULL THEN
+		-- each statement from here on sees what was committed before the
+		-- locks above were granted
+		WITH over AS (
+			UPDATE smsdispatch.message_recipient r
+			   SET status = 'ACK_TIME_OVER'
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (due) AND r.message_id = m.id AND r.level = m.level
+			   AND r.status = 'NOT_YET_ACK' AND r.deadline <= now()
+			RETURNING r.message_id, r.level, r.phone, r.deadline)
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+		SELECT o.message_id, 'timed_out', o.level, o.phone, 'deadline ' || o.deadline
+		  FROM over o;
+		GET DIAGNOSTICS timed_out = ROW_COUNT;
+
+		-- the alarms whose level is over, and where each goes next
+		SELECT array_agg(f.id ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.next_level ORDER BY f.id) FILTER (WHERE f.next_level IS NOT NULL),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.first_level ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round <= f.repeat),
+			   array_agg(f.id ORDER BY f.id)
+				   FILTER (WHERE f.next_level IS NULL AND f.round > f.repeat)
+		  INTO up_ids, up_levels, again_ids, again_levels, done_ids
+		  FROM (SELECT m.id, m.round, coalesce(l.repeat, 0) AS repeat,
+					   min(r.level) FILTER (WHERE r.level > m.level) AS next_level,
+					   min(r.level) AS first_level
+				  FROM smsdispatch.message m
+				  JOIN smsdispatch.message_recipient r ON r.message_id = m.id
+				  LEFT JOIN smsdispatch.recipient_list l ON l.name = m.list
+				 WHERE m.id = ANY (due)
+				 GROUP BY m.id, m.round, l.repeat
+				HAVING NOT bool_or(r.level = m.level
+								   AND r.status IN ('NOT_SENT', 'NOT_YET_ACK'))) AS f;
+
+		IF up_ids IS NOT NULL THEN
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT u.id, 'escalated', u.level, 'from level ' || m.level
+			  FROM unnest(up_ids, up_levels) AS u(id, level)
+			  JOIN smsdispatch.message m ON m.id = u.id;
+			escalated := cardinality(up_ids);
+		END IF;
+
+		IF again_ids IS NOT NULL THEN
+			-- a new round: everybody waits to be sent the alarm again; the
+			-- previous round's SMS still let its recipients acknowledge
+			UPDATE smsdispatch.message_recipient
+			   SET status = 'NOT_SENT', sent_at = NULL, deadline = NULL, acked_at = NULL
+			 WHERE message_id = ANY (again_ids);
+			UPDATE smsdispatch.message SET round = round + 1 WHERE id = ANY (again_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT a.id, 'repeated', a.level, 'round ' || m.round
+			  FROM unnest(again_ids, again_levels) AS a(id, level)
+			  JOIN smsdispatch.message m ON m.id = a.id;
+			repeated := cardinality(again_ids);
+		END IF;
+
+		IF up_ids IS NOT NULL OR again_ids IS NOT NULL THEN
+			PERFORM smsdispatch.start_levels(
+				coalesce(up_ids, '{}') || coalesce(again_ids, '{}'),
+				coalesce(up_levels, '{}') || coalesce(again_levels, '{}'));
+		END IF;
+
+		IF done_ids IS NOT NULL THEN
+			UPDATE smsdispatch.message
+			   SET state = 'exhausted', closed_at = now(), check_at = NULL
+			 WHERE id = ANY (done_ids);
+			INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			SELECT m.id, 'exhausted', m.level, 'round ' || m.round
+			  FROM smsdispatch.message m
+			 WHERE m.id = ANY (done_ids);
+			exhausted := cardinality(done_ids);
+			-- nobody has the alarm: that must be heard
+			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
+						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
+				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
+					format('nobody on list %s acknowledged it in %s round(s)',
+						   smsdispatch.quote_name(gone.list), gone.round));
+			END LOOP;
+			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
+		END IF;
+
+		-- the alarms still waiting: next look at their earliest deadline;
+		-- a level started with nobody on duty is over at once
+		UPDATE smsdispatch.message m
+		   SET check_at = (SELECT CASE WHEN count(*) FILTER (WHERE r.status IN
+													('NOT_SENT', 'NOT_YET_ACK')) = 0
+									   THEN now()
+									   ELSE min(r.deadline) FILTER (WHERE r.status = 'NOT_YET_ACK') END
+							 FROM smsdispatch.message_recipient r
+							WHERE r.message_id = m.id AND r.level = m.level)
+		 WHERE m.id = ANY (due) AND m.state = 'open';
+	END IF;
+
+	SELECT min(m.check_at) INTO next_check
+	  FROM smsdispatch.message m
+	 WHERE m.state = 'open';
 END;
 $$;
 
@@ -283,4 +745,3 @@ END;
 REVOKE SELECT ON smsdispatch.spool_failure FROM smsdispatch_reader;
 GRANT SELECT (id, name, size, mtime, failed_at, redacted_reason)
 	ON smsdispatch.spool_failure TO smsdispatch_reader;
-

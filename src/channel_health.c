@@ -32,8 +32,9 @@ static const char *const state_names[] = {
 
 /*
  * Publishes the IP2SMS channel's state; error says why it is not ok (NULL
- * keeps the last one). A state it is in already keeps its "since". Worker
- * only.
+ * keeps the last one). A state it is in already keeps its "since". Back to
+ * ok, the last error goes: a cause that is gone is not shown as the
+ * channel's error. Worker only.
  */
 void
 sms_channel_publish(SmsChannelState state, const char *error)
@@ -49,7 +50,9 @@ sms_channel_publish(SmsChannelState state, const char *error)
 	if (!published || state != current)
 		h->since = GetCurrentTimestamp();
 	h->state = state;
-	if (error != NULL)
+	if (state == SMS_CHANNEL_OK)
+		h->last_error[0] = '\0';
+	else if (error != NULL)
 		strlcpy(h->last_error, error, sizeof(h->last_error));
 	SpinLockRelease(&h->mutex);
 	published = true;

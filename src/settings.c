@@ -155,15 +155,47 @@ check_send_window(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* The time zone must be one PostgreSQL knows. */
+/*
+ * The time zone must be one PostgreSQL's TimeZone takes (a name of
+ * pg_timezone_names or a POSIX spec, and no leap seconds), and its offsets
+ * from UTC ones PostgreSQL reads back in a timestamp: less than 16 hours.
+ * TimeZone itself takes 'UTC+25', and then refuses its own output ("time
+ * zone displacement out of range"); no place is that far from UTC. A POSIX
+ * spec has a standard and a daylight saving offset: both are checked.
+ */
 static bool
 check_timezone(char **newval, void **extra, GucSource source)
 {
-	if (pg_tzset(*newval) != NULL)
-		return true;
-	GUC_check_errdetail("\"%s\" is not a time zone PostgreSQL knows; see pg_timezone_names.",
-						*newval);
-	return false;
+	pg_tz	   *tz = pg_tzset(*newval);
+	pg_time_t	now = (pg_time_t) time(NULL);
+	pg_time_t	boundary;
+	long int	offset;
+	long int	other_offset;
+	int			isdst;
+	int			boundaries;
+
+	if (tz == NULL)
+	{
+		GUC_check_errdetail("\"%s\" is not a time zone PostgreSQL knows; see pg_timezone_names.",
+							*newval);
+		return false;
+	}
+	if (!pg_tz_acceptable(tz))
+	{
+		GUC_check_errdetail("Time zone \"%s\" uses leap seconds, which PostgreSQL does not support.",
+							*newval);
+		return false;
+	}
+	boundaries = pg_next_dst_boundary(&now, &offset, &isdst, &boundary,
+									  &other_offset, &isdst, tz);
+	if (boundaries < 0 || labs(offset) >= TZDISP_LIMIT ||
+		(boundaries > 0 && labs(other_offset) >= TZDISP_LIMIT))
+	{
+		GUC_check_errdetail("The UTC offset of time zone \"%s\" is out of range.", *newval);
+		GUC_check_errhint("Offsets from UTC are less than 16 hours; use a name of pg_timezone_names, such as Europe/Kyiv.");
+		return false;
+	}
+	return true;
 }
 
 /* The send window setting of an SMS type, or NULL when it is always open. */

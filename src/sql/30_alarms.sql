@@ -1,5 +1,38 @@
 -- Recipient lists and alarms: the SQL API that needs no C.
 
+-- Refuses a name or a description longer than max_chars characters before
+-- the API stores it: names go into SMS, log lines, events and NOTIFY
+-- payloads (at most 8000 bytes), which must hold whatever a user typed.
+-- List names are identifiers, 63 characters at most; people's names and
+-- descriptions 200. field names the argument in the error.
+CREATE FUNCTION smsdispatch.check_length(value text, field text, max_chars int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF length(value) > max_chars THEN
+		RAISE EXCEPTION '% "%..." is % characters long', field, left(value, 20), length(value)
+			USING ERRCODE = 'string_data_right_truncation',
+				  HINT = format('Give at most %s characters for the %s.', max_chars, field);
+	END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.check_length(text, text, int) FROM PUBLIC;
+
+-- A list name as an alarm's reason or a log line shows it: double-quoted
+-- with JSON's escapes, so that a quote, a backslash or a newline in the name
+-- cannot forge the text around it, and cut after 63 characters with "...",
+-- since names stored before 1.2 may be of any length.
+CREATE FUNCTION smsdispatch.quote_name(name text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+	SELECT to_json(CASE WHEN length(name) > 63 THEN left(name, 63) || '...'
+						ELSE name END)::text;
+END;
+REVOKE ALL ON FUNCTION smsdispatch.quote_name(text) FROM PUBLIC;
+
 CREATE FUNCTION sms_list_create(name text, description text DEFAULT NULL,
 	repeat int DEFAULT 0)
 RETURNS void
@@ -11,6 +44,8 @@ BEGIN
 		RAISE EXCEPTION 'recipient list name must not be empty'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	PERFORM smsdispatch.check_length(name, 'recipient list name', 63);
+	PERFORM smsdispatch.check_length(description, 'recipient list description', 200);
 	IF repeat IS NULL OR repeat NOT BETWEEN 0 AND 100 THEN
 		RAISE EXCEPTION 'repeat % is out of range for recipient list "%"', repeat, name
 			USING ERRCODE = 'invalid_parameter_value',
@@ -48,6 +83,7 @@ BEGIN
 		RAISE EXCEPTION 'ack_timeout "%" must be positive', ack_timeout
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	PERFORM smsdispatch.check_length(name, 'member name', 200);
 	e164 := @extschema@.sms_normalize_phone(phone);
 	IF EXISTS (SELECT 1 FROM smsdispatch.list_member m
 			   WHERE m.list = sms_list_add.list AND m.phone = e164

@@ -242,6 +242,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Give new_level, new_phone, ack_timeout or name.';
 	END IF;
+	PERFORM smsdispatch.check_length(name, 'member name', 200);
 	e164 := smsdispatch.member_phone(list, phone, level);
 	IF new_phone IS NOT NULL THEN
 		new_e164 := @extschema@.sms_normalize_phone(new_phone);
@@ -330,6 +331,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'Argument new_name.';
 	END IF;
+	PERFORM smsdispatch.check_length(new_name, 'recipient list name', 63);
 	IF EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = new_name) THEN
 		RAISE EXCEPTION 'recipient list "%" already exists', new_name
 			USING ERRCODE = 'duplicate_object';
@@ -425,10 +427,15 @@ DECLARE
 BEGIN
 	PERFORM smsdispatch.lock_list(list);
 	PERFORM smsdispatch.check_level(level);
-	IF period IS NULL OR period <> make_interval(days => days) OR days NOT BETWEEN 1 AND 366 THEN
+	IF period IS NULL OR period <> make_interval(days => days) THEN
 		RAISE EXCEPTION 'rotation period "%" is not a whole number of days', coalesce(period::text, 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Give 1 to 366 days: ''1 day'', ''1 week'', ''3 days''.';
+	END IF;
+	IF days NOT BETWEEN 1 AND 366 THEN
+		RAISE EXCEPTION 'rotation period "%" is out of range', period
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A rotation period is 1 to 366 days.';
 	END IF;
 	IF handoff_time IS NULL OR starts IS NULL THEN
 		RAISE EXCEPTION 'rotation handoff_time and starts must not be NULL'
@@ -487,6 +494,7 @@ BEGIN
 	PERFORM smsdispatch.lock_list(list);
 	PERFORM smsdispatch.check_level(level);
 	e164 := @extschema@.sms_normalize_phone(phone);
+	PERFORM smsdispatch.check_length(name, 'override name', 200);
 	IF starts_at IS NULL OR ends_at IS NULL OR ends_at <= starts_at THEN
 		RAISE EXCEPTION 'override from "%" until "%" is not a time range',
 			coalesce(starts_at::text, 'NULL'), coalesce(ends_at::text, 'NULL')
@@ -545,6 +553,12 @@ BEGIN
 	IF at IS NULL THEN
 		RAISE EXCEPTION 'at must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- rotations count their turns in days since they began
+	IF NOT isfinite(at) THEN
+		RAISE EXCEPTION 'at "%" is not a finite time', at
+			USING ERRCODE = 'datetime_field_overflow',
+				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
 	END IF;
 	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
 END;

@@ -4,17 +4,23 @@
 -- Makes an alarm that reaches nobody loud: a WARNING in the server log
 -- naming it and why, and NOTIFY smsdispatch_alarm with a JSON payload
 -- {"number": "0042", "state": "exhausted", "reason": "..."} that an
--- application or a pager bridge can LISTEN for (sent at COMMIT).
+-- application or a pager bridge can LISTEN for (sent at COMMIT). A payload
+-- has at most 8000 bytes, and a NOTIFY that does not fit fails the
+-- escalation pass that raised it: the reason is cut after 1000 characters
+-- (JSON escapes make them 6000 bytes at most), in the log line too.
 CREATE FUNCTION smsdispatch.alarm_alert(number text, state text, reason text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	shown text := CASE WHEN length(reason) > 1000 THEN left(reason, 1000) || '... (cut)'
+					   ELSE reason END;
 BEGIN
-	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, reason;
+	RAISE WARNING 'smsdispatch: alarm % is %: %', number, state, shown;
 	PERFORM pg_notify('smsdispatch_alarm',
 					  json_build_object('number', number, 'state', state,
-										'reason', reason)::text);
+										'reason', shown)::text);
 END;
 $$;
 
@@ -141,8 +147,8 @@ BEGIN
 			FOR gone IN SELECT m.number, m.list, m.round FROM smsdispatch.message m
 						 WHERE m.id = ANY (done_ids) ORDER BY m.id LOOP
 				PERFORM smsdispatch.alarm_alert(gone.number, 'exhausted',
-					format('nobody on list "%s" acknowledged it in %s round(s)',
-						   gone.list, gone.round));
+					format('nobody on list %s acknowledged it in %s round(s)',
+						   smsdispatch.quote_name(gone.list), gone.round));
 			END LOOP;
 			PERFORM smsdispatch.confirm_closed(done_ids, 'exhausted');
 		END IF;
