@@ -1,4 +1,4 @@
-# Issue 25, point 2: a looping inbound handler stops nothing. The handler
+# A looping inbound handler stops nothing. The handler
 # runs in its own worker ("smsdispatch inbound handler"), each call within
 # smsdispatch.inbound_handler_timeout. While handlers loop (a plain loop,
 # one that catches its cancel and goes on, one that catches it and

@@ -1,4 +1,4 @@
-# Issue 25, point 2: no advisory lock a handler takes outlives its call.
+# No advisory lock a handler takes outlives its call.
 # A handler takes a session-level and a transaction-level advisory lock
 # and returns; while the handler worker is still busy with the next SMS,
 # another session takes both locks at once and no smsdispatch process

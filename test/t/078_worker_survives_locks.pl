@@ -1,4 +1,4 @@
-# The worker survives a lock on its tables (issue 25, point 3): a member of
+# The worker survives a lock on its tables: a member of
 # smsdispatch_admin (not a superuser) takes
 #   LOCK TABLE verification.sms_log IN ACCESS EXCLUSIVE MODE
 # for 6 s

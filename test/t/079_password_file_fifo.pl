@@ -1,4 +1,4 @@
-# The password file cannot stall the worker (issue 25, point 6). The worker
+# The password file cannot stall the worker. The worker
 # opened the file by name after looking at it, without O_NOFOLLOW or
 # O_NONBLOCK: a name swapped to a symbolic link to a FIFO in between made
 # it wait in open() for a writer, for ever, and send nothing. Now

@@ -1,4 +1,4 @@
-# Issue 25, point 5: a session left idle in a transaction after sms_send or
+# A session left idle in a transaction after sms_send or
 # sms_enqueue blocks nobody. Beside it the application's verification INSERT
 # for the same phone and another sms_enqueue complete within 2 s, the
 # abuse guard still counts the open transaction's SMS, and spool files to

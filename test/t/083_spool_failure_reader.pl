@@ -1,4 +1,4 @@
-# Issue 25, point 7: the reasons of refused spool files that
+# The reasons of refused spool files that
 # smsdispatch_reader can read hold neither the phone number nor the text
 # they quote; smsdispatch_admin reads the whole reason.
 use strict;

@@ -1,4 +1,4 @@
-# Issue 25, point 4: a long list name does not stop the escalation. A list
+# A long list name does not stop the escalation. A list
 # whose name has 100,000 characters (made the 1.1 way, by a direct INSERT
 # as the owner: 1.2's sms_list_create refuses it) has an alarm that
 # exhausts; NOTIFY's payload has at most 8000 bytes, and a reason carrying

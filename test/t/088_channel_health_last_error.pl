@@ -1,4 +1,4 @@
-# Issue 25, point 9: smsdispatch.channel_health shows the last error of a
+# smsdispatch.channel_health shows the last error of a
 # channel only while the channel is not ok. The IP2SMS gateway cannot be
 # reached: 'down', with the connection failure as last_error; back at the
 # right URL, the SMS leaves and the channel is 'ok' with no last_error, not
