@@ -16,7 +16,8 @@ my $node = worker_node('spool_reader',
 make_list($node, 'oncall', 0, [ '+380501000001', 1, '1 min' ]);
 
 # a number too long for E.164, and a text with a byte that is not UTF-8
-# (libxml2 quotes it and the bytes after it)
+# (libxml2 before 2.14 quotes it and the bytes after it; later ones name
+# only the line)
 drop_spool_file($spool, 'bad-number.xml',
 	'<SMS><TO>+38050123456789</TO><MSG>Pump down</MSG></SMS>');
 drop_spool_file($spool, 'bad-text.xml',
@@ -37,7 +38,9 @@ sub reason_as
 my $admin_number = reason_as('smsdispatch_admin', 'reason', 'bad-number.xml');
 my $admin_text = reason_as('smsdispatch_admin', 'reason', 'bad-text.xml');
 like($admin_number, qr/"\+38050123456789"/, 'the admin reads the number in the full reason');
-like($admin_text, qr/0xE9 0x20 0x34 0x37/, 'and the bytes of the text');
+like($admin_text, qr/^malformed XML: line [0-9]+: /, 'and the line of the text');
+like($admin_text, qr/0xE9 0x20 0x34 0x37/, 'and the bytes of the text, where libxml2 quotes them')
+  if $admin_text =~ /Bytes:/;
 
 like(reason_as('smsdispatch_reader', 'reason', 'bad-number.xml'),
 	qr/permission denied for table spool_failure/, 'the reader cannot read the full reason');
@@ -47,7 +50,7 @@ my $reader_text = reason_as('smsdispatch_reader', 'redacted_reason', 'bad-text.x
 like($reader_number, qr/^invalid phone number in phone: "\.\.\."/,
 	"the reader reads what was wrong with the number: $reader_number");
 unlike($reader_number, qr/[0-9]/, 'but no digit of it');
-like($reader_text, qr/^malformed XML: line #: Input is not proper UTF-#/,
+like($reader_text, qr/^malformed XML: line #: (Input is not proper UTF-#|Invalid bytes in character encoding)/,
 	"the reader reads what was wrong with the text: $reader_text");
 unlike($reader_text, qr/[0-9]|0x[0-9A-F]|Pump|caf/i, 'but no byte of it');
 
