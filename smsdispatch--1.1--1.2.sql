@@ -532,7 +532,7 @@ BEGIN
 END;
 $$;
 
--- src/sql/36_spool_failure.sql: readers see reasons without the values they
+-- src/sql/37_spool_failure.sql: readers see reasons without the values they
 -- quote
 -- A refusal's reason without the values it quotes: every quoted value (a
 -- phone number, a list name, bytes of the text) becomes "...", every byte
@@ -552,6 +552,17 @@ REVOKE ALL ON FUNCTION smsdispatch.redact_reason(text) FROM PUBLIC;
 
 ALTER TABLE smsdispatch.spool_failure
 	ADD COLUMN redacted_reason text GENERATED ALWAYS AS (smsdispatch.redact_reason(reason)) STORED;
+REVOKE SELECT ON smsdispatch.spool_failure FROM smsdispatch_reader;
+GRANT SELECT (id, name, size, mtime, failed_at, redacted_reason)
+	ON smsdispatch.spool_failure TO smsdispatch_reader;
+
+-- src/sql/70_modem.sql, 71_channel_health.sql, 80_reports.sql: admins read
+-- the views (1.1 let them write through them too, by a grant on every
+-- relation of the schema)
+REVOKE INSERT, UPDATE, DELETE ON smsdispatch.modem_stale, smsdispatch.channel_health,
+	smsdispatch.delivery_stats, smsdispatch.gateway_stats, smsdispatch.escalation_stats,
+	smsdispatch.queue, smsdispatch.queue_history
+	FROM smsdispatch_admin;
 
 -- src/sql/80_reports.sql
 
@@ -740,8 +751,3 @@ BEGIN ATOMIC
 	  FROM hourly h
 	 GROUP BY h.hour;
 END;
-
--- src/sql/96_roles_1_1.sql
-REVOKE SELECT ON smsdispatch.spool_failure FROM smsdispatch_reader;
-GRANT SELECT (id, name, size, mtime, failed_at, redacted_reason)
-	ON smsdispatch.spool_failure TO smsdispatch_reader;

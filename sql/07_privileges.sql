@@ -94,6 +94,11 @@ SELECT sms_list_create('dba', 'DBA team');
 SELECT sms_list_add('dba', '+380503333333', 1, '1 min', 'Carol');
 SELECT list, phone, name FROM smsdispatch.list_member ORDER BY id;
 SELECT sms_send('+380503333333', 'from the admin') > 0 AS admin_sends;
+-- and reads the views, but does not write through them
+SELECT count(*) >= 0 AS admin_reads_queue FROM smsdispatch.queue;
+SELECT regress.try(s) FROM unnest(ARRAY[
+	$$DELETE FROM smsdispatch.modem_stale$$,
+	$$UPDATE smsdispatch.modem_stale SET name = name$$]) AS s;
 RESET ROLE;
 
 -- an application role granted nothing of smsdispatch inserts into a

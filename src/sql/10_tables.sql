@@ -1,8 +1,6 @@
 -- smsdispatch: tables of the dispatcher (schema smsdispatch) and the SMS log
 -- (schema verification, shared with the application that owns verifications).
 
-\echo Use "CREATE EXTENSION smsdispatch" to load this file. \quit
-
 CREATE SCHEMA smsdispatch;
 -- The application may have schema verification already (its verifications
 -- table lives there). The extension adopts it as a member either way: pg_dump
@@ -241,3 +239,53 @@ SELECT pg_catalog.pg_extension_config_dump('smsdispatch.inbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.event', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.event_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.number_cursor', '');
+
+-- Privileges on the schemas, the tables and the classifier. Admins manage
+-- lists and the log (they may not insert into the log: rows enter it through
+-- sms_send and the alarms).
+GRANT USAGE ON SCHEMA smsdispatch, verification
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.recipient_list, smsdispatch.list_member,
+	smsdispatch.message, smsdispatch.message_recipient, smsdispatch.inbox, smsdispatch.event,
+	smsdispatch.number_cursor
+	TO smsdispatch_admin;
+GRANT SELECT, UPDATE, DELETE ON verification.sms_log TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.recipient_list_id_seq, smsdispatch.list_member_id_seq,
+	smsdispatch.message_id_seq, smsdispatch.message_recipient_id_seq,
+	smsdispatch.inbox_id_seq, smsdispatch.event_id_seq
+	TO smsdispatch_admin;
+
+-- Readers (reports, the metrics exporter) see the statistics: every column
+-- of the log, the alarms, their events and the received SMS except those
+-- that say who (phones) or what (texts, verification codes, error texts that
+-- quote a number); of the recipients, their levels and statuses, for the
+-- acks per level. Column privileges, so the reports' functions run as the
+-- reader and the planner still inlines them.
+GRANT SELECT ON smsdispatch.recipient_list TO smsdispatch_reader;
+DO $$
+DECLARE
+	t record;
+BEGIN
+	FOR t IN
+		SELECT v.tbl::regclass AS tbl, v.secret
+		  FROM (VALUES
+			('verification.sms_log', '{phone_number,body,last_error,verification_id,gateway_id,claimed_by}'::name[]),
+			('smsdispatch.message', '{body,acked_by}'),
+			('smsdispatch.event', '{phone,detail}'),
+			('smsdispatch.inbox', '{sender,body,sender_e164,handler_error}')) AS v(tbl, secret)
+	LOOP
+		EXECUTE (SELECT format('GRANT SELECT (%s) ON %s TO smsdispatch_reader',
+							   string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum), t.tbl)
+				   FROM pg_attribute a
+				  WHERE a.attrelid = t.tbl AND a.attnum > 0 AND NOT a.attisdropped
+					AND a.attname <> ALL (t.secret));
+	END LOOP;
+END;
+$$;
+GRANT SELECT (message_id, level, status) ON smsdispatch.message_recipient TO smsdispatch_reader;
+
+-- the classifier is called by the domain gateway_status (an admin who
+-- corrects a row's status) and by the reports (smsdispatch.sms_outcome,
+-- inlined into a reader's query)
+GRANT EXECUTE ON FUNCTION smsdispatch.gateway_status_class(text)
+	TO smsdispatch_sender, smsdispatch_admin, smsdispatch_reader;

@@ -116,3 +116,17 @@ CREATE FUNCTION smsdispatch.prevent_in_transaction_block(what text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'sms_prevent_in_transaction_block'
 LANGUAGE C VOLATILE STRICT;
+
+-- Privileges: senders queue SMS; admins watch tables, try a send window
+-- before setting it and run the retention; readers see the quarantine the
+-- reports count with.
+REVOKE ALL ON FUNCTION sms_normalize_phone(text), sms_segments(text),
+	sms_send(text, text, text, text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_normalize_phone(text), sms_segments(text),
+	sms_send(text, text, text, text, int)
+	TO smsdispatch_sender;
+GRANT EXECUTE ON FUNCTION smsdispatch.verification_trigger(),
+	smsdispatch.send_window_next(text, timestamptz),
+	smsdispatch.prevent_in_transaction_block(text), smsdispatch.redact_after()
+	TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.number_quarantine() TO smsdispatch_reader;

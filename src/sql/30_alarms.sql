@@ -738,3 +738,15 @@ CREATE TRIGGER sms_log_progress
 CREATE TRIGGER sms_log_wake
 	BEFORE INSERT OR UPDATE OF send_state ON verification.sms_log
 	FOR EACH ROW EXECUTE FUNCTION smsdispatch.wake_on_change();
+
+-- Privileges: senders queue alarms and report replies, they read no lists;
+-- admins make the lists.
+REVOKE ALL ON FUNCTION sms_list_create(text, text, int),
+	sms_list_add(text, text, int, interval, text), sms_enqueue(text, text, text),
+	sms_ack(text, text), sms_receive(text, text), sms_cancel(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_enqueue(text, text, text), sms_ack(text, text),
+	sms_receive(text, text), sms_cancel(text)
+	TO smsdispatch_sender;
+GRANT EXECUTE ON FUNCTION sms_list_create(text, text, int),
+	sms_list_add(text, text, int, interval, text)
+	TO smsdispatch_admin;

@@ -297,3 +297,9 @@ RETURNS jsonb
 AS 'MODULE_PATHNAME', 'sms_run_once'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
+
+-- Privileges: admins may run a pass of the worker by hand (or from pg_cron)
+-- and see which spool files were taken.
+GRANT EXECUTE ON FUNCTION smsdispatch.run_once() TO smsdispatch_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_file TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.spool_file_id_seq TO smsdispatch_admin;

@@ -85,3 +85,7 @@ AS 'MODULE_PATHNAME', 'sms_drop_guard';
 CREATE EVENT TRIGGER smsdispatch_drop_guard ON ddl_command_start
 	WHEN TAG IN ('DROP EXTENSION')
 	EXECUTE FUNCTION smsdispatch.drop_guard();
+
+-- admins attach the trigger to the application's tables
+GRANT EXECUTE ON FUNCTION smsdispatch.watch_verifications(regclass, name, name)
+	TO smsdispatch_admin;

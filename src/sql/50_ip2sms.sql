@@ -35,3 +35,8 @@ CREATE FUNCTION smsdispatch.stats_since()
 RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'sms_stats_since'
 LANGUAGE C VOLATILE;
+
+-- Privileges: readers and admins see the counters, only admins reset them.
+GRANT EXECUTE ON FUNCTION smsdispatch.stats() TO smsdispatch_reader, smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.stats_reset() TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.stats_since() TO smsdispatch_reader;

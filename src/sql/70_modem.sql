@@ -278,3 +278,17 @@ BEGIN
 	DELETE FROM smsdispatch.modem_received r WHERE r.received_at < now() - interval '7 days';
 END;
 $$;
+
+-- Privileges: the modem sidecar logs in as an admin (or a role granted
+-- smsdispatch_admin); readers see the modems' state.
+GRANT EXECUTE ON FUNCTION smsdispatch.modem_claim(text, interval),
+	smsdispatch.modem_finish(bigint, text, text, text, text),
+	smsdispatch.modem_recover(text),
+	smsdispatch.modem_status_report(text, text, int, text, timestamptz),
+	smsdispatch.modem_receive(text, text, text, timestamptz),
+	smsdispatch.modem_heartbeat(text, interval, text, text, text, int, int, int, int, int, int, boolean, text, boolean)
+	TO smsdispatch_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.modem, smsdispatch.modem_received
+	TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.modem_stale TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.modem, smsdispatch.modem_stale TO smsdispatch_reader;

@@ -287,3 +287,7 @@ BEGIN
 	END IF;
 END;
 $$;
+
+-- readers see each channel's state, for dashboards and the metrics exporter
+GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_admin, smsdispatch_reader;
+GRANT EXECUTE ON FUNCTION smsdispatch.ip2sms_health() TO smsdispatch_reader;

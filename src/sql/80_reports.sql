@@ -854,3 +854,35 @@ BEGIN
 		 ORDER BY j.jobname;
 END;
 $$;
+
+-- Privileges: readers see the statistics and the HTML report (the range
+-- forms run with the caller's rights: readers read the columns they count);
+-- admins also see the queue (who is paged, with the alarms' texts) and run
+-- the retention.
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.counter_snapshot TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.delivery_stats, smsdispatch.gateway_stats,
+	smsdispatch.escalation_stats, smsdispatch.queue, smsdispatch.queue_history
+	TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.delivery_stats, smsdispatch.gateway_stats,
+	smsdispatch.escalation_stats, smsdispatch.counter_snapshot
+	TO smsdispatch_reader;
+REVOKE ALL ON FUNCTION sms_report_html(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.delivery_stats(timestamptz, timestamptz),
+	smsdispatch.escalation_stats(timestamptz, timestamptz),
+	smsdispatch.gateway_stats(timestamptz, timestamptz),
+	smsdispatch.delivery_stats_per(text, timestamptz, timestamptz),
+	smsdispatch.delivery_stats_hourly(timestamptz, timestamptz),
+	smsdispatch.counters_now(), smsdispatch.acked_level(bigint),
+	smsdispatch.histogram_quantile(float8, float8[], bigint[]),
+	smsdispatch.sms_outcome(text, text),
+	smsdispatch.delivery_seconds(timestamptz, timestamptz, timestamptz),
+	smsdispatch.html_escape(text), smsdispatch.html_table(text, text),
+	smsdispatch.svg_bar_chart(text, text, text[], text[], text[], float8[], boolean),
+	sms_report_html(timestamptz, timestamptz)
+	TO smsdispatch_reader;
+REVOKE ALL ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE smsdispatch.purge(interval, int, bigint, bigint, bigint, bigint, bigint)
+	TO smsdispatch_admin;
+GRANT EXECUTE ON FUNCTION smsdispatch.purge_batch(text, interval, timestamptz, int, bigint)
+	TO smsdispatch_admin;

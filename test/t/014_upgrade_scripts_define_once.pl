@@ -115,5 +115,42 @@ foreach my $file (@shipped)
 is(join("\n", @tagged), '', 'no shipped SQL file has an internal tag (issue N, stop N) in a comment')
   or diag("tagged comments:\n" . join("\n", @tagged));
 
+# The fragments: each number once, and each grant in the fragment that
+# makes its object (a sequence goes with its bigserial table); a revoke over
+# a whole schema (99_public.sql) and the roles' memberships name no object.
+my @fragments = sort glob("$top/src/sql/*.sql");
+my %numbered;
+push @{ $numbered{ (m{/(\d+)_[a-z_0-9]+\.sql$})[0] // $_ } }, $_ =~ s{.*/}{}r foreach @fragments;
+is(join(' ', map { join('=', @{ $numbered{$_} }) } grep { @{ $numbered{$_} } > 1 } sort keys %numbered),
+	'', 'each fragment has a number of its own');
+my @astray;
+foreach my $file (@fragments)
+{
+	my $name = $file =~ s{.*/}{}r;
+	# the objects made (schema verification inside a DO block), and the
+	# statements outside dollar quotes
+	my $all = slurp_file($file) =~ s/--[^\n]*//gr;
+	my $text = $all =~ s/\$\$.*?\$\$//gsr;
+	my %made;
+	$made{ lc $1 } = 1
+	  while $all =~ /CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE|TABLE|VIEW|SCHEMA|DOMAIN)\s+([\w.@]+)/gi;
+	$made{"$_\_id_seq"} = 1 foreach grep { !/\(/ } keys %made;
+	foreach my $statement (split /;/, $text)
+	{
+		next unless $statement =~ /^\s*(?:GRANT|REVOKE)\b.*?\bON\s+(?!ALL\b)(.*?)\s+(?:TO|FROM)\s/si;
+		my $objects = $1 =~ s/^(?:FUNCTION|PROCEDURE|SEQUENCE|SCHEMA|TABLE)\s+//ir;
+		$objects =~ s/\([^()]*\)//g;
+		foreach my $object (map { s/^\s+|\s+$//gr } split /,/, $objects)
+		{
+			my $qualified = $object =~ /\./ ? lc $object : "smsdispatch.\L$object";
+			push @astray, "$name: $object"
+			  unless $made{ lc $object } || $made{$qualified}
+			  || ($object !~ /\./ && grep { /^(?:smsdispatch|verification)\.\Q$object\E$/ } keys %made);
+		}
+	}
+}
+is(join("\n", @astray), '', 'every grant of a fragment is on an object that fragment makes')
+  or diag("grants away from their objects:\n" . join("\n", @astray));
+
 $node->stop;
 done_testing();

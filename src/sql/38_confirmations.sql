@@ -98,3 +98,7 @@ BEGIN
 	END IF;
 END;
 $$;
+
+-- admins only: senders queue alarms but cannot change who is told
+REVOKE ALL ON FUNCTION sms_list_confirmations(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_confirmations(text, boolean) TO smsdispatch_admin;

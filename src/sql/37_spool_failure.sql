@@ -30,3 +30,10 @@ CREATE TABLE smsdispatch.spool_failure (
 CREATE INDEX spool_failure_failed_idx ON smsdispatch.spool_failure (failed_at);
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure', '');
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.spool_failure_id_seq', '');
+
+-- Privileges: admins read the whole reason; readers see which spool files
+-- were refused, and why, but not the values the reason quotes.
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.spool_failure TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.spool_failure_id_seq TO smsdispatch_admin;
+GRANT SELECT (id, name, size, mtime, failed_at, redacted_reason)
+	ON smsdispatch.spool_failure TO smsdispatch_reader;
