@@ -329,6 +329,13 @@ worker_loop(void)
  * domains) would run as superuser on the next pass. So the path is
  * pg_catalog and pg_temp only, and every object of the extension the worker
  * names is schema-qualified. PGC_S_OVERRIDE keeps a reload from undoing it.
+ *
+ * NB: synchronous_commit too. The commit of a claim is the fence of a
+ * primary cut off from its synchronous standbys: it waits for them before
+ * the request leaves, so an isolated primary sends nothing that a promoted
+ * standby would not know was claimed. A database, a role or the cluster
+ * that sets synchronous_commit = off (or local) for its applications must
+ * not take that wait away from the worker.
  */
 static const struct
 {
@@ -339,6 +346,7 @@ static const struct
 	{"search_path", "pg_catalog, pg_temp"},
 	{"default_transaction_isolation", "read committed"},
 	{"default_transaction_read_only", "off"},
+	{"synchronous_commit", "on"},
 };
 
 /*
