@@ -86,6 +86,18 @@ is_deeply({ map { $_ => $row{$_}[1] } keys %row },
 		'old-alarm.xml' => 'oncall', 'bad-phone.xml' => '' },
 	'spool_failure names the list of each refused alarm file, and none for the <TO> file');
 
+# the query of docs/operations.md that lists the refused alarms
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(name || ' ' || list, ', ' ORDER BY id DESC) FROM (
+	SELECT id, name, list, reason, failed_at FROM smsdispatch.spool_failure
+	 WHERE list IS NOT NULL ORDER BY id DESC LIMIT 10) AS f}),
+	'unknown-list.xml nobody, old-alarm.xml oncall, malformed-alarm.xml oncall',
+	'the refused alarms, newest first');
+
+my ($ret, $out, $err) = $node->psql('postgres',
+	'SET ROLE smsdispatch_reader; SELECT list FROM smsdispatch.spool_failure');
+like($err, qr/permission denied/, 'the reader is not granted the list a refused file named');
+
 is_deeply($payload{'unknown-list.xml'},
 	{ number => undef, state => 'refused', list => 'nobody', file => 'unknown-list.xml',
 		spool_failure_id => $row{'unknown-list.xml'}[0] + 0,
