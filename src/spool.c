@@ -441,6 +441,7 @@ spool_parse(const char *buf, int len, SpoolMessage *msg)
 							  state.first_error[0] ? state.first_error : "the parser gave up",
 							  strstr(state.first_error, "Extra content at the end") ?
 							  " (a spool file holds one <SMS>: write one file per message)" : "");
+			/* read again, only to find the list; NULLs first, for FINALLY */
 			if (doc != NULL)
 				xmlFreeDoc(doc);
 			doc = NULL;
@@ -694,8 +695,8 @@ spool_import_parsed(const char *name, const struct stat *st, const char *buf,
 }
 
 /*
- * A list name read from a refused file, as a text datum for its record and
- * its NOTIFY: its first SPOOL_LIST_SHOWN characters (list names have at
+ * A list name read from a refused file, as its WARNING, its record and its
+ * NOTIFY show it: its first SPOOL_LIST_SHOWN characters (list names have at
  * most 63; a file may hold 64 kB), converted to the server's encoding when
  * that can hold them, else with '?' for each byte that is not ASCII, so
  * that the refusal cannot itself fail on the name.
