@@ -556,6 +556,47 @@ REVOKE SELECT ON smsdispatch.spool_failure FROM smsdispatch_reader;
 GRANT SELECT (id, name, size, mtime, failed_at, redacted_reason)
 	ON smsdispatch.spool_failure TO smsdispatch_reader;
 
+-- a refused spool file that named a list is loud (NOTIFY smsdispatch_alarm),
+-- and its row names the list
+ALTER TABLE smsdispatch.spool_failure ADD COLUMN list text;
+
+-- Records a spool file the importer refused (src/spool.c writes the
+-- WARNING) and returns the row's id. A file that named a list would have
+-- raised an alarm and nobody has been sent it, which must be as loud as an
+-- alarm nobody can receive: NOTIFY smsdispatch_alarm (sent at COMMIT) with
+-- {"number": null, "state": "refused", "reason", "list", "file",
+-- "spool_failure_id"}. Any role may LISTEN, so the reason is the redacted
+-- one (admins read the whole one in the row), cut after 800 characters so
+-- that the payload stays under NOTIFY's 8000 bytes with a list of 100
+-- characters and a file name of 255 bytes, however JSON escapes them.
+CREATE FUNCTION smsdispatch.spool_refuse(file_name text, file_size bigint,
+	file_mtime timestamptz, reason text, list text)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	failure_id bigint;
+	shown text;
+BEGIN
+	INSERT INTO smsdispatch.spool_failure (name, size, mtime, reason, list)
+		VALUES (file_name, file_size, file_mtime, reason, list)
+		RETURNING id, redacted_reason INTO failure_id, shown;
+	IF list IS NOT NULL THEN
+		IF length(shown) > 800 THEN
+			shown := left(shown, 800) || '... (cut)';
+		END IF;
+		PERFORM pg_notify('smsdispatch_alarm',
+						  json_build_object('number', NULL, 'state', 'refused',
+											'reason', shown, 'list', list,
+											'file', file_name,
+											'spool_failure_id', failure_id)::text);
+	END IF;
+	RETURN failure_id;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.spool_refuse(text, bigint, timestamptz, text, text) FROM PUBLIC;
+
 -- src/sql/70_modem.sql, 71_channel_health.sql, 80_reports.sql: admins read
 -- the views (1.1 let them write through them too, by a grant on every
 -- relation of the schema)

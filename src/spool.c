@@ -17,7 +17,9 @@
  * stderr. A bad file never aborts the pass.
  *
  * Imported files move to processed/, bad ones to failed/ with a .reason
- * file beside them and a row in smsdispatch.spool_failure. processed/,
+ * file beside them, a WARNING and a row in smsdispatch.spool_failure; a bad
+ * one that named a list, whose alarm was never raised, also sends NOTIFY
+ * smsdispatch_alarm, as an alarm nobody can receive does. processed/,
  * failed/ and the .reason files follow the spool directory's group and its
  * group permissions, so that the writing program can read why its file
  * failed. The moves happen when the importing transaction
@@ -41,6 +43,7 @@
 #include "catalog/pg_type.h"
 #include "common/file_perm.h"
 #include "common/md5.h"
+#include "common/string.h"
 #include "common/username.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -59,6 +62,8 @@
 #define SPOOL_MAX_FILE_SIZE 65536
 /* files imported in one transaction; more are left for the next pass */
 #define SPOOL_BATCH 100
+/* characters of a refused file's list name kept for its record and alarm */
+#define SPOOL_LIST_SHOWN 100
 
 /* What a spool file asks for, as UTF-8 strings out of libxml2. */
 typedef struct SpoolMessage
@@ -365,9 +370,45 @@ spool_extract(xmlDocPtr doc, SpoolMessage *msg)
 }
 
 /*
+ * A parser context for a spool file: a DOCTYPE stops it (spool_reject_dtd).
+ */
+static xmlParserCtxtPtr
+spool_new_parser(void)
+{
+	xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
+
+	if (ctxt == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory creating an XML parser")));
+	ctxt->sax->internalSubset = spool_reject_dtd;
+	return ctxt;
+}
+
+/*
+ * The text of the first <RECIPIENT_LIST> under the root of doc, or NULL:
+ * the list a refused file named, whatever else was wrong with it.
+ */
+static char *
+spool_named_list(xmlDocPtr doc)
+{
+	xmlNodePtr	root = xmlDocGetRootElement(doc);
+	xmlNodePtr	node;
+
+	for (node = root ? root->children : NULL; node != NULL; node = node->next)
+		if (node->type == XML_ELEMENT_NODE &&
+			xmlStrcmp(node->name, (const xmlChar *) "RECIPIENT_LIST") == 0)
+			return element_text(node);
+	return NULL;
+}
+
+/*
  * Parses a file's bytes into msg; returns why it is refused, or NULL.
- * libxml2's error handlers are ours for the parse and restored afterwards,
- * and every libxml2 object is freed, whatever happens.
+ * A refused file still gets msg->list when it names a list (it would have
+ * raised an alarm): for XML that is not well-formed, from what libxml2's
+ * recovery mode makes of it, with the same options otherwise. libxml2's
+ * error handlers are ours for the parse and restored afterwards, and every
+ * libxml2 object is freed, whatever happens.
  */
 static char *
 spool_parse(const char *buf, int len, SpoolMessage *msg)
@@ -388,24 +429,32 @@ spool_parse(const char *buf, int len, SpoolMessage *msg)
 	xmlSetGenericErrorFunc(NULL, spool_xml_generic_error);
 	PG_TRY();
 	{
-		ctxt = xmlNewParserCtxt();
-		if (ctxt == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory creating an XML parser")));
-		ctxt->sax->internalSubset = spool_reject_dtd;
+		ctxt = spool_new_parser();
 		/* no XML_PARSE_NOENT, XML_PARSE_DTDLOAD nor XML_PARSE_HUGE */
 		doc = xmlCtxtReadMemory(ctxt, buf, len, "spool.xml", NULL,
 								XML_PARSE_NONET);
 		if (state.dtd_seen)
 			reason = pstrdup("the file has a DOCTYPE; DTDs and entity declarations are not allowed");
 		else if (doc == NULL || !ctxt->wellFormed)
+		{
 			reason = psprintf("malformed XML: %s%s",
 							  state.first_error[0] ? state.first_error : "the parser gave up",
 							  strstr(state.first_error, "Extra content at the end") ?
 							  " (a spool file holds one <SMS>: write one file per message)" : "");
+			/* read again, only to find the list; NULLs first, for FINALLY */
+			if (doc != NULL)
+				xmlFreeDoc(doc);
+			doc = NULL;
+			xmlFreeParserCtxt(ctxt);
+			ctxt = NULL;
+			ctxt = spool_new_parser();
+			doc = xmlCtxtReadMemory(ctxt, buf, len, "spool.xml", NULL,
+									XML_PARSE_NONET | XML_PARSE_RECOVER);
+		}
 		else
 			reason = spool_extract(doc, msg);
+		if (reason != NULL && msg->list == NULL && doc != NULL && !state.dtd_seen)
+			msg->list = spool_named_list(doc);
 	}
 	PG_FINALLY();
 	{
@@ -424,6 +473,9 @@ spool_parse(const char *buf, int len, SpoolMessage *msg)
 /*
  * Reads the file examined with lstat() into *buf, through a descriptor
  * that is surely that regular file; returns why it is refused, or NULL.
+ * *buf is set only when the whole file was read: a file older than
+ * smsdispatch.spool_max_age is read all the same (and refused), so that
+ * its refusal can tell whether it was an alarm.
  */
 static char *
 spool_read(const char *path, const struct stat *st, char **buf, int *len)
@@ -431,15 +483,14 @@ spool_read(const char *path, const struct stat *st, char **buf, int *len)
 	struct stat opened;
 	int			fd;
 	ssize_t		got = 0;
+	char	   *data;
+	int			read_len = 0;
 
+	*buf = NULL;
 	if (S_ISLNK(st->st_mode))
 		return pstrdup("the file is a symbolic link; spool files must be regular files");
 	if (!S_ISREG(st->st_mode))
 		return pstrdup("not a regular file");
-	if (st->st_mtime < time(NULL) - sms_spool_max_age_s)
-		return psprintf("the file was last modified %s, longer ago than smsdispatch.spool_max_age (%d s); it is not sent",
-						timestamptz_to_str(time_t_to_timestamptz(st->st_mtime)),
-						sms_spool_max_age_s);
 	if (st->st_size > SPOOL_MAX_FILE_SIZE)
 		return psprintf("the file has %lld bytes, more than the %d a spool file may have",
 						(long long) st->st_size, SPOOL_MAX_FILE_SIZE);
@@ -465,11 +516,10 @@ spool_read(const char *path, const struct stat *st, char **buf, int *len)
 		return pstrdup("the file was replaced while it was being opened");
 	}
 
-	*buf = palloc(SPOOL_MAX_FILE_SIZE + 1);
-	*len = 0;
-	while (*len <= SPOOL_MAX_FILE_SIZE &&
-		   (got = read(fd, *buf + *len, SPOOL_MAX_FILE_SIZE + 1 - *len)) > 0)
-		*len += got;
+	data = palloc(SPOOL_MAX_FILE_SIZE + 1);
+	while (read_len <= SPOOL_MAX_FILE_SIZE &&
+		   (got = read(fd, data + read_len, SPOOL_MAX_FILE_SIZE + 1 - read_len)) > 0)
+		read_len += got;
 	if (got < 0)
 	{
 		char	   *reason = psprintf("could not read the file: %s", strerror(errno));
@@ -478,11 +528,17 @@ spool_read(const char *path, const struct stat *st, char **buf, int *len)
 		return reason;
 	}
 	CloseTransientFile(fd);
-	if (*len > SPOOL_MAX_FILE_SIZE)
+	if (read_len > SPOOL_MAX_FILE_SIZE)
 		return psprintf("the file has more than the %d bytes a spool file may have",
 						SPOOL_MAX_FILE_SIZE);
-	if (*len != opened.st_size)
+	if (read_len != opened.st_size)
 		return pstrdup("the file changed size while it was read; writers must rename a complete file into the directory");
+	*buf = data;
+	*len = read_len;
+	if (st->st_mtime < time(NULL) - sms_spool_max_age_s)
+		return psprintf("the file was last modified %s, longer ago than smsdispatch.spool_max_age (%d s); it is not sent",
+						timestamptz_to_str(time_t_to_timestamptz(st->st_mtime)),
+						sms_spool_max_age_s);
 	return NULL;
 }
 
@@ -639,16 +695,43 @@ spool_import_parsed(const char *name, const struct stat *st, const char *buf,
 }
 
 /*
- * Records a refused file in smsdispatch.spool_failure, in the transaction
- * that moves it to failed/ at COMMIT.
+ * A list name read from a refused file, as its WARNING, its record and its
+ * NOTIFY show it: its first SPOOL_LIST_SHOWN characters (list names have at
+ * most 63; a file may hold 64 kB), converted to the server's encoding when
+ * that can hold them, else with '?' for each byte that is not ASCII, so
+ * that the refusal cannot itself fail on the name.
+ */
+static char *
+spool_list_shown(const char *list)
+{
+	int			len = pg_encoding_mbcliplen(PG_UTF8, list, strlen(list), SPOOL_LIST_SHOWN);
+	char	   *shown = pnstrdup(list, len);
+	int			encoding = GetDatabaseEncoding();
+	char	   *p;
+
+	if (encoding == PG_UTF8 || encoding == PG_SQL_ASCII || pg_is_ascii(shown))
+		return pg_any_to_server(shown, len, PG_UTF8);
+	for (p = shown; *p; p++)
+		if (IS_HIGHBIT_SET(*p))
+			*p = '?';
+	return shown;
+}
+
+/*
+ * Refuses a file: a WARNING naming it and why, and a row in
+ * smsdispatch.spool_failure (smsdispatch.spool_refuse), in the transaction
+ * that moves it to failed/ at COMMIT. A file that named a list would have
+ * raised an alarm, and nobody has been sent it: its WARNING says so, and
+ * spool_refuse sends NOTIFY smsdispatch_alarm. The WARNING holds the whole
+ * reason, as the .reason file does: the server log is the admin's.
  */
 static void
-spool_record_failure(const char *name, const struct stat *st, bool have_st,
-					 const char *reason)
+spool_refuse(const char *name, const struct stat *st, bool have_st,
+			 const char *reason, const char *list)
 {
-	Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID};
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	int			ret;
 
 	values[0] = CStringGetTextDatum(name);
@@ -660,10 +743,25 @@ spool_record_failure(const char *name, const struct stat *st, bool have_st,
 	}
 	else
 		nulls[1] = nulls[2] = 'n';
-	ret = SPI_execute_with_args("INSERT INTO smsdispatch.spool_failure (name, size, mtime, reason) "
-								"VALUES ($1, $2, $3, $4)",
-								4, types, values, nulls, false, 0);
-	if (ret != SPI_OK_INSERT)
+	if (list != NULL)
+	{
+		char	   *shown = spool_list_shown(list);
+
+		ereport(WARNING,
+				(errmsg("smsdispatch: spool file \"%s\" raised no alarm for list \"%s\" and goes to failed/: %s",
+						name, shown, reason),
+				 errhint("Nobody has been sent this alarm. Correct the file and drop it into the spool directory again.")));
+		values[4] = CStringGetTextDatum(shown);
+	}
+	else
+	{
+		ereport(WARNING,
+				(errmsg("smsdispatch: spool file \"%s\" goes to failed/: %s", name, reason)));
+		nulls[4] = 'n';
+	}
+	ret = SPI_execute_with_args("SELECT smsdispatch.spool_refuse($1, $2, $3, $4, $5)",
+								5, types, values, nulls, false, 1);
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "smsdispatch: recording a refused spool file failed: %s",
 			 SPI_result_code_string(ret));
 }
@@ -683,6 +781,7 @@ spool_import_file(const char *dir, const struct stat *dir_st, const char *name,
 	bool		have_st = false;
 	bool		retry = false;
 
+	memset(&msg, 0, sizeof(msg));
 	if (lstat(path, &st) != 0)
 	{
 		if (errno == ENOENT)
@@ -692,10 +791,15 @@ spool_import_file(const char *dir, const struct stat *dir_st, const char *name,
 	else
 	{
 		have_st = true;
-		memset(&msg, 0, sizeof(msg));
 		reason = spool_read(path, &st, &buf, &len);
-		if (reason == NULL)
-			reason = spool_parse(buf, len, &msg);
+		/* a file refused by its age is parsed too: was it an alarm? */
+		if (buf != NULL)
+		{
+			char	   *parse_reason = spool_parse(buf, len, &msg);
+
+			if (reason == NULL)
+				reason = parse_reason;
+		}
 		if (reason == NULL)
 			reason = spool_import_parsed(name, &st, buf, len, &msg, &outcome, &retry);
 	}
@@ -704,9 +808,7 @@ spool_import_file(const char *dir, const struct stat *dir_st, const char *name,
 
 	if (reason != NULL)
 	{
-		ereport(LOG,
-				(errmsg("smsdispatch: spool file \"%s\" goes to failed/: %s", name, reason)));
-		spool_record_failure(name, &st, have_st, reason);
+		spool_refuse(name, &st, have_st, reason, msg.list);
 		spool_schedule_move(dir, dir_st, name, "failed", reason);
 		summary->spool_failed++;
 		return;
