@@ -162,6 +162,24 @@ $$;
 
 -- src/sql/31_oncall.sql
 
+CREATE FUNCTION smsdispatch.rotation_handoff(period_days int, handoff_time time,
+	time_zone text, starts date, turn int)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((starts + turn * period_days) + handoff_time) AT TIME ZONE time_zone;
+REVOKE ALL ON FUNCTION smsdispatch.rotation_handoff(int, time, text, date, int) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION smsdispatch.rotation_turn(period_days int, handoff_time time,
+	time_zone text, starts date, at timestamptz)
+RETURNS int
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN nullif(greatest(
+	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
+	- CASE WHEN smsdispatch.rotation_handoff(period_days, handoff_time, time_zone, starts,
+				smsdispatch.rotation_periods(period_days, starts,
+											 (at AT TIME ZONE time_zone)::date)) > at
+		   THEN 1 ELSE 0 END, -1), -1);
+
 CREATE OR REPLACE FUNCTION sms_list_change(list text, phone text, level int DEFAULT NULL,
 	new_level int DEFAULT NULL, new_phone text DEFAULT NULL,
 	ack_timeout interval DEFAULT NULL, name text DEFAULT NULL)
@@ -350,27 +368,38 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION smsdispatch.check_duty_question(list text, at timestamptz, arg text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l
+				   WHERE l.name = check_duty_question.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF at IS NULL THEN
+		RAISE EXCEPTION '% must not be NULL', arg
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT isfinite(at) THEN
+		RAISE EXCEPTION '% "%" is not a finite time', arg, at
+			USING ERRCODE = 'datetime_field_overflow',
+				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
+	END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.check_duty_question(text, timestamptz, text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION sms_oncall(list text, at timestamptz DEFAULT now())
 RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_oncall.list) THEN
-		RAISE EXCEPTION 'recipient list "%" does not exist', list
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it first with sms_list_create().';
-	END IF;
-	IF at IS NULL THEN
-		RAISE EXCEPTION 'at must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- rotations count their turns in days since they began
-	IF NOT isfinite(at) THEN
-		RAISE EXCEPTION 'at "%" is not a finite time', at
-			USING ERRCODE = 'datetime_field_overflow',
-				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
-	END IF;
+	PERFORM smsdispatch.check_duty_question(list, at, 'at');
 	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
 END;
 $$;

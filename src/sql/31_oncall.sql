@@ -63,6 +63,17 @@ RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN floor((local - starts)::numeric / period_days)::int;
 
+-- The instant a rotation's turn number "turn" begins (0: the first):
+-- handoff_time on the wall clock of time_zone, turn * period_days days
+-- after starts. Both who is on duty (rotation_turn) and when that changes
+-- (sms_oncall_calendar) take hand-offs from here.
+CREATE FUNCTION smsdispatch.rotation_handoff(period_days int, handoff_time time,
+	time_zone text, starts date, turn int)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((starts + turn * period_days) + handoff_time) AT TIME ZONE time_zone;
+REVOKE ALL ON FUNCTION smsdispatch.rotation_handoff(int, time, text, date, int) FROM PUBLIC;
+
 -- The number of hand-offs of a rotation up to "at" (0 in the first turn),
 -- or NULL before its first turn begins. Hand-offs are instants of the
 -- local wall clock, so a weekly one stays at 09:00 across the changes of
@@ -74,9 +85,9 @@ RETURNS int
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN nullif(greatest(
 	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
-	- CASE WHEN ((starts + smsdispatch.rotation_periods(period_days, starts,
-								(at AT TIME ZONE time_zone)::date) * period_days)
-				 + handoff_time) AT TIME ZONE time_zone > at
+	- CASE WHEN smsdispatch.rotation_handoff(period_days, handoff_time, time_zone, starts,
+				smsdispatch.rotation_periods(period_days, starts,
+											 (at AT TIME ZONE time_zone)::date)) > at
 		   THEN 1 ELSE 0 END, -1), -1);
 
 -- Who is on duty at each level of a list at a time: the level's members,
@@ -536,6 +547,35 @@ BEGIN
 END;
 $$;
 
+-- The arguments of a question about duty (sms_oncall, sms_oncall_calendar):
+-- the list must exist (42704), and a time, named arg in the messages, must
+-- be given (22004) and finite (22008: rotations count their turns in days
+-- since they began).
+CREATE FUNCTION smsdispatch.check_duty_question(list text, at timestamptz, arg text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l
+				   WHERE l.name = check_duty_question.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF at IS NULL THEN
+		RAISE EXCEPTION '% must not be NULL', arg
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT isfinite(at) THEN
+		RAISE EXCEPTION '% "%" is not a finite time', arg, at
+			USING ERRCODE = 'datetime_field_overflow',
+				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
+	END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.check_duty_question(text, timestamptz, text) FROM PUBLIC;
+
 -- Who is on duty at each level of a list at a time (default now): what an
 -- alarm starting that level then pages. duty says why: member, rotation or
 -- override.
@@ -545,21 +585,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_oncall.list) THEN
-		RAISE EXCEPTION 'recipient list "%" does not exist', list
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it first with sms_list_create().';
-	END IF;
-	IF at IS NULL THEN
-		RAISE EXCEPTION 'at must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- rotations count their turns in days since they began
-	IF NOT isfinite(at) THEN
-		RAISE EXCEPTION 'at "%" is not a finite time', at
-			USING ERRCODE = 'datetime_field_overflow',
-				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
-	END IF;
+	PERFORM smsdispatch.check_duty_question(list, at, 'at');
 	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
 END;
 $$;
