@@ -613,3 +613,87 @@ GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
 	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
 	sms_override_remove(bigint), sms_oncall(text, timestamptz)
 	TO smsdispatch_admin;
+
+-- Who is on duty at each level of a list from "from" until "to": a row per
+-- person and stretch of duty, with the columns of sms_oncall, that
+-- sms_oncall would give for every instant of the stretch; and, for a
+-- stretch in which a level the list has members on has nobody on duty (an
+-- alarm would pass it over), a row with duty 'nobody' and no phone. The
+-- rule is on_duty's alone: the calendar asks it at "from" and at every
+-- instant its answer can change (rotation hand-offs, starts and ends of
+-- overrides and pauses), then joins the consecutive stretches in which a
+-- row stays the same. At most 366 days at a time.
+CREATE FUNCTION sms_oncall_calendar(list text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text,
+	since timestamptz, "until" timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.check_duty_question(list, "from", 'from');
+	PERFORM smsdispatch.check_duty_question(list, "to", 'to');
+	IF "to" <= "from" THEN
+		RAISE EXCEPTION 'calendar from "%" to "%" is not a time range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give "to" later than "from".';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'calendar from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Ask for a year or less at a time.';
+	END IF;
+	RETURN QUERY
+	WITH change (at) AS (
+		SELECT "from"
+		UNION
+		SELECT smsdispatch.rotation_handoff(r.period_days, r.handoff_time, r.time_zone,
+											r.starts, k.turn)
+		  FROM smsdispatch.rotation r
+		 CROSS JOIN LATERAL generate_series(
+				greatest(0, smsdispatch.rotation_periods(r.period_days, r.starts,
+														 ("from" AT TIME ZONE r.time_zone)::date)),
+				smsdispatch.rotation_periods(r.period_days, r.starts,
+											 ("to" AT TIME ZONE r.time_zone)::date)) AS k (turn)
+		 WHERE r.list = sms_oncall_calendar.list
+		UNION
+		SELECT b.at
+		  FROM smsdispatch.duty_override o
+		 CROSS JOIN LATERAL (VALUES (o.starts_at), (o.ends_at)) AS b (at)
+		 WHERE o.list = sms_oncall_calendar.list AND o.ends_at > "from" AND o.starts_at < "to"
+		UNION
+		SELECT b.at
+		  FROM smsdispatch.member_pause p
+		 CROSS JOIN LATERAL (VALUES (p.starts_at), (p.ends_at)) AS b (at)
+		 WHERE p.list = sms_oncall_calendar.list AND p.ends_at > "from" AND p.starts_at < "to"
+	), stretch (n, since, till) AS (
+		SELECT row_number() OVER w, c.at, coalesce(lead(c.at) OVER w, "to")
+		  FROM change c
+		 WHERE c.at >= "from" AND c.at < "to"
+		WINDOW w AS (ORDER BY c.at)
+	), answer AS MATERIALIZED (
+		SELECT s.n, s.since, s.till, d.level, d.phone, d.name, d.ack_timeout, d.duty
+		  FROM stretch s
+		 CROSS JOIN LATERAL smsdispatch.on_duty(sms_oncall_calendar.list, s.since) d
+	), duty_row AS (
+		SELECT a.n, a.since, a.till, a.level, a.phone, a.name, a.ack_timeout, a.duty
+		  FROM answer a
+		UNION ALL
+		SELECT s.n, s.since, s.till, l.level, NULL, NULL, NULL, 'nobody'
+		  FROM stretch s
+		 CROSS JOIN (SELECT DISTINCT m.level FROM smsdispatch.list_member m
+					  WHERE m.list = sms_oncall_calendar.list) l
+		 WHERE NOT EXISTS (SELECT 1 FROM answer a WHERE a.n = s.n AND a.level = l.level)
+	), island AS (
+		-- the stretches of one row that follow each other share n - its rank
+		SELECT r.*, r.n - row_number() OVER (PARTITION BY r.level, r.phone, r.name,
+											 r.ack_timeout, r.duty ORDER BY r.n) AS island
+		  FROM duty_row r
+	)
+	SELECT i.level, i.phone, i.name, i.ack_timeout, i.duty, min(i.since), max(i.till)
+	  FROM island i
+	 GROUP BY i.level, i.phone, i.name, i.ack_timeout, i.duty, i.island
+	 ORDER BY 1, 6, 2;
+END;
+$$;
+REVOKE ALL ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) TO smsdispatch_admin;
