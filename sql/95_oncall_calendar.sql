@@ -116,6 +116,28 @@ SELECT count(*) AS turns, count(DISTINCT c.phone) AS people, min(c."until" - c.s
 						(SELECT o.phone FROM sms_oncall('daily', c.since + interval '4 hours') o)) AS disagree
   FROM sms_oncall_calendar('daily', '2027-07-01 08:00 Europe/Kyiv', '2028-07-01 08:00 Europe/Kyiv') c;
 
+-- a hand-off in the hour summer time skips (Sunday 29 March 2026, 03:30
+-- Kyiv does not exist) and in the hour its end repeats (Sunday 25 October,
+-- 03:30 comes twice): the calendar's hand-off is where sms_oncall's turn
+-- changes, minute by minute
+SELECT sms_list_create('night');
+SELECT sms_list_add('night', '+380508000011', 1, '5 min', 'Anna'),
+	   sms_list_add('night', '+380508000012', 1, '5 min', 'Bohdan'),
+	   sms_list_add('night', '+380508000013', 1, '5 min', 'Vira');
+SELECT sms_rotation_create('night', 1, '1 day', '03:30', 'Europe/Kyiv', '2026-01-01');
+CREATE TEMP TABLE night AS
+	SELECT * FROM sms_oncall_calendar('night', '2026-03-28 00:00+00', '2026-03-31 00:00+00')
+	UNION ALL
+	SELECT * FROM sms_oncall_calendar('night', '2026-10-24 00:00+00', '2026-10-27 00:00+00');
+SELECT name, since, "until" FROM night ORDER BY since;
+SELECT count(*) AS minutes,
+	   count(*) FILTER (WHERE n.phone IS DISTINCT FROM
+						(SELECT o.phone FROM sms_oncall('night', m.at) o)) AS disagree
+  FROM (SELECT generate_series(timestamptz '2026-03-28 00:00+00', '2026-03-30 23:59+00', '1 min')
+		UNION ALL
+		SELECT generate_series(timestamptz '2026-10-24 00:00+00', '2026-10-26 23:59+00', '1 min')) AS m (at)
+  LEFT JOIN night n ON n.since <= m.at AND m.at < n."until";
+
 -- a list with no rotation, override or pause: one row per member
 SELECT sms_list_create('plain');
 SELECT sms_list_add('plain', '+380509000001', 1, '5 min', 'Yana');
