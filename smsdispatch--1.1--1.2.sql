@@ -162,6 +162,24 @@ $$;
 
 -- src/sql/31_oncall.sql
 
+CREATE FUNCTION smsdispatch.rotation_handoff(period_days int, handoff_time time,
+	time_zone text, starts date, turn int)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((starts + turn * period_days) + handoff_time) AT TIME ZONE time_zone;
+REVOKE ALL ON FUNCTION smsdispatch.rotation_handoff(int, time, text, date, int) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION smsdispatch.rotation_turn(period_days int, handoff_time time,
+	time_zone text, starts date, at timestamptz)
+RETURNS int
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN nullif(greatest(
+	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
+	- CASE WHEN smsdispatch.rotation_handoff(period_days, handoff_time, time_zone, starts,
+				smsdispatch.rotation_periods(period_days, starts,
+											 (at AT TIME ZONE time_zone)::date)) > at
+		   THEN 1 ELSE 0 END, -1), -1);
+
 CREATE OR REPLACE FUNCTION sms_list_change(list text, phone text, level int DEFAULT NULL,
 	new_level int DEFAULT NULL, new_phone text DEFAULT NULL,
 	ack_timeout interval DEFAULT NULL, name text DEFAULT NULL)
@@ -350,30 +368,116 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION smsdispatch.check_duty_question(list text, at timestamptz, arg text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l
+				   WHERE l.name = check_duty_question.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF at IS NULL THEN
+		RAISE EXCEPTION '% must not be NULL', arg
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT isfinite(at) THEN
+		RAISE EXCEPTION '% "%" is not a finite time', arg, at
+			USING ERRCODE = 'datetime_field_overflow',
+				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
+	END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.check_duty_question(text, timestamptz, text) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION sms_oncall(list text, at timestamptz DEFAULT now())
 RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_oncall.list) THEN
-		RAISE EXCEPTION 'recipient list "%" does not exist', list
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it first with sms_list_create().';
-	END IF;
-	IF at IS NULL THEN
-		RAISE EXCEPTION 'at must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- rotations count their turns in days since they began
-	IF NOT isfinite(at) THEN
-		RAISE EXCEPTION 'at "%" is not a finite time', at
-			USING ERRCODE = 'datetime_field_overflow',
-				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
-	END IF;
+	PERFORM smsdispatch.check_duty_question(list, at, 'at');
 	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
 END;
 $$;
+
+CREATE FUNCTION sms_oncall_calendar(list text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text,
+	since timestamptz, "until" timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.check_duty_question(list, "from", 'from');
+	PERFORM smsdispatch.check_duty_question(list, "to", 'to');
+	IF "to" <= "from" THEN
+		RAISE EXCEPTION 'calendar from "%" to "%" is not a time range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give "to" later than "from".';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'calendar from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Ask for a year or less at a time.';
+	END IF;
+	RETURN QUERY
+	WITH change (at) AS (
+		SELECT "from"
+		UNION
+		SELECT smsdispatch.rotation_handoff(r.period_days, r.handoff_time, r.time_zone,
+											r.starts, k.turn)
+		  FROM smsdispatch.rotation r
+		 CROSS JOIN LATERAL generate_series(
+				greatest(0, smsdispatch.rotation_periods(r.period_days, r.starts,
+														 ("from" AT TIME ZONE r.time_zone)::date)),
+				smsdispatch.rotation_periods(r.period_days, r.starts,
+											 ("to" AT TIME ZONE r.time_zone)::date)) AS k (turn)
+		 WHERE r.list = sms_oncall_calendar.list
+		UNION
+		SELECT b.at
+		  FROM smsdispatch.duty_override o
+		 CROSS JOIN LATERAL (VALUES (o.starts_at), (o.ends_at)) AS b (at)
+		 WHERE o.list = sms_oncall_calendar.list AND o.ends_at > "from" AND o.starts_at < "to"
+		UNION
+		SELECT b.at
+		  FROM smsdispatch.member_pause p
+		 CROSS JOIN LATERAL (VALUES (p.starts_at), (p.ends_at)) AS b (at)
+		 WHERE p.list = sms_oncall_calendar.list AND p.ends_at > "from" AND p.starts_at < "to"
+	), stretch (n, since, till) AS (
+		SELECT row_number() OVER w, c.at, coalesce(lead(c.at) OVER w, "to")
+		  FROM change c
+		 WHERE c.at >= "from" AND c.at < "to"
+		WINDOW w AS (ORDER BY c.at)
+	), answer AS MATERIALIZED (
+		SELECT s.n, s.since, s.till, d.level, d.phone, d.name, d.ack_timeout, d.duty
+		  FROM stretch s
+		 CROSS JOIN LATERAL smsdispatch.on_duty(sms_oncall_calendar.list, s.since) d
+	), duty_row AS (
+		SELECT a.n, a.since, a.till, a.level, a.phone, a.name, a.ack_timeout, a.duty
+		  FROM answer a
+		UNION ALL
+		SELECT s.n, s.since, s.till, l.level, NULL, NULL, NULL, 'nobody'
+		  FROM stretch s
+		 CROSS JOIN (SELECT DISTINCT m.level FROM smsdispatch.list_member m
+					  WHERE m.list = sms_oncall_calendar.list) l
+		 WHERE NOT EXISTS (SELECT 1 FROM answer a WHERE a.n = s.n AND a.level = l.level)
+	), island AS (
+		-- the stretches of one row that follow each other share n - its rank
+		SELECT r.*, r.n - row_number() OVER (PARTITION BY r.level, r.phone, r.name,
+											 r.ack_timeout, r.duty ORDER BY r.n) AS island
+		  FROM duty_row r
+	)
+	SELECT i.level, i.phone, i.name, i.ack_timeout, i.duty, min(i.since), max(i.till)
+	  FROM island i
+	 GROUP BY i.level, i.phone, i.name, i.ack_timeout, i.duty, i.island
+	 ORDER BY 1, 6, 2;
+END;
+$$;
+REVOKE ALL ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) TO smsdispatch_admin;
 
 -- src/sql/35_worker.sql
 

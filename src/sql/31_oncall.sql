@@ -63,6 +63,17 @@ RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN floor((local - starts)::numeric / period_days)::int;
 
+-- The instant a rotation's turn number "turn" begins (0: the first):
+-- handoff_time on the wall clock of time_zone, turn * period_days days
+-- after starts. Both who is on duty (rotation_turn) and when that changes
+-- (sms_oncall_calendar) take hand-offs from here.
+CREATE FUNCTION smsdispatch.rotation_handoff(period_days int, handoff_time time,
+	time_zone text, starts date, turn int)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((starts + turn * period_days) + handoff_time) AT TIME ZONE time_zone;
+REVOKE ALL ON FUNCTION smsdispatch.rotation_handoff(int, time, text, date, int) FROM PUBLIC;
+
 -- The number of hand-offs of a rotation up to "at" (0 in the first turn),
 -- or NULL before its first turn begins. Hand-offs are instants of the
 -- local wall clock, so a weekly one stays at 09:00 across the changes of
@@ -74,9 +85,9 @@ RETURNS int
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN nullif(greatest(
 	smsdispatch.rotation_periods(period_days, starts, (at AT TIME ZONE time_zone)::date)
-	- CASE WHEN ((starts + smsdispatch.rotation_periods(period_days, starts,
-								(at AT TIME ZONE time_zone)::date) * period_days)
-				 + handoff_time) AT TIME ZONE time_zone > at
+	- CASE WHEN smsdispatch.rotation_handoff(period_days, handoff_time, time_zone, starts,
+				smsdispatch.rotation_periods(period_days, starts,
+											 (at AT TIME ZONE time_zone)::date)) > at
 		   THEN 1 ELSE 0 END, -1), -1);
 
 -- Who is on duty at each level of a list at a time: the level's members,
@@ -536,6 +547,35 @@ BEGIN
 END;
 $$;
 
+-- The arguments of a question about duty (sms_oncall, sms_oncall_calendar):
+-- the list must exist (42704), and a time, named arg in the messages, must
+-- be given (22004) and finite (22008: rotations count their turns in days
+-- since they began).
+CREATE FUNCTION smsdispatch.check_duty_question(list text, at timestamptz, arg text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l
+				   WHERE l.name = check_duty_question.list) THEN
+		RAISE EXCEPTION 'recipient list "%" does not exist', list
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it first with sms_list_create().';
+	END IF;
+	IF at IS NULL THEN
+		RAISE EXCEPTION '% must not be NULL', arg
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT isfinite(at) THEN
+		RAISE EXCEPTION '% "%" is not a finite time', arg, at
+			USING ERRCODE = 'datetime_field_overflow',
+				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
+	END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.check_duty_question(text, timestamptz, text) FROM PUBLIC;
+
 -- Who is on duty at each level of a list at a time (default now): what an
 -- alarm starting that level then pages. duty says why: member, rotation or
 -- override.
@@ -545,21 +585,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF NOT EXISTS (SELECT 1 FROM smsdispatch.recipient_list l WHERE l.name = sms_oncall.list) THEN
-		RAISE EXCEPTION 'recipient list "%" does not exist', list
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it first with sms_list_create().';
-	END IF;
-	IF at IS NULL THEN
-		RAISE EXCEPTION 'at must not be NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	-- rotations count their turns in days since they began
-	IF NOT isfinite(at) THEN
-		RAISE EXCEPTION 'at "%" is not a finite time', at
-			USING ERRCODE = 'datetime_field_overflow',
-				  HINT = 'Ask who is on duty at a given time, such as now() or now() + ''1 week''.';
-	END IF;
+	PERFORM smsdispatch.check_duty_question(list, at, 'at');
 	RETURN QUERY SELECT * FROM smsdispatch.on_duty(list, at);
 END;
 $$;
@@ -587,3 +613,87 @@ GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
 	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
 	sms_override_remove(bigint), sms_oncall(text, timestamptz)
 	TO smsdispatch_admin;
+
+-- Who is on duty at each level of a list from "from" until "to": a row per
+-- person and stretch of duty, with the columns of sms_oncall, that
+-- sms_oncall would give for every instant of the stretch; and, for a
+-- stretch in which a level the list has members on has nobody on duty (an
+-- alarm would pass it over), a row with duty 'nobody' and no phone. The
+-- rule is on_duty's alone: the calendar asks it at "from" and at every
+-- instant its answer can change (rotation hand-offs, starts and ends of
+-- overrides and pauses), then joins the consecutive stretches in which a
+-- row stays the same. At most 366 days at a time.
+CREATE FUNCTION sms_oncall_calendar(list text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (level int, phone text, name text, ack_timeout interval, duty text,
+	since timestamptz, "until" timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.check_duty_question(list, "from", 'from');
+	PERFORM smsdispatch.check_duty_question(list, "to", 'to');
+	IF "to" <= "from" THEN
+		RAISE EXCEPTION 'calendar from "%" to "%" is not a time range', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give "to" later than "from".';
+	END IF;
+	IF "to" - "from" > interval '366 days' THEN
+		RAISE EXCEPTION 'calendar from "%" to "%" is longer than 366 days', "from", "to"
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Ask for a year or less at a time.';
+	END IF;
+	RETURN QUERY
+	WITH change (at) AS (
+		SELECT "from"
+		UNION
+		SELECT smsdispatch.rotation_handoff(r.period_days, r.handoff_time, r.time_zone,
+											r.starts, k.turn)
+		  FROM smsdispatch.rotation r
+		 CROSS JOIN LATERAL generate_series(
+				greatest(0, smsdispatch.rotation_periods(r.period_days, r.starts,
+														 ("from" AT TIME ZONE r.time_zone)::date)),
+				smsdispatch.rotation_periods(r.period_days, r.starts,
+											 ("to" AT TIME ZONE r.time_zone)::date)) AS k (turn)
+		 WHERE r.list = sms_oncall_calendar.list
+		UNION
+		SELECT b.at
+		  FROM smsdispatch.duty_override o
+		 CROSS JOIN LATERAL (VALUES (o.starts_at), (o.ends_at)) AS b (at)
+		 WHERE o.list = sms_oncall_calendar.list AND o.ends_at > "from" AND o.starts_at < "to"
+		UNION
+		SELECT b.at
+		  FROM smsdispatch.member_pause p
+		 CROSS JOIN LATERAL (VALUES (p.starts_at), (p.ends_at)) AS b (at)
+		 WHERE p.list = sms_oncall_calendar.list AND p.ends_at > "from" AND p.starts_at < "to"
+	), stretch (n, since, till) AS (
+		SELECT row_number() OVER w, c.at, coalesce(lead(c.at) OVER w, "to")
+		  FROM change c
+		 WHERE c.at >= "from" AND c.at < "to"
+		WINDOW w AS (ORDER BY c.at)
+	), answer AS MATERIALIZED (
+		SELECT s.n, s.since, s.till, d.level, d.phone, d.name, d.ack_timeout, d.duty
+		  FROM stretch s
+		 CROSS JOIN LATERAL smsdispatch.on_duty(sms_oncall_calendar.list, s.since) d
+	), duty_row AS (
+		SELECT a.n, a.since, a.till, a.level, a.phone, a.name, a.ack_timeout, a.duty
+		  FROM answer a
+		UNION ALL
+		SELECT s.n, s.since, s.till, l.level, NULL, NULL, NULL, 'nobody'
+		  FROM stretch s
+		 CROSS JOIN (SELECT DISTINCT m.level FROM smsdispatch.list_member m
+					  WHERE m.list = sms_oncall_calendar.list) l
+		 WHERE NOT EXISTS (SELECT 1 FROM answer a WHERE a.n = s.n AND a.level = l.level)
+	), island AS (
+		-- the stretches of one row that follow each other share n - its rank
+		SELECT r.*, r.n - row_number() OVER (PARTITION BY r.level, r.phone, r.name,
+											 r.ack_timeout, r.duty ORDER BY r.n) AS island
+		  FROM duty_row r
+	)
+	SELECT i.level, i.phone, i.name, i.ack_timeout, i.duty, min(i.since), max(i.till)
+	  FROM island i
+	 GROUP BY i.level, i.phone, i.name, i.ack_timeout, i.duty, i.island
+	 ORDER BY 1, 6, 2;
+END;
+$$;
+REVOKE ALL ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) TO smsdispatch_admin;
