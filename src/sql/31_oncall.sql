@@ -590,30 +590,6 @@ BEGIN
 END;
 $$;
 
--- Privileges on list upkeep and on-call duty: admins only; senders queue
--- alarms but cannot change who they page.
-GRANT SELECT, INSERT, UPDATE, DELETE
-	ON smsdispatch.rotation, smsdispatch.duty_override, smsdispatch.member_pause
-	TO smsdispatch_admin;
-GRANT USAGE ON SEQUENCE smsdispatch.rotation_id_seq, smsdispatch.duty_override_id_seq,
-	smsdispatch.member_pause_id_seq
-	TO smsdispatch_admin;
-REVOKE ALL ON FUNCTION sms_list_remove(text, text, int),
-	sms_list_change(text, text, int, int, text, interval, text),
-	sms_list_rename(text, text), sms_list_drop(text),
-	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
-	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
-	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
-	sms_override_remove(bigint), sms_oncall(text, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
-	sms_list_change(text, text, int, int, text, interval, text),
-	sms_list_rename(text, text), sms_list_drop(text),
-	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
-	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
-	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
-	sms_override_remove(bigint), sms_oncall(text, timestamptz)
-	TO smsdispatch_admin;
-
 -- Who is on duty at each level of a list from "from" until "to": a row per
 -- person and stretch of duty, with the columns of sms_oncall, that
 -- sms_oncall would give for every instant of the stretch; and, for a
@@ -695,5 +671,29 @@ BEGIN
 	 ORDER BY 1, 6, 2;
 END;
 $$;
-REVOKE ALL ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sms_oncall_calendar(text, timestamptz, timestamptz) TO smsdispatch_admin;
+
+-- Privileges on list upkeep and on-call duty: admins only; senders queue
+-- alarms but cannot change who they page.
+GRANT SELECT, INSERT, UPDATE, DELETE
+	ON smsdispatch.rotation, smsdispatch.duty_override, smsdispatch.member_pause
+	TO smsdispatch_admin;
+GRANT USAGE ON SEQUENCE smsdispatch.rotation_id_seq, smsdispatch.duty_override_id_seq,
+	smsdispatch.member_pause_id_seq
+	TO smsdispatch_admin;
+REVOKE ALL ON FUNCTION sms_list_remove(text, text, int),
+	sms_list_change(text, text, int, int, text, interval, text),
+	sms_list_rename(text, text), sms_list_drop(text),
+	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
+	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
+	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
+	sms_override_remove(bigint), sms_oncall(text, timestamptz),
+	sms_oncall_calendar(text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sms_list_remove(text, text, int),
+	sms_list_change(text, text, int, int, text, interval, text),
+	sms_list_rename(text, text), sms_list_drop(text),
+	sms_list_pause(text, text, timestamptz, timestamptz), sms_list_resume(text, text),
+	sms_rotation_create(text, int, interval, time, text, date), sms_rotation_drop(text, int),
+	sms_override_add(text, int, text, timestamptz, timestamptz, text, interval),
+	sms_override_remove(bigint), sms_oncall(text, timestamptz),
+	sms_oncall_calendar(text, timestamptz, timestamptz)
+	TO smsdispatch_admin;
