@@ -5,6 +5,45 @@
 
 \echo Use "ALTER EXTENSION smsdispatch UPDATE TO '1.2'" to load this file. \quit
 
+-- src/sql/11_readable_views.sql: the reader's columns as views it can SELECT * from
+-- What smsdispatch_reader may read of the log, the alarms, their events and
+-- the received SMS, as views it can SELECT * from: the reader has SELECT on
+-- some columns of these tables only (10_tables.sql), so SELECT * on a table
+-- is refused. Each view has exactly the columns the reader may read (test
+-- sql/11_readable_views.sql holds them equal). security_invoker: the
+-- reader's own column privileges are checked through the view, so a column
+-- added here that the reader may not read fails instead of showing it.
+
+-- verification.sms_log without phone_number, body, gateway_id, last_error,
+-- verification_id and claimed_by
+CREATE VIEW smsdispatch.sms_log_readable WITH (security_invoker = true) AS
+	SELECT l.id, l.type, l.gateway_status, l.status_changed_at, l.updated_at,
+		   l.inserted_at, l.channel, l.send_state, l.attempts, l.next_attempt_at,
+		   l.next_poll_at, l.submitted_at, l.lease_until, l.message_id,
+		   l.body_length, l.body_parts, l.redacted_at, l.priority, l.confirms,
+		   l.held_until, l.released_at
+	  FROM verification.sms_log l;
+
+-- smsdispatch.message without body and acked_by
+CREATE VIEW smsdispatch.message_readable WITH (security_invoker = true) AS
+	SELECT m.id, m.number, m.list, m.state, m.level, m.round, m.level_started_at,
+		   m.acked_at, m.closed_at, m.source, m.channel, m.created_at, m.check_at
+	  FROM smsdispatch.message m;
+
+-- smsdispatch.event without phone and detail
+CREATE VIEW smsdispatch.event_readable WITH (security_invoker = true) AS
+	SELECT e.id, e.message_id, e.at, e.kind, e.level
+	  FROM smsdispatch.event e;
+
+-- smsdispatch.inbox without sender, body, sender_e164 and handler_error
+CREATE VIEW smsdispatch.inbox_readable WITH (security_invoker = true) AS
+	SELECT i.id, i.outcome, i.number, i.message_id, i.received_at, i.handler_state,
+		   i.handled_at
+	  FROM smsdispatch.inbox i;
+
+GRANT SELECT ON smsdispatch.sms_log_readable, smsdispatch.message_readable, smsdispatch.event_readable, smsdispatch.inbox_readable
+	TO smsdispatch_reader;
+
 -- src/sql/30_alarms.sql
 
 CREATE FUNCTION smsdispatch.check_length(value text, field text, max_chars int)
@@ -896,3 +935,194 @@ BEGIN ATOMIC
 	  FROM hourly h
 	 GROUP BY h.hour;
 END;
+
+-- The retention also deletes refused spool files' rows, and its last NOTICE
+-- says what it deleted and what it kept, and why.
+
+-- One batch of the retention: of one kind of rows past its cutoff, at most
+-- batch_size, skipping rows that others have locked (the next run takes
+-- them). Kinds: alarms (closed before the cutoff and out of number
+-- quarantine, with their recipients and events), log_rows (SMS no longer
+-- queued or sending that belong to no remaining alarm, neither as its page
+-- nor as its confirmation), inbox_rows,
+-- snapshots, spool_failures (refused spool files, by failed_at), and
+-- redacted: SMS in a final state for longer than
+-- smsdispatch.redact_after get an empty body, their length and parts kept.
+-- after_id is where the previous batch of the same kind stopped (the
+-- redacted rows stay, so their kind walks by id); n is how many rows the
+-- batch did and last_id where it stopped. The statements are fixed, one per
+-- kind, and run under a pinned search_path.
+CREATE OR REPLACE FUNCTION smsdispatch.purge_batch(kind text, older_than interval,
+	started timestamptz, batch_size int, after_id bigint,
+	OUT n bigint, OUT last_id bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cutoff timestamptz := started - older_than;
+BEGIN
+	last_id := after_id;
+	CASE kind
+	WHEN 'alarms' THEN
+		cutoff := least(cutoff, started - smsdispatch.number_quarantine());
+		DELETE FROM smsdispatch.message WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.message
+			 WHERE state <> 'open' AND closed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'log_rows' THEN
+		DELETE FROM verification.sms_log WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM verification.sms_log
+			 WHERE inserted_at < cutoff AND send_state <> ALL ('{queued,sending}')
+			   AND message_id IS NULL AND confirms IS NULL
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'inbox_rows' THEN
+		DELETE FROM smsdispatch.inbox WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.inbox WHERE received_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'snapshots' THEN
+		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'spool_failures' THEN
+		DELETE FROM smsdispatch.spool_failure WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.spool_failure WHERE failed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'redacted' THEN
+		IF smsdispatch.redact_after() IS NULL THEN
+			n := 0;
+			RETURN;
+		END IF;
+		cutoff := started - smsdispatch.redact_after();
+		WITH batch AS (
+			SELECT l.id FROM verification.sms_log l
+			 WHERE l.id > after_id AND l.inserted_at < cutoff AND l.updated_at < cutoff
+			   AND l.redacted_at IS NULL
+			   AND smsdispatch.sms_outcome(l.send_state, l.gateway_status) <> 'pending'
+			 ORDER BY l.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+		), done AS (
+			UPDATE verification.sms_log l
+			   SET body = '', body_length = length(l.body),
+				   body_parts = (@extschema@.sms_segments(l.body)).parts,
+				   redacted_at = now()
+			  FROM batch WHERE l.id = batch.id
+			RETURNING l.id
+		)
+		SELECT count(*), coalesce(max(id), after_id) INTO n, last_id FROM done;
+		RETURN;
+	ELSE
+		RAISE EXCEPTION 'unknown kind of purge batch "%"', kind
+			USING ERRCODE = 'invalid_parameter_value';
+	END CASE;
+	GET DIAGNOSTICS n = ROW_COUNT;
+END;
+$$;
+
+-- Removes what is no longer needed and blanks what must not be kept, in
+-- batches of batch_size rows, each in its own short transaction (see
+-- smsdispatch.purge_batch for what goes); a NOTICE after each batch tells how
+-- far it got, and a last one what it deleted and what it kept of what is
+-- older than older_than, and why (open, in number quarantine, unfinished,
+-- part of a kept alarm, locked), so that a purge that deletes nothing says
+-- why. The count of refused spool files deleted is in that NOTICE only: the
+-- result columns stay those of 1.1. A PROCEDURE because only a procedure
+-- can COMMIT between batches: row locks are held for one batch only and the
+-- deleted space becomes reusable as the purge goes. So it must be called
+-- outside a transaction block: CALL smsdispatch.purge('90 days').
+-- A procedure that commits cannot carry SET search_path; instead it pins the
+-- path itself at the start of each of its transactions, before anything
+-- else is resolved (pg_cron may run it as a superuser with a search_path the
+-- database owner chose).
+CREATE OR REPLACE PROCEDURE smsdispatch.purge(older_than interval, batch_size int DEFAULT 10000,
+	INOUT alarms bigint DEFAULT NULL, INOUT log_rows bigint DEFAULT NULL,
+	INOUT inbox_rows bigint DEFAULT NULL, INOUT snapshots bigint DEFAULT NULL,
+	INOUT redacted bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	started timestamptz;
+	kind text;
+	total bigint;
+	after bigint;
+	b record;
+	spool_failures bigint;
+	cutoff timestamptz;
+	quarantine interval;
+	kept record;
+BEGIN
+	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
+	IF older_than IS NULL THEN
+		RAISE EXCEPTION 'older_than must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
+	END IF;
+	IF older_than < interval '0' THEN
+		RAISE EXCEPTION 'older_than "%" must not be negative', older_than
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example CALL smsdispatch.purge(''90 days'').';
+	END IF;
+	IF batch_size IS NULL OR batch_size < 1 THEN
+		RAISE EXCEPTION 'batch_size % must be at least 1', batch_size
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	started := now();
+	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots',
+								 'spool_failures', 'redacted']
+	LOOP
+		total := 0;
+		after := 0;
+		LOOP
+			SELECT * INTO b FROM smsdispatch.purge_batch(kind, older_than, started,
+														   batch_size, after);
+			total := total + b.n;
+			after := b.last_id;
+			COMMIT;
+			PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+			EXIT WHEN b.n < batch_size;
+			RAISE NOTICE 'smsdispatch.purge: % % so far', total, replace(kind, '_', ' ');
+		END LOOP;
+		CASE kind
+			WHEN 'alarms' THEN alarms := total;
+			WHEN 'log_rows' THEN log_rows := total;
+			WHEN 'inbox_rows' THEN inbox_rows := total;
+			WHEN 'snapshots' THEN snapshots := total;
+			WHEN 'spool_failures' THEN spool_failures := total;
+			ELSE redacted := total;
+		END CASE;
+	END LOOP;
+
+	-- what is older than the cutoff and still there, by why it stayed;
+	-- "locked" is what another session held (or what became due meanwhile):
+	-- the next purge takes it
+	cutoff := started - older_than;
+	quarantine := smsdispatch.number_quarantine();
+	SELECT m.open, m.quarantined, l.unfinished, l.of_alarms,
+		   m.locked + l.locked
+		   + (SELECT count(*) FROM smsdispatch.inbox i WHERE i.received_at < cutoff)
+		   + (SELECT count(*) FROM smsdispatch.counter_snapshot c WHERE c.taken_at < cutoff)
+		   + (SELECT count(*) FROM smsdispatch.spool_failure f WHERE f.failed_at < cutoff)
+		   AS locked
+	  INTO kept
+	  FROM (SELECT count(*) FILTER (WHERE a.state = 'open' AND a.created_at < cutoff) AS open,
+				   count(*) FILTER (WHERE a.state <> 'open' AND a.closed_at < cutoff
+									  AND a.closed_at >= started - quarantine) AS quarantined,
+				   count(*) FILTER (WHERE a.state <> 'open'
+									  AND a.closed_at < least(cutoff, started - quarantine)) AS locked
+			  FROM smsdispatch.message a) m,
+		   (SELECT count(*) FILTER (WHERE s.send_state = ANY ('{queued,sending}')) AS unfinished,
+				   count(*) FILTER (WHERE s.send_state <> ALL ('{queued,sending}')
+									  AND (s.message_id IS NOT NULL OR s.confirms IS NOT NULL)) AS of_alarms,
+				   count(*) FILTER (WHERE s.send_state <> ALL ('{queued,sending}')
+									  AND s.message_id IS NULL AND s.confirms IS NULL) AS locked
+			  FROM verification.sms_log s
+			 WHERE s.inserted_at < cutoff) l;
+	RAISE NOTICE 'smsdispatch.purge deleted alarms: %, log rows: %, inbox rows: %, counter snapshots: %, spool failures: %; bodies blanked: %',
+		alarms, log_rows, inbox_rows, snapshots, spool_failures, redacted
+		USING DETAIL = format('Kept although older than %s: open alarms: %s, alarms closed within '
+							  'smsdispatch.number_quarantine (%s): %s, log rows queued or sending: %s, '
+							  'log rows of kept alarms: %s, rows locked by another session (the next '
+							  'purge takes them): %s.',
+							  older_than, kept.open, quarantine, kept.quarantined, kept.unfinished,
+							  kept.of_alarms, kept.locked);
+END;
+$$;

@@ -193,9 +193,17 @@ CALL smsdispatch.purge('1 day', 0);
 BEGIN;
 CALL smsdispatch.purge('1 day', 2);
 ROLLBACK;
+-- refused spool files: one of March, one of now
+INSERT INTO smsdispatch.spool_failure (name, size, mtime, reason, failed_at) VALUES
+ ('march.xml', 10, '2026-03-01 09:00', 'no <MSG>', '2026-03-01 09:00'),
+ ('today.xml', 10, now(), 'no <MSG>', now());
 -- batches of two: closed alarms (1, 2, 3, 4, 6; 7 is in number quarantine),
--- then the log rows that are final and belong to no alarm left
+-- then the log rows that are final and belong to no alarm left, the old
+-- received SMS, snapshots and refused spool files; the last NOTICE counts
+-- them, and what it kept of March: the open alarm and its SMS, the
+-- queued SMS
 CALL smsdispatch.purge('1 day', 2);
+SELECT name FROM smsdispatch.spool_failure;
 SELECT id, state FROM smsdispatch.message ORDER BY id;
 SELECT message_id, count(*) FROM smsdispatch.message_recipient GROUP BY 1 ORDER BY 1;
 SELECT message_id, count(*) FROM smsdispatch.event GROUP BY 1 ORDER BY 1;
@@ -204,6 +212,11 @@ SELECT sender FROM smsdispatch.inbox;
 SELECT count(*) AS snapshots FROM smsdispatch.counter_snapshot;
 -- nothing left to purge
 CALL smsdispatch.purge('1 day');
+-- everything up to now: alarm 7, closed an hour ago, stays in number
+-- quarantine; today's spool failure goes
+CALL smsdispatch.purge('0 s');
+SELECT id, state FROM smsdispatch.message ORDER BY id;
+SELECT count(*) AS spool_failures FROM smsdispatch.spool_failure;
 
 -- pg_cron is not loaded in this instance
 SELECT * FROM smsdispatch.schedule_maintenance();

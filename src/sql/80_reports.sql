@@ -672,7 +672,8 @@ $$;
 -- quarantine, with their recipients and events), log_rows (SMS no longer
 -- queued or sending that belong to no remaining alarm, neither as its page
 -- nor as its confirmation), inbox_rows,
--- snapshots, and redacted: SMS in a final state for longer than
+-- snapshots, spool_failures (refused spool files, by failed_at), and
+-- redacted: SMS in a final state for longer than
 -- smsdispatch.redact_after get an empty body, their length and parts kept.
 -- after_id is where the previous batch of the same kind stopped (the
 -- redacted rows stay, so their kind walks by id); n is how many rows the
@@ -709,6 +710,10 @@ BEGIN
 		DELETE FROM smsdispatch.counter_snapshot WHERE ctid = ANY (ARRAY(
 			SELECT ctid FROM smsdispatch.counter_snapshot WHERE taken_at < cutoff
 			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
+	WHEN 'spool_failures' THEN
+		DELETE FROM smsdispatch.spool_failure WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM smsdispatch.spool_failure WHERE failed_at < cutoff
+			 LIMIT batch_size FOR UPDATE SKIP LOCKED));
 	WHEN 'redacted' THEN
 		IF smsdispatch.redact_after() IS NULL THEN
 			n := 0;
@@ -742,10 +747,14 @@ $$;
 -- Removes what is no longer needed and blanks what must not be kept, in
 -- batches of batch_size rows, each in its own short transaction (see
 -- smsdispatch.purge_batch for what goes); a NOTICE after each batch tells how
--- far it got. A PROCEDURE because only a procedure can COMMIT between
--- batches: row locks are held for one batch only and the deleted space
--- becomes reusable as the purge goes. So it must be called outside a
--- transaction block: CALL smsdispatch.purge('90 days').
+-- far it got, and a last one what it deleted and what it kept of what is
+-- older than older_than, and why (open, in number quarantine, unfinished,
+-- part of a kept alarm, locked), so that a purge that deletes nothing says
+-- why. The count of refused spool files deleted is in that NOTICE only: the
+-- result columns stay those of 1.1. A PROCEDURE because only a procedure
+-- can COMMIT between batches: row locks are held for one batch only and the
+-- deleted space becomes reusable as the purge goes. So it must be called
+-- outside a transaction block: CALL smsdispatch.purge('90 days').
 -- A procedure that commits cannot carry SET search_path; instead it pins the
 -- path itself at the start of each of its transactions, before anything
 -- else is resolved (pg_cron may run it as a superuser with a search_path the
@@ -762,6 +771,10 @@ DECLARE
 	total bigint;
 	after bigint;
 	b record;
+	spool_failures bigint;
+	cutoff timestamptz;
+	quarantine interval;
+	kept record;
 BEGIN
 	PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 	PERFORM smsdispatch.prevent_in_transaction_block('CALL smsdispatch.purge()');
@@ -780,7 +793,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	started := now();
-	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots', 'redacted']
+	FOREACH kind IN ARRAY ARRAY['alarms', 'log_rows', 'inbox_rows', 'snapshots',
+								 'spool_failures', 'redacted']
 	LOOP
 		total := 0;
 		after := 0;
@@ -799,9 +813,44 @@ BEGIN
 			WHEN 'log_rows' THEN log_rows := total;
 			WHEN 'inbox_rows' THEN inbox_rows := total;
 			WHEN 'snapshots' THEN snapshots := total;
+			WHEN 'spool_failures' THEN spool_failures := total;
 			ELSE redacted := total;
 		END CASE;
 	END LOOP;
+
+	-- what is older than the cutoff and still there, by why it stayed;
+	-- "locked" is what another session held (or what became due meanwhile):
+	-- the next purge takes it
+	cutoff := started - older_than;
+	quarantine := smsdispatch.number_quarantine();
+	SELECT m.open, m.quarantined, l.unfinished, l.of_alarms,
+		   m.locked + l.locked
+		   + (SELECT count(*) FROM smsdispatch.inbox i WHERE i.received_at < cutoff)
+		   + (SELECT count(*) FROM smsdispatch.counter_snapshot c WHERE c.taken_at < cutoff)
+		   + (SELECT count(*) FROM smsdispatch.spool_failure f WHERE f.failed_at < cutoff)
+		   AS locked
+	  INTO kept
+	  FROM (SELECT count(*) FILTER (WHERE a.state = 'open' AND a.created_at < cutoff) AS open,
+				   count(*) FILTER (WHERE a.state <> 'open' AND a.closed_at < cutoff
+									  AND a.closed_at >= started - quarantine) AS quarantined,
+				   count(*) FILTER (WHERE a.state <> 'open'
+									  AND a.closed_at < least(cutoff, started - quarantine)) AS locked
+			  FROM smsdispatch.message a) m,
+		   (SELECT count(*) FILTER (WHERE s.send_state = ANY ('{queued,sending}')) AS unfinished,
+				   count(*) FILTER (WHERE s.send_state <> ALL ('{queued,sending}')
+									  AND (s.message_id IS NOT NULL OR s.confirms IS NOT NULL)) AS of_alarms,
+				   count(*) FILTER (WHERE s.send_state <> ALL ('{queued,sending}')
+									  AND s.message_id IS NULL AND s.confirms IS NULL) AS locked
+			  FROM verification.sms_log s
+			 WHERE s.inserted_at < cutoff) l;
+	RAISE NOTICE 'smsdispatch.purge deleted alarms: %, log rows: %, inbox rows: %, counter snapshots: %, spool failures: %; bodies blanked: %',
+		alarms, log_rows, inbox_rows, snapshots, spool_failures, redacted
+		USING DETAIL = format('Kept although older than %s: open alarms: %s, alarms closed within '
+							  'smsdispatch.number_quarantine (%s): %s, log rows queued or sending: %s, '
+							  'log rows of kept alarms: %s, rows locked by another session (the next '
+							  'purge takes them): %s.',
+							  older_than, kept.open, quarantine, kept.quarantined, kept.unfinished,
+							  kept.of_alarms, kept.locked);
 END;
 $$;
 
