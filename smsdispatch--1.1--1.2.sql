@@ -748,6 +748,104 @@ REVOKE INSERT, UPDATE, DELETE ON smsdispatch.modem_stale, smsdispatch.channel_he
 	smsdispatch.queue, smsdispatch.queue_history
 	FROM smsdispatch_admin;
 
+-- src/sql/70_modem.sql: a sidecar that stops cleanly says goodbye
+ALTER TABLE smsdispatch.modem ADD COLUMN stopped_at timestamptz;
+
+-- The heartbeat: the modem's identity and health, plus the counts since
+-- the previous heartbeat; a heartbeat after a goodbye means the sidecar
+-- runs again. Also forgets received-message digests older than
+-- a week (no modem keeps a message that long).
+CREATE OR REPLACE FUNCTION smsdispatch.modem_heartbeat(modem text, heartbeat interval,
+	imei text, imsi text, operator text, signal_percent int,
+	sent int, received int, status_reports int, modem_errors int, resets int,
+	sim_full boolean, last_error text, starting boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	INSERT INTO smsdispatch.modem AS m (name, heartbeat, imei, imsi, operator, signal_percent,
+		sent, received, status_reports, modem_errors, resets, sim_full, last_error)
+	VALUES (modem, heartbeat, imei, imsi, operator, signal_percent,
+		sent, received, status_reports, modem_errors, resets, sim_full, last_error)
+	ON CONFLICT (name) DO UPDATE
+	   SET heartbeat = EXCLUDED.heartbeat,
+		   imei = coalesce(EXCLUDED.imei, m.imei),
+		   imsi = coalesce(EXCLUDED.imsi, m.imsi),
+		   operator = coalesce(EXCLUDED.operator, m.operator),
+		   signal_percent = EXCLUDED.signal_percent,
+		   last_seen = now(),
+		   started_at = CASE WHEN starting THEN now() ELSE m.started_at END,
+		   sent = m.sent + EXCLUDED.sent,
+		   received = m.received + EXCLUDED.received,
+		   status_reports = m.status_reports + EXCLUDED.status_reports,
+		   modem_errors = m.modem_errors + EXCLUDED.modem_errors,
+		   resets = m.resets + EXCLUDED.resets,
+		   sim_full = EXCLUDED.sim_full,
+		   last_error = coalesce(EXCLUDED.last_error, m.last_error),
+		   stopped_at = NULL;
+	DELETE FROM smsdispatch.modem_received r WHERE r.received_at < now() - interval '7 days';
+END;
+$$;
+
+-- The goodbye of a sidecar that stops cleanly: marks its heartbeat row
+-- stopped, so that smsdispatch.channel_health says no_sidecar at once
+-- rather than after three missed heartbeats. It touches no SMS: a row the
+-- sidecar could not record keeps its lease and is recovered as unknown like
+-- after any stop. The next heartbeat under that name clears the mark.
+-- Returns false when no heartbeat row has that name.
+CREATE FUNCTION smsdispatch.modem_goodbye(modem text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	UPDATE smsdispatch.modem m SET stopped_at = now() WHERE m.name = modem_goodbye.modem;
+	RETURN FOUND;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.modem_goodbye(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.modem_goodbye(text) TO smsdispatch_admin;
+
+-- src/sql/71_channel_health.sql: a modem whose sidecar said goodbye is
+-- no_sidecar at once (made anew: CREATE OR REPLACE VIEW would count as two
+-- CREATE VIEW commands)
+DROP VIEW smsdispatch.channel_health;
+
+-- One row per channel: its state, since when, and what went wrong last. A
+-- modem channel with no sidecar running is 'no_sidecar': a sidecar runs
+-- until it says goodbye (a clean stop) or until it misses three of its
+-- heartbeats (a crash, a hang, a cut connection). Since: when the last one
+-- went (NULL when none ever connected).
+CREATE VIEW smsdispatch.channel_health AS
+	WITH sidecar AS (
+		SELECT m.name, m.started_at, m.last_seen, m.stopped_at,
+			   m.stopped_at IS NULL AND m.last_seen >= now() - 3 * m.heartbeat AS running,
+			   coalesce(m.stopped_at, m.last_seen + 3 * m.heartbeat) AS gone_at
+		  FROM smsdispatch.modem m)
+	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error
+	  FROM smsdispatch.ip2sms_health() AS h
+	UNION ALL
+	SELECT 'modem'::text,
+		   CASE WHEN s.running THEN 'ok' ELSE 'no_sidecar' END,
+		   CASE WHEN s.running THEN s.up_since ELSE s.gone_since END,
+		   CASE WHEN s.running THEN NULL
+				WHEN s.gone_since IS NULL THEN 'no modem sidecar has connected'
+				WHEN latest.stopped_at IS NOT NULL THEN
+					format('no sidecar running; the last one, %s, stopped at %s',
+						   latest.name, latest.stopped_at)
+				ELSE format('no sidecar seen within three heartbeats; the last one, %s, was last seen at %s',
+							latest.name, latest.last_seen) END
+	  FROM (SELECT coalesce(bool_or(c.running), false) AS running,
+				   min(c.started_at) FILTER (WHERE c.running) AS up_since,
+				   max(c.gone_at) AS gone_since
+			  FROM sidecar c) AS s
+	  LEFT JOIN LATERAL (SELECT c.name, c.last_seen, c.stopped_at FROM sidecar c
+						  ORDER BY c.gone_at DESC, c.name LIMIT 1) AS latest ON true;
+GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_admin, smsdispatch_reader;
+
 -- src/sql/80_reports.sql
 
 -- The report functions get standard SQL bodies: their names are bound when

@@ -285,7 +285,7 @@ psql -X -c "SELECT '$jump' AS alarm, l.priority,
                    (SELECT count(*) FROM verification.sms_log q
                      WHERE q.type = 'text' AND q.send_state = 'queued') AS text_still_queued
               FROM verification.sms_log l WHERE l.phone_number = '+380507771111'"
-echo "-- the modem sidecar was stopped above: after three missed heartbeats its channel is no_sidecar"
+echo "-- the modem sidecar was stopped above and said goodbye: its channel is no_sidecar"
 wait_for "SELECT state = 'no_sidecar' FROM smsdispatch.channel_health WHERE channel = 'modem'"
 psql -X -c "SELECT channel, state, last_error FROM smsdispatch.channel_health ORDER BY channel"
 radio=$(psql -XAt -c "SELECT sms_enqueue('Gas sensor 4 offline', 'plant-radio', channel => 'modem')")

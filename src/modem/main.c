@@ -10,7 +10,8 @@
  *	                    [--heartbeat SECONDS] [--poll SECONDS]
  *	                    [--send-timeout SECONDS] [--name NAME] [--log FILE]
  *
- * SIGTERM/SIGINT: finish the SMS in hand, release leases, exit 0.
+ * SIGTERM/SIGINT: finish the SMS in hand, release leases, say goodbye
+ * (smsdispatch.modem_goodbye), exit 0.
  * SIGHUP: reopen the log file.
  *
  * This program is free software; you can redistribute it and/or modify it
@@ -347,6 +348,28 @@ heartbeat(Db *db, Phone *phone, const Options *opts, int *sent, InboxCounts *cou
 	return true;
 }
 
+/*
+ * Tells the database that this sidecar stops cleanly, so that
+ * channel_health counts it gone at once instead of after three missed
+ * heartbeats (a crash still takes those). Called once the SMS in hand is
+ * recorded: the goodbye touches no lease.
+ */
+static void
+say_goodbye(Db *db)
+{
+	const char *params[1] = {db->name};
+	PGresult   *res;
+
+	res = db_call(db, "SELECT smsdispatch.modem_goodbye($1)", 1, params, PGRES_TUPLES_OK);
+	if (res == NULL)
+		return;
+	if (strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+		log_msg(LOG_INFO, "said goodbye: modem \"%s\" is marked stopped", db->name);
+	else
+		log_msg(LOG_WARNING, "no heartbeat row is named \"%s\"; nothing to say goodbye to", db->name);
+	PQclear(res);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -459,7 +482,10 @@ main(int argc, char **argv)
 		log_msg(LOG_WARNING, "could not record sms_log %s as %s; it will be recovered as unknown",
 				pf.id, send_outcome_word(pf.outcome));
 	if (db.conn != NULL)
+	{
 		heartbeat(&db, &phone, &opts, &sent, &counts, false);
+		say_goodbye(&db);
+	}
 	db_close(&db);
 	phone_close(&phone);
 	GSM_FreeStateMachine(phone.sm);

@@ -2,7 +2,8 @@
 -- call. Each sidecar claims queued 'modem' rows under a lease, sends them
 -- outside any transaction, and records the outcome in one short transaction.
 
--- One row per sidecar, refreshed every heartbeat.
+-- One row per sidecar, refreshed every heartbeat. stopped_at: when its
+-- sidecar said goodbye at a clean stop (NULL while it runs).
 CREATE TABLE smsdispatch.modem (
 	name			text PRIMARY KEY CHECK (name <> ''),
 	imei			text,
@@ -18,7 +19,8 @@ CREATE TABLE smsdispatch.modem (
 	modem_errors	bigint NOT NULL DEFAULT 0,
 	resets			bigint NOT NULL DEFAULT 0,
 	sim_full		boolean NOT NULL DEFAULT false,
-	last_error		text
+	last_error		text,
+	stopped_at		timestamptz
 );
 
 -- Modems whose sidecar missed three heartbeats: stopped, hung or cut off.
@@ -244,7 +246,8 @@ END;
 $$;
 
 -- The heartbeat: the modem's identity and health, plus the counts since
--- the previous heartbeat. Also forgets received-message digests older than
+-- the previous heartbeat; a heartbeat after a goodbye means the sidecar
+-- runs again. Also forgets received-message digests older than
 -- a week (no modem keeps a message that long).
 CREATE FUNCTION smsdispatch.modem_heartbeat(modem text, heartbeat interval,
 	imei text, imsi text, operator text, signal_percent int,
@@ -274,8 +277,27 @@ BEGIN
 		   modem_errors = m.modem_errors + EXCLUDED.modem_errors,
 		   resets = m.resets + EXCLUDED.resets,
 		   sim_full = EXCLUDED.sim_full,
-		   last_error = coalesce(EXCLUDED.last_error, m.last_error);
+		   last_error = coalesce(EXCLUDED.last_error, m.last_error),
+		   stopped_at = NULL;
 	DELETE FROM smsdispatch.modem_received r WHERE r.received_at < now() - interval '7 days';
+END;
+$$;
+
+-- The goodbye of a sidecar that stops cleanly: marks its heartbeat row
+-- stopped, so that smsdispatch.channel_health says no_sidecar at once
+-- rather than after three missed heartbeats. It touches no SMS: a row the
+-- sidecar could not record keeps its lease and is recovered as unknown like
+-- after any stop. The next heartbeat under that name clears the mark.
+-- Returns false when no heartbeat row has that name.
+CREATE FUNCTION smsdispatch.modem_goodbye(modem text)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM smsdispatch.modem_check_name(modem);
+	UPDATE smsdispatch.modem m SET stopped_at = now() WHERE m.name = modem_goodbye.modem;
+	RETURN FOUND;
 END;
 $$;
 
@@ -286,7 +308,8 @@ GRANT EXECUTE ON FUNCTION smsdispatch.modem_claim(text, interval),
 	smsdispatch.modem_recover(text),
 	smsdispatch.modem_status_report(text, text, int, text, timestamptz),
 	smsdispatch.modem_receive(text, text, text, timestamptz),
-	smsdispatch.modem_heartbeat(text, interval, text, text, text, int, int, int, int, int, int, boolean, text, boolean)
+	smsdispatch.modem_heartbeat(text, interval, text, text, text, int, int, int, int, int, int, boolean, text, boolean),
+	smsdispatch.modem_goodbye(text)
 	TO smsdispatch_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.modem, smsdispatch.modem_received
 	TO smsdispatch_admin;

@@ -14,27 +14,35 @@ AS 'MODULE_PATHNAME', 'sms_ip2sms_health'
 LANGUAGE C VOLATILE;
 
 -- One row per channel: its state, since when, and what went wrong last. A
--- modem channel with no sidecar seen within three of its heartbeats is
--- 'no_sidecar', since the third heartbeat was missed (NULL when none ever
--- connected).
+-- modem channel with no sidecar running is 'no_sidecar': a sidecar runs
+-- until it says goodbye (a clean stop) or until it misses three of its
+-- heartbeats (a crash, a hang, a cut connection). Since: when the last one
+-- went (NULL when none ever connected).
 CREATE VIEW smsdispatch.channel_health AS
+	WITH sidecar AS (
+		SELECT m.name, m.started_at, m.last_seen, m.stopped_at,
+			   m.stopped_at IS NULL AND m.last_seen >= now() - 3 * m.heartbeat AS running,
+			   coalesce(m.stopped_at, m.last_seen + 3 * m.heartbeat) AS gone_at
+		  FROM smsdispatch.modem m)
 	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error
 	  FROM smsdispatch.ip2sms_health() AS h
 	UNION ALL
 	SELECT 'modem'::text,
-		   CASE WHEN s.fresh THEN 'ok' ELSE 'no_sidecar' END,
-		   CASE WHEN s.fresh THEN s.up_since ELSE s.gone_since END,
-		   CASE WHEN s.fresh THEN NULL
+		   CASE WHEN s.running THEN 'ok' ELSE 'no_sidecar' END,
+		   CASE WHEN s.running THEN s.up_since ELSE s.gone_since END,
+		   CASE WHEN s.running THEN NULL
 				WHEN s.gone_since IS NULL THEN 'no modem sidecar has connected'
+				WHEN latest.stopped_at IS NOT NULL THEN
+					format('no sidecar running; the last one, %s, stopped at %s',
+						   latest.name, latest.stopped_at)
 				ELSE format('no sidecar seen within three heartbeats; the last one, %s, was last seen at %s',
-							s.last_name, s.last_seen) END
-	  FROM (SELECT coalesce(bool_or(m.last_seen >= now() - 3 * m.heartbeat), false) AS fresh,
-				   min(m.started_at) FILTER (WHERE m.last_seen >= now() - 3 * m.heartbeat) AS up_since,
-				   max(m.last_seen + 3 * m.heartbeat) AS gone_since,
-				   max(m.last_seen) AS last_seen,
-				   (SELECT n.name FROM smsdispatch.modem n
-					 ORDER BY n.last_seen DESC LIMIT 1) AS last_name
-			  FROM smsdispatch.modem m) AS s;
+							latest.name, latest.last_seen) END
+	  FROM (SELECT coalesce(bool_or(c.running), false) AS running,
+				   min(c.started_at) FILTER (WHERE c.running) AS up_since,
+				   max(c.gone_at) AS gone_since
+			  FROM sidecar c) AS s
+	  LEFT JOIN LATERAL (SELECT c.name, c.last_seen, c.stopped_at FROM sidecar c
+						  ORDER BY c.gone_at DESC, c.name LIMIT 1) AS latest ON true;
 
 -- Whether an SMS failed for good for a transport reason (the channel could
 -- not deliver it to the gateway or the modem within smsdispatch.max_attempts),

@@ -95,13 +95,13 @@ sub start_sidecar
 	return $pid;
 }
 
-# Sends SIGTERM and waits up to $timeout seconds; returns the exit status
-# ($? style), or undef after killing a sidecar that did not stop.
+# Sends SIGTERM (or $signal) and waits up to $timeout seconds; returns the
+# exit status ($? style), or undef after killing a sidecar that did not stop.
 sub stop_sidecar
 {
-	my ($pid, $timeout) = @_;
+	my ($pid, $timeout, $signal) = @_;
 	$timeout //= 30;
-	kill 'TERM', $pid;
+	kill $signal // 'TERM', $pid;
 	my $deadline = time() + $timeout;
 	while (time() < $deadline)
 	{
