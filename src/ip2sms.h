@@ -24,8 +24,8 @@
  * transfers; ip2sms_read_ready() drives them without waiting, between
  * the worker's duties. ip2sms_stop() (at SIGTERM) waits up to
  * smsdispatch.shutdown_grace for the answers on the wire, records what
- * finished and turns what is still unanswered 'unknown'. ip2sms_wake() says new
- * rows may be due (a COMMIT set the latch).
+ * finished and turns what is still unanswered 'unknown'. ip2sms_wake()
+ * says new rows may be due (a COMMIT set the latch).
  */
 extern void ip2sms_pump(TimestampTz *next_due, bool *alarms_changed);
 extern bool ip2sms_wait(TimestampTz until);

@@ -25,7 +25,7 @@
  * ends only at SIGTERM or when the postmaster dies. SIGTERM interrupts no
  * transaction: the loop stops claiming, waits up to
  * smsdispatch.shutdown_grace for the answers of the requests on the wire,
- * records them and exits (worker_stop). While the extension is not
+ * records them and exits (sms_worker_stop). While the extension is not
  * installed in the database the worker only rechecks, every naptime.
  *
  *-------------------------------------------------------------------------
