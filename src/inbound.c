@@ -50,6 +50,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
+#include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -397,7 +398,7 @@ handle_next_sms(void)
 void
 sms_inbound_worker_main(Datum main_arg)
 {
-	sms_worker_signals();
+	sms_worker_signals(die);
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), InvalidOid, 0);
 	sms_pin_worker_settings();
 	pgstat_report_appname("smsdispatch inbound handler");

@@ -942,21 +942,39 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 }
 
 /*
- * At SIGTERM: what finished is recorded, what is still on the wire may have
- * reached the gateway and becomes 'unknown'. Nothing is claimed.
+ * At SIGTERM, once the worker claims nothing more: waits up to
+ * smsdispatch.shutdown_grace for the answers of the requests on the wire,
+ * driving them as the loop does, then records every result in one exchange
+ * (its own short transaction). What is still unanswered then may have
+ * reached the gateway and becomes 'unknown', never sent again. The wait
+ * ends at once when the postmaster dies; -m immediate does not come here.
  */
 void
 ip2sms_stop(void)
 {
 	Ip2smsExchange x;
+	TimestampTz deadline;
+	int			unanswered;
 	dlist_iter	it;
 	int			i;
 
 	if (multi == NULL || (nactive == 0 && dlist_is_empty(&finished)))
 		return;
+	pgstat_report_activity(STATE_RUNNING, "smsdispatch: stopping, awaiting IP2SMS answers");
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_shutdown_grace_ms);
+	while (nactive > 0 && GetCurrentTimestamp() < deadline)
+	{
+		if (ip2sms_wait(deadline))
+			ResetLatch(MyLatch);
+	}
+	unanswered = nactive;
 	for (i = 0; i < nslots; i++)
 		if (slots[i].req != NULL)
 			release_slot(&slots[i]);
+	if (unanswered > 0)
+		ereport(LOG,
+				(errmsg("smsdispatch: %d IP2SMS requests were still unanswered after smsdispatch.shutdown_grace (%d ms); their rows become unknown",
+						unanswered, sms_shutdown_grace_ms)));
 	/* the last chance: results held by another session are tried too */
 	dlist_foreach(it, &finished)
 		dlist_container(Ip2smsRequest, node, it.cur)->retry_record_at = 0;

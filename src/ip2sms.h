@@ -22,9 +22,10 @@
  * transaction, and starts those requests; ip2sms_wait() sleeps until a
  * socket is ready, curl's timer, the timeout or the latch, and drives the
  * transfers; ip2sms_read_ready() drives them without waiting, between
- * the worker's duties. ip2sms_stop() (at SIGTERM) records what finished
- * and turns what is still on the wire 'unknown'. ip2sms_wake() says new
- * rows may be due (a COMMIT set the latch).
+ * the worker's duties. ip2sms_stop() (at SIGTERM) waits up to
+ * smsdispatch.shutdown_grace for the answers on the wire, records what
+ * finished and turns what is still unanswered 'unknown'. ip2sms_wake()
+ * says new rows may be due (a COMMIT set the latch).
  */
 extern void ip2sms_pump(TimestampTz *next_due, bool *alarms_changed);
 extern bool ip2sms_wait(TimestampTz until);

@@ -23,8 +23,6 @@
  */
 #include "postgres.h"
 
-#include <signal.h>
-
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -755,42 +753,6 @@ exchange_work(void *arg)
 }
 
 /*
- * A SIGTERM waits for an exchange: its transaction is short (its lock
- * waits end at lock_timeout) and it records what the gateway answered,
- * which the stop would otherwise turn 'unknown'. HOLD_INTERRUPTS() would
- * hold the lock_timeout's cancel as well: a lock wait would last as long as
- * the lock, and the cancel would come out later, between transactions,
- * and end the worker. So only SIGTERM is held off: blocked, and a die()
- * already pending (ip2sms_stop() runs under one) put aside; returns
- * whether it was.
- */
-static bool
-hold_sigterm(sigset_t *saved)
-{
-	sigset_t	term;
-	bool		pending;
-
-	sigemptyset(&term);
-	sigaddset(&term, SIGTERM);
-	sigprocmask(SIG_BLOCK, &term, saved);
-	pending = ProcDiePending;
-	ProcDiePending = false;
-	return pending;
-}
-
-/* Ends hold_sigterm(): a SIGTERM that came meanwhile, or before, is taken. */
-static void
-resume_sigterm(const sigset_t *saved, bool pending)
-{
-	if (pending)
-	{
-		ProcDiePending = true;
-		InterruptPending = true;
-	}
-	sigprocmask(SIG_SETMASK, saved, NULL);
-}
-
-/*
  * One exchange with the database (see the file header), in a transaction
  * of its own (sms_worker_transaction). Returns false when it failed: the
  * error is logged, the transaction rolled back, every finished request
@@ -801,8 +763,6 @@ bool
 ip2sms_exchange(Ip2smsExchange *x)
 {
 	ExchangeRun run = {x, CurrentMemoryContext, NIL};
-	sigset_t	saved;
-	bool		die_pending;
 	bool		ok;
 	ListCell   *lc;
 	int			i;
@@ -813,9 +773,7 @@ ip2sms_exchange(Ip2smsExchange *x)
 	x->poll_due = DT_NOBEGIN;
 	x->alarms_changed = false;
 	x->requeued = false;
-	die_pending = hold_sigterm(&saved);
 	ok = sms_worker_transaction(exchange_work, &run);
-	resume_sigterm(&saved, die_pending);
 
 	if (!ok)
 	{

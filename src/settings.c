@@ -26,6 +26,7 @@ PG_FUNCTION_INFO_V1(sms_redact_after_sql);
 
 char	   *sms_database = NULL;
 int			sms_naptime_ms = 1000;
+int			sms_shutdown_grace_ms = 2000;
 char	   *sms_default_channel = NULL;
 char	   *sms_ip2sms_url = NULL;
 char	   *sms_ip2sms_status_url = NULL;
@@ -238,6 +239,11 @@ sms_define_settings(void)
 	DefineCustomIntVariable("smsdispatch.naptime",
 							"Longest sleep of the worker when nothing is due.",
 							NULL, &sms_naptime_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.shutdown_grace",
+							"How long the worker, told to stop, waits for the answers of requests on the wire.",
+							"Answers that come within it are recorded; requests still unanswered then become unknown.",
+							&sms_shutdown_grace_ms, 2000, 0, 60 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("smsdispatch.default_channel",
 							   "Channel of an SMS whose call names none: ip2sms or modem.",

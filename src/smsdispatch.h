@@ -21,6 +21,7 @@
 /* settings (settings.c); names as in the README */
 extern char *sms_database;
 extern int	sms_naptime_ms;
+extern int	sms_shutdown_grace_ms;
 extern char *sms_default_channel;
 extern char *sms_ip2sms_url;
 extern char *sms_ip2sms_status_url;
@@ -224,7 +225,8 @@ typedef void (*SmsWork) (void *arg);
 extern bool sms_worker_transaction(SmsWork work, void *arg);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
-extern void sms_worker_signals(void);
+extern void sms_worker_signals(pqsigfunc on_sigterm);
+extern void sms_worker_stop(void);
 extern void sms_pin_worker_settings(void);
 extern void sms_register_worker(void);
 extern PGDLLEXPORT void sms_worker_main(Datum main_arg);

@@ -22,9 +22,11 @@
  * and no transaction is ever held open across network I/O. An ERROR in
  * any of them (a lock_timeout while another session locks a table) is
  * logged and rolled back, and the work is tried again later; the worker
- * ends only at FATAL (SIGTERM) or when the postmaster dies. While the
- * extension is not installed in the database the worker only rechecks,
- * every naptime.
+ * ends only at SIGTERM or when the postmaster dies. SIGTERM interrupts no
+ * transaction: the loop stops claiming, waits up to
+ * smsdispatch.shutdown_grace for the answers of the requests on the wire,
+ * records them and exits (sms_worker_stop). While the extension is not
+ * installed in the database the worker only rechecks, every naptime.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,7 +45,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/procsignal.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -143,9 +144,9 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
  * above all, is logged and rolled back, and false returned: the caller
  * keeps what it holds and tries again later, and the worker lives on. A
  * cancel that came in while the work ended is taken here, before COMMIT,
- * so that it cannot escape later between transactions. FATAL (SIGTERM) is
- * not caught and ends the worker at once. Returns in the caller's memory
- * context.
+ * so that it cannot escape later between transactions. SIGTERM does not
+ * interrupt it (it only sets the loop's flag, see sms_worker_signals).
+ * Returns in the caller's memory context.
  */
 bool
 sms_worker_transaction(SmsWork work, void *arg)
@@ -211,6 +212,7 @@ duty_work(void *arg)
  * run it again at once, a spin on an error), and is tried again at the next
  * pass, at most smsdispatch.naptime later; the other duties go on. After
  * each, the IP2SMS channel reads what its gateway answered meanwhile.
+ * After a SIGTERM no duty starts: the worker is stopping.
  */
 static void
 run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
@@ -219,6 +221,8 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 	SmsPassSummary before = *summary;
 	DutyRun		run = {duty, summary, next_due};
 
+	if (ShutdownRequestPending)
+		return;
 	pgstat_report_activity(STATE_RUNNING, activity);
 	if (!sms_worker_transaction(duty_work, &run))
 		*summary = before;
@@ -248,6 +252,24 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
 }
 
 /*
+ * Ends the worker at SIGTERM (a fast or smart shutdown, a restart,
+ * pg_terminate_backend): the IP2SMS channel waits up to
+ * smsdispatch.shutdown_grace for the answers of the requests on the wire and
+ * records them (ip2sms_stop), then the worker ends as die() would have
+ * ended it, with its message and exit code: the postmaster restarts it
+ * unless the server is stopping.
+ */
+void
+sms_worker_stop(void)
+{
+	ip2sms_stop();
+	ereport(FATAL,
+			(errcode(ERRCODE_ADMIN_SHUTDOWN),
+			 errmsg("terminating background worker \"%s\" due to administrator command",
+					MyBgworkerEntry->bgw_type)));
+}
+
+/*
  * The worker's event loop (see the file header). A latch wake-up or a
  * changed alarm brings the duties forward, but not more often than every
  * DUTIES_MIN_GAP_MS, so that a stream of COMMITs does not run the
@@ -268,9 +290,9 @@ worker_loop(void)
 		TimestampTz channel_due = DT_NOEND;
 		bool		alarms_changed = false;
 
-		/* at SIGTERM, what the channel has in hand is recorded first */
-		if (ProcDiePending)
-			ip2sms_stop();
+		/* at SIGTERM nothing more is claimed */
+		if (ShutdownRequestPending)
+			sms_worker_stop();
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -302,6 +324,9 @@ worker_loop(void)
 				ip2sms_wake();
 			duties_ran = now;
 		}
+		/* a SIGTERM during the duties: stop before claiming more */
+		if (ShutdownRequestPending)
+			continue;
 		if (installed && !sms_loopback_channel)
 			ip2sms_pump(&channel_due, &alarms_changed);
 		if (alarms_changed)
@@ -393,13 +418,17 @@ recover_from_error(void)
 
 /*
  * The signal handling of the worker and of its inbound handler worker:
- * SIGHUP reloads, SIGTERM ends the process at its next interrupt check.
+ * SIGHUP reloads, SIGTERM calls on_sigterm. The worker's is
+ * SignalHandlerForShutdownRequest, a flag its loop reads, so that a stop
+ * interrupts no transaction and the answers on the wire can be awaited
+ * (sms_worker_stop); the handler worker's is die(), which ends a handler's
+ * statement at once.
  */
 void
-sms_worker_signals(void)
+sms_worker_signals(pqsigfunc on_sigterm)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, on_sigterm);
 	/* answers procsignal barriers, so DROP DATABASE elsewhere never waits */
 	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
 	BackgroundWorkerUnblockSignals();
@@ -411,7 +440,7 @@ sms_worker_main(Datum main_arg)
 {
 	sigjmp_buf	local_sigjmp_buf;
 
-	sms_worker_signals();
+	sms_worker_signals(SignalHandlerForShutdownRequest);
 
 	/*
 	 * The flag is still set when the last start's connection failed (its

@@ -73,6 +73,8 @@ sms_worker_wait_for_database(void)
 	{
 		bool		exists;
 
+		if (ShutdownRequestPending)
+			sms_worker_stop();
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{

@@ -8,7 +8,7 @@ use File::Basename qw(dirname);
 use File::Spec;
 use HTTP::Tiny;
 use JSON::PP;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(time usleep);
 use PostgreSQL::Test::Cluster;
 
 # The first python3 on PATH this user may run (root's pyenv shims may not be).
@@ -101,6 +101,23 @@ sub log_entries
 	}
 	close $fh;
 	return @entries;
+}
+
+# The send requests the mock received, once it logged at least $n of them
+# or $timeout seconds (default 30) passed: a slow answer is logged when it
+# is given.
+sub wait_sends
+{
+	my ($self, $n, $timeout) = @_;
+	my $end = time() + ($timeout // 30);
+	my @sends;
+	while (1)
+	{
+		@sends = grep { $_->{kind} eq 'send' } $self->log_entries;
+		last if @sends >= $n || time() >= $end;
+		usleep(50_000);
+	}
+	return @sends;
 }
 
 # A started cluster whose worker sends through this mock, with the

@@ -14,7 +14,9 @@ What a number gets is scripted by its last digit:
 
 Fault modes, for every request or only the next COUNT ones, switched at run
 time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
-[&kind=send|status] (faults hit only requests of that kind):
+[&kind=send|status] (faults hit only requests of that kind)[&then=1] (the
+mode follows, once the COUNT of the one before it is spent, instead of
+replacing it):
   normal, 401, 5xx (HTTP 503), garbage (200 with non-XML), slow (answers
   after delay_ms), hang (never answers), wrong_id (a status answer about
   another id than the one asked for). form=aggregate answers sends in
@@ -42,6 +44,7 @@ from urllib.parse import urlparse, parse_qs
 
 lock = threading.Lock()
 state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single", "kind": "any"}
+queued_modes = []      # control?then=1: modes that follow the current one
 messages = {}          # gateway id -> final state word
 next_id = [6615134392391]
 log_lines = []
@@ -60,11 +63,12 @@ def fault_now(kind):
         mode = state["mode"]
         if state["kind"] not in ("any", kind):
             return "normal", 0, state["form"]
+        delay_ms = state["delay_ms"]
         if mode != "normal" and state["count"] > 0:
             state["count"] -= 1
             if state["count"] == 0:
-                state["mode"] = "normal"
-        return mode, state["delay_ms"], state["form"]
+                state.update(queued_modes.pop(0) if queued_modes else {"mode": "normal"})
+        return mode, delay_ms, state["form"]
 
 
 def record(entry):
@@ -84,24 +88,31 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, code, body, ctype="text/xml; charset=utf-8"):
         data = body.encode("utf-8")
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        if code == 401:
-            self.send_header("WWW-Authenticate", 'Basic realm="ip2sms"')
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            if code == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="ip2sms"')
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # a slow answer whose client gave up (a stopped worker) goes nowhere
+            pass
 
     def do_GET(self):
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == "/control":
             with lock:
-                state["mode"] = q.get("mode", "normal")
-                state["count"] = int(q.get("count", "0"))
-                state["delay_ms"] = int(q.get("delay_ms", "0"))
-                state["form"] = q.get("form", state["form"])
-                state["kind"] = q.get("kind", "any")
+                mode = {"mode": q.get("mode", "normal"), "count": int(q.get("count", "0")),
+                        "delay_ms": int(q.get("delay_ms", "0")),
+                        "form": q.get("form", state["form"]), "kind": q.get("kind", "any")}
+                if q.get("then") == "1" and state["mode"] != "normal":
+                    queued_modes.append(mode)
+                else:
+                    queued_modes.clear()
+                    state.update(mode)
             self.answer(200, "ok\n", "text/plain")
         elif url.path == "/log":
             with lock:

@@ -1,7 +1,7 @@
 # Before smsdispatch.database exists the worker waits quietly: one FATAL
 # from the first connection attempt, one LOG saying it waits, then nothing
 # while it checks every naptime; once the database and the extension exist
-# it serves them.
+# it serves them. SIGTERM ends the waiting worker.
 use strict;
 use warnings;
 use FindBin;
@@ -30,6 +30,17 @@ is($node->safe_psql('postgres',
 	q{SELECT count(*) FROM pg_stat_activity
 	   WHERE backend_type = 'smsdispatch worker' AND query = 'smsdispatch: waiting for its database'}),
 	'1', 'pg_stat_activity shows it waiting');
+
+# SIGTERM ends the waiting worker (a pg_ctl stop would otherwise hang); the
+# postmaster starts another one, which waits again
+my $waiting_pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($waiting_pid)");
+ok( $node->poll_query_until('postgres', qq{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		 WHERE backend_type = 'smsdispatch worker' AND pid <> $waiting_pid
+		   AND query = 'smsdispatch: waiting for its database'}),
+	'SIGTERM ends the waiting worker; the next one waits too');
 
 $node->safe_psql('postgres', 'CREATE DATABASE app');
 ok($node->wait_for_log(qr/database "app" exists now; the smsdispatch worker restarts to serve it/),
