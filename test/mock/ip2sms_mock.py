@@ -12,12 +12,13 @@ What a number gets is scripted by its last digit:
   4 -> accepted, then Enroute for ever
   anything else -> accepted, then Delivered
 
-Fault modes, for every request or only the next COUNT ones, switched at run
-time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
-[&kind=send|status] (faults hit only requests of that kind):
-  normal, 401, 5xx (HTTP 503), garbage (200 with non-XML), slow (answers
-  after delay_ms), hang (never answers), wrong_id (a status answer about
-  another id than the one asked for). form=aggregate answers sends in
+Fault modes, for every request, only the next COUNT ones or only for the
+next SECONDS, switched at run time with GET /control?mode=MODE[&count=N]
+[&seconds=S][&delay_ms=N][&form=aggregate][&kind=send|status] (faults hit
+only requests of that kind):
+  normal, 401, 403, 400, 500, 503, 5xx (HTTP 503), garbage (200 with
+  non-XML), slow (answers after delay_ms), hang (never answers), wrong_id
+  (a status answer about another id than the one asked for). form=aggregate answers sends in
   the aggregate form (id in detail/id). A faulty answer never accepts the
   SMS, so a retried SMS reaches the "phone" once.
 
@@ -41,7 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
 
 lock = threading.Lock()
-state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single", "kind": "any"}
+state = {"mode": "normal", "count": 0, "until": None, "delay_ms": 0, "form": "single",
+         "kind": "any"}
 messages = {}          # gateway id -> final state word
 next_id = [6615134392391]
 log_lines = []
@@ -57,6 +59,9 @@ def rfc1123_now():
 def fault_now(kind):
     """The fault mode a request of this kind gets (consuming one of COUNT)."""
     with lock:
+        if state["until"] is not None and time.time() >= state["until"]:
+            state["mode"] = "normal"
+            state["until"] = None
         mode = state["mode"]
         if state["kind"] not in ("any", kind):
             return "normal", 0, state["form"]
@@ -99,6 +104,7 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 state["mode"] = q.get("mode", "normal")
                 state["count"] = int(q.get("count", "0"))
+                state["until"] = (time.time() + float(q["seconds"])) if "seconds" in q else None
                 state["delay_ms"] = int(q.get("delay_ms", "0"))
                 state["form"] = q.get("form", state["form"])
                 state["kind"] = q.get("kind", "any")
@@ -149,14 +155,16 @@ class Handler(BaseHTTPRequestHandler):
             entry["outcome"] = "401"
             record(entry)
             return self.answer(401, "Unauthorized")
-        if mode == "401":
-            entry["outcome"] = "401"
+        if mode in ("401", "403"):
+            entry["outcome"] = mode
             record(entry)
-            return self.answer(401, "Unauthorized")
-        if mode == "5xx":
-            entry["outcome"] = "5xx"
+            return self.answer(int(mode), "Unauthorized" if mode == "401" else "Forbidden")
+        if mode in ("5xx", "503", "500", "400"):
+            code = 503 if mode == "5xx" else int(mode)
+            entry["outcome"] = mode
             record(entry)
-            return self.answer(503, "Service Unavailable", "text/plain")
+            return self.answer(code, {400: "Bad Request", 500: "Internal Server Error",
+                                      503: "Service Unavailable"}[code], "text/plain")
         if mode == "garbage":
             entry["outcome"] = "garbage"
             record(entry)
