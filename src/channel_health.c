@@ -159,8 +159,10 @@ sms_circuit_failure(SmsFailure failure, const char *error)
 		!TimestampDifferenceExceeds(warned_at, now, WARNING_EVERY_MS))
 		return;
 	ereport(WARNING,
-			(errmsg("smsdispatch: channel ip2sms is %s: %s (%s, %d failures in a row); its SMS stay queued, one probe at a time",
-					state_names[state], fc->what, fc->name, failures_in_row),
+			(errmsg_plural("smsdispatch: channel ip2sms is %s: %s (%s, %d failure in a row); its SMS stay queued, one probe at a time",
+						   "smsdispatch: channel ip2sms is %s: %s (%s, %d failures in a row); its SMS stay queued, one probe at a time",
+						   failures_in_row,
+						   state_names[state], fc->what, fc->name, failures_in_row),
 			 errdetail("The last error: %s", error),
 			 errhint("%s", fc->hint)));
 	warned_at = now;
@@ -177,8 +179,9 @@ sms_circuit_answered(void)
 {
 	if (circuit_is_open)
 		ereport(LOG,
-				(errmsg("smsdispatch: channel ip2sms works again after %d failures in a row",
-						failures_in_row)));
+				(errmsg_plural("smsdispatch: channel ip2sms works again after %d failure in a row",
+							   "smsdispatch: channel ip2sms works again after %d failures in a row",
+							   failures_in_row, failures_in_row)));
 	failures_in_row = 0;
 	circuit_is_open = false;
 	probe_delay_ms = 0;
