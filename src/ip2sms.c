@@ -15,12 +15,12 @@
  * small batches, a few milliseconds apart.
  *
  * The rate limit (smsdispatch.ip2sms_max_rate) is spent as rows are
- * claimed, so it always goes to the most urgent row due. A 401, or
- * connection failures on every one of the last few requests, pauses the
- * channel as a whole: rows stay queued with their attempts not counted, one
- * probe a few seconds apart finds out whether the gateway works again, one
- * WARNING a minute says which setting to fix, and a reload resumes at once.
- * The channel's state is published for smsdispatch.channel_health.
+ * claimed, so it always goes to the most urgent row due. Each failed
+ * request is filed under its failure class, and channel_health.c says what
+ * that means: a failure of the channel puts the row back in the queue with
+ * its attempt not counted, and a run of them opens the circuit, so that
+ * only one probe at a time leaves until the gateway answers again (a
+ * reload probes at once).
  *
  * Curl allocates with malloc, never palloc; every easy handle, body and
  * buffer is either kept for the worker's life (handles, buffers) or freed
@@ -95,11 +95,6 @@ static TimestampTz curl_timer_set_at = 0;
 #define ERROR_PAUSE_MOST_MS		1000
 /* polls past the status window are ended this often */
 #define TERMINATE_EVERY_MS	1000
-/* while the gateway refuses the credentials: one probe, one WARNING */
-#define AUTH_PROBE_MS		5000
-#define AUTH_WARNING_MS		60000
-/* this many connection failures in a row and the gateway counts as down */
-#define DOWN_AFTER_FAILURES	3
 
 static int	nactive = 0;		/* requests on the wire */
 static dlist_head finished;		/* requests whose result is not recorded */
@@ -113,16 +108,6 @@ static TimestampTz next_terminate = 0;
 static TimestampTz retry_after = 0; /* after a failed exchange */
 static int	error_pause_ms = 0;	/* the last pause, 0 after a success */
 static bool unconfigured_checked = false;
-
-static TimestampTz auth_failed_since = 0;	/* 0: the credentials work */
-static TimestampTz auth_warned_at = 0;
-static TimestampTz next_probe = 0;
-static int	connect_failures = 0;	/* in a row */
-static TimestampTz down_since = 0;	/* 0: the gateway answers */
-static TimestampTz down_warned_at = 0;
-
-/* Whether the channel is paused (401 or gateway down): only probes leave. */
-#define channel_paused()	(auth_failed_since != 0 || down_since != 0)
 
 /*
  * Curl's socket callback: remembers which sockets to wait on, for what. A
@@ -325,17 +310,42 @@ add_finished(Ip2smsRequest *req)
 }
 
 /*
+ * Files a failed request under its failure class (stat counts it), with
+ * its text for last_error: a failure of the channel leaves the row's
+ * attempts alone, a refusal of the request spends one. Sends tell the
+ * circuit (a refusal says that the gateway answers); a failed status poll
+ * is only polled again later, so the channel's state is what its sends
+ * find, and a status URL that answers while sends fail does not close the
+ * circuit.
+ */
+static void
+request_failed(Ip2smsRequest *req, SmsFailure failure, SmsStat stat,
+			   const char *fmt, const char *arg)
+{
+	bool		of_channel = sms_failure_is_channels(failure);
+
+	snprintf(req->detail, sizeof(req->detail), fmt, arg);
+	sms_stats_count(stat);
+	req->outcome = of_channel ? IP2SMS_CHANNEL_FAILED : IP2SMS_REQUEST_FAILED;
+	if (req->kind != IP2SMS_SEND)
+		return;
+	if (of_channel)
+		sms_circuit_failure(failure, req->detail);
+	else
+		sms_circuit_answered();
+}
+
+/*
  * A request that could not be put on the wire (no memory for its body,
- * curl refused the handle) never left: it ends at once as a transport
- * error, so that its row is retried, not left 'sending' with nothing on
- * the wire.
+ * curl refused the handle) never left: it ends at once as a connection
+ * failure, so that its row goes back to the queue, not left 'sending' with
+ * nothing on the wire.
  */
 static void
 request_not_started(Ip2smsRequest *req, const char *why)
 {
-	req->outcome = IP2SMS_TRANSPORT_ERROR;
-	snprintf(req->detail, sizeof(req->detail),
-			 "the request could not be started: %s", why);
+	request_failed(req, SMS_FAILURE_CONNECT, SMS_STAT_ERRORS_CONNECT,
+				   "the request could not be started: %s", why);
 	add_finished(req);
 }
 
@@ -386,15 +396,6 @@ start_request(Slot *slot, Ip2smsRequest *req)
 					SMS_STAT_REQUESTS_STATUS);
 }
 
-/* Files a transport error of class stat, with its text for last_error. */
-static void
-transport_error(Ip2smsRequest *req, SmsStat stat, const char *fmt, const char *arg)
-{
-	req->outcome = IP2SMS_TRANSPORT_ERROR;
-	snprintf(req->detail, sizeof(req->detail), fmt, arg);
-	sms_stats_count(stat);
-}
-
 /* Takes a request off its slot and puts it among the finished ones. */
 static void
 release_slot(Slot *slot)
@@ -407,74 +408,6 @@ release_slot(Slot *slot)
 	slot->req = NULL;
 	nactive--;
 	add_finished(req);
-}
-
-/*
- * The gateway refused the credentials: the channel pauses (see the file
- * header). One WARNING a minute while it lasts.
- */
-static void
-auth_failed(Ip2smsRequest *req)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	req->outcome = IP2SMS_AUTH_FAILED;
-	snprintf(req->detail, sizeof(req->detail),
-			 "HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file");
-	sms_stats_count(SMS_STAT_ERRORS_HTTP_401);
-	if (auth_failed_since == 0)
-		auth_failed_since = now;
-	down_since = 0;
-	connect_failures = 0;
-	sms_channel_publish(SMS_CHANNEL_AUTH_FAILED, req->detail);
-	next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
-	if (auth_warned_at == 0 ||
-		TimestampDifferenceExceeds(auth_warned_at, now, AUTH_WARNING_MS))
-	{
-		ereport(WARNING,
-				(errmsg("smsdispatch: the IP2SMS gateway refused the credentials (HTTP 401); the channel is paused and its SMS stay queued"),
-				 errhint("Check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file, then reload the configuration.")));
-		auth_warned_at = now;
-	}
-}
-
-/*
- * A connection to the gateway failed. After DOWN_AFTER_FAILURES in a row the
- * channel pauses as for a 401: this row and the next go back to the queue
- * with their attempts not counted, one probe every AUTH_PROBE_MS, one
- * WARNING a minute naming smsdispatch.ip2sms_url.
- */
-static void
-connect_failed(Ip2smsRequest *req, const char *error)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	transport_error(req, SMS_STAT_ERRORS_CONNECT, "connection failed: %s", error);
-	if (++connect_failures < DOWN_AFTER_FAILURES && down_since == 0)
-		return;
-	req->outcome = IP2SMS_CHANNEL_DOWN;
-	if (down_since == 0)
-		down_since = now;
-	sms_channel_publish(SMS_CHANNEL_DOWN, req->detail);
-	next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
-	if (down_warned_at == 0 ||
-		TimestampDifferenceExceeds(down_warned_at, now, AUTH_WARNING_MS))
-	{
-		ereport(WARNING,
-				(errmsg("smsdispatch: the IP2SMS gateway cannot be reached (%d connection failures in a row); the channel is paused and its SMS stay queued",
-						connect_failures),
-				 errdetail("%s", req->detail),
-				 errhint("Check smsdispatch.ip2sms_url and the network, then reload the configuration.")));
-		down_warned_at = now;
-	}
-}
-
-/* The gateway answered over HTTP: it can be reached. */
-static void
-gateway_reached(void)
-{
-	connect_failures = 0;
-	down_since = 0;
 }
 
 /* Classifies a finished request and frees what it no longer needs. */
@@ -490,32 +423,37 @@ finish_request(Slot *slot, CURLcode result)
 	curl_easy_getinfo(slot->easy, CURLINFO_TOTAL_TIME_T, &usec);
 	sms_stats_latency((int64) usec);
 	snprintf(code, sizeof(code), "%ld", http);
-	if (result == CURLE_OK)
-		gateway_reached();
 
 	if (result == CURLE_OPERATION_TIMEDOUT)
-		transport_error(req, SMS_STAT_ERRORS_TIMEOUT, "timeout: %s", slot->errbuf);
+		request_failed(req, SMS_FAILURE_TIMEOUT, SMS_STAT_ERRORS_TIMEOUT,
+					   "timeout: %s", slot->errbuf);
 	else if (result == CURLE_WRITE_ERROR && slot->overflow)
-		transport_error(req, SMS_STAT_ERRORS_PARSE, "%s",
-						"unreadable answer: larger than 64 kB");
+		request_failed(req, SMS_FAILURE_GARBAGE, SMS_STAT_ERRORS_PARSE, "%s",
+					   "unreadable answer: larger than 64 kB");
 	else if (result != CURLE_OK)
-		connect_failed(req, slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(result));
-	else if (http == 401)
-		auth_failed(req);
+		request_failed(req, SMS_FAILURE_CONNECT, SMS_STAT_ERRORS_CONNECT,
+					   "connection failed: %s",
+					   slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(result));
+	else if (http == 401 || http == 403)
+		request_failed(req, SMS_FAILURE_AUTH, SMS_STAT_ERRORS_HTTP_401,
+					   "HTTP %s from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file",
+					   code);
 	else if (http >= 500)
-		transport_error(req, SMS_STAT_ERRORS_HTTP_5XX, "HTTP %s from the IP2SMS gateway", code);
+		request_failed(req, SMS_FAILURE_HTTP_5XX, SMS_STAT_ERRORS_HTTP_5XX,
+					   "HTTP %s from the IP2SMS gateway", code);
 	else if (http < 200 || http >= 300)
-		transport_error(req, SMS_STAT_ERRORS_HTTP_OTHER, "HTTP %s from the IP2SMS gateway", code);
+		request_failed(req, SMS_FAILURE_REFUSED, SMS_STAT_ERRORS_HTTP_OTHER,
+					   "HTTP %s from the IP2SMS gateway", code);
 	else if (ip2sms_parse_answer(slot->resp, slot->resp_len, &req->answer) == 0)
 	{
 		req->outcome = IP2SMS_ANSWERED;
 		sms_stats_answer(req->answer.state);
-		/* an answer of the gateway ends a pause: the credentials work */
-		auth_failed_since = 0;
-		sms_channel_publish(SMS_CHANNEL_OK, NULL);
+		if (req->kind == IP2SMS_SEND)
+			sms_circuit_answered();
 	}
 	else
-		transport_error(req, SMS_STAT_ERRORS_PARSE, "unreadable answer: %s", req->answer.error);
+		request_failed(req, SMS_FAILURE_GARBAGE, SMS_STAT_ERRORS_PARSE,
+					   "unreadable answer: %s", req->answer.error);
 	release_slot(slot);
 }
 
@@ -700,12 +638,11 @@ ip2sms_wake(void)
 	poll_due = 0;
 }
 
-/* The configuration was reloaded: new credentials end a pause at once. */
+/* The configuration was reloaded: an open circuit is probed at once. */
 void
 ip2sms_reload(void)
 {
-	if (channel_paused())
-		next_probe = 0;
+	sms_circuit_probe_now();
 	send_due = 0;
 	poll_due = 0;
 	unconfigured_checked = false;
@@ -733,6 +670,45 @@ rate_allows(TimestampTz now, int want)
 		return 0;
 	n = (int) Min((now - next_send_slot) / gap + 1, (int64) burst);
 	return Min(n, want);
+}
+
+/* Sends on the wire. */
+static int
+sends_on_wire(void)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < nslots; i++)
+		if (slots[i].req != NULL && slots[i].req->kind == IP2SMS_SEND)
+			n++;
+	return n;
+}
+
+/*
+ * How many sends the circuit lets leave now, at most want: all while it is
+ * closed; while it is open, one probe at its time, and none while a send
+ * is on the wire.
+ */
+static int
+circuit_allows(TimestampTz now, int want)
+{
+	if (!sms_circuit_open())
+		return want;
+	return sends_on_wire() == 0 && now >= sms_circuit_next_probe() ? Min(want, 1) : 0;
+}
+
+/*
+ * When a send may next leave, send_due aside: the rate limit's next slot,
+ * or the circuit's next probe; never while the circuit is open and a send
+ * is on the wire (its end wakes the worker).
+ */
+static TimestampTz
+next_send_allowed(void)
+{
+	if (!sms_circuit_open())
+		return sms_ip2sms_max_rate > 0 ? next_send_slot : 0;
+	return sends_on_wire() == 0 ? sms_circuit_next_probe() : DT_NOEND;
 }
 
 /* Ids of the status polls on the wire or not yet recorded, in the current context. */
@@ -829,12 +805,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	record_due = finished_due(&nfresh);
 	free_slots = worth_filling(now, record_due) ? nslots - nactive : 0;
 	if (can_send && send_due <= now && free_slots > 0)
-	{
-		sends = free_slots;
-		if (channel_paused())
-			sends = now >= next_probe ? 1 : 0;
-		sends = rate_allows(now, sends);
-	}
+		sends = rate_allows(now, circuit_allows(now, free_slots));
 	if (can_poll && poll_due <= now && free_slots > 0)
 	{
 		/* a send backlog leaves a quarter of the connections to polls */
@@ -908,8 +879,6 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		if (record)
 			poll_due = Min(poll_due, TimestampTzPlusMilliseconds(now,
 																 (int64) sms_ip2sms_poll_interval_s * 1000));
-		if (channel_paused() && x.nsends > 0)
-			next_probe = TimestampTzPlusMilliseconds(now, AUTH_PROBE_MS);
 		for (i = 0; i < x.nclaimed; i++)
 		{
 			while (slots[next_slot].req != NULL)
@@ -932,8 +901,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	if (worth_filling(now, record_due))
 	{
 		if (can_send)
-			lower_due(next_due, channel_paused() ? Max(send_due, next_probe) :
-					  Max(send_due, sms_ip2sms_max_rate > 0 ? next_send_slot : send_due));
+			lower_due(next_due, Max(send_due, next_send_allowed()));
 		if (can_poll)
 			lower_due(next_due, poll_due);
 	}

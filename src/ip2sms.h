@@ -49,9 +49,11 @@ typedef enum Ip2smsOutcome
 {
 	IP2SMS_IN_FLIGHT,			/* may have reached the gateway, no answer */
 	IP2SMS_ANSWERED,			/* answer parsed into answer */
-	IP2SMS_AUTH_FAILED,			/* HTTP 401 */
-	IP2SMS_CHANNEL_DOWN,		/* connection failed, the gateway counts as down */
-	IP2SMS_TRANSPORT_ERROR		/* retryable: connect, timeout, 5xx, garbage */
+	IP2SMS_CHANNEL_FAILED,		/* the channel's failure (connect, timeout,
+								 * 5xx, garbage, 401/403): the row waits,
+								 * its attempt not counted */
+	IP2SMS_REQUEST_FAILED		/* the gateway refused the request (another
+								 * non-2xx): retried, the attempt counted */
 } Ip2smsOutcome;
 
 typedef struct Ip2smsRequest

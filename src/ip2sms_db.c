@@ -318,14 +318,20 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 			send_state = "unknown";
 			error = "the worker stopped while the request was in flight; not re-sent";
 			break;
-		case IP2SMS_AUTH_FAILED:
-		case IP2SMS_CHANNEL_DOWN:
-			/* the channel pauses: the row waits, its attempt not counted */
+		case IP2SMS_CHANNEL_FAILED:
+
+			/*
+			 * Not the SMS's fault: it waits for the channel (channel_health.c)
+			 * with its attempt not counted, as long as its validity allows
+			 * (smsdispatch.claim_sends), never for a number of attempts.
+			 */
 			send_state = "queued";
 			delta = -1;
 			error = r->detail;
+			retry = true;
+			sms_stats_count(SMS_STAT_RETRIES);
 			break;
-		case IP2SMS_TRANSPORT_ERROR:
+		case IP2SMS_REQUEST_FAILED:
 			if (r->attempts >= sms_max_attempts)
 			{
 				send_state = "failed";

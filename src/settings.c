@@ -300,7 +300,7 @@ sms_define_settings(void)
 							NULL, &sms_ip2sms_status_window_s, 1800, 1, 7 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.max_attempts",
-							"Transport attempts of one SMS before it is failed.",
+							"Attempts of one SMS the gateway or modem refuses before it is failed; failures of the channel spend none.",
 							NULL, &sms_max_attempts, 5, 1, 100,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("smsdispatch.spool_dir",

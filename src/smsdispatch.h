@@ -132,13 +132,30 @@ extern void sms_worker_wait_for_database(void);
 /* phone_plan.c: national number lengths per country code */
 extern bool sms_phone_plan_check(const char *e164, const char **detail);
 
-/* channel_health.c: the IP2SMS channel's state, as the worker sees it */
+/*
+ * channel_health.c: the IP2SMS channel's state, as the worker sees it, and
+ * its circuit. Every failure of a request is of one class; the classes of
+ * the channel (all but SMS_FAILURE_REFUSED) never spend the SMS's attempts,
+ * and a run of them opens the circuit: only one probe at a time leaves.
+ */
 typedef enum SmsChannelState
 {
 	SMS_CHANNEL_OK,
-	SMS_CHANNEL_AUTH_FAILED,	/* the gateway refuses the credentials */
-	SMS_CHANNEL_DOWN			/* the gateway cannot be reached */
+	SMS_CHANNEL_DEGRADED,		/* the last requests failed, the circuit is
+								 * still closed */
+	SMS_CHANNEL_DOWN,			/* a run of failures opened the circuit */
+	SMS_CHANNEL_AUTH_FAILED		/* the gateway refuses the credentials */
 } SmsChannelState;
+
+typedef enum SmsFailure
+{
+	SMS_FAILURE_CONNECT,		/* no connection, or the request never left */
+	SMS_FAILURE_TIMEOUT,		/* no answer within the timeout: a hang */
+	SMS_FAILURE_HTTP_5XX,		/* the gateway's server error */
+	SMS_FAILURE_GARBAGE,		/* an answer that is not an IP2SMS answer */
+	SMS_FAILURE_AUTH,			/* HTTP 401 or 403 */
+	SMS_FAILURE_REFUSED			/* another non-2xx: this request refused */
+} SmsFailure;
 
 #define SMS_CHANNEL_ERROR_LEN 256
 
@@ -151,6 +168,13 @@ typedef struct SmsChannelHealth
 } SmsChannelHealth;
 
 extern void sms_channel_publish(SmsChannelState state, const char *error);
+extern bool sms_failure_is_channels(SmsFailure failure);
+extern void sms_circuit_failure(SmsFailure failure, const char *error);
+extern void sms_circuit_answered(void);
+extern bool sms_circuit_open(void);
+extern int	sms_circuit_sends_allowed(TimestampTz now, int want, int sends_on_wire);
+extern TimestampTz sms_circuit_next_probe(void);
+extern void sms_circuit_probe_now(void);
 
 /* shmem.c: state shared with the background worker */
 typedef struct SmsSharedState

@@ -3,9 +3,11 @@
 -- its own cannot send it, retries it when it failed for a transport reason,
 -- and makes an alarm that can reach nobody loud (smsdispatch.failover).
 
--- The IP2SMS channel as the worker last found it (src/channel_health.c):
--- 'ok', 'auth_failed' (HTTP 401, or no usable password file), 'down' (the
--- gateway cannot be reached, or no worker runs), 'unconfigured' (no send
+-- The IP2SMS channel as the worker's sends last found it (src/channel_health.c
+-- names the states and keeps the circuit): 'ok', 'degraded' (the last sends
+-- failed for a reason of the channel, the circuit still closed), 'down' (a
+-- run of such failures opened the circuit, or no worker runs), 'auth_failed'
+-- (HTTP 401 or 403, or no usable password file), 'unconfigured' (no send
 -- URL); since when, and the last error.
 CREATE FUNCTION smsdispatch.ip2sms_health(OUT state text, OUT since timestamptz,
 	OUT last_error text)

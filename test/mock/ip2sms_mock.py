@@ -12,14 +12,14 @@ What a number gets is scripted by its last digit:
   4 -> accepted, then Enroute for ever
   anything else -> accepted, then Delivered
 
-Fault modes, for every request or only the next COUNT ones, switched at run
-time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
-[&kind=send|status] (faults hit only requests of that kind)[&then=1] (the
-mode follows, once the COUNT of the one before it is spent, instead of
-replacing it):
-  normal, 401, 5xx (HTTP 503), garbage (200 with non-XML), slow (answers
-  after delay_ms), hang (never answers), wrong_id (a status answer about
-  another id than the one asked for). form=aggregate answers sends in
+Fault modes, for every request, only the next COUNT ones or only for the
+next SECONDS, switched at run time with GET /control?mode=MODE[&count=N]
+[&seconds=S][&delay_ms=N][&form=aggregate][&kind=send|status] (faults hit
+only requests of that kind)[&then=1] (the mode follows, once the COUNT of
+the one before it is spent, instead of replacing it):
+  normal, 401, 403, 400, 500, 503, 5xx (HTTP 503), garbage (200 with
+  non-XML), slow (answers after delay_ms), hang (never answers), wrong_id
+  (a status answer about another id than the one asked for). form=aggregate answers sends in
   the aggregate form (id in detail/id). A faulty answer never accepts the
   SMS, so a retried SMS reaches the "phone" once.
 
@@ -43,7 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
 
 lock = threading.Lock()
-state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single", "kind": "any"}
+state = {"mode": "normal", "count": 0, "until": None, "delay_ms": 0, "form": "single",
+         "kind": "any"}
 queued_modes = []      # control?then=1: modes that follow the current one
 messages = {}          # gateway id -> final state word
 next_id = [6615134392391]
@@ -60,6 +61,9 @@ def rfc1123_now():
 def fault_now(kind):
     """The fault mode a request of this kind gets (consuming one of COUNT)."""
     with lock:
+        if state["until"] is not None and time.time() >= state["until"]:
+            state["mode"] = "normal"
+            state["until"] = None
         mode = state["mode"]
         if state["kind"] not in ("any", kind):
             return "normal", 0, state["form"]
@@ -106,6 +110,7 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/control":
             with lock:
                 mode = {"mode": q.get("mode", "normal"), "count": int(q.get("count", "0")),
+                        "until": (time.time() + float(q["seconds"])) if "seconds" in q else None,
                         "delay_ms": int(q.get("delay_ms", "0")),
                         "form": q.get("form", state["form"]), "kind": q.get("kind", "any")}
                 if q.get("then") == "1" and state["mode"] != "normal":
@@ -160,14 +165,16 @@ class Handler(BaseHTTPRequestHandler):
             entry["outcome"] = "401"
             record(entry)
             return self.answer(401, "Unauthorized")
-        if mode == "401":
-            entry["outcome"] = "401"
+        if mode in ("401", "403"):
+            entry["outcome"] = mode
             record(entry)
-            return self.answer(401, "Unauthorized")
-        if mode == "5xx":
-            entry["outcome"] = "5xx"
+            return self.answer(int(mode), "Unauthorized" if mode == "401" else "Forbidden")
+        if mode in ("5xx", "503", "500", "400"):
+            code = 503 if mode == "5xx" else int(mode)
+            entry["outcome"] = mode
             record(entry)
-            return self.answer(503, "Service Unavailable", "text/plain")
+            return self.answer(code, {400: "Bad Request", 500: "Internal Server Error",
+                                      503: "Service Unavailable"}[code], "text/plain")
         if mode == "garbage":
             entry["outcome"] = "garbage"
             record(entry)

@@ -1,8 +1,9 @@
 # IP2SMS answer forms and transport faults against the mock: the aggregate
-# answer form is understood; garbage, 5xx and a hang are retried until the
-# mock recovers; attempts stop at smsdispatch.max_attempts; 401 pauses the
-# channel (the SMS waits) with a WARNING naming the settings; no SMS reaches
-# the mock twice.
+# answer form is understood; garbage, 5xx and a hang are the channel's
+# failures: retried until the mock recovers, with no attempt spent; a
+# refusal of the request itself (HTTP 400) spends attempts and stops at
+# smsdispatch.max_attempts; 401 pauses the channel (the SMS waits) with a
+# WARNING naming the settings; no SMS reaches the mock twice.
 use strict;
 use warnings;
 use FindBin;
@@ -49,16 +50,16 @@ for my $fault ([ 'garbage', '+380502000011', 2 ], [ '5xx', '+380502000021', 2 ],
 {
 	my ($mode, $phone, $count) = @$fault;
 	$mock->control(mode => $mode, count => $count, kind => 'send');
-	like(send_and_wait($phone, "after $mode"), qr/^submitted\|${\($count + 1)}\|/,
-		"$mode: retried, then submitted once the mock recovered");
+	like(send_and_wait($phone, "after $mode"), qr/^submitted\|1\|/,
+		"$mode: retried without spending an attempt, then submitted once the mock recovered");
 	is(accepted_count(substr($phone, 1)), 1, "$mode: the SMS reached the mock once");
 }
 
-# a gateway that keeps failing: failed after max_attempts, with the reason
-$mock->control(mode => '5xx', count => 3, kind => 'send');
+# a gateway that keeps refusing the request: failed after max_attempts, with the reason
+$mock->control(mode => '400', count => 3, kind => 'send');
 is(send_and_wait('+380502000041', 'never gets through'),
-	'failed|3|||gave up after 3 attempts: HTTP 503 from the IP2SMS gateway',
-	'5xx past max_attempts: failed with the reason');
+	'failed|3|||gave up after 3 attempts: HTTP 400 from the IP2SMS gateway',
+	'400 past max_attempts: failed with the reason');
 is(accepted_count('380502000041'), 0, 'the failed SMS never reached the mock');
 
 # bad credentials: the channel pauses, the SMS stays queued (its attempt not
@@ -75,7 +76,7 @@ is($node->safe_psql('postgres',
 	'queued|0|HTTP 401 from the IP2SMS gateway: check smsdispatch.ip2sms_login and the password in smsdispatch.ip2sms_password_file',
 	'401: the SMS stays queued, the attempt not counted');
 like(slurp_file($node->logfile, $log_offset),
-	qr/WARNING:.*refused the credentials \(HTTP 401\).*paused.*\n.*HINT:.*smsdispatch\.ip2sms_login and the password in smsdispatch\.ip2sms_password_file/,
+	qr/WARNING:.*channel ip2sms is auth_failed: the gateway refused the credentials.*SMS stay queued.*\n.*DETAIL:.*HTTP 401.*\n.*HINT:.*smsdispatch\.ip2sms_login and the password in smsdispatch\.ip2sms_password_file/,
 	'401: WARNING in the server log names the settings');
 ok($node->poll_query_until('postgres',
 	"SELECT send_state = 'submitted' FROM verification.sms_log WHERE id = $id"),
@@ -89,10 +90,11 @@ is(scalar @dups, 0, 'no (number, text) pair was accepted twice');
 my %stats = map { split /\|/ } split /\n/,
   $node->safe_psql('postgres', 'SELECT name, value FROM smsdispatch.stats()');
 is($stats{errors_parse}, 2, 'stats: two garbage answers');
-is($stats{errors_http_5xx}, 5, 'stats: five 5xx answers');
+is($stats{errors_http_5xx}, 2, 'stats: two 5xx answers');
+is($stats{errors_http_other}, 3, 'stats: three 400 answers');
 is($stats{errors_timeout}, 1, 'stats: one timeout');
 is($stats{errors_http_401}, 1, 'stats: one 401');
-is($stats{retries}, 7, 'stats: seven retries');
+is($stats{retries}, 8, 'stats: eight retries (the 401 one included)');
 
 $node->stop;
 $mock->stop;

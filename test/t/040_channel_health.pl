@@ -122,7 +122,7 @@ sleep(12);
 is($node->safe_psql('postgres', qq{SELECT send_state || ' ' || (attempts < 5) FROM verification.sms_log WHERE id = $id}),
 	'queued true', 'the row stays queued: the paused channel does not burn its attempts');
 $log = slurp_file($node->logfile, $log_offset);
-my @down_warnings = $log =~ /WARNING:  smsdispatch: the IP2SMS gateway cannot be reached/g;
+my @down_warnings = $log =~ /WARNING:  smsdispatch: channel ip2sms is down: the gateway cannot be reached \(connect_error/g;
 is(scalar @down_warnings, 1, 'one WARNING while down');
 like($log, qr/HINT:  Check smsdispatch\.ip2sms_url/, 'naming the setting to fix');
 $node->append_conf('postgresql.conf', "smsdispatch.ip2sms_url = '" . $mock->send_url . "'\n");
