@@ -265,8 +265,13 @@ sub start_http
 	my ($port, $db, $log, @extra) = @_;
 	my $pid = spawn($log, undef, http_program(), '--listen', "127.0.0.1:$port",
 		'--db', $db, @extra);
-	poll_until(sub { (http_get("http://127.0.0.1:$port/"))[0] == 404 }, 20)
-	  or die "smsdispatch-http did not answer on port $port; see $log";
+	poll_until(
+		sub {
+			die "smsdispatch-http exited at start; see $log"
+			  if waitpid($pid, WNOHANG) == $pid && delete $children{$pid};
+			(http_get("http://127.0.0.1:$port/"))[0] == 404;
+		},
+		20) or die "smsdispatch-http did not answer on port $port; see $log";
 	return $pid;
 }
 
