@@ -10,6 +10,7 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use File::Basename qw(dirname);
 use HTTP::Tiny;
 use IO::Handle;
 use POSIX qw(:sys_wait_h mkfifo);
@@ -17,7 +18,8 @@ use Time::HiRes qw(usleep time);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
-our @EXPORT = qw(kannel_start start_http stop_http http_get poll_until uri_escape);
+our @EXPORT = qw(kannel_start start_http stop_http http_get poll_until uri_escape
+	channels_doc);
 
 my $FAKESMSC = '/usr/lib/kannel/test/fakesmsc';
 
@@ -106,9 +108,16 @@ sub http_get
 	return ($r->{status}, $r->{content});
 }
 
+# docs/channels.md of this tree, whose kannel.conf lines and dlr-url the
+# tests use as printed.
+sub channels_doc
+{
+	return slurp_file(dirname(__FILE__) . '/../../docs/channels.md');
+}
+
 # Starts Kannel: bearerbox, smsbox and fakesmsc, each on a free loopback
-# port. %opt: get_url (the sms-service get-url; '' for none). Returns the
-# suite: a hash with the ports and the methods below.
+# port. %opt: service (kannel.conf groups to add, such as an sms-service).
+# Returns the suite: a hash with the ports and the methods below.
 sub kannel_start
 {
 	my (%opt) = @_;
@@ -124,14 +133,7 @@ sub kannel_start
 	}, 'KannelTest';
 	mkdir("$dir/spool") or die "$dir/spool: $!";
 
-	my $service = '';
-	$service = <<"EOF" if $opt{get_url};
-group = sms-service
-keyword = default
-catch-all = true
-max-messages = 0
-get-url = "$opt{get_url}"
-EOF
+	my $service = defined $opt{service} ? "\n$opt{service}" : '';
 	PostgreSQL::Test::Utils::append_to_file($self->{conf}, <<"EOF" . $service);
 group = core
 admin-port = $self->{admin_port}

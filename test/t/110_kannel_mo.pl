@@ -22,9 +22,13 @@ my $db = $node->connstr('postgres') . ' user=kannel_http';
 
 make_list($node, 'oncall', 0, [ '+380501111111', 1, '1 hour' ], [ '+380502222222', 2, '1 hour' ]);
 
+# the sms-service group of docs/channels.md, as printed, on a free port
 my $port = PostgreSQL::Test::Cluster::get_free_port();
-my $kannel = kannel_start(
-	get_url => "http://127.0.0.1:$port/kannel/mo?from=%p&to=%P&text=%a");
+my ($service) = channels_doc() =~ /^(    group = sms-service\n(?:    \S.*\n)+)/m;
+ok(defined $service, 'docs/channels.md shows the sms-service group');
+$service =~ s/^    //mg;
+$service =~ s/127\.0\.0\.1:8089/127.0.0.1:$port/;
+my $kannel = kannel_start(service => $service);
 my $log = "${PostgreSQL::Test::Utils::tmp_check}/http_mo.log";
 my $http = start_http($port, $db, $log);
 
