@@ -1,7 +1,8 @@
 # Replies through Kannel: an on-call person's "OK 0042 on my way", received
 # by Kannel's SMSC (fakesmsc here), reaches sms_receive through smsbox's
 # get-url and smsdispatch-http, and acknowledges the alarm, also when the
-# sidecar was down while the reply came in (smsbox tries again). The sidecar
+# sidecar was down while the reply came in (smsbox tries again) and when
+# smsbox was (bearerbox keeps it). The sidecar
 # logs neither the phone number nor the text, answers 200 only for what the
 # database took, and with --mo-token-file takes only requests that carry
 # the token.
@@ -76,6 +77,18 @@ ok(wait_until($node, "SELECT state FROM smsdispatch.message WHERE number = '$sec
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM smsdispatch.inbox WHERE body = 'ok $second'"),
 	'1', 'and it was handed in once');
+
+# smsbox is down when the third reply comes in: bearerbox keeps it until
+# smsbox is back
+my $third = alarm_sent('Disk full on db3');
+$kannel->stop_smsbox;
+$kannel->type_mo('+380501111111', '12345', "$third ok");
+ok( poll_until(
+		sub { ($kannel->admin('status'))[1] =~ /SMS: received [1-9]\d* \([1-9]\d* queued\)/ }, 30),
+	'bearerbox queued the reply while smsbox was down');
+$kannel->start_smsbox;
+ok(wait_until($node, "SELECT state FROM smsdispatch.message WHERE number = '$third'", 'acked', 30),
+	'once smsbox is back, the queued reply acknowledged the third alarm');
 
 my $text = slurp_file($log);
 unlike($text, qr/380501111111/, 'the sidecar logged no phone number');

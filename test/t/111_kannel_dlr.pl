@@ -4,7 +4,8 @@
 # a made-up one is refused (403) and changes nothing; a row in doubt after
 # a crash (unknown) is settled by its report; while the database is down
 # the sidecar answers 503 and Kannel's retries record the report once it is
-# back; while the sidecar itself is down Kannel's retries lose nothing.
+# back; while the sidecar itself is down Kannel's retries lose nothing, and
+# a multi-host connection string finds the database.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -141,10 +142,16 @@ ok( poll_until(
 		30),
 	'Kannel could not reach the stopped sidecar');
 is(row($r5), $r5_before, 'the row waits');
-$http = start_http($port, $db, $log);
+# started again with a multi-host connection string whose first host
+# takes no connection: libpq finds the primary
+my $dead = PostgreSQL::Test::Cluster::get_free_port();
+my ($host, $pgport) = ($node->host, $node->port);
+$http = start_http($port,
+	"host=$host,$host port=$dead,$pgport dbname=postgres user=kannel_http target_session_attrs=read-write",
+	$log);
 ok(wait_until($node, "SELECT gateway_status FROM verification.sms_log WHERE id = $r5",
 		'Delivered', 45),
-	'once the sidecar is back, the retried report is recorded');
+	'once the sidecar is back, the retried report is recorded (through the multi-host string)');
 
 my $text = slurp_file($log);
 unlike($text, qr/38050100000|$tok_a|$tok_b/, 'the sidecar logged no phone number and no token');
