@@ -109,6 +109,31 @@ uninstall-modem:
 	rm -f '$(DESTDIR)$(bindir)/smsdispatch-modem'
 
 EXTRA_CLEAN += $(MODEM_PROGRAM)
+
+# The HTTP sidecar: Kannel's delivery reports and received SMS, linking
+# libpq and libmicrohttpd.
+HTTP_PROGRAM = src/http/smsdispatch-http
+HTTP_SRCS = $(sort $(wildcard src/http/*.c))
+HTTP_CFLAGS = -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-I$(shell $(PG_CONFIG) --includedir) $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+HTTP_LIBS = -L$(shell $(PG_CONFIG) --libdir) -lpq \
+	$(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd) -lpthread
+
+all: $(HTTP_PROGRAM)
+
+$(HTTP_PROGRAM): $(HTTP_SRCS) src/http/http.h
+	$(CC) $(HTTP_CFLAGS) -o $@ $(HTTP_SRCS) $(HTTP_LIBS)
+
+install: install-http
+uninstall: uninstall-http
+.PHONY: install-http uninstall-http
+install-http: $(HTTP_PROGRAM)
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) $(HTTP_PROGRAM) '$(DESTDIR)$(bindir)/smsdispatch-http'
+uninstall-http:
+	rm -f '$(DESTDIR)$(bindir)/smsdispatch-http'
+
+EXTRA_CLEAN += $(HTTP_PROGRAM)
 endif
 
 # The whole suite on Debian 13 (PostgreSQL 17) and Debian unstable (18), each

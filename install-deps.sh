@@ -16,7 +16,7 @@ Installs the Debian packages smsdispatch needs (as root; packages already
 installed are left alone).
 
   --runtime  only what building and running the extension and the modem
-             sidecar need: no test, fuzzing or benchmark tools
+             and HTTP sidecars need: no test, fuzzing or benchmark tools
   --print    print the packages, one per line, and install nothing
              (needs neither root nor apt lists)
   --help     this text
@@ -110,6 +110,7 @@ libcurl4-openssl-dev			runtime
 libxml2-dev						runtime
 libgammu-dev					runtime
 libpq-dev						runtime
+libmicrohttpd-dev				runtime	building the Kannel callback sidecar
 postgresql-NN-cron				test	pg_cron scheduling run_once and the reports
 gammu							test	gammu --identify against the simulated modem
 valgrind						test
@@ -122,6 +123,8 @@ procps							test
 chromium						test	rendering the HTML report
 fonts-dejavu-core				test	rendering the HTML report
 prometheus-postgres-exporter	test	the exporter's queries
+kannel							test	bearerbox and smsbox of the Kannel tests
+kannel-extras					test	fakesmsc of the Kannel tests
 EOF
 }
 

@@ -50,6 +50,8 @@ echo "$debs" | grep -q 'postgresql-[0-9]*-smsdispatch_.*\.deb$'
 step $? "a postgresql-NN-smsdispatch package: $(echo "$debs" | sed 's|.*/||' | tr '\n' ' ')"
 echo "$debs" | grep -q '/smsdispatch-modem_.*\.deb$'
 step $? "the sidecar's own package smsdispatch-modem"
+echo "$debs" | grep -q '/smsdispatch-http_.*\.deb$'
+step $? "the HTTP sidecar's own package smsdispatch-http"
 matrix_cleanup
 [ "$failed" = 0 ] || finish
 
@@ -63,7 +65,7 @@ matrix_run "$clean" 'apt-get update -qq
 	# dpkg -i stops at the dependencies it lacks; apt then installs them and
 	# finishes the configuration
 	dpkg -i /tmp/debs/*.deb >/dev/null 2>&1 || apt-get install -f -y -qq --no-install-recommends >/dev/null
-	dpkg-query -W -f="\${Package} \${Status}\n" postgresql-*-smsdispatch smsdispatch-modem'
+	dpkg-query -W -f="\${Package} \${Status}\n" postgresql-*-smsdispatch smsdispatch-modem smsdispatch-http'
 step $? "dpkg -i installs the packages"
 major=$(ls "$clean/usr/lib/postgresql" | sort -n | tail -n 1)
 for f in usr/lib/postgresql/$major/lib/smsdispatch.so \
@@ -71,7 +73,8 @@ for f in usr/lib/postgresql/$major/lib/smsdispatch.so \
 	usr/share/postgresql/$major/extension/smsdispatch--1.0.sql \
 	usr/share/postgresql/$major/extension/smsdispatch--1.0--1.1.sql \
 	usr/share/postgresql/$major/extension/smsdispatch--1.1.sql \
-	usr/bin/smsdispatch-modem usr/lib/systemd/system/smsdispatch-modem@.service; do
+	usr/bin/smsdispatch-modem usr/lib/systemd/system/smsdispatch-modem@.service \
+	usr/bin/smsdispatch-http usr/lib/systemd/system/smsdispatch-http.service; do
 	[ -e "$clean/$f" ]
 	step $? "installed: /$f"
 done
@@ -79,6 +82,10 @@ done
 step $? "the extension package carries no copy of the sidecar"
 matrix_run "$clean" '/usr/bin/smsdispatch-modem --help 2>&1 | grep -q -- --gammurc'
 step $? "the packaged sidecar runs (--help)"
+[ ! -e "$clean/usr/lib/postgresql/$major/bin/smsdispatch-http" ]
+step $? "the extension package carries no copy of the HTTP sidecar"
+matrix_run "$clean" '/usr/bin/smsdispatch-http --help 2>&1 | grep -q -- --mo-token-file'
+step $? "the packaged HTTP sidecar runs (--help)"
 
 # make installcheck: the tree's tests only (the build tools of PGXS to run
 # them), the extension from the package
