@@ -51,6 +51,7 @@ int			sms_max_inbound_length = 65536;
 int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
 int			sms_failover_after_s = 30;
+int			sms_failback_after_s = 60;
 bool		sms_failover_verification = false;
 
 /*
@@ -346,6 +347,10 @@ sms_define_settings(void)
 	DefineCustomIntVariable("smsdispatch.failover_after",
 							"How long a channel may be unhealthy before an alarm's SMS queued on it goes out on the other channel.",
 							NULL, &sms_failover_after_s, 30, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.failback_after",
+							"How long a channel that failed over must be healthy again before the SMS that may fail over go out on it again.",
+							NULL, &sms_failback_after_s, 60, 0, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomBoolVariable("smsdispatch.failover_verification",
 							 "Whether verification and 2FA SMS fail over to the other channel too, as alarms' SMS do.",

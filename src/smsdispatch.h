@@ -46,6 +46,7 @@ extern int	sms_max_inbound_length;
 extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
 extern int	sms_failover_after_s;
+extern int	sms_failback_after_s;
 extern bool sms_failover_verification;
 
 extern void sms_define_settings(void);
