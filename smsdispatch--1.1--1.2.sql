@@ -532,6 +532,83 @@ BEGIN
 END;
 $$;
 
+-- src/sql/36_send_path.sql: a claim may keep to the urgent priorities (the
+-- IP2SMS channel's connections kept for them), and says each row's priority
+DROP FUNCTION smsdispatch.claim_sends(text, int, text, interval);
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age), of priority
+-- max_priority or more urgent (9, the default, is every row; the IP2SMS
+-- channel's connections kept for urgent SMS claim with 3): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. A row outside its type's send window (smsdispatch.send_window_opens)
+-- stays queued, held until the window opens: out of the claim index, so a
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
+-- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- sessions hold are skipped, so a claim never waits. PL/pgSQL rather than
+-- SQL so that the statement's plan is kept for the session (a SQL function
+-- with SET is planned on every call, a third of the IP2SMS worker's time).
+-- That plan is made once for any n, so it cannot know how few rows the
+-- locking query returns: joined to them by id alone, the update was planned
+-- as a merge join that walks the primary key from the oldest row of the log
+-- on every claim (test/bench/claim_plan.sh). The array of the due ids keeps
+-- the update's scan of the log to those rows whatever the join.
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL, max_priority int DEFAULT 9)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint,
+	priority int)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN QUERY
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
+			   AS expired,
+			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
+					THEN smsdispatch.send_window_opens(l.type) END AS held_until
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND l.held_until IS NULL AND l.priority <= claim_sends.max_priority
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed'
+							WHEN due.held_until IS NOT NULL THEN 'queued'
+							ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
+										THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
+			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							 THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
+				  l.send_state
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id, c.priority
+	  FROM claimed c
+	 WHERE c.send_state = 'sending'
+	 ORDER BY c.priority, c.id;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval, int) FROM PUBLIC;
+
 -- src/sql/36_spool_failure.sql: readers see reasons without the values they
 -- quote
 -- A refusal's reason without the values it quotes: every quoted value (a

@@ -15,7 +15,10 @@
  * small batches, a few milliseconds apart.
  *
  * The rate limit (smsdispatch.ip2sms_max_rate) is spent as rows are
- * claimed, so it always goes to the most urgent row due. A 401, or
+ * claimed, so it always goes to the most urgent row due. Some connections
+ * (smsdispatch.ip2sms_urgent_connections) carry only urgent SMS (priority
+ * 1 to 3: alarms, confirmations, codes), so that the rest, however slow the
+ * gateway is with it, never holds every connection. A 401, or
  * connection failures on every one of the last few requests, pauses the
  * channel as a whole: rows stay queued with their attempts not counted, one
  * probe a few seconds apart finds out whether the gateway works again, one
@@ -102,11 +105,13 @@ static TimestampTz curl_timer_set_at = 0;
 #define DOWN_AFTER_FAILURES	3
 
 static int	nactive = 0;		/* requests on the wire */
+static int	nactive_urgent = 0; /* of which urgent sends */
 static dlist_head finished;		/* requests whose result is not recorded */
 static int	nfinished = 0;
 static MemoryContext pump_cxt = NULL;	/* emptied after every exchange */
 
 static TimestampTz send_due = 0;	/* when queued rows may be due */
+static TimestampTz urgent_due = 0;	/* when urgent queued rows may be due */
 static TimestampTz poll_due = 0;	/* when status polls may be due */
 static TimestampTz next_send_slot = 0;	/* rate limit: earliest next send */
 static TimestampTz next_terminate = 0;
@@ -382,6 +387,8 @@ start_request(Slot *slot, Ip2smsRequest *req)
 	slot->req = req;
 	req->outcome = IP2SMS_IN_FLIGHT;
 	nactive++;
+	if (req->urgent)
+		nactive_urgent++;
 	sms_stats_count(req->kind == IP2SMS_SEND ? SMS_STAT_REQUESTS_SEND :
 					SMS_STAT_REQUESTS_STATUS);
 }
@@ -406,6 +413,8 @@ release_slot(Slot *slot)
 	slot->body = NULL;
 	slot->req = NULL;
 	nactive--;
+	if (req->urgent)
+		nactive_urgent--;
 	add_finished(req);
 }
 
@@ -697,6 +706,7 @@ void
 ip2sms_wake(void)
 {
 	send_due = 0;
+	urgent_due = 0;
 	poll_due = 0;
 }
 
@@ -707,6 +717,7 @@ ip2sms_reload(void)
 	if (channel_paused())
 		next_probe = 0;
 	send_due = 0;
+	urgent_due = 0;
 	poll_due = 0;
 	unconfigured_checked = false;
 }
@@ -758,10 +769,34 @@ busy_polls(int *n)
 }
 
 /*
+ * The connections kept for urgent sends (smsdispatch.ip2sms_urgent_connections):
+ * all but one at most, so that the other SMS always have one.
+ */
+static int
+urgent_connections(void)
+{
+	return Min(sms_ip2sms_urgent_connections, nslots - 1);
+}
+
+/*
+ * The free connections a request other than an urgent send may take: those
+ * beyond the ones kept for urgent sends, less the other requests on the wire.
+ */
+static int
+bulk_free_slots(void)
+{
+	int			others_active = nactive - nactive_urgent;
+
+	return Max(0, Min(nslots - nactive,
+					  nslots - urgent_connections() - others_active));
+}
+
+/*
  * Whether to claim for the free connections now: when a quarter of them
  * are free (or all), or once results are due to be recorded (record_due,
  * from finished_due()), so that an exchange carries a batch and an urgent
- * row still waits at most a few milliseconds for a connection.
+ * row still waits at most a few milliseconds for a connection; and at once
+ * when urgent rows may be due and connections only they may take are free.
  */
 static bool
 worth_filling(TimestampTz now, TimestampTz record_due)
@@ -770,7 +805,20 @@ worth_filling(TimestampTz now, TimestampTz record_due)
 
 	if (free_slots <= 0)
 		return false;
-	return free_slots >= Max(1, nslots / 4) || nactive == 0 || record_due <= now;
+	return free_slots >= Max(1, nslots / 4) || nactive == 0 || record_due <= now ||
+		(urgent_due <= now && free_slots > bulk_free_slots());
+}
+
+/*
+ * When sends due at due may leave: not before the next probe while the
+ * channel is paused, nor before the rate limit's next slot.
+ */
+static TimestampTz
+sendable_at(TimestampTz due)
+{
+	if (channel_paused())
+		return Max(due, next_probe);
+	return sms_ip2sms_max_rate > 0 ? Max(due, next_send_slot) : due;
 }
 
 /* Lowers *due to t. */
@@ -798,6 +846,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	Ip2smsExchange x;
 	Ip2smsRequest *claimed[IP2SMS_MAX_SLOTS];
 	int			free_slots;
+	int			bulk_slots;
 	int			sends = 0;
 	int			polls = 0;
 	bool		record;
@@ -828,19 +877,21 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 
 	record_due = finished_due(&nfresh);
 	free_slots = worth_filling(now, record_due) ? nslots - nactive : 0;
-	if (can_send && send_due <= now && free_slots > 0)
+	/* polls and sends that are not urgent take these only */
+	bulk_slots = Min(free_slots, bulk_free_slots());
+	if (can_send && Min(send_due, urgent_due) <= now && free_slots > 0)
 	{
 		sends = free_slots;
 		if (channel_paused())
 			sends = now >= next_probe ? 1 : 0;
 		sends = rate_allows(now, sends);
 	}
-	if (can_poll && poll_due <= now && free_slots > 0)
+	if (can_poll && poll_due <= now && bulk_slots > 0)
 	{
 		/* a send backlog leaves a quarter of the connections to polls */
-		if (sends == free_slots && free_slots >= 4)
-			sends -= free_slots / 4;
-		polls = free_slots - sends;
+		if (sends == free_slots && bulk_slots >= 4)
+			sends -= bulk_slots / 4;
+		polls = Min(free_slots - sends, bulk_slots);
 	}
 	/* results another session holds wait for their retry time alone */
 	record = record_due <= now ||
@@ -854,6 +905,8 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		memset(&x, 0, sizeof(x));
 		x.finished = &finished;
 		x.want_sends = sends;
+		/* only urgent rows may be due: the others wait for send_due */
+		x.want_bulk_sends = send_due <= now ? bulk_slots - polls : 0;
 		x.want_polls = polls;
 		x.busy = busy_polls(&x.nbusy);
 		x.terminate_polls = terminate;
@@ -901,6 +954,10 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.send_due;
 		else if (x.requeued)
 			send_due = Min(send_due, x.send_due);
+		/* urgent rows due but not taken are locked by someone: a pause */
+		if (sends > 0)
+			urgent_due = x.urgent_due != 0 && x.urgent_due <= now ?
+				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.urgent_due;
 		if (polls > 0 && x.nclaimed - x.nsends < polls)
 			poll_due = x.nclaimed == x.nsends && x.poll_due <= now ?
 				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.poll_due;
@@ -932,11 +989,13 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	if (worth_filling(now, record_due))
 	{
 		if (can_send)
-			lower_due(next_due, channel_paused() ? Max(send_due, next_probe) :
-					  Max(send_due, sms_ip2sms_max_rate > 0 ? next_send_slot : send_due));
-		if (can_poll)
+			lower_due(next_due, sendable_at(send_due));
+		if (can_poll && bulk_free_slots() > 0)
 			lower_due(next_due, poll_due);
 	}
+	/* an urgent row due later takes a connection kept for it */
+	if (can_send && nslots - nactive > bulk_free_slots())
+		lower_due(next_due, sendable_at(urgent_due));
 	if (can_poll)
 		lower_due(next_due, next_terminate);
 }

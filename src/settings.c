@@ -36,6 +36,7 @@ char	   *sms_ip2sms_validity = NULL;
 char	   *sms_ip2sms_ca_file = NULL;
 int			sms_ip2sms_timeout_ms = 10000;
 int			sms_ip2sms_max_connections = 16;
+int			sms_ip2sms_urgent_connections = 2;
 int			sms_ip2sms_max_rate = 0;
 int			sms_ip2sms_poll_interval_s = 10;
 int			sms_ip2sms_status_window_s = 1800;
@@ -281,6 +282,11 @@ sms_define_settings(void)
 	DefineCustomIntVariable("smsdispatch.ip2sms_max_connections",
 							"Concurrent IP2SMS requests.",
 							NULL, &sms_ip2sms_max_connections, 16, 1, 256,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_urgent_connections",
+							"Of the IP2SMS connections, how many carry only urgent SMS (priority 1 to 3: alarms, confirmations, verification and 2FA codes).",
+							"At most smsdispatch.ip2sms_max_connections - 1 of them: one connection always carries the rest.",
+							&sms_ip2sms_urgent_connections, 2, 1, 255,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.ip2sms_max_rate",
 							"SMS sent per second through IP2SMS; 0 = unlimited.",

@@ -14,7 +14,9 @@ AS $$
 $$;
 
 -- Claims up to n due queued rows of a channel, most urgent first (priority,
--- then fresh rows, then retries by their time, then age): they become
+-- then fresh rows, then retries by their time, then age), of priority
+-- max_priority or more urgent (9, the default, is every row; the IP2SMS
+-- channel's connections kept for urgent SMS claim with 3): they become
 -- 'sending' with the attempt counted, under claimer and a lease when given.
 -- A row not claimed within its type's validity (smsdispatch.validity) is
 -- not sent late: it becomes 'failed', "expired before sending", and is not
@@ -33,8 +35,9 @@ $$;
 -- on every claim (test/bench/claim_plan.sh). The array of the due ids keeps
 -- the update's scan of the log to those rows whatever the join.
 CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
-	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
-RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL, max_priority int DEFAULT 9)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint,
+	priority int)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -49,7 +52,7 @@ BEGIN
 					THEN smsdispatch.send_window_opens(l.type) END AS held_until
 		  FROM verification.sms_log l
 		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
-		   AND l.held_until IS NULL
+		   AND l.held_until IS NULL AND l.priority <= claim_sends.max_priority
 		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
 		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
 		 LIMIT n
@@ -76,12 +79,13 @@ BEGIN
 		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
 				  l.send_state
 	)
-	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id, c.priority
 	  FROM claimed c
 	 WHERE c.send_state = 'sending'
 	 ORDER BY c.priority, c.id;
 END;
 $$;
+REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval, int) FROM PUBLIC;
 
 -- Queued rows whose send window has opened (held_until passed) go back to
 -- the claims, at most batch of them, their validity counting from now on:

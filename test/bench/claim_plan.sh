@@ -30,7 +30,7 @@ $BENCH_PSQL -v history="$history" <<'EOF'
 DO $$
 DECLARE
 	installed text := pg_get_functiondef(
-		'smsdispatch.claim_sends(text, int, text, interval)'::regprocedure);
+		'smsdispatch.claim_sends(text, int, text, interval, int)'::regprocedure);
 	keep_to_due text := ' AND l.id = ANY (ARRAY(SELECT due.id FROM due))';
 BEGIN
 	IF strpos(installed, keep_to_due) = 0 THEN

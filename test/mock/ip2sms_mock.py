@@ -14,7 +14,8 @@ What a number gets is scripted by its last digit:
 
 Fault modes, for every request or only the next COUNT ones, switched at run
 time with GET /control?mode=MODE[&count=N][&delay_ms=N][&form=aggregate]
-[&kind=send|status] (faults hit only requests of that kind):
+[&kind=send|status] (faults hit only requests of that kind) [&match=REGEX]
+(faults hit only sends whose text matches):
   normal, 401, 5xx (HTTP 503), garbage (200 with non-XML), slow (answers
   after delay_ms), hang (never answers), wrong_id (a status answer about
   another id than the one asked for). form=aggregate answers sends in
@@ -31,6 +32,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -41,7 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
 
 lock = threading.Lock()
-state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single", "kind": "any"}
+state = {"mode": "normal", "count": 0, "delay_ms": 0, "form": "single", "kind": "any",
+         "match": None}
 messages = {}          # gateway id -> final state word
 next_id = [6615134392391]
 log_lines = []
@@ -54,11 +57,13 @@ def rfc1123_now():
     return format_datetime(datetime.now(KYIV).replace(microsecond=0))
 
 
-def fault_now(kind):
-    """The fault mode a request of this kind gets (consuming one of COUNT)."""
+def fault_now(kind, text):
+    """The fault mode a request of this kind and text gets (consuming one of COUNT)."""
     with lock:
         mode = state["mode"]
         if state["kind"] not in ("any", kind):
+            return "normal", 0, state["form"]
+        if state["match"] is not None and not re.search(state["match"], text or ""):
             return "normal", 0, state["form"]
         if mode != "normal" and state["count"] > 0:
             state["count"] -= 1
@@ -102,6 +107,7 @@ class Handler(BaseHTTPRequestHandler):
                 state["delay_ms"] = int(q.get("delay_ms", "0"))
                 state["form"] = q.get("form", state["form"])
                 state["kind"] = q.get("kind", "any")
+                state["match"] = q.get("match")
             self.answer(200, "ok\n", "text/plain")
         elif url.path == "/log":
             with lock:
@@ -144,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
             record(entry)
             return self.answer(200, "Request not recognized - xml parse failed", "text/plain")
 
-        mode, delay_ms, form = fault_now(entry["kind"])
+        mode, delay_ms, form = fault_now(entry["kind"], entry.get("text"))
         if not entry["auth"]:
             entry["outcome"] = "401"
             record(entry)
