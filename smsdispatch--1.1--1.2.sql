@@ -547,7 +547,10 @@ DROP FUNCTION smsdispatch.claim_sends(text, int, text, interval);
 -- held backlog of any size costs later claims nothing; the worker releases
 -- it when the window opens (smsdispatch.release_held), and its validity
 -- counts from its release.
--- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- Alarms' SMS and their confirmations neither expire nor wait. On a channel
+-- that fails over, alarms' SMS (and, with smsdispatch.failover_verification,
+-- codes) are left to the failover duty, which sends them on the other
+-- channel (smsdispatch.failing_over_channels). Rows other
 -- sessions hold are skipped, so a claim never waits. PL/pgSQL rather than
 -- SQL so that the statement's plan is kept for the session (a SQL function
 -- with SET is planned on every call, a third of the IP2SMS worker's time).
@@ -563,6 +566,12 @@ RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	away boolean := CASE WHEN EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+									   WHERE f.channel = claim_sends.channel)
+		THEN claim_sends.channel = ANY (smsdispatch.failing_over_channels()) ELSE false END;
+	codes_away boolean := away
+		AND smsdispatch.setting('smsdispatch.failover_verification')::boolean;
 BEGIN
 	RETURN QUERY
 	WITH due AS (
@@ -576,6 +585,8 @@ BEGIN
 		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
 		   AND l.held_until IS NULL AND l.priority <= claim_sends.max_priority
 		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		   AND NOT (away AND (l.message_id IS NOT NULL
+							  OR (codes_away AND l.type IN ('verification', '2FA'))))
 		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
 		 LIMIT n
 		 FOR UPDATE SKIP LOCKED
@@ -647,6 +658,31 @@ CREATE TABLE smsdispatch.channel_failover (
 REVOKE ALL ON smsdispatch.channel_failover FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.channel_failover TO smsdispatch_admin;
 GRANT SELECT ON smsdispatch.channel_failover TO smsdispatch_reader;
+
+-- The channels whose SMS that may fail over leave on another channel now:
+-- each one that failed over while another is ok, except that a channel ok
+-- again hands its SMS to none that failed over too, so that two recovering
+-- channels never hand SMS back and forth. The failover duty sends those SMS
+-- on, and the claims (smsdispatch.claim_sends) leave them to it.
+CREATE FUNCTION smsdispatch.failing_over_channels()
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH h AS MATERIALIZED (
+		SELECT c.channel, c.state,
+			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+					   WHERE f.channel = c.channel) AS failed_over
+		  FROM smsdispatch.channel_health c
+	)
+	SELECT coalesce(array_agg(h.channel), '{}')
+	  FROM h
+	 WHERE h.failed_over
+	   AND EXISTS (SELECT 1 FROM h AS o
+				   WHERE o.channel <> h.channel AND o.state = 'ok'
+					 AND (h.state <> 'ok' OR NOT o.failed_over))
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
 
 -- The failover duty (the worker runs it after each escalation step, and so
 -- does run_once()). For each recipient of an open alarm's current level
@@ -734,15 +770,8 @@ BEGIN
 	DELETE FROM smsdispatch.channel_failover f
 	 USING unnest(hc, hs, hsince) AS h(channel, state, since)
 	 WHERE f.channel = h.channel AND h.state = 'ok' AND h.since <= now() - back;
-	-- the channels whose SMS that may fail over leave on the other one now:
-	-- an ok channel that failed over takes SMS from none that did too, so
-	-- that two recovering channels never hand SMS back and forth
-	SELECT coalesce(array_agg(h.channel), '{}') INTO leaving
-	  FROM unnest(hc, hs) AS h(channel, state)
-	  JOIN smsdispatch.channel_failover f ON f.channel = h.channel
-	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> h.channel AND o.state = 'ok'
-	 WHERE h.state <> 'ok'
-		OR NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover g WHERE g.channel = o.channel);
+	-- the channels whose SMS that may fail over leave on the other one now
+	leaving := smsdispatch.failing_over_channels();
 
 	FOR c IN
 		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,

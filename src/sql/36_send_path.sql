@@ -25,7 +25,10 @@ $$;
 -- held backlog of any size costs later claims nothing; the worker releases
 -- it when the window opens (smsdispatch.release_held), and its validity
 -- counts from its release.
--- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- Alarms' SMS and their confirmations neither expire nor wait. On a channel
+-- that fails over, alarms' SMS (and, with smsdispatch.failover_verification,
+-- codes) are left to the failover duty, which sends them on the other
+-- channel (smsdispatch.failing_over_channels). Rows other
 -- sessions hold are skipped, so a claim never waits. PL/pgSQL rather than
 -- SQL so that the statement's plan is kept for the session (a SQL function
 -- with SET is planned on every call, a third of the IP2SMS worker's time).
@@ -41,6 +44,12 @@ RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	away boolean := CASE WHEN EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+									   WHERE f.channel = claim_sends.channel)
+		THEN claim_sends.channel = ANY (smsdispatch.failing_over_channels()) ELSE false END;
+	codes_away boolean := away
+		AND smsdispatch.setting('smsdispatch.failover_verification')::boolean;
 BEGIN
 	RETURN QUERY
 	WITH due AS (
@@ -54,6 +63,8 @@ BEGIN
 		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
 		   AND l.held_until IS NULL AND l.priority <= claim_sends.max_priority
 		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		   AND NOT (away AND (l.message_id IS NOT NULL
+							  OR (codes_away AND l.type IN ('verification', '2FA'))))
 		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
 		 LIMIT n
 		 FOR UPDATE SKIP LOCKED

@@ -69,6 +69,31 @@ CREATE TABLE smsdispatch.channel_failover (
 );
 -- (its privileges: 98_channel_failover_roles.sql, after the roles exist)
 
+-- The channels whose SMS that may fail over leave on another channel now:
+-- each one that failed over while another is ok, except that a channel ok
+-- again hands its SMS to none that failed over too, so that two recovering
+-- channels never hand SMS back and forth. The failover duty sends those SMS
+-- on, and the claims (smsdispatch.claim_sends) leave them to it.
+CREATE FUNCTION smsdispatch.failing_over_channels()
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH h AS MATERIALIZED (
+		SELECT c.channel, c.state,
+			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+					   WHERE f.channel = c.channel) AS failed_over
+		  FROM smsdispatch.channel_health c
+	)
+	SELECT coalesce(array_agg(h.channel), '{}')
+	  FROM h
+	 WHERE h.failed_over
+	   AND EXISTS (SELECT 1 FROM h AS o
+				   WHERE o.channel <> h.channel AND o.state = 'ok'
+					 AND (h.state <> 'ok' OR NOT o.failed_over))
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
+
 -- Alarm recipients waiting for an SMS of the current level: the failover
 -- duty looks at these only, however many alarms there are.
 CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (message_id)
@@ -160,15 +185,8 @@ BEGIN
 	DELETE FROM smsdispatch.channel_failover f
 	 USING unnest(hc, hs, hsince) AS h(channel, state, since)
 	 WHERE f.channel = h.channel AND h.state = 'ok' AND h.since <= now() - back;
-	-- the channels whose SMS that may fail over leave on the other one now:
-	-- an ok channel that failed over takes SMS from none that did too, so
-	-- that two recovering channels never hand SMS back and forth
-	SELECT coalesce(array_agg(h.channel), '{}') INTO leaving
-	  FROM unnest(hc, hs) AS h(channel, state)
-	  JOIN smsdispatch.channel_failover f ON f.channel = h.channel
-	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> h.channel AND o.state = 'ok'
-	 WHERE h.state <> 'ok'
-		OR NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover g WHERE g.channel = o.channel);
+	-- the channels whose SMS that may fail over leave on the other one now
+	leaving := smsdispatch.failing_over_channels();
 
 	FOR c IN
 		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,

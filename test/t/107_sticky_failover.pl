@@ -6,7 +6,9 @@
 # sent once, its modem row failed "failed over", with a failover event.
 # When the sidecar is back the modem channel stays failed over (listed in
 # smsdispatch.channel_failover) until it has been ok for
-# smsdispatch.failback_after; then an alarm on it goes out on the modem.
+# smsdispatch.failback_after: an alarm on it still goes out on IP2SMS, and
+# the sidecar, though running, never takes it; after failback_after an
+# alarm on it goes out on the modem.
 use strict;
 use warnings;
 use FindBin;
@@ -18,7 +20,7 @@ use Test::More;
 
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
 my $node = $mock->node('sticky',
-	"smsdispatch.failover_after = '3s'\nsmsdispatch.failback_after = '10s'\n");
+	"smsdispatch.failover_after = '3s'\nsmsdispatch.failback_after = '15s'\n");
 my $dir = "${PostgreSQL::Test::Utils::tmp_check}/sticky_phone";
 my $rc = dummy_gammurc($dir);
 my $sidecar_log = "${PostgreSQL::Test::Utils::tmp_check}/sticky_sidecar.log";
@@ -29,7 +31,9 @@ $node->safe_psql('postgres', q{
 	SELECT sms_list_add('ward', '+380505561001', 1, '2 s', 'Alice');
 	SELECT sms_list_add('ward', '+380505561006', 2, '1 hour', 'Bob');
 	SELECT sms_list_create('plant');
-	SELECT sms_list_add('plant', '+380505561005', 1, '1 hour', 'Carol')});
+	SELECT sms_list_add('plant', '+380505561005', 1, '1 hour', 'Carol');
+	SELECT sms_list_create('yard');
+	SELECT sms_list_add('yard', '+380505561007', 1, '1 hour', 'Dan')});
 
 # the sidecar runs, then stops; the modem has been without one for longer
 # than failover_after
@@ -84,9 +88,23 @@ is(wait_for_value($node, q{SELECT state FROM smsdispatch.channel_health WHERE ch
 	'ok', 'the sidecar is back: the modem is ok');
 is($node->safe_psql('postgres', q{SELECT string_agg(channel, ', ') FROM smsdispatch.channel_failover}),
 	'modem', 'within failback_after the modem is still failed over');
+my $number3 = $node->safe_psql('postgres', q{SELECT sms_enqueue('gate 2 open', 'yard', channel => 'modem')});
+is(wait_for_value($node, q{SELECT string_agg(channel || ' ' || send_state, ', ' ORDER BY id)
+	FROM verification.sms_log WHERE phone_number = '+380505561007'}, 'modem failed, ip2sms submitted', 20),
+	'modem failed, ip2sms submitted', 'within failback_after an alarm on the modem goes out on IP2SMS');
+like($node->safe_psql('postgres', q{SELECT last_error FROM verification.sms_log
+	WHERE phone_number = '+380505561007' AND channel = 'modem'}),
+	qr/^failed over to ip2sms as sms_log \d+: channel modem is back, for less than smsdispatch.failback_after,$/,
+	'the modem row says the modem is back for less than failback_after');
+is($node->safe_psql('postgres', q{SELECT h.since > now() - interval '15 s'
+	FROM smsdispatch.channel_health h WHERE h.channel = 'modem'}),
+	't', 'the modem was ok for less than failback_after then');
+is(scalar(grep { $_->{kind} eq 'send' && $_->{text} eq "[$number3] gate 2 open" } $mock->log_entries),
+	1, 'the gateway got it once');
+unlike(slurp_file("$dir.log"), qr/gate 2 open/, 'the running sidecar never sent it');
 is(wait_for_value($node, q{SELECT count(*) FROM smsdispatch.channel_failover}, '0', 30),
 	'0', 'the modem takes its SMS back');
-is($node->safe_psql('postgres', q{SELECT h.since <= now() - interval '10 s'
+is($node->safe_psql('postgres', q{SELECT h.since <= now() - interval '15 s'
 	FROM smsdispatch.channel_health h WHERE h.channel = 'modem'}),
 	't', 'only after it has been ok for failback_after');
 my $number2 = $node->safe_psql('postgres', q{SELECT sms_enqueue('boiler pressure low', 'plant', channel => 'modem')});
