@@ -38,7 +38,7 @@ BEGIN
 	END IF;
 	EXECUTE replace(replace(replace(installed, keep_to_due, ''),
 							'smsdispatch.claim_sends(', 'public.claim_joined('),
-					'claim_sends.channel', 'claim_joined.channel');
+					'claim_sends.', 'claim_joined.');
 END;
 $$;
 -- what was sent before the backlog came, then the backlog
