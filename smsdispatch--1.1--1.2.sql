@@ -675,6 +675,94 @@ BEGIN
 END;
 $$;
 
+-- src/sql/36_send_path.sql: a claim may keep to the urgent priorities (the
+-- IP2SMS channel's connections kept for them), and says each row's priority
+DROP FUNCTION smsdispatch.claim_sends(text, int, text, interval);
+-- Claims up to n due queued rows of a channel, most urgent first (priority,
+-- then fresh rows, then retries by their time, then age), of priority
+-- max_priority or more urgent (9, the default, is every row; the IP2SMS
+-- channel's connections kept for urgent SMS claim with 3): they become
+-- 'sending' with the attempt counted, under claimer and a lease when given.
+-- A row not claimed within its type's validity (smsdispatch.validity) is
+-- not sent late: it becomes 'failed', "expired before sending", and is not
+-- returned. A row outside its type's send window (smsdispatch.send_window_opens)
+-- stays queued, held until the window opens: out of the claim index, so a
+-- held backlog of any size costs later claims nothing; the worker releases
+-- it when the window opens (smsdispatch.release_held), and its validity
+-- counts from its release.
+-- Alarms' SMS and their confirmations neither expire nor wait. On a channel
+-- that fails over, alarms' SMS (and, with smsdispatch.failover_verification,
+-- codes) are left to the failover duty, which sends them on the other
+-- channel (smsdispatch.failing_over_channels). Rows other
+-- sessions hold are skipped, so a claim never waits. PL/pgSQL rather than
+-- SQL so that the statement's plan is kept for the session (a SQL function
+-- with SET is planned on every call, a third of the IP2SMS worker's time).
+-- That plan is made once for any n, so it cannot know how few rows the
+-- locking query returns: joined to them by id alone, the update was planned
+-- as a merge join that walks the primary key from the oldest row of the log
+-- on every claim (test/bench/claim_plan.sh). The array of the due ids keeps
+-- the update's scan of the log to those rows whatever the join.
+CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL, max_priority int DEFAULT 9)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint,
+	priority int)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	away boolean := CASE WHEN EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+									   WHERE f.channel = claim_sends.channel)
+		THEN claim_sends.channel = ANY (smsdispatch.failing_over_channels()) ELSE false END;
+	codes_away boolean := away
+		AND smsdispatch.setting('smsdispatch.failover_verification')::boolean;
+BEGIN
+	RETURN QUERY
+	WITH due AS (
+		SELECT l.id,
+			   l.message_id IS NULL
+			   AND coalesce(l.released_at, l.inserted_at) + smsdispatch.validity(l.type) < now()
+			   AS expired,
+			   CASE WHEN l.message_id IS NULL AND l.confirms IS NULL
+					THEN smsdispatch.send_window_opens(l.type) END AS held_until
+		  FROM verification.sms_log l
+		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
+		   AND l.held_until IS NULL AND l.priority <= claim_sends.max_priority
+		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		   AND NOT (away AND (l.message_id IS NOT NULL
+							  OR (codes_away AND l.type IN ('verification', '2FA'))))
+		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
+		 LIMIT n
+		 FOR UPDATE SKIP LOCKED
+	), claimed AS (
+		UPDATE verification.sms_log l
+		   SET send_state = CASE WHEN due.expired THEN 'failed'
+							WHEN due.held_until IS NOT NULL THEN 'queued'
+							ELSE 'sending' END,
+			   attempts = l.attempts + CASE WHEN due.expired OR due.held_until IS NOT NULL
+										THEN 0 ELSE 1 END,
+			   last_error = CASE WHEN due.expired THEN
+					format('expired before sending: not submitted within %s (smsdispatch.validity_%s)',
+						   smsdispatch.validity(l.type), lower(l.type))
+					ELSE l.last_error END,
+			   held_until = CASE WHEN due.expired THEN NULL ELSE due.held_until END,
+			   claimed_by = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							THEN l.claimed_by ELSE claimer END,
+			   lease_until = CASE WHEN due.expired OR due.held_until IS NOT NULL
+							 THEN NULL ELSE now() + lease END,
+			   updated_at = now()
+		  FROM due
+		 WHERE l.id = due.id AND l.id = ANY (ARRAY(SELECT due.id FROM due))
+		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
+				  l.send_state
+	)
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id, c.priority
+	  FROM claimed c
+	 WHERE c.send_state = 'sending'
+	 ORDER BY c.priority, c.id;
+END;
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval, int) FROM PUBLIC;
+
 -- src/sql/37_spool_failure.sql: readers see reasons without the values they
 -- quote
 -- A refusal's reason without the values it quotes: every quoted value (a
@@ -845,6 +933,292 @@ CREATE VIEW smsdispatch.channel_health AS
 	  LEFT JOIN LATERAL (SELECT c.name, c.last_seen, c.stopped_at FROM sidecar c
 						  ORDER BY c.gone_at DESC, c.name LIMIT 1) AS latest ON true;
 GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_admin, smsdispatch_reader;
+
+-- src/sql/71_channel_health.sql: failover is sticky; a channel that failed
+-- over gets its SMS back once it has been ok for smsdispatch.failback_after
+-- The channels that failed over, since when: a channel not 'ok' for
+-- smsdispatch.failover_after enters (smsdispatch.failover), and leaves once
+-- it has been 'ok' again for smsdispatch.failback_after. Meanwhile every SMS
+-- queued on it that may fail over goes out on the other channel at once,
+-- each new alarm and each escalation level included, instead of waiting
+-- failover_after again.
+CREATE TABLE smsdispatch.channel_failover (
+	channel text PRIMARY KEY,
+	since timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON smsdispatch.channel_failover FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.channel_failover TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.channel_failover TO smsdispatch_reader;
+
+-- The channels whose SMS that may fail over leave on another channel now:
+-- each one that failed over while another is ok, except that a channel ok
+-- again hands its SMS to none that failed over too, so that two recovering
+-- channels never hand SMS back and forth. The failover duty sends those SMS
+-- on, and the claims (smsdispatch.claim_sends) leave them to it.
+CREATE FUNCTION smsdispatch.failing_over_channels()
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH h AS MATERIALIZED (
+		SELECT c.channel, c.state,
+			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+					   WHERE f.channel = c.channel) AS failed_over
+		  FROM smsdispatch.channel_health c
+	)
+	SELECT coalesce(array_agg(h.channel), '{}')
+	  FROM h
+	 WHERE h.failed_over
+	   AND EXISTS (SELECT 1 FROM h AS o
+				   WHERE o.channel <> h.channel AND o.state = 'ok'
+					 AND (h.state <> 'ok' OR NOT o.failed_over))
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
+
+-- The failover duty (the worker runs it after each escalation step, and so
+-- does run_once()). For each recipient of an open alarm's current level
+-- whose SMS has not left, at most batch of them a pass (checked counts
+-- those acted on; SMS that can only wait are not held locked):
+-- - queued on a channel that failed over (smsdispatch.channel_failover),
+--   when the other channel is ok and, unless this one is not ok, has not
+--   failed over itself: the SMS goes at once
+--   out on the other channel: a new sms_log row with the alarm's
+--   message_id, event 'failover', the old row failed "failed over"; the
+--   recipient's deadline counts from the new row's submission;
+-- - failed for good for a transport reason: the same on the other channel
+--   when it is ok, at once; else queued again on its own channel after
+--   smsdispatch.retry_delay (event 'retried'): a level nobody could be sent
+--   does not count as tried.
+-- An alarm of which nobody on the current level holds the SMS and every
+-- recipient waiting for it is stuck with no other channel to take it is
+-- undeliverable: event 'undeliverable', a WARNING and NOTIFY
+-- smsdispatch_alarm (smsdispatch.alarm_alert), once per level; it stays
+-- open. With smsdispatch.failover_verification on, queued verification and
+-- 2FA SMS fail over too. next_check: when a channel that SMS wait on
+-- reaches its failover_after.
+-- The worker keeps these plans until something invalidates them, so they
+-- must not depend on how big the log was when they were made: a log that
+-- was tiny then may hold a backlog of 100,000 now, and a scan of it for
+-- each waiting recipient made every pass take seconds (test/t/043). So
+-- each recipient's SMS is looked up by its key: the LATERAL subquery keeps
+-- the recipients first, whatever the log's size.
+CREATE OR REPLACE FUNCTION smsdispatch.failover(batch int DEFAULT 1000,
+	OUT checked int, OUT failed_over int, OUT retried int, OUT undeliverable int,
+	OUT next_check timestamptz)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+DECLARE
+	after interval := smsdispatch.setting('smsdispatch.failover_after')::interval;
+	back interval := smsdispatch.setting('smsdispatch.failback_after')::interval;
+	hc text[];
+	hs text[];
+	hsince timestamptz[];
+	herr text[];
+	hsaid text[];
+	leaving text[];
+	c record;
+	v record;
+	new_id bigint;
+	tries int;
+	stuck bigint[] := '{}';
+	why text[] := '{}';
+	alarms bigint[] := '{}';
+	gone record;
+	w_rids bigint[];
+	w_alarms bigint[];
+	w_why text[];
+BEGIN
+	IF batch IS NULL OR batch < 1 THEN
+		RAISE EXCEPTION 'batch % must be a positive number of SMS', coalesce(batch::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	checked := 0;
+	failed_over := 0;
+	retried := 0;
+	undeliverable := 0;
+
+	-- the channels' health, read once; hsaid is the state as the failover
+	-- messages name it: an ok channel that still fails over is back
+	SELECT array_agg(h.channel), array_agg(h.state),
+		   array_agg(coalesce(h.since, '-infinity')), array_agg(h.last_error),
+		   array_agg(CASE WHEN h.state = 'ok'
+					 THEN 'back, for less than smsdispatch.failback_after,'
+					 ELSE h.state END)
+	  INTO hc, hs, hsince, herr, hsaid
+	  FROM smsdispatch.channel_health h;
+
+	-- a channel not ok for failover_after fails over; one ok again for
+	-- failback_after takes its SMS back
+	INSERT INTO smsdispatch.channel_failover (channel)
+	SELECT h.channel FROM unnest(hc, hs, hsince) AS h(channel, state, since)
+	 WHERE h.state <> 'ok' AND h.since <= now() - after
+	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover f WHERE f.channel = h.channel)
+	ON CONFLICT (channel) DO NOTHING;
+	DELETE FROM smsdispatch.channel_failover f
+	 USING unnest(hc, hs, hsince) AS h(channel, state, since)
+	 WHERE f.channel = h.channel AND h.state = 'ok' AND h.since <= now() - back;
+	-- the channels whose SMS that may fail over leave on the other one now
+	leaving := smsdispatch.failing_over_channels();
+
+	FOR c IN
+		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,
+			   l.id AS lid, l.channel::text AS channel, l.send_state::text AS send_state,
+			   l.type::text AS type, l.body, l.priority, l.last_error,
+			   h.said AS ch_state, h.since AS ch_since,
+			   o.channel AS other, o.state AS other_state,
+			   o.state = 'ok' AS other_ok
+		  FROM smsdispatch.message_recipient r
+		  JOIN smsdispatch.message m
+			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
+		 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
+							  WHERE s.id = r.sms_log_id OFFSET 0) l
+		  JOIN unnest(hc, hs, hsince, hsaid) AS h(channel, state, since, said)
+			ON h.channel = l.channel::text
+		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
+		   AND ((l.send_state = 'queued' AND h.channel = ANY (leaving))
+				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
+					AND smsdispatch.failed_in_transport(l.send_state, l.gateway_status,
+														 l.attempts)))
+		 ORDER BY m.id, r.id
+		 LIMIT batch
+		 FOR NO KEY UPDATE OF m, r SKIP LOCKED
+	LOOP
+		checked := checked + 1;
+		-- the SMS itself, unless a channel took it meanwhile
+		PERFORM 1 FROM verification.sms_log l
+		 WHERE l.id = c.lid AND l.send_state = c.send_state
+		   FOR UPDATE SKIP LOCKED;
+		CONTINUE WHEN NOT FOUND;
+
+		IF c.other_ok THEN
+			INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+											  priority)
+				VALUES (c.phone, c.type, c.body, c.other, c.message_id, c.priority)
+				RETURNING id INTO new_id;
+			UPDATE smsdispatch.message_recipient SET sms_log_id = new_id WHERE id = c.rid;
+			IF c.send_state = 'queued' THEN
+				UPDATE verification.sms_log
+				   SET send_state = 'failed', updated_at = now(),
+					   last_error = format('failed over to %s as sms_log %s: channel %s is %s',
+										   c.other, new_id, c.channel, c.ch_state)
+				 WHERE id = c.lid;
+			END IF;
+			INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+				VALUES (c.message_id, 'failover', c.level, c.phone,
+						format('%s to %s as sms_log %s: %s', c.channel, c.other, new_id,
+							   CASE WHEN c.send_state = 'failed' THEN c.last_error
+									ELSE format('channel %s is %s%s', c.channel, c.ch_state,
+												smsdispatch.since_text(c.ch_since)) END));
+			failed_over := failed_over + 1;
+			CONTINUE;
+		END IF;
+
+		-- failed in transport, no other channel: not tried yet, so queued
+		-- again on its channel, with backoff
+		SELECT count(*) INTO tries FROM verification.sms_log l
+		  JOIN smsdispatch.message m ON m.id = l.message_id
+		 WHERE l.message_id = c.message_id AND l.phone_number = c.phone
+		   AND l.inserted_at >= m.level_started_at;
+		INSERT INTO verification.sms_log (phone_number, type, body, channel, message_id,
+										  priority, next_attempt_at)
+			VALUES (c.phone, c.type, c.body, c.channel, c.message_id, c.priority,
+					now() + smsdispatch.retry_delay(tries))
+			RETURNING id INTO new_id;
+		UPDATE smsdispatch.message_recipient SET sms_log_id = new_id WHERE id = c.rid;
+		INSERT INTO smsdispatch.event (message_id, kind, level, phone, detail)
+			VALUES (c.message_id, 'retried', c.level, c.phone,
+					format('%s again in %s as sms_log %s after: %s', c.channel,
+						   smsdispatch.retry_delay(tries), new_id, c.last_error));
+		retried := retried + 1;
+		stuck := stuck || c.rid;
+		alarms := alarms || c.message_id;
+		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
+							 c.phone, c.channel, c.last_error, c.other, c.other_state);
+	END LOOP;
+
+	-- SMS that can only wait, queued on a channel that is not ok: for its
+	-- channel's failover_after (next_check), or with no other channel ok at
+	-- all (stuck)
+	SELECT min(h.since + after) FILTER (WHERE o.state = 'ok' AND h.channel <> ALL (leaving)),
+		   array_agg(r.id) FILTER (WHERE o.state <> 'ok'),
+		   array_agg(r.message_id) FILTER (WHERE o.state <> 'ok'),
+		   array_agg(format('channel %s is %s%s (%s), and no other channel is ok',
+							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error))
+			   FILTER (WHERE o.state <> 'ok')
+	  INTO next_check, w_rids, w_alarms, w_why
+	  FROM smsdispatch.message_recipient r
+	  JOIN smsdispatch.message m
+		ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
+	 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
+						  WHERE s.id = r.sms_log_id OFFSET 0) l
+	  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+		ON h.channel = l.channel::text
+	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+	 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
+	   AND l.send_state = 'queued' AND h.state <> 'ok';
+	stuck := stuck || coalesce(w_rids, '{}');
+	alarms := alarms || coalesce(w_alarms, '{}');
+	why := why || coalesce(w_why, '{}');
+
+	-- alarms nobody on the current level holds and nobody can be sent
+	FOR gone IN
+		SELECT m.id, m.number, m.level,
+			   (SELECT w.reason FROM unnest(alarms, why) AS w(message_id, reason)
+				 WHERE w.message_id = m.id LIMIT 1) AS reason
+		  FROM smsdispatch.message m
+		 WHERE m.id = ANY (alarms)
+		   AND NOT EXISTS (SELECT 1 FROM smsdispatch.message_recipient r
+						   WHERE r.message_id = m.id AND r.level = m.level
+							 AND (r.status = 'NOT_YET_ACK'
+								  OR (r.status = 'NOT_SENT' AND r.id <> ALL (stuck))))
+		   AND NOT EXISTS (SELECT 1 FROM smsdispatch.event e
+						   WHERE e.message_id = m.id AND e.kind = 'undeliverable'
+							 AND e.at >= m.level_started_at)
+		 ORDER BY m.id
+		 LIMIT batch
+	LOOP
+		INSERT INTO smsdispatch.event (message_id, kind, level, detail)
+			VALUES (gone.id, 'undeliverable', gone.level, gone.reason);
+		PERFORM smsdispatch.alarm_alert(gone.number, 'undeliverable',
+			format('nobody on level %s can be sent it: %s', gone.level, gone.reason));
+		undeliverable := undeliverable + 1;
+	END LOOP;
+
+	-- verification codes, when asked for: queued on a channel whose SMS
+	-- leave on the other one
+	IF leaving <> '{}'
+	   AND smsdispatch.setting('smsdispatch.failover_verification')::boolean THEN
+		FOR v IN
+			SELECT l.id, l.phone_number, l.type::text AS type, l.body, l.priority,
+				   l.verification_id, l.channel::text AS channel, h.said, o.channel AS other
+			  FROM unnest(hc, hsaid) AS h(channel, said)
+			  JOIN unnest(hc) AS o(channel) ON o.channel <> h.channel
+			  JOIN verification.sms_log l
+				ON l.channel = h.channel::smsdispatch.channel AND l.send_state = 'queued'
+			 WHERE h.channel = ANY (leaving)
+			   AND l.message_id IS NULL AND l.type IN ('verification', '2FA')
+			 LIMIT batch
+			 FOR UPDATE OF l SKIP LOCKED
+		LOOP
+			INSERT INTO verification.sms_log (phone_number, type, body, channel, priority,
+											  verification_id)
+				VALUES (v.phone_number, v.type, v.body, v.other, v.priority, v.verification_id)
+				RETURNING id INTO new_id;
+			UPDATE verification.sms_log
+			   SET send_state = 'failed', updated_at = now(),
+				   last_error = format('failed over to %s as sms_log %s: channel %s is %s',
+									   v.other, new_id, v.channel, v.said)
+			 WHERE id = v.id;
+			failed_over := failed_over + 1;
+		END LOOP;
+	END IF;
+END;
+$$;
 
 -- src/sql/72_callbacks.sql: Kannel's delivery reports and received SMS,
 -- as the smsdispatch-http sidecar hands them in

@@ -15,12 +15,15 @@
  * small batches, a few milliseconds apart.
  *
  * The rate limit (smsdispatch.ip2sms_max_rate) is spent as rows are
- * claimed, so it always goes to the most urgent row due. Each failed
- * request is filed under its failure class, and channel_health.c says what
- * that means: a failure of the channel puts the row back in the queue with
- * its attempt not counted, and a run of them opens the circuit, so that
- * only one probe at a time leaves until the gateway answers again (a
- * reload probes at once).
+ * claimed, so it always goes to the most urgent row due. Some connections
+ * (smsdispatch.ip2sms_urgent_connections) carry only urgent SMS (priority
+ * 1 to 3: alarms, confirmations, codes), so that the rest, however slow the
+ * gateway is with it, never holds every connection. Each failed request is
+ * filed under its failure class, and channel_health.c says what that means:
+ * a failure of the channel puts the row back in the queue with its attempt
+ * not counted, and a run of them opens the circuit, so that only one probe
+ * at a time leaves until the gateway answers again (a reload probes at
+ * once).
  *
  * Curl allocates with malloc, never palloc; every easy handle, body and
  * buffer is either kept for the worker's life (handles, buffers) or freed
@@ -97,11 +100,13 @@ static TimestampTz curl_timer_set_at = 0;
 #define TERMINATE_EVERY_MS	1000
 
 static int	nactive = 0;		/* requests on the wire */
+static int	nactive_urgent = 0; /* of which urgent sends */
 static dlist_head finished;		/* requests whose result is not recorded */
 static int	nfinished = 0;
 static MemoryContext pump_cxt = NULL;	/* emptied after every exchange */
 
 static TimestampTz send_due = 0;	/* when queued rows may be due */
+static TimestampTz urgent_due = 0;	/* when urgent queued rows may be due */
 static TimestampTz poll_due = 0;	/* when status polls may be due */
 static TimestampTz next_send_slot = 0;	/* rate limit: earliest next send */
 static TimestampTz next_terminate = 0;
@@ -392,6 +397,8 @@ start_request(Slot *slot, Ip2smsRequest *req)
 	slot->req = req;
 	req->outcome = IP2SMS_IN_FLIGHT;
 	nactive++;
+	if (req->urgent)
+		nactive_urgent++;
 	sms_stats_count(req->kind == IP2SMS_SEND ? SMS_STAT_REQUESTS_SEND :
 					SMS_STAT_REQUESTS_STATUS);
 }
@@ -407,6 +414,8 @@ release_slot(Slot *slot)
 	slot->body = NULL;
 	slot->req = NULL;
 	nactive--;
+	if (req->urgent)
+		nactive_urgent--;
 	add_finished(req);
 }
 
@@ -635,6 +644,7 @@ void
 ip2sms_wake(void)
 {
 	send_due = 0;
+	urgent_due = 0;
 	poll_due = 0;
 }
 
@@ -644,6 +654,7 @@ ip2sms_reload(void)
 {
 	sms_circuit_probe_now();
 	send_due = 0;
+	urgent_due = 0;
 	poll_due = 0;
 	unconfigured_checked = false;
 }
@@ -734,10 +745,34 @@ busy_polls(int *n)
 }
 
 /*
+ * The connections kept for urgent sends (smsdispatch.ip2sms_urgent_connections):
+ * all but one at most, so that the other SMS always have one.
+ */
+static int
+urgent_connections(void)
+{
+	return Min(sms_ip2sms_urgent_connections, nslots - 1);
+}
+
+/*
+ * The free connections a request other than an urgent send may take: those
+ * beyond the ones kept for urgent sends, less the other requests on the wire.
+ */
+static int
+bulk_free_slots(void)
+{
+	int			others_active = nactive - nactive_urgent;
+
+	return Max(0, Min(nslots - nactive,
+					  nslots - urgent_connections() - others_active));
+}
+
+/*
  * Whether to claim for the free connections now: when a quarter of them
  * are free (or all), or once results are due to be recorded (record_due,
  * from finished_due()), so that an exchange carries a batch and an urgent
- * row still waits at most a few milliseconds for a connection.
+ * row still waits at most a few milliseconds for a connection; and at once
+ * when urgent rows may be due and connections only they may take are free.
  */
 static bool
 worth_filling(TimestampTz now, TimestampTz record_due)
@@ -746,7 +781,8 @@ worth_filling(TimestampTz now, TimestampTz record_due)
 
 	if (free_slots <= 0)
 		return false;
-	return free_slots >= Max(1, nslots / 4) || nactive == 0 || record_due <= now;
+	return free_slots >= Max(1, nslots / 4) || nactive == 0 || record_due <= now ||
+		(urgent_due <= now && free_slots > bulk_free_slots());
 }
 
 /* Lowers *due to t. */
@@ -774,6 +810,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	Ip2smsExchange x;
 	Ip2smsRequest *claimed[IP2SMS_MAX_SLOTS];
 	int			free_slots;
+	int			bulk_slots;
 	int			sends = 0;
 	int			polls = 0;
 	bool		record;
@@ -804,14 +841,16 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 
 	record_due = finished_due(&nfresh);
 	free_slots = worth_filling(now, record_due) ? nslots - nactive : 0;
-	if (can_send && send_due <= now && free_slots > 0)
+	/* polls and sends that are not urgent take these only */
+	bulk_slots = Min(free_slots, bulk_free_slots());
+	if (can_send && Min(send_due, urgent_due) <= now && free_slots > 0)
 		sends = rate_allows(now, circuit_allows(now, free_slots));
-	if (can_poll && poll_due <= now && free_slots > 0)
+	if (can_poll && poll_due <= now && bulk_slots > 0)
 	{
 		/* a send backlog leaves a quarter of the connections to polls */
-		if (sends == free_slots && free_slots >= 4)
-			sends -= free_slots / 4;
-		polls = free_slots - sends;
+		if (sends == free_slots && bulk_slots >= 4)
+			sends -= bulk_slots / 4;
+		polls = Min(free_slots - sends, bulk_slots);
 	}
 	/* results another session holds wait for their retry time alone */
 	record = record_due <= now ||
@@ -825,6 +864,8 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		memset(&x, 0, sizeof(x));
 		x.finished = &finished;
 		x.want_sends = sends;
+		/* only urgent rows may be due: the others wait for send_due */
+		x.want_bulk_sends = send_due <= now ? bulk_slots - polls : 0;
 		x.want_polls = polls;
 		x.busy = busy_polls(&x.nbusy);
 		x.terminate_polls = terminate;
@@ -872,6 +913,10 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.send_due;
 		else if (x.requeued)
 			send_due = Min(send_due, x.send_due);
+		/* urgent rows due but not taken are locked by someone: a pause */
+		if (sends > 0)
+			urgent_due = x.urgent_due != 0 && x.urgent_due <= now ?
+				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.urgent_due;
 		if (polls > 0 && x.nclaimed - x.nsends < polls)
 			poll_due = x.nclaimed == x.nsends && x.poll_due <= now ?
 				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.poll_due;
@@ -902,9 +947,12 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	{
 		if (can_send)
 			lower_due(next_due, Max(send_due, next_send_allowed()));
-		if (can_poll)
+		if (can_poll && bulk_free_slots() > 0)
 			lower_due(next_due, poll_due);
 	}
+	/* an urgent row due later takes a connection kept for it */
+	if (can_send && nslots - nactive > bulk_free_slots())
+		lower_due(next_due, Max(urgent_due, next_send_allowed()));
 	if (can_poll)
 		lower_due(next_due, next_terminate);
 }

@@ -64,6 +64,7 @@ typedef struct Ip2smsRequest
 	int64		message_id;		/* the alarm's, 0 for none */
 	Ip2smsKind	kind;
 	int			attempts;		/* sends: attempts including this one */
+	bool		urgent;			/* sends: priority <= SMS_PRIORITY_URGENT_MAX */
 	char	   *phone;			/* sends */
 	char	   *body;			/* sends */
 	char	   *gateway_id;		/* status requests */
@@ -80,6 +81,7 @@ typedef struct Ip2smsExchange
 {
 	dlist_head *finished;		/* recorded ones are freed and removed */
 	int			want_sends;		/* rows to claim for sending */
+	int			want_bulk_sends;	/* of which at most this many not urgent */
 	int			want_polls;		/* due status polls to read */
 	int64	   *busy;			/* polls on the wire or not recorded yet */
 	int			nbusy;
@@ -89,6 +91,8 @@ typedef struct Ip2smsExchange
 	Ip2smsRequest **claimed;	/* out: want_sends + want_polls slots */
 	int			nclaimed;
 	int			nsends;			/* out: of which sends (first) */
+	TimestampTz urgent_due;		/* out when sends were asked: when urgent
+								 * rows may be due next (0: now) */
 	TimestampTz send_due;		/* out when fewer sends than asked, or requeued */
 	TimestampTz poll_due;		/* out when fewer polls than asked */
 	bool		alarms_changed; /* out: an alarm's SMS changed state */

@@ -190,6 +190,7 @@ take_requests(Ip2smsExchange *x, Ip2smsKind kind)
 			req->phone = result_text(i, 2);
 			req->body = result_text(i, 4);
 			req->attempts = (int) result_int64(i, 5);
+			req->urgent = result_int64(i, 6) <= SMS_PRIORITY_URGENT_MAX;
 		}
 		else
 			req->gateway_id = result_text(i, 2);
@@ -197,19 +198,65 @@ take_requests(Ip2smsExchange *x, Ip2smsKind kind)
 	}
 }
 
-/* Claims up to x->want_sends rows to send, most urgent first. */
-static void
-claim_sends(Ip2smsExchange *x)
+/*
+ * When the next queued row of priority max_priority or more urgent is due
+ * (DT_NOEND for none), for a claim that took every such row due now.
+ */
+static TimestampTz
+queued_due(int max_priority)
 {
 	static SPIPlanPtr plan = NULL;
 	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(x->want_sends)};
+	Datum		values[1] = {Int32GetDatum(max_priority)};
+	bool		isnull;
+	Datum		d;
 
 	exec_saved(&plan,
-			   "SELECT id, phone_number, message_id, body, attempts::int8"
-			   "  FROM smsdispatch.claim_sends('ip2sms', $1)",
+			   "SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
+			   "  FROM verification.sms_log"
+			   " WHERE channel = 'ip2sms'"
+			   /* rows held for their send window are the duties' (send_window.c) */
+			   "   AND send_state = 'queued' AND held_until IS NULL"
+			   "   AND priority <= $1",
 			   1, types, values, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+/* Claims up to n rows to send of priority max_priority or more urgent. */
+static void
+claim_sends_up_to(Ip2smsExchange *x, int n, int max_priority)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum(n), Int32GetDatum(max_priority)};
+
+	exec_saved(&plan,
+			   "SELECT id, phone_number, message_id, body, attempts::int8, priority::int8"
+			   "  FROM smsdispatch.claim_sends('ip2sms', $1, max_priority => $2)",
+			   2, types, values, SPI_OK_SELECT);
 	take_requests(x, IP2SMS_SEND);
+}
+
+/*
+ * Claims up to x->want_sends rows to send, most urgent first, of which at
+ * most x->want_bulk_sends are not urgent: when that bounds the claim, the
+ * urgent rows first, then the others for the connections they may take.
+ * Says when urgent rows may be due next (x->urgent_due).
+ */
+static void
+claim_sends(Ip2smsExchange *x)
+{
+	bool		bounded = x->want_bulk_sends < x->want_sends;
+
+	claim_sends_up_to(x, x->want_sends,
+					  bounded ? SMS_PRIORITY_URGENT_MAX : SMS_PRIORITY_MAX);
+	/* in priority order: unless it ended on an urgent row, it took them all */
+	x->urgent_due = x->nclaimed == x->want_sends && x->claimed[x->nclaimed - 1]->urgent ?
+		0 : queued_due(SMS_PRIORITY_URGENT_MAX);
+	if (bounded && x->want_bulk_sends > 0 && x->nclaimed < x->want_sends)
+		claim_sends_up_to(x, Min(x->want_bulk_sends, x->want_sends - x->nclaimed),
+						  SMS_PRIORITY_MAX);
 	x->nsends = x->nclaimed;
 }
 
@@ -687,33 +734,25 @@ static void
 next_due(Ip2smsExchange *x, bool sends_short, bool polls_short)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {BOOLOID, BOOLOID};
-	Datum		values[2] = {BoolGetDatum(sends_short), BoolGetDatum(polls_short)};
 	bool		isnull;
-	Datum		d;
 
-	exec_saved(&plan,
-			   "SELECT (SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
-			   "          FROM verification.sms_log"
-			   "         WHERE $1 AND channel = 'ip2sms'"
-			   /* rows held for their send window are the duties' (send_window.c) */
-			   "           AND send_state = 'queued' AND held_until IS NULL),"
-			   /* the first in the index's order, not a scan of every polled row */
-			   "       (SELECT next_poll_at FROM verification.sms_log"
-			   "         WHERE $2 AND next_poll_at IS NOT NULL"
-			   "           AND channel = 'ip2sms'"
-			   "         ORDER BY next_poll_at LIMIT 1)",
-			   2, types, values, SPI_OK_SELECT);
 	if (sends_short)
-	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		x->send_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
-	}
-	if (polls_short)
-	{
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-		x->poll_due = isnull ? DT_NOEND : DatumGetTimestampTz(d);
-	}
+		x->send_due = queued_due(SMS_PRIORITY_MAX);
+	if (!polls_short)
+		return;
+	/* the first in the index's order, not a scan of every polled row */
+	exec_saved(&plan,
+			   "SELECT next_poll_at FROM verification.sms_log"
+			   " WHERE next_poll_at IS NOT NULL"
+			   "   AND channel = 'ip2sms'"
+			   " ORDER BY next_poll_at LIMIT 1",
+			   0, NULL, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		x->poll_due = DT_NOEND;
+	else
+		x->poll_due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+														SPI_tuptable->tupdesc, 1,
+														&isnull));
 }
 
 /* An exchange, and where what it recorded is kept past its transaction. */

@@ -37,6 +37,7 @@ char	   *sms_ip2sms_validity = NULL;
 char	   *sms_ip2sms_ca_file = NULL;
 int			sms_ip2sms_timeout_ms = 10000;
 int			sms_ip2sms_max_connections = 16;
+int			sms_ip2sms_urgent_connections = 2;
 int			sms_ip2sms_max_rate = 0;
 int			sms_ip2sms_poll_interval_s = 10;
 int			sms_ip2sms_status_window_s = 1800;
@@ -52,6 +53,7 @@ int			sms_max_inbound_length = 65536;
 int			sms_redact_after_s = 0;
 bool		sms_loopback_channel = false;
 int			sms_failover_after_s = 30;
+int			sms_failback_after_s = 60;
 bool		sms_failover_verification = false;
 
 /*
@@ -287,6 +289,11 @@ sms_define_settings(void)
 							"Concurrent IP2SMS requests.",
 							NULL, &sms_ip2sms_max_connections, 16, 1, 256,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.ip2sms_urgent_connections",
+							"Of the IP2SMS connections, how many carry only urgent SMS (priority 1 to 3: alarms, confirmations, verification and 2FA codes).",
+							"At most smsdispatch.ip2sms_max_connections - 1 of them: one connection always carries the rest.",
+							&sms_ip2sms_urgent_connections, 2, 1, 255,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.ip2sms_max_rate",
 							"SMS sent per second through IP2SMS; 0 = unlimited.",
 							NULL, &sms_ip2sms_max_rate, 0, 0, 100000,
@@ -352,6 +359,10 @@ sms_define_settings(void)
 	DefineCustomIntVariable("smsdispatch.failover_after",
 							"How long a channel may be unhealthy before an alarm's SMS queued on it goes out on the other channel.",
 							NULL, &sms_failover_after_s, 30, 0, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.failback_after",
+							"How long a channel that failed over must be healthy again before the SMS that may fail over go out on it again.",
+							NULL, &sms_failback_after_s, 60, 0, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomBoolVariable("smsdispatch.failover_verification",
 							 "Whether verification and 2FA SMS fail over to the other channel too, as alarms' SMS do.",

@@ -32,6 +32,7 @@ extern char *sms_ip2sms_validity;
 extern char *sms_ip2sms_ca_file;
 extern int	sms_ip2sms_timeout_ms;
 extern int	sms_ip2sms_max_connections;
+extern int	sms_ip2sms_urgent_connections;
 extern int	sms_ip2sms_max_rate;
 extern int	sms_ip2sms_poll_interval_s;
 extern int	sms_ip2sms_status_window_s;
@@ -47,6 +48,7 @@ extern int	sms_max_inbound_length;
 extern int	sms_redact_after_s;
 extern bool sms_loopback_channel;
 extern int	sms_failover_after_s;
+extern int	sms_failback_after_s;
 extern bool sms_failover_verification;
 
 extern void sms_define_settings(void);
@@ -125,6 +127,8 @@ extern const char *sms_resolve_channel(const char *channel);
 #define SMS_PRIORITY_MIN	1
 #define SMS_PRIORITY_MAX	9
 #define SMS_PRIORITY_ALARM	1
+/* urgent: alarms, confirmations, codes (smsdispatch.ip2sms_urgent_connections) */
+#define SMS_PRIORITY_URGENT_MAX	3
 extern int	sms_default_priority(const char *type);
 /* worker_database.c: the worker's wait for its database */
 extern void sms_worker_wait_for_database(void);

@@ -14,7 +14,9 @@ AS $$
 $$;
 
 -- Claims up to n due queued rows of a channel, most urgent first (priority,
--- then fresh rows, then retries by their time, then age): they become
+-- then fresh rows, then retries by their time, then age), of priority
+-- max_priority or more urgent (9, the default, is every row; the IP2SMS
+-- channel's connections kept for urgent SMS claim with 3): they become
 -- 'sending' with the attempt counted, under claimer and a lease when given.
 -- A row not claimed within its type's validity (smsdispatch.validity) is
 -- not sent late: it becomes 'failed', "expired before sending", and is not
@@ -23,7 +25,10 @@ $$;
 -- held backlog of any size costs later claims nothing; the worker releases
 -- it when the window opens (smsdispatch.release_held), and its validity
 -- counts from its release.
--- Alarms' SMS and their confirmations neither expire nor wait. Rows other
+-- Alarms' SMS and their confirmations neither expire nor wait. On a channel
+-- that fails over, alarms' SMS (and, with smsdispatch.failover_verification,
+-- codes) are left to the failover duty, which sends them on the other
+-- channel (smsdispatch.failing_over_channels). Rows other
 -- sessions hold are skipped, so a claim never waits. PL/pgSQL rather than
 -- SQL so that the statement's plan is kept for the session (a SQL function
 -- with SET is planned on every call, a third of the IP2SMS worker's time).
@@ -33,11 +38,18 @@ $$;
 -- on every claim (test/bench/claim_plan.sh). The array of the due ids keeps
 -- the update's scan of the log to those rows whatever the join.
 CREATE FUNCTION smsdispatch.claim_sends(channel text, n int,
-	claimer text DEFAULT NULL, lease interval DEFAULT NULL)
-RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint)
+	claimer text DEFAULT NULL, lease interval DEFAULT NULL, max_priority int DEFAULT 9)
+RETURNS TABLE (id bigint, phone_number text, body text, attempts int, message_id bigint,
+	priority int)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	away boolean := CASE WHEN EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+									   WHERE f.channel = claim_sends.channel)
+		THEN claim_sends.channel = ANY (smsdispatch.failing_over_channels()) ELSE false END;
+	codes_away boolean := away
+		AND smsdispatch.setting('smsdispatch.failover_verification')::boolean;
 BEGIN
 	RETURN QUERY
 	WITH due AS (
@@ -49,8 +61,10 @@ BEGIN
 					THEN smsdispatch.send_window_opens(l.type) END AS held_until
 		  FROM verification.sms_log l
 		 WHERE l.channel = claim_sends.channel AND l.send_state = 'queued'
-		   AND l.held_until IS NULL
+		   AND l.held_until IS NULL AND l.priority <= claim_sends.max_priority
 		   AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+		   AND NOT (away AND (l.message_id IS NOT NULL
+							  OR (codes_away AND l.type IN ('verification', '2FA'))))
 		 ORDER BY l.priority, l.next_attempt_at NULLS FIRST, l.id
 		 LIMIT n
 		 FOR UPDATE SKIP LOCKED
@@ -76,12 +90,13 @@ BEGIN
 		RETURNING l.id, l.phone_number, l.body, l.attempts, l.message_id, l.priority,
 				  l.send_state
 	)
-	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id
+	SELECT c.id, c.phone_number, c.body, c.attempts, c.message_id, c.priority
 	  FROM claimed c
 	 WHERE c.send_state = 'sending'
 	 ORDER BY c.priority, c.id;
 END;
 $$;
+REVOKE ALL ON FUNCTION smsdispatch.claim_sends(text, int, text, interval, int) FROM PUBLIC;
 
 -- Queued rows whose send window has opened (held_until passed) go back to
 -- the claims, at most batch of them, their validity counting from now on:

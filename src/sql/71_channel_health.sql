@@ -67,6 +67,42 @@ BEGIN ATOMIC
 	SELECT CASE WHEN isfinite(since) THEN ' since ' || since::text ELSE '' END;
 END;
 
+-- The channels that failed over, since when: a channel not 'ok' for
+-- smsdispatch.failover_after enters (smsdispatch.failover), and leaves once
+-- it has been 'ok' again for smsdispatch.failback_after. Meanwhile every SMS
+-- queued on it that may fail over goes out on the other channel at once,
+-- each new alarm and each escalation level included, instead of waiting
+-- failover_after again.
+CREATE TABLE smsdispatch.channel_failover (
+	channel text PRIMARY KEY,
+	since timestamptz NOT NULL DEFAULT now()
+);
+
+-- The channels whose SMS that may fail over leave on another channel now:
+-- each one that failed over while another is ok, except that a channel ok
+-- again hands its SMS to none that failed over too, so that two recovering
+-- channels never hand SMS back and forth. The failover duty sends those SMS
+-- on, and the claims (smsdispatch.claim_sends) leave them to it.
+CREATE FUNCTION smsdispatch.failing_over_channels()
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH h AS MATERIALIZED (
+		SELECT c.channel, c.state,
+			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+					   WHERE f.channel = c.channel) AS failed_over
+		  FROM smsdispatch.channel_health c
+	)
+	SELECT coalesce(array_agg(h.channel), '{}')
+	  FROM h
+	 WHERE h.failed_over
+	   AND EXISTS (SELECT 1 FROM h AS o
+				   WHERE o.channel <> h.channel AND o.state = 'ok'
+					 AND (h.state <> 'ok' OR NOT o.failed_over))
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
+
 -- Alarm recipients waiting for an SMS of the current level: the failover
 -- duty looks at these only, however many alarms there are.
 CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (message_id)
@@ -76,9 +112,9 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 -- does run_once()). For each recipient of an open alarm's current level
 -- whose SMS has not left, at most batch of them a pass (checked counts
 -- those acted on; SMS that can only wait are not held locked):
--- - queued on a channel that is not ok: when the other channel is ok, and
---   for smsdispatch.failover_after this one has not been ok and the SMS
---   has waited, the SMS goes
+-- - queued on a channel that failed over (smsdispatch.channel_failover),
+--   when the other channel is ok and, unless this one is not ok, has not
+--   failed over itself: the SMS goes at once
 --   out on the other channel: a new sms_log row with the alarm's
 --   message_id, event 'failover', the old row failed "failed over"; the
 --   recipient's deadline counts from the new row's submission;
@@ -91,8 +127,8 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 -- undeliverable: event 'undeliverable', a WARNING and NOTIFY
 -- smsdispatch_alarm (smsdispatch.alarm_alert), once per level; it stays
 -- open. With smsdispatch.failover_verification on, queued verification and
--- 2FA SMS fail over too. next_check: when the next SMS waiting for its
--- failover_after is due.
+-- 2FA SMS fail over too. next_check: when a channel that SMS wait on
+-- reaches its failover_after.
 -- The worker keeps these plans until something invalidates them, so they
 -- must not depend on how big the log was when they were made: a log that
 -- was tiny then may hold a backlog of 100,000 now, and a scan of it for
@@ -110,10 +146,13 @@ SET enable_mergejoin = off
 AS $$
 DECLARE
 	after interval := smsdispatch.setting('smsdispatch.failover_after')::interval;
+	back interval := smsdispatch.setting('smsdispatch.failback_after')::interval;
 	hc text[];
 	hs text[];
 	hsince timestamptz[];
 	herr text[];
+	hsaid text[];
+	leaving text[];
 	c record;
 	v record;
 	new_id bigint;
@@ -135,17 +174,34 @@ BEGIN
 	retried := 0;
 	undeliverable := 0;
 
-	-- the channels' health, read once
+	-- the channels' health, read once; hsaid is the state as the failover
+	-- messages name it: an ok channel that still fails over is back
 	SELECT array_agg(h.channel), array_agg(h.state),
-		   array_agg(coalesce(h.since, '-infinity')), array_agg(h.last_error)
-	  INTO hc, hs, hsince, herr
+		   array_agg(coalesce(h.since, '-infinity')), array_agg(h.last_error),
+		   array_agg(CASE WHEN h.state = 'ok'
+					 THEN 'back, for less than smsdispatch.failback_after,'
+					 ELSE h.state END)
+	  INTO hc, hs, hsince, herr, hsaid
 	  FROM smsdispatch.channel_health h;
+
+	-- a channel not ok for failover_after fails over; one ok again for
+	-- failback_after takes its SMS back
+	INSERT INTO smsdispatch.channel_failover (channel)
+	SELECT h.channel FROM unnest(hc, hs, hsince) AS h(channel, state, since)
+	 WHERE h.state <> 'ok' AND h.since <= now() - after
+	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover f WHERE f.channel = h.channel)
+	ON CONFLICT (channel) DO NOTHING;
+	DELETE FROM smsdispatch.channel_failover f
+	 USING unnest(hc, hs, hsince) AS h(channel, state, since)
+	 WHERE f.channel = h.channel AND h.state = 'ok' AND h.since <= now() - back;
+	-- the channels whose SMS that may fail over leave on the other one now
+	leaving := smsdispatch.failing_over_channels();
 
 	FOR c IN
 		SELECT r.id AS rid, r.message_id, r.level, r.phone, m.number,
 			   l.id AS lid, l.channel::text AS channel, l.send_state::text AS send_state,
 			   l.type::text AS type, l.body, l.priority, l.last_error,
-			   h.state AS ch_state, h.since AS ch_since,
+			   h.said AS ch_state, h.since AS ch_since,
 			   o.channel AS other, o.state AS other_state,
 			   o.state = 'ok' AS other_ok
 		  FROM smsdispatch.message_recipient r
@@ -153,12 +209,11 @@ BEGIN
 			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
 		 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
 							  WHERE s.id = r.sms_log_id OFFSET 0) l
-		  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+		  JOIN unnest(hc, hs, hsince, hsaid) AS h(channel, state, since, said)
 			ON h.channel = l.channel::text
 		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
 		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
-		   AND ((l.send_state = 'queued' AND h.state <> 'ok' AND o.state = 'ok'
-				 AND greatest(l.inserted_at, h.since) <= now() - after)
+		   AND ((l.send_state = 'queued' AND h.channel = ANY (leaving))
 				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
 					AND smsdispatch.failed_in_transport(l.send_state, l.gateway_status,
 														 l.attempts)))
@@ -219,10 +274,10 @@ BEGIN
 							 c.phone, c.channel, c.last_error, c.other, c.other_state);
 	END LOOP;
 
-	-- SMS that can only wait, queued on a channel that is not ok: for the
-	-- other channel's failover_after (next_check), or with no other channel
-	-- ok at all (stuck)
-	SELECT min(greatest(l.inserted_at, h.since) + after) FILTER (WHERE o.state = 'ok'),
+	-- SMS that can only wait, queued on a channel that is not ok: for its
+	-- channel's failover_after (next_check), or with no other channel ok at
+	-- all (stuck)
+	SELECT min(h.since + after) FILTER (WHERE o.state = 'ok' AND h.channel <> ALL (leaving)),
 		   array_agg(r.id) FILTER (WHERE o.state <> 'ok'),
 		   array_agg(r.message_id) FILTER (WHERE o.state <> 'ok'),
 		   array_agg(format('channel %s is %s%s (%s), and no other channel is ok',
@@ -267,18 +322,18 @@ BEGIN
 		undeliverable := undeliverable + 1;
 	END LOOP;
 
-	-- verification codes, when asked for: queued on a channel that has not
-	-- been ok for failover_after, and the other one is
-	IF NOT ('ok' = ALL (hs))
+	-- verification codes, when asked for: queued on a channel whose SMS
+	-- leave on the other one
+	IF leaving <> '{}'
 	   AND smsdispatch.setting('smsdispatch.failover_verification')::boolean THEN
 		FOR v IN
 			SELECT l.id, l.phone_number, l.type::text AS type, l.body, l.priority,
-				   l.verification_id, l.channel::text AS channel, h.state, o.channel AS other
-			  FROM unnest(hc, hs, hsince) AS h(channel, state, since)
-			  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> h.channel AND o.state = 'ok'
+				   l.verification_id, l.channel::text AS channel, h.said, o.channel AS other
+			  FROM unnest(hc, hsaid) AS h(channel, said)
+			  JOIN unnest(hc) AS o(channel) ON o.channel <> h.channel
 			  JOIN verification.sms_log l
 				ON l.channel = h.channel::smsdispatch.channel AND l.send_state = 'queued'
-			 WHERE h.state <> 'ok' AND greatest(h.since, l.inserted_at) <= now() - after
+			 WHERE h.channel = ANY (leaving)
 			   AND l.message_id IS NULL AND l.type IN ('verification', '2FA')
 			 LIMIT batch
 			 FOR UPDATE OF l SKIP LOCKED
@@ -290,7 +345,7 @@ BEGIN
 			UPDATE verification.sms_log
 			   SET send_state = 'failed', updated_at = now(),
 				   last_error = format('failed over to %s as sms_log %s: channel %s is %s',
-									   v.other, new_id, v.channel, v.state)
+									   v.other, new_id, v.channel, v.said)
 			 WHERE id = v.id;
 			failed_over := failed_over + 1;
 		END LOOP;
@@ -301,3 +356,7 @@ $$;
 -- readers see each channel's state, for dashboards and the metrics exporter
 GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_admin, smsdispatch_reader;
 GRANT EXECUTE ON FUNCTION smsdispatch.ip2sms_health() TO smsdispatch_reader;
+-- the failover duty, run by smsdispatch.run_once() as an admin, keeps the
+-- channels that failed over; readers see them
+GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.channel_failover TO smsdispatch_admin;
+GRANT SELECT ON smsdispatch.channel_failover TO smsdispatch_reader;

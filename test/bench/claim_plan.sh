@@ -30,7 +30,7 @@ $BENCH_PSQL -v history="$history" <<'EOF'
 DO $$
 DECLARE
 	installed text := pg_get_functiondef(
-		'smsdispatch.claim_sends(text, int, text, interval)'::regprocedure);
+		'smsdispatch.claim_sends(text, int, text, interval, int)'::regprocedure);
 	keep_to_due text := ' AND l.id = ANY (ARRAY(SELECT due.id FROM due))';
 BEGIN
 	IF strpos(installed, keep_to_due) = 0 THEN
@@ -38,7 +38,7 @@ BEGIN
 	END IF;
 	EXECUTE replace(replace(replace(installed, keep_to_due, ''),
 							'smsdispatch.claim_sends(', 'public.claim_joined('),
-					'claim_sends.channel', 'claim_joined.channel');
+					'claim_sends.', 'claim_joined.');
 END;
 $$;
 -- what was sent before the backlog came, then the backlog

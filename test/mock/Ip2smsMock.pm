@@ -89,6 +89,15 @@ sub control
 	die "mock control failed: $r->{status}" unless $r->{success};
 }
 
+# hang_first(16 [, match => REGEX]): the next 16 send requests (those whose
+# text matches, with match) never get an answer; later ones are answered.
+sub hang_first
+{
+	my ($self, $n, %opt) = @_;
+	$self->control(mode => 'hang', count => $n, kind => 'send',
+		defined $opt{match} ? (match => $opt{match}) : ());
+}
+
 # Every request the mock received, as hashes, in order.
 sub log_entries
 {

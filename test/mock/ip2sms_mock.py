@@ -15,8 +15,9 @@ What a number gets is scripted by its last digit:
 Fault modes, for every request, only the next COUNT ones or only for the
 next SECONDS, switched at run time with GET /control?mode=MODE[&count=N]
 [&seconds=S][&delay_ms=N][&form=aggregate][&kind=send|status] (faults hit
-only requests of that kind)[&then=1] (the mode follows, once the COUNT of
-the one before it is spent, instead of replacing it):
+only requests of that kind)[&match=REGEX] (faults hit only sends whose
+text matches)[&then=1] (the mode follows, once the COUNT of the one before
+it is spent, instead of replacing it):
   normal, 401, 403, 400, 500, 503, 5xx (HTTP 503), garbage (200 with
   non-XML), slow (answers after delay_ms), hang (never answers), wrong_id
   (a status answer about another id than the one asked for). form=aggregate answers sends in
@@ -33,6 +34,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -44,7 +46,7 @@ from urllib.parse import urlparse, parse_qs
 
 lock = threading.Lock()
 state = {"mode": "normal", "count": 0, "until": None, "delay_ms": 0, "form": "single",
-         "kind": "any"}
+         "kind": "any", "match": None}
 queued_modes = []      # control?then=1: modes that follow the current one
 messages = {}          # gateway id -> final state word
 next_id = [6615134392391]
@@ -58,14 +60,16 @@ def rfc1123_now():
     return format_datetime(datetime.now(KYIV).replace(microsecond=0))
 
 
-def fault_now(kind):
-    """The fault mode a request of this kind gets (consuming one of COUNT)."""
+def fault_now(kind, text):
+    """The fault mode a request of this kind and text gets (consuming one of COUNT)."""
     with lock:
         if state["until"] is not None and time.time() >= state["until"]:
             state["mode"] = "normal"
             state["until"] = None
         mode = state["mode"]
         if state["kind"] not in ("any", kind):
+            return "normal", 0, state["form"]
+        if state["match"] is not None and not re.search(state["match"], text or ""):
             return "normal", 0, state["form"]
         delay_ms = state["delay_ms"]
         if mode != "normal" and state["count"] > 0:
@@ -112,7 +116,8 @@ class Handler(BaseHTTPRequestHandler):
                 mode = {"mode": q.get("mode", "normal"), "count": int(q.get("count", "0")),
                         "until": (time.time() + float(q["seconds"])) if "seconds" in q else None,
                         "delay_ms": int(q.get("delay_ms", "0")),
-                        "form": q.get("form", state["form"]), "kind": q.get("kind", "any")}
+                        "form": q.get("form", state["form"]), "kind": q.get("kind", "any"),
+                        "match": q.get("match")}
                 if q.get("then") == "1" and state["mode"] != "normal":
                     queued_modes.append(mode)
                 else:
@@ -160,7 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             record(entry)
             return self.answer(200, "Request not recognized - xml parse failed", "text/plain")
 
-        mode, delay_ms, form = fault_now(entry["kind"])
+        mode, delay_ms, form = fault_now(entry["kind"], entry.get("text"))
         if not entry["auth"]:
             entry["outcome"] = "401"
             record(entry)
