@@ -941,10 +941,13 @@ GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_admin, smsdispatch_rea
 -- it has been 'ok' again for smsdispatch.failback_after. Meanwhile every SMS
 -- queued on it that may fail over goes out on the other channel at once,
 -- each new alarm and each escalation level included, instead of waiting
--- failover_after again.
+-- failover_after again. A channel never seen before it entered (a modem
+-- whose sidecar has not started yet, a gateway not configured yet) has not
+-- flapped: it takes its SMS back as soon as it is ok.
 CREATE TABLE smsdispatch.channel_failover (
 	channel text PRIMARY KEY,
-	since timestamptz NOT NULL DEFAULT now()
+	since timestamptz NOT NULL DEFAULT now(),
+	never_seen boolean NOT NULL DEFAULT false
 );
 REVOKE ALL ON smsdispatch.channel_failover FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.channel_failover TO smsdispatch_admin;
@@ -1052,15 +1055,17 @@ BEGIN
 	  FROM smsdispatch.channel_health h;
 
 	-- a channel not ok for failover_after fails over; one ok again for
-	-- failback_after takes its SMS back
-	INSERT INTO smsdispatch.channel_failover (channel)
-	SELECT h.channel FROM unnest(hc, hs, hsince) AS h(channel, state, since)
+	-- failback_after takes its SMS back, one never seen before at once
+	INSERT INTO smsdispatch.channel_failover (channel, never_seen)
+	SELECT h.channel, h.since = '-infinity'
+	  FROM unnest(hc, hs, hsince) AS h(channel, state, since)
 	 WHERE h.state <> 'ok' AND h.since <= now() - after
 	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover f WHERE f.channel = h.channel)
 	ON CONFLICT (channel) DO NOTHING;
 	DELETE FROM smsdispatch.channel_failover f
 	 USING unnest(hc, hs, hsince) AS h(channel, state, since)
-	 WHERE f.channel = h.channel AND h.state = 'ok' AND h.since <= now() - back;
+	 WHERE f.channel = h.channel AND h.state = 'ok'
+	   AND (f.never_seen OR h.since <= now() - back);
 	-- the channels whose SMS that may fail over leave on the other one now
 	leaving := smsdispatch.failing_over_channels();
 

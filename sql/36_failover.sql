@@ -51,7 +51,19 @@ SELECT checked, failed_over, retried, undeliverable FROM smsdispatch.failover();
 -- an SMS that can only wait is not counted: a batch of them never asks the
 -- worker for another pass at once
 SELECT checked FROM smsdispatch.failover(1);
-UN
+-- a modem never seen fails over (no sidecar has started yet), and takes its
+-- SMS back at its first heartbeat, not failback_after later: it has not
+-- flapped
+DELETE FROM smsdispatch.modem;
+DELETE FROM smsdispatch.channel_failover;
+SELECT channel, state, since FROM smsdispatch.channel_health WHERE channel = 'modem';
+SELECT count(*) >= 0 AS ran FROM smsdispatch.failover();
+SELECT channel, never_seen FROM smsdispatch.channel_failover ORDER BY channel;
+SELECT smsdispatch.modem_heartbeat('m2', '1 hour', NULL, NULL, NULL, NULL,
+	0, 0, 0, 0, 0, false, NULL, true);
+SELECT count(*) >= 0 AS ran FROM smsdispatch.failover();
+SELECT channel, never_seen FROM smsdispatch.channel_failover ORDER BY channel;
+
 -- whether a failure was the channel's
 SELECT smsdispatch.failed_in_transport('failed', NULL, 5) AS gave_up,
 	   smsdispatch.failed_in_transport('failed', NULL, 1) AS refused_early,

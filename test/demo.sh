@@ -147,6 +147,10 @@ printf '[gammu]\ndevice = %s\nconnection = none\nmodel = dummy\n' "$phone" >"$di
 smsdispatch-modem --gammurc "$dir/phone.gammurc" --name demo-modem --poll 1 \
 	--heartbeat 5 --log "$dir/modem.log" &
 sidecar=$!
+# its first heartbeat: the modem channel is ok, and takes its own SMS
+wait_for "SELECT state = 'ok' AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
+                                              WHERE f.channel = 'modem')
+            FROM smsdispatch.channel_health WHERE channel = 'modem'"
 psql -X -q -v ON_ERROR_STOP=1 <<'EOF'
 \o /dev/null
 SELECT sms_list_create('radio', 'On-call without internet');
