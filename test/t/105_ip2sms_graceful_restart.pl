@@ -16,8 +16,9 @@ use Time::HiRes qw(time);
 use Ip2smsMock;
 
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
+# 18 connections, 2 of them kept for urgent SMS: the 16 text SMS take the rest
 my $node = $mock->node('graceful',
-	"smsdispatch.ip2sms_max_connections = 16\n"
+	"smsdispatch.ip2sms_max_connections = 18\nsmsdispatch.ip2sms_urgent_connections = 2\n"
 	  . "smsdispatch.ip2sms_timeout = '30s'\n"
 	  . "smsdispatch.ip2sms_poll_interval = '1h'\n");
 

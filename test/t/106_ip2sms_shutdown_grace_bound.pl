@@ -17,8 +17,9 @@ use Ip2smsMock;
 
 my $grace = 2;    # the default of smsdispatch.shutdown_grace
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
+# 18 connections, 2 of them kept for urgent SMS: the 16 text SMS take the rest
 my $node = $mock->node('grace_bound',
-	"smsdispatch.ip2sms_max_connections = 16\n"
+	"smsdispatch.ip2sms_max_connections = 18\nsmsdispatch.ip2sms_urgent_connections = 2\n"
 	  . "smsdispatch.ip2sms_timeout = '60s'\n"
 	  . "smsdispatch.ip2sms_poll_interval = '1h'\n");
 
