@@ -122,6 +122,8 @@ procps							test
 chromium						test	rendering the HTML report
 fonts-dejavu-core				test	rendering the HTML report
 prometheus-postgres-exporter	test	the exporter's queries
+patroni							test	the high-availability tests (switchover, failover)
+etcd-server						test	Patroni's DCS in the high-availability tests
 EOF
 }
 
