@@ -5,21 +5,27 @@
 #   every SMS reaches the gateway once, the alarm's next level is paged by
 #   the new leader within its ack_timeout + 10 s, and the old leader's
 #   worker is gone within smsdispatch.shutdown_grace of the stop;
-# - kill -9 of the leader's postmaster with requests on the wire: nothing
-#   twice, nothing lost, the rows in doubt at most those on the wire, each
-#   'unknown' with its reason;
+# - kill -9 of the leader's postmaster with requests on the wire and a
+#   claim waiting for the standby: nothing twice (the claim the standby
+#   never received is not sent by the dying leader), nothing lost, the rows
+#   in doubt at most those on the wire, each 'unknown' with its reason;
 # - the leader's Patroni frozen (SIGSTOP: the leader lock expires, the node
 #   is not demoted): once the standby is promoted, the isolated leader sends
-#   nothing, not even what its applications queue there.
+#   nothing, not even what its applications queue there;
+# - the modem sidecar with a two-host connection string
+#   (target_session_attrs=read-write) sends through the new leader within
+#   15 s of a switchover, and no PDU leaves twice.
 use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/../mock";
+use lib "$FindBin::RealBin/../modem";
 use PostgreSQL::Test::Utils;
 use Test::More;
 use POSIX ();
 use Time::HiRes qw(time usleep);
 use Ip2smsMock;
+use ModemTest qw(start_sidecar stop_sidecar start_simulator stop_simulator sim_events);
 use PatroniCluster;
 use SmsWorkerNode;
 
@@ -126,7 +132,7 @@ SKIP:
 is(join(', ', twice()), '', 'no (number, text) reached the gateway twice');
 ok($ha->wait_healthy(120), 'the old leader rejoined as the synchronous standby');
 
-# b. kill -9 of the leader's postmaster with 16 requests on the wire
+# b. kill -9 of the leader's postmaster with requests on the wire
 $old = $ha->leader;
 $db = $old->{pg};
 $mock->control(mode => 'slow', delay_ms => 1500, kind => 'send');
@@ -136,10 +142,18 @@ $db->safe_psql('postgres', q{
 ok(wait_until($db,
 	q{SELECT count(*) >= 48 FROM verification.sms_log WHERE body LIKE 'ha-b %' AND send_state = 'submitted'},
 	't', 60), 'the leader sends');
+# its walsender frozen, the next claim's commit waits for the standby: the
+# crash comes while it waits, so that claim reached no standby
+my $walsender = $db->safe_psql('postgres', 'SELECT pid FROM pg_stat_replication');
+kill 'STOP', $walsender;
+ok(wait_until($db, q{SELECT count(*) FROM pg_stat_activity
+	 WHERE backend_type = 'smsdispatch worker' AND wait_event = 'SyncRep'}, '1', 30),
+	'a claim waits for the standby');
 my $on_wire = $db->safe_psql('postgres',
 	q{SELECT count(*) FROM verification.sms_log WHERE body LIKE 'ha-b %' AND send_state = 'sending'});
 my $kill_at = time();
 $ha->kill_postmaster($old);
+kill 'KILL', $walsender;
 note("kill -9 of $old->{name}'s postmaster with about $on_wire requests on the wire");
 $new = $ha->wait_new_leader($old, 60);
 ok($new, 'Patroni failed over to the standby');
@@ -196,6 +210,60 @@ $ha->cont_patroni($old);
 ok($ha->wait_healthy(120), 'thawed, the old leader rejoined as the standby');
 is(scalar(sends_of('ha-d isolated')), 0, 'and it sent nothing on its way down');
 is(join(', ', twice()), '', 'no (number, text) reached the gateway twice');
+
+# e. the modem sidecar follows the leader across a switchover
+my $tmp = PostgreSQL::Test::Utils::tempdir();
+my $sim = start_simulator("$tmp/ha_modem");
+my ($n1, $n2) = map { $_->{pg} } $ha->nodes;
+my $dsn = 'host=' . $n1->host . ',' . $n2->host . ' port=' . $n1->port . ',' . $n2->port
+  . ' dbname=postgres target_session_attrs=read-write';
+my $sidecar_log = "$tmp/sidecar_ha.log";
+my $sidecar = start_sidecar(dsn => $dsn, gammurc => $sim->{rc}, name => 'ha_modem',
+	log => $sidecar_log);
+$old = $ha->leader;
+$old->{pg}->safe_psql('postgres', q{
+	SELECT sms_send('+3805' || lpad(g::text, 7, '0') || '5', 'ha-e before ' || g, channel => 'modem')
+	  FROM generate_series(1, 5) AS g});
+ok(wait_until($old->{pg},
+	q{SELECT count(*) FROM verification.sms_log WHERE body LIKE 'ha-e before %' AND send_state = 'submitted'},
+	'5', 60), 'the sidecar sends through the leader');
+$old->{pg}->safe_psql('postgres', q{
+	SELECT sms_send('+3805' || lpad(g::text, 7, '0') || '6', 'ha-e across ' || g, channel => 'modem')
+	  FROM generate_series(1, 10) AS g});
+$switch_began = time();
+($rc, $out) = $ha->switchover;
+is($rc, 0, 'patronictl switchover succeeded') or diag($out);
+$new = $ha->wait_new_leader($old, 60);
+ok($new, 'the standby is the new leader');
+$new //= $ha->replica($old);
+$new->{pg}->safe_psql('postgres',
+	q{SELECT sms_send('+380519999995', 'ha-e after', channel => 'modem')});
+ok(wait_until($new->{pg},
+	q{SELECT send_state FROM verification.sms_log WHERE body = 'ha-e after'}, 'submitted', 60),
+	'the sidecar sends through the new leader');
+my $followed = time() - $switch_began;
+note(sprintf('the sidecar sent through the new leader %.1f s after the switchover began', $followed));
+cmp_ok($followed, '<=', 15, 'within 15 s of the switchover');
+ok(wait_until($new->{pg},
+	q{SELECT count(*) FROM verification.sms_log
+	   WHERE body LIKE 'ha-e across %' AND send_state IN ('queued', 'sending')}, '0', 60),
+	'the SMS queued across the switchover are settled');
+note('across the switchover: ' . $new->{pg}->safe_psql('postgres',
+	q{SELECT string_agg(send_state || ' ' || n, ', ') FROM (SELECT send_state, count(*) AS n
+	    FROM verification.sms_log WHERE body LIKE 'ha-e %' GROUP BY 1) s}));
+is($new->{pg}->safe_psql('postgres', q{
+	SELECT count(*) FROM verification.sms_log
+	 WHERE body LIKE 'ha-e %' AND send_state NOT IN ('submitted', 'unknown')}), '0',
+	'each is submitted or, if it was in the modem at the drop, unknown');
+is(stop_sidecar($sidecar), 0, 'the sidecar stops cleanly');
+my %pdus;
+$pdus{ $_->{number} }++ for sim_events($sim);
+stop_simulator($sim);
+is(join(', ', grep { $pdus{$_} > 1 } sort keys %pdus), '', 'no PDU went to a number twice');
+is(scalar(keys %pdus), $new->{pg}->safe_psql('postgres',
+	q{SELECT count(*) FROM verification.sms_log WHERE body LIKE 'ha-e %' AND send_state = 'submitted'}),
+	'the modem sent every submitted SMS');
+like(slurp_file($sidecar_log), qr/connection lost/, 'the sidecar saw its connection drop');
 
 note(sprintf('the whole file took %.0f s after the cluster started', time() - $started));
 $ha->stop;
