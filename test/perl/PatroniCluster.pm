@@ -79,6 +79,12 @@ sub spawn
 sub new
 {
 	my ($class, %opt) = @_;
+	# a missing package fails the test, it never skips it
+	for my $program ('etcd', 'patroni', 'patronictl')
+	{
+		grep { -x "$_/$program" } split /:/, $ENV{PATH}
+		  or die "$program is not installed: run ./install-deps.sh (Debian packages patroni, etcd-server)";
+	}
 	my $self = bless { dir => PostgreSQL::Test::Utils::tempdir(), %opt }, $class;
 	my $http = HTTP::Tiny->new(timeout => 2);
 	$self->{http} = $http;
