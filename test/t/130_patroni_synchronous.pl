@@ -14,7 +14,9 @@
 #   nothing, not even what its applications queue there;
 # - the modem sidecar with a two-host connection string
 #   (target_session_attrs=read-write) sends through the new leader within
-#   15 s of a switchover, and no PDU leaves twice.
+#   15 s of a switchover, and no PDU leaves twice; a lease the standby
+#   never received (the leader dies while the claim waits for it, the
+#   database set to synchronous_commit = off) is not honoured.
 use strict;
 use warnings;
 use FindBin;
@@ -276,6 +278,48 @@ SKIP:
 	note(sprintf('the sidecar was connected to the new leader %.1f s after its connection dropped', $back - $lost));
 	cmp_ok($back - $lost, '<=', 10, 'within 10 s');
 }
+
+# f. a lease the standby never received is not honoured: the sidecar's
+# claim waits for the synchronous standby even where the database sets
+# synchronous_commit = off, so the leader that dies meanwhile sends nothing
+# and the new leader sends each SMS once
+ok($ha->wait_healthy(120), 'the old leader rejoined as the synchronous standby');
+$old = $ha->leader;
+$db = $old->{pg};
+$db->safe_psql('postgres', q{
+	ALTER DATABASE postgres SET synchronous_commit = off;
+	SELECT sms_send('+3805' || lpad(g::text, 7, '0') || '7', 'ha-f ' || g, channel => 'modem')
+	  FROM generate_series(1, 3) AS g});
+ok($ha->poll(sub {
+	$ha->replica($old)->{pg}->safe_psql('postgres',
+		q{SELECT count(*) FROM verification.sms_log WHERE body LIKE 'ha-f %'}) eq '3' }, 30),
+	'the standby has the three modem SMS');
+$walsender = $db->safe_psql('postgres', 'SELECT pid FROM pg_stat_replication');
+kill 'STOP', $walsender;
+my $sim_f = start_simulator("$tmp/ha_modem_f");
+my $sidecar_f = start_sidecar(dsn => $dsn, gammurc => $sim_f->{rc}, name => 'ha_modem_f',
+	log => "$tmp/sidecar_f.log");
+my %f_sent;
+ok($ha->poll(sub {
+	$db->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity
+		 WHERE backend_type = 'client backend' AND wait_event = 'SyncRep'}) ne '0'
+	  || sim_events($sim_f) > 0 }, 30),
+	'the sidecar claimed, or sent');
+is(scalar(sim_events($sim_f)), 0, 'the sidecar sent nothing the standby had not seen claimed');
+$ha->kill_postmaster($old);
+kill 'KILL', $walsender;
+$new = $ha->wait_new_leader($old, 60);
+ok($new, 'Patroni failed over to the standby');
+$new //= $ha->replica($old);
+ok(wait_until($new->{pg},
+	q{SELECT count(*) FROM verification.sms_log WHERE body LIKE 'ha-f %' AND send_state = 'submitted'},
+	'3', 60), 'the sidecar sent the three through the new leader');
+is(stop_sidecar($sidecar_f), 0, 'the sidecar stops cleanly');
+$f_sent{ $_->{number} }++ for sim_events($sim_f);
+stop_simulator($sim_f);
+note('the modem received: ' . join(', ', map { "$_ x$f_sent{$_}" } sort keys %f_sent));
+is(join(', ', grep { $f_sent{$_} > 1 } sort keys %f_sent), '', 'none of them twice');
+$new->{pg}->safe_psql('postgres', 'ALTER DATABASE postgres RESET synchronous_commit');
 
 note(sprintf('the whole file took %.0f s after the cluster started', time() - $started));
 $ha->stop;
