@@ -373,9 +373,12 @@ worker_loop(void)
  * claim's commit then waits for a standby that streams from it no more, so
  * it sends nothing, and whatever it did claim before had reached the new
  * primary, which marks it unknown instead of sending it again
- * (test/t/130_patroni_synchronous.pl). Without a synchronous standby the
- * cluster has no such fence: a claim the standby had not received may be
- * sent again after a failover (docs/operations.md, "High availability").
+ * (test/t/130_patroni_synchronous.pl). One wait does end early: when the
+ * postmaster dies, the commit returns unconfirmed, and the IP2SMS channel
+ * then starts none of the claimed requests (claim_is_unsafe in ip2sms.c).
+ * Without a synchronous standby the cluster has no such fence: a claim the
+ * standby had not received may be sent again after a failover
+ * (docs/operations.md, "High availability").
  */
 static const struct
 {
