@@ -125,6 +125,8 @@ fonts-dejavu-core				test	rendering the HTML report
 prometheus-postgres-exporter	test	the exporter's queries
 kannel							test	bearerbox and smsbox of the Kannel tests
 kannel-extras					test	fakesmsc of the Kannel tests
+patroni							test	the high-availability tests (switchover, failover)
+etcd-server						test	Patroni's DCS in the high-availability tests
 EOF
 }
 

@@ -39,7 +39,9 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -794,6 +796,23 @@ lower_due(TimestampTz *due, TimestampTz t)
 }
 
 /*
+ * Whether the claim just committed must not be sent: the postmaster died.
+ * A claim's commit waits for the synchronous standby, but when the
+ * postmaster dies the wait gives up (SyncRepWaitForLSN sets ProcDiePending
+ * and returns), so the commit may be durable on this server only: the
+ * walsenders are gone, and the standby Patroni promotes has the rows still
+ * queued and sends them. Without a synchronous standby the same holds for
+ * WAL the walsenders had not sent yet. So after the postmaster's death no
+ * claimed request leaves, and the worker ends as it would at its next wait
+ * (test/t/130_patroni_synchronous.pl, kill -9 of the leader's postmaster).
+ */
+static bool
+claim_is_unsafe(void)
+{
+	return ProcDiePending || !PostmasterIsAlive();
+}
+
+/*
  * Records finished requests and fills the free connections; see ip2sms.h.
  * Runs outside any transaction. Lowers *next_due to when it next has
  * something to do; sets *alarms_changed when an alarm's SMS changed state
@@ -924,6 +943,8 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		if (record)
 			poll_due = Min(poll_due, TimestampTzPlusMilliseconds(now,
 																 (int64) sms_ip2sms_poll_interval_s * 1000));
+		if (x.nclaimed > 0 && claim_is_unsafe())
+			proc_exit(1);
 		for (i = 0; i < x.nclaimed; i++)
 		{
 			while (slots[next_slot].req != NULL)

@@ -361,6 +361,24 @@ worker_loop(void)
  * standby would not know was claimed. A database, a role or the cluster
  * that sets synchronous_commit = off (or local) for its applications must
  * not take that wait away from the worker.
+ *
+ * That commit is the only check the worker needs that it is on a writable
+ * primary, and it is made before every claim. The worker starts only after
+ * recovery, and a running primary never goes back into recovery: Patroni,
+ * like any manager, demotes a primary by stopping the server and starting
+ * it again as a standby, so the worker is ended (SIGTERM, or SIGQUIT for an
+ * immediate stop) and no RecoveryInProgress() test in the loop could ever
+ * see true. What can happen is a primary that no longer is one: its leader
+ * lock expired while it kept running, and its standby was promoted. Its
+ * claim's commit then waits for a standby that streams from it no more, so
+ * it sends nothing, and whatever it did claim before had reached the new
+ * primary, which marks it unknown instead of sending it again
+ * (test/t/130_patroni_synchronous.pl). One wait does end early: when the
+ * postmaster dies, the commit returns unconfirmed, and the IP2SMS channel
+ * then starts none of the claimed requests (claim_is_unsafe in ip2sms.c).
+ * Without a synchronous standby the cluster has no such fence: a claim the
+ * standby had not received may be sent again after a failover
+ * (docs/operations.md, "High availability").
  */
 static const struct
 {

@@ -45,8 +45,9 @@ db_lost(Db *db, const char *why)
 
 /*
  * Makes sure there is a usable connection, connecting when the backoff
- * allows. On each new connection: LISTEN, and rows this modem left
- * 'sending' (a crash, a lost connection) become 'unknown'.
+ * allows. On each new connection: synchronous_commit pinned on, LISTEN, and
+ * rows this modem left 'sending' (a crash, a lost connection) become
+ * 'unknown'.
  */
 bool
 db_ensure_connected(Db *db)
@@ -80,6 +81,17 @@ db_ensure_connected(Db *db)
 		return false;
 	}
 	PQsetNoticeProcessor(db->conn, notice_to_log, NULL);
+
+	/*
+	 * The claim's commit is the lease's fence under a synchronous standby:
+	 * it must wait for the standby whatever the database or the role set,
+	 * or a primary that dies (or is cut off) after the claim would have us
+	 * send a row the promoted standby still has queued, and sends again.
+	 */
+	res = db_call(db, "SET synchronous_commit = on", 0, NULL, PGRES_COMMAND_OK);
+	if (res == NULL)
+		return false;
+	PQclear(res);
 
 	res = db_call(db, "LISTEN smsdispatch_modem", 0, NULL, PGRES_COMMAND_OK);
 	if (res == NULL)
