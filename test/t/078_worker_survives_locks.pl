@@ -25,7 +25,7 @@ my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
 # (each wait is bounded at 1 s): the default ip2sms_timeout
 my $node = $mock->node('survive',
 	"smsdispatch.ip2sms_poll_interval = '1s'\n"
-	  . "smsdispatch.ip2sms_max_connections = 16\n"
+	  . "smsdispatch.ip2sms_max_connections = 18\nsmsdispatch.ip2sms_urgent_connections = 2\n"
 	  . "smsdispatch.ip2sms_timeout = '10s'\n");
 $node->safe_psql('postgres', q{
 	CREATE ROLE locker LOGIN;
