@@ -127,6 +127,7 @@ kannel							test	bearerbox and smsbox of the Kannel tests
 kannel-extras					test	fakesmsc of the Kannel tests
 patroni							test	the high-availability tests (switchover, failover)
 etcd-server						test	Patroni's DCS in the high-availability tests
+python3-etcd					test	Patroni's etcd client (Patroni 4 no longer depends on it)
 EOF
 }
 
