@@ -675,6 +675,19 @@ BEGIN
 END;
 $$;
 
+-- src/sql/35_worker.sql: the launcher starts the worker of a database as
+-- the extension arrives, and an unserved database is warned about
+-- Tells the launcher that this database has the extension now, so that its
+-- worker starts at once (at COMMIT), or warns that no worker serves this
+-- database (smsdispatch.database does not name it): its SMS would stay
+-- queued. Run once below, by CREATE EXTENSION and ALTER EXTENSION UPDATE.
+CREATE FUNCTION smsdispatch.announce_extension()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_announce_extension'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+SELECT smsdispatch.announce_extension();
+
 -- src/sql/37_spool_failure.sql: readers see reasons without the values they
 -- quote
 -- A refusal's reason without the values it quotes: every quoted value (a
