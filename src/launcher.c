@@ -44,6 +44,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "smsdispatch.h"
 
@@ -112,7 +113,10 @@ typedef struct WantedDatabase
 /* the launcher's own state */
 static BackgroundWorkerHandle **handles;	/* per slot, NULL when free */
 static bool *stopping;			/* per slot: asked to end */
-static List *no_extension_oids = NIL;	/* '*': workers found no extension */
+static Oid *ended_oid;			/* per slot: the database of its last worker */
+static TimestampTz *ended_at;	/* and when that worker ended */
+static List *no_extension_oids = NIL;	/* '*': workers found no extension
+										 * (in TopMemoryContext) */
 static uint32 known_generation = 0;
 static char *last_unserved = NULL;	/* the databases the last WARNING named */
 
@@ -231,12 +235,36 @@ reap_workers(void)
 			GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
 			continue;
 		if (slot->no_extension && slot->seen_generation == generation)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
 			no_extension_oids = lappend_oid(no_extension_oids, slot->dboid);
+			MemoryContextSwitchTo(old);
+		}
 		pfree(handles[i]);
 		handles[i] = NULL;
 		stopping[i] = false;
+		ended_oid[i] = slot->dboid;
+		ended_at[i] = GetCurrentTimestamp();
 		slot->in_use = false;
 	}
+}
+
+/*
+ * Whether the worker of this database ended less than a naptime ago: it
+ * starts again after that, not at once, so that a worker that cannot work
+ * (its database being dropped, say) is not restarted in a loop.
+ */
+static bool
+ended_just_now(Oid dboid)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < sms_shared->nslots; i++)
+		if (OidIsValid(dboid) && ended_oid[i] == dboid &&
+			!TimestampDifferenceExceeds(ended_at[i], now, sms_naptime_ms))
+			return true;
+	return false;
 }
 
 /*
@@ -368,7 +396,7 @@ launcher_scan(void)
 			served = slot->dboid == wanted[w].oid &&
 				(OidIsValid(slot->dboid) || strcmp(slot->dbname, wanted[w].name) == 0);
 		}
-		if (served)
+		if (served || ended_just_now(wanted[w].oid))
 			continue;
 		if (free_slot >= 0 && !out_of_processes &&
 			start_worker(free_slot, &wanted[w]))
@@ -438,6 +466,9 @@ sms_launcher_main(Datum main_arg)
 	handles = MemoryContextAllocZero(TopMemoryContext,
 									 sizeof(BackgroundWorkerHandle *) * sms_shared->nslots);
 	stopping = MemoryContextAllocZero(TopMemoryContext, sizeof(bool) * sms_shared->nslots);
+	ended_oid = MemoryContextAllocZero(TopMemoryContext, sizeof(Oid) * sms_shared->nslots);
+	ended_at = MemoryContextAllocZero(TopMemoryContext,
+									  sizeof(TimestampTz) * sms_shared->nslots);
 	wait_for_earlier_workers();
 	known_generation = pg_atomic_read_u32(&sms_shared->extension_generation);
 	before_shmem_exit(launcher_detach, (Datum) 0);
