@@ -459,6 +459,7 @@ sms_worker_main(Datum main_arg)
 		sms_worker_wait_for_database(sms_my_slot->dbname);
 	BackgroundWorkerInitializeConnectionByOid(sms_my_slot->dboid, InvalidOid, 0);
 	sms_pin_worker_settings();
+	sms_stats_attach(MyDatabaseId);
 	pgstat_report_appname("smsdispatch worker");
 
 	pg_write_barrier();
