@@ -686,6 +686,7 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'sms_announce_extension'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION smsdispatch.announce_extension() FROM PUBLIC;
 SELECT smsdispatch.announce_extension();
 
 -- src/sql/37_spool_failure.sql: readers see reasons without the values they
@@ -752,6 +753,20 @@ BEGIN
 END;
 $$;
 REVOKE ALL ON FUNCTION smsdispatch.spool_refuse(text, bigint, timestamptz, text, text) FROM PUBLIC;
+
+-- src/sql/50_ip2sms.sql: stats() shows the calling database's counters
+-- only and names the database (made anew: its columns change)
+DROP FUNCTION smsdispatch.stats();
+-- Counters of the IP2SMS channel since stats_since() (they outlive a clean
+-- restart; a crash or stats_reset() starts them at zero): requests by kind, answers by state, transport errors by
+-- class, retries, request latency. Those of the calling database's worker
+-- only, and database names it; zeros where no worker counted.
+CREATE FUNCTION smsdispatch.stats()
+RETURNS TABLE (name text, value bigint, database text)
+AS 'MODULE_PATHNAME', 'sms_stats'
+LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION smsdispatch.stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.stats() TO smsdispatch_reader, smsdispatch_admin;
 
 -- src/sql/70_modem.sql, 71_channel_health.sql, 80_reports.sql: admins read
 -- the views (1.1 let them write through them too, by a grant on every
@@ -823,22 +838,24 @@ REVOKE ALL ON FUNCTION smsdispatch.modem_goodbye(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION smsdispatch.modem_goodbye(text) TO smsdispatch_admin;
 
 -- src/sql/71_channel_health.sql: a modem whose sidecar said goodbye is
--- no_sidecar at once (made anew: CREATE OR REPLACE VIEW would count as two
--- CREATE VIEW commands)
+-- no_sidecar at once, and each row names its database (made anew: CREATE
+-- OR REPLACE VIEW would count as two CREATE VIEW commands)
 DROP VIEW smsdispatch.channel_health;
 
 -- One row per channel: its state, since when, and what went wrong last. A
 -- modem channel with no sidecar running is 'no_sidecar': a sidecar runs
 -- until it says goodbye (a clean stop) or until it misses three of its
 -- heartbeats (a crash, a hang, a cut connection). Since: when the last one
--- went (NULL when none ever connected).
+-- went (NULL when none ever connected). Database: the database whose
+-- worker and sidecars these are (each database has its own).
 CREATE VIEW smsdispatch.channel_health AS
 	WITH sidecar AS (
 		SELECT m.name, m.started_at, m.last_seen, m.stopped_at,
 			   m.stopped_at IS NULL AND m.last_seen >= now() - 3 * m.heartbeat AS running,
 			   coalesce(m.stopped_at, m.last_seen + 3 * m.heartbeat) AS gone_at
 		  FROM smsdispatch.modem m)
-	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error
+	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error,
+		   current_database()::text AS database
 	  FROM smsdispatch.ip2sms_health() AS h
 	UNION ALL
 	SELECT 'modem'::text,
@@ -850,7 +867,8 @@ CREATE VIEW smsdispatch.channel_health AS
 					format('no sidecar running; the last one, %s, stopped at %s',
 						   latest.name, latest.stopped_at)
 				ELSE format('no sidecar seen within three heartbeats; the last one, %s, was last seen at %s',
-							latest.name, latest.last_seen) END
+							latest.name, latest.last_seen) END,
+		   current_database()::text
 	  FROM (SELECT coalesce(bool_or(c.running), false) AS running,
 				   min(c.started_at) FILTER (WHERE c.running) AS up_since,
 				   max(c.gone_at) AS gone_since

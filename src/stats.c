@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -86,6 +87,7 @@ typedef struct SmsStatsEntry
 typedef struct SmsStatsArea
 {
 	slock_t		mutex;			/* protects the entries' dboid */
+	TimestampTz created;		/* since: of a database nobody counted for */
 	int			nentries;		/* smsdispatch.max_databases */
 	SmsStatsEntry entries[FLEXIBLE_ARRAY_MEMBER];
 } SmsStatsArea;
@@ -284,6 +286,7 @@ sms_stats_shmem_startup(void)
 	if (!found)
 	{
 		SpinLockInit(&area->mutex);
+		area->created = GetCurrentTimestamp();
 		area->nentries = sms_max_databases;
 		if (!IsUnderPostmaster)
 			stats_load();
@@ -344,46 +347,51 @@ require_stats(void)
 				 errhint("Add smsdispatch to shared_preload_libraries and restart the server.")));
 }
 
-/* Adds one (name, value) row to the result. */
+/* Adds one (name, value, database) row to the result; NULL counts zero. */
 static void
-put_row(ReturnSetInfo *rsinfo, const char *name, pg_atomic_uint64 *counter)
+put_row(ReturnSetInfo *rsinfo, const char *name, pg_atomic_uint64 *counter,
+		Datum database)
 {
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int64GetDatum(counter ? (int64) pg_atomic_read_u64(counter) : 0);
+	values[2] = database;
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
 /*
  * smsdispatch.stats(): every counter of the calling database as (name
- * text, value bigint), in a fixed order; zeros where no worker counted.
+ * text, value bigint, database text), in a fixed order; zeros where no
+ * worker counted (a database nobody serves).
  */
 Datum
 sms_stats(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	SmsStatsShared *mine;
+	Datum		db;
 	int			i;
 
 	require_stats();
 	mine = database_counters(MyDatabaseId);
 	InitMaterializedSRF(fcinfo, 0);
+	db = CStringGetTextDatum(get_database_name(MyDatabaseId));
 #define COUNTER(field) (mine ? &mine->field : NULL)
 	for (i = 0; i < SMS_STAT_FIXED_COUNT; i++)
-		put_row(rsinfo, fixed_names[i], COUNTER(fixed[i]));
+		put_row(rsinfo, fixed_names[i], COUNTER(fixed[i]), db);
 	for (i = 0; i < ip2sms_nstates; i++)
 	{
 		char		name[64];
 
 		snprintf(name, sizeof(name), "answers_%s", ip2sms_states[i].word);
-		put_row(rsinfo, name, COUNTER(answers[i]));
+		put_row(rsinfo, name, COUNTER(answers[i]), db);
 	}
-	put_row(rsinfo, "latency_us_sum", COUNTER(latency_us_sum));
-	put_row(rsinfo, "latency_count", COUNTER(latency_count));
+	put_row(rsinfo, "latency_us_sum", COUNTER(latency_us_sum), db);
+	put_row(rsinfo, "latency_count", COUNTER(latency_count), db);
 	for (i = 0; i <= NBOUNDS; i++)
-		put_row(rsinfo, latency_names[i], COUNTER(latency_buckets[i]));
+		put_row(rsinfo, latency_names[i], COUNTER(latency_buckets[i]), db);
 #undef COUNTER
 	return (Datum) 0;
 }
@@ -404,15 +412,17 @@ sms_stats_reset(PG_FUNCTION_ARGS)
 /*
  * smsdispatch.stats_since(): when the calling database's counters started
  * from zero (a server start after a crash or without saved counters, or
- * stats_reset()); NULL when the library is not preloaded or no worker
- * counted for this database yet.
+ * stats_reset()); the server's start where no worker counted yet; NULL
+ * when the library is not preloaded.
  */
 Datum
 sms_stats_since(PG_FUNCTION_ARGS)
 {
 	SmsStatsShared *mine;
 
-	if (area == NULL || (mine = database_counters(MyDatabaseId)) == NULL)
+	if (area == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_TIMESTAMPTZ((TimestampTz) pg_atomic_read_u64(&mine->since));
+	mine = database_counters(MyDatabaseId);
+	PG_RETURN_TIMESTAMPTZ(mine ? (TimestampTz) pg_atomic_read_u64(&mine->since) :
+						  area->created);
 }
