@@ -211,6 +211,19 @@ sms_circuit_probe_now(void)
 	next_probe = 0;
 }
 
+/* Whether the launcher found no slot for this database (launcher.c). */
+static bool
+database_left_out(Oid dboid)
+{
+	int			n = sms_shared->nleft_out;
+
+	pg_read_barrier();
+	for (int i = 0; i < n; i++)
+		if (sms_shared->left_out[i] == dboid)
+			return true;
+	return false;
+}
+
 /*
  * smsdispatch.ip2sms_health() -> (state, since, last_error): the view of
  * the channel of the worker that serves the calling database, and only of
@@ -238,8 +251,7 @@ sms_ip2sms_health(PG_FUNCTION_ARGS)
 		nulls[1] = true;
 		values[2] = CStringGetTextDatum("no background worker: smsdispatch is not in shared_preload_libraries");
 	}
-	else if (slot == NULL &&
-			 !sms_serves_every_database() &&
+	else if (slot == NULL && !sms_serves_every_database() &&
 			 !sms_database_listed(get_database_name(MyDatabaseId)))
 	{
 		values[0] = CStringGetTextDatum("unserved");
@@ -247,15 +259,18 @@ sms_ip2sms_health(PG_FUNCTION_ARGS)
 		values[2] = CStringGetTextDatum(psprintf("no smsdispatch worker serves this database: smsdispatch.database is '%s'",
 												 sms_database));
 	}
+	else if (slot == NULL && database_left_out(MyDatabaseId))
+	{
+		values[0] = CStringGetTextDatum("unserved");
+		nulls[1] = true;
+		values[2] = CStringGetTextDatum(psprintf("no smsdispatch worker serves this database: smsdispatch.max_databases (%d) others are served, or no background worker process was free (see the server log)",
+												 sms_max_databases));
+	}
 	else if (slot == NULL || slot->worker_pid == 0)
 	{
-		values[0] = CStringGetTextDatum(slot == NULL && sms_serves_every_database() ?
-										"unserved" : "down");
+		values[0] = CStringGetTextDatum("down");
 		nulls[1] = true;
-		values[2] = CStringGetTextDatum(slot == NULL && sms_serves_every_database() ?
-										psprintf("no smsdispatch worker serves this database: smsdispatch.max_databases (%d) others are served, or its worker has not started yet",
-												 sms_max_databases) :
-										"the smsdispatch background worker is not running");
+		values[2] = CStringGetTextDatum("the smsdispatch background worker is not running");
 	}
 	else if (sms_ip2sms_url[0] == '\0')
 	{

@@ -359,6 +359,7 @@ launcher_scan(void)
 	int			nwanted;
 	StringInfoData unserved;
 	bool		out_of_processes = false;
+	int			nleft_out = 0;
 
 	reap_workers();
 	wanted = read_wanted(&nwanted);
@@ -393,8 +394,9 @@ launcher_scan(void)
 					free_slot = i;
 				continue;
 			}
-			served = slot->dboid == wanted[w].oid &&
-				(OidIsValid(slot->dboid) || strcmp(slot->dbname, wanted[w].name) == 0);
+			/* a waiting worker serves its name until it ends by itself */
+			served = OidIsValid(slot->dboid) ? slot->dboid == wanted[w].oid :
+				strcmp(slot->dbname, wanted[w].name) == 0;
 		}
 		if (served || ended_just_now(wanted[w].oid))
 			continue;
@@ -403,9 +405,13 @@ launcher_scan(void)
 			continue;
 		if (free_slot >= 0)
 			out_of_processes = true;
+		if (nleft_out < SMS_LEFT_OUT_SHOWN && OidIsValid(wanted[w].oid))
+			sms_shared->left_out[nleft_out++] = wanted[w].oid;
 		appendStringInfo(&unserved, "%s\"%s\"", unserved.len > 0 ? ", " : "",
 						 wanted[w].name);
 	}
+	pg_write_barrier();
+	sms_shared->nleft_out = nleft_out;
 	warn_unserved(&unserved, out_of_processes);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);

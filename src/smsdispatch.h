@@ -207,6 +207,8 @@ typedef struct SmsDatabaseSlot
 										 * worker; 0: none */
 } SmsDatabaseSlot;
 
+#define SMS_LEFT_OUT_SHOWN	64
+
 typedef struct SmsSharedState
 {
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
@@ -215,6 +217,9 @@ typedef struct SmsSharedState
 	TimestampTz next_send_slot; /* ip2sms_max_rate: earliest next send */
 	int			requests_on_wire;	/* of all workers, for
 									 * ip2sms_max_connections */
+	/* databases to serve that got no slot (the first SMS_LEFT_OUT_SHOWN) */
+	int			nleft_out;
+	Oid			left_out[SMS_LEFT_OUT_SHOWN];
 	int			nslots;			/* smsdispatch.max_databases */
 	SmsDatabaseSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } SmsSharedState;
