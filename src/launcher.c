@@ -484,8 +484,11 @@ sms_launcher_main(Datum main_arg)
 					sms_serves_every_database() ? "every database with the extension" :
 					psprintf("smsdispatch.database = '%s'", sms_database))));
 
-	while (!ShutdownRequestPending)
+	for (;;)
 	{
+		/* ends as a worker does, and is started again 5 s later */
+		if (ShutdownRequestPending)
+			sms_worker_stop();
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -499,7 +502,6 @@ sms_launcher_main(Datum main_arg)
 						 sms_naptime_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(0);
 }
 
 /* the current transaction runs CREATE EXTENSION in a served database */
