@@ -83,9 +83,10 @@ $node->safe_psql('postgres', 'CREATE DATABASE dbz');
 is($rc, 0, 'CREATE EXTENSION in an unnamed database works');
 like($err, qr/WARNING:  no smsdispatch worker serves database "dbz": its SMS stay queued/,
 	'with a WARNING that nothing serves it');
-like($node->safe_psql('dbz',
-		q{SELECT state || ': ' || last_error FROM smsdispatch.channel_health WHERE channel = 'ip2sms'}),
-	qr/^unserved: no smsdispatch worker serves this database: smsdispatch.database is 'postgres, dba, dbb, dbc'$/,
+# the query of docs/operations.md, Many databases
+is($node->safe_psql('dbz',
+		q{SELECT channel, state, last_error, database FROM smsdispatch.channel_health WHERE channel = 'ip2sms';}),
+	q{ip2sms|unserved|no smsdispatch worker serves this database: smsdispatch.database is 'postgres, dba, dbb, dbc'|dbz},
 	'channel_health in dbz says it is unserved and why');
 
 # dbc is named, but max_databases = 3 workers run already
@@ -102,8 +103,21 @@ is($node->safe_psql('postgres', q{
 		SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'}),
 	'3', 'still three workers');
 my $log = slurp_file($node->logfile);
-my $warned = () = $log =~ /max_databases \(3\) databases are served already/g;
+my $warned = () = $log =~ /max_databases \(3\) databases are served already; database\(s\) "dbc"/g;
 is($warned, 1, 'the WARNING is said once, not every naptime');
+
+# dbb renamed out of the list (its worker ended first: it is connected to
+# it): no worker serves dbb_old, and its slot goes to dbc, which was left out
+$node->safe_psql('postgres', q{
+	SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+	 WHERE backend_type = 'smsdispatch worker' AND datname = 'dbb'});
+$node->safe_psql('postgres', 'ALTER DATABASE dbb RENAME TO dbb_old');
+ok($node->poll_query_until('postgres', q{
+		SELECT string_agg(datname, ',' ORDER BY datname) = 'dba,dbc,postgres'
+		  FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'}),
+	'a database renamed out of the list loses its worker; the slot serves dbc now');
+ok($node->wait_for_log(qr/max_databases \(3\) databases are served already; database\(s\) "dbb" are not/),
+	'and the WARNING names what is left out now: the name dbb');
 
 $node->stop;
 $mock->stop;
