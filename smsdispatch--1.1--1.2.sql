@@ -675,6 +675,20 @@ BEGIN
 END;
 $$;
 
+-- src/sql/35_worker.sql: the launcher starts the worker of a database as
+-- the extension arrives, and an unserved database is warned about
+-- Tells the launcher that this database has the extension now, so that its
+-- worker starts at once (at COMMIT), or warns that no worker serves this
+-- database (smsdispatch.database does not name it): its SMS would stay
+-- queued. Run once below, by CREATE EXTENSION and ALTER EXTENSION UPDATE.
+CREATE FUNCTION smsdispatch.announce_extension()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_announce_extension'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION smsdispatch.announce_extension() FROM PUBLIC;
+SELECT smsdispatch.announce_extension();
+
 -- src/sql/36_send_path.sql: a claim may keep to the urgent priorities (the
 -- IP2SMS channel's connections kept for them), and says each row's priority
 DROP FUNCTION smsdispatch.claim_sends(text, int, text, interval);
@@ -828,6 +842,20 @@ END;
 $$;
 REVOKE ALL ON FUNCTION smsdispatch.spool_refuse(text, bigint, timestamptz, text, text) FROM PUBLIC;
 
+-- src/sql/50_ip2sms.sql: stats() shows the calling database's counters
+-- only and names the database (made anew: its columns change)
+DROP FUNCTION smsdispatch.stats();
+-- Counters of the IP2SMS channel since stats_since() (they outlive a clean
+-- restart; a crash or stats_reset() starts them at zero): requests by kind, answers by state, transport errors by
+-- class, retries, request latency. Those of the calling database's worker
+-- only, and database names it; zeros where no worker counted.
+CREATE FUNCTION smsdispatch.stats()
+RETURNS TABLE (name text, value bigint, database text)
+AS 'MODULE_PATHNAME', 'sms_stats'
+LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION smsdispatch.stats() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION smsdispatch.stats() TO smsdispatch_reader, smsdispatch_admin;
+
 -- src/sql/70_modem.sql, 71_channel_health.sql, 80_reports.sql: admins read
 -- the views (1.1 let them write through them too, by a grant on every
 -- relation of the schema)
@@ -898,22 +926,24 @@ REVOKE ALL ON FUNCTION smsdispatch.modem_goodbye(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION smsdispatch.modem_goodbye(text) TO smsdispatch_admin;
 
 -- src/sql/71_channel_health.sql: a modem whose sidecar said goodbye is
--- no_sidecar at once (made anew: CREATE OR REPLACE VIEW would count as two
--- CREATE VIEW commands)
+-- no_sidecar at once, and each row names its database (made anew: CREATE
+-- OR REPLACE VIEW would count as two CREATE VIEW commands)
 DROP VIEW smsdispatch.channel_health;
 
 -- One row per channel: its state, since when, and what went wrong last. A
 -- modem channel with no sidecar running is 'no_sidecar': a sidecar runs
 -- until it says goodbye (a clean stop) or until it misses three of its
 -- heartbeats (a crash, a hang, a cut connection). Since: when the last one
--- went (NULL when none ever connected).
+-- went (NULL when none ever connected). Database: the database whose
+-- worker and sidecars these are (each database has its own).
 CREATE VIEW smsdispatch.channel_health AS
 	WITH sidecar AS (
 		SELECT m.name, m.started_at, m.last_seen, m.stopped_at,
 			   m.stopped_at IS NULL AND m.last_seen >= now() - 3 * m.heartbeat AS running,
 			   coalesce(m.stopped_at, m.last_seen + 3 * m.heartbeat) AS gone_at
 		  FROM smsdispatch.modem m)
-	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error
+	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error,
+		   current_database()::text AS database
 	  FROM smsdispatch.ip2sms_health() AS h
 	UNION ALL
 	SELECT 'modem'::text,
@@ -925,7 +955,8 @@ CREATE VIEW smsdispatch.channel_health AS
 					format('no sidecar running; the last one, %s, stopped at %s',
 						   latest.name, latest.stopped_at)
 				ELSE format('no sidecar seen within three heartbeats; the last one, %s, was last seen at %s',
-							latest.name, latest.last_seen) END
+							latest.name, latest.last_seen) END,
+		   current_database()::text
 	  FROM (SELECT coalesce(bool_or(c.running), false) AS running,
 				   min(c.started_at) FILTER (WHERE c.running) AS up_since,
 				   max(c.gone_at) AS gone_since

@@ -28,6 +28,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "commands/dbcommands.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -105,9 +106,9 @@ sms_channel_publish(SmsChannelState state, const char *error)
 	static SmsChannelState current;
 	SmsChannelHealth *h;
 
-	if (sms_shared == NULL || (published && state == current && error == NULL))
+	if (sms_my_slot == NULL || (published && state == current && error == NULL))
 		return;
-	h = &sms_shared->ip2sms;
+	h = &sms_my_slot->ip2sms;
 	SpinLockAcquire(&h->mutex);
 	if (!published || state != current)
 		h->since = GetCurrentTimestamp();
@@ -210,10 +211,26 @@ sms_circuit_probe_now(void)
 	next_probe = 0;
 }
 
+/* Whether the launcher found no slot for this database (launcher.c). */
+static bool
+database_left_out(Oid dboid)
+{
+	int			n = sms_shared->nleft_out;
+
+	pg_read_barrier();
+	for (int i = 0; i < n; i++)
+		if (sms_shared->left_out[i] == dboid)
+			return true;
+	return false;
+}
+
 /*
- * smsdispatch.ip2sms_health() -> (state, since, last_error): the worker's
- * view of the channel. Without a worker, or without a send URL, nothing
- * sends IP2SMS: 'down' and 'unconfigured' say so.
+ * smsdispatch.ip2sms_health() -> (state, since, last_error): the view of
+ * the channel of the worker that serves the calling database, and only of
+ * it. Without a worker, or without a send URL, nothing sends IP2SMS:
+ * 'down', 'unserved' (smsdispatch.database does not name this database,
+ * or smsdispatch.max_databases others are served) and 'unconfigured' say
+ * so.
  */
 Datum
 sms_ip2sms_health(PG_FUNCTION_ARGS)
@@ -222,18 +239,38 @@ sms_ip2sms_health(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 	SmsChannelHealth copy;
+	SmsDatabaseSlot *slot = sms_database_slot(MyDatabaseId);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "smsdispatch.ip2sms_health() must return a record");
 	tupdesc = BlessTupleDesc(tupdesc);
 
-	if (sms_shared == NULL || sms_shared->worker_pid == 0)
+	if (sms_shared == NULL)
 	{
 		values[0] = CStringGetTextDatum("down");
 		nulls[1] = true;
-		values[2] = CStringGetTextDatum(sms_shared == NULL ?
-										"no background worker: smsdispatch is not in shared_preload_libraries" :
-										"the smsdispatch background worker is not running");
+		values[2] = CStringGetTextDatum("no background worker: smsdispatch is not in shared_preload_libraries");
+	}
+	else if (slot == NULL && !sms_serves_every_database() &&
+			 !sms_database_listed(get_database_name(MyDatabaseId)))
+	{
+		values[0] = CStringGetTextDatum("unserved");
+		nulls[1] = true;
+		values[2] = CStringGetTextDatum(psprintf("no smsdispatch worker serves this database: smsdispatch.database is '%s'",
+												 sms_database));
+	}
+	else if (slot == NULL && database_left_out(MyDatabaseId))
+	{
+		values[0] = CStringGetTextDatum("unserved");
+		nulls[1] = true;
+		values[2] = CStringGetTextDatum(psprintf("no smsdispatch worker serves this database: smsdispatch.max_databases (%d) others are served, or no background worker process was free (see the server log)",
+												 sms_max_databases));
+	}
+	else if (slot == NULL || slot->worker_pid == 0)
+	{
+		values[0] = CStringGetTextDatum("down");
+		nulls[1] = true;
+		values[2] = CStringGetTextDatum("the smsdispatch background worker is not running");
 	}
 	else if (sms_ip2sms_url[0] == '\0')
 	{
@@ -243,9 +280,9 @@ sms_ip2sms_health(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		SpinLockAcquire(&sms_shared->ip2sms.mutex);
-		memcpy(&copy, &sms_shared->ip2sms, sizeof(copy));
-		SpinLockRelease(&sms_shared->ip2sms.mutex);
+		SpinLockAcquire(&slot->ip2sms.mutex);
+		memcpy(&copy, &slot->ip2sms, sizeof(copy));
+		SpinLockRelease(&slot->ip2sms.mutex);
 		values[0] = CStringGetTextDatum(state_names[copy.state]);
 		values[1] = TimestampTzGetDatum(copy.since);
 		nulls[1] = (copy.since == 0);

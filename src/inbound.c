@@ -184,7 +184,7 @@ cancel_overrunning_call(void)
 static void
 end_persisting_call(void)
 {
-	sms_shared->inbound_abandoned_id = calling_inbox_id;
+	sms_my_slot->inbound_abandoned_id = calling_inbox_id;
 	ProcDiePending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
@@ -332,7 +332,7 @@ end_handler_transaction(void)
 static void
 fail_abandoned_call(void)
 {
-	int64		inbox_id = sms_shared->inbound_abandoned_id;
+	int64		inbox_id = sms_my_slot->inbound_abandoned_id;
 	char	   *error;
 
 	if (inbox_id == 0)
@@ -347,7 +347,7 @@ fail_abandoned_call(void)
 						(long long) inbox_id, error)));
 		end_handler_transaction();
 	}
-	sms_shared->inbound_abandoned_id = 0;
+	sms_my_slot->inbound_abandoned_id = 0;
 }
 
 /*
@@ -402,6 +402,10 @@ sms_inbound_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), InvalidOid, 0);
 	sms_pin_worker_settings();
 	pgstat_report_appname("smsdispatch inbound handler");
+	/* the database's worker started us; without it, nobody waits for us */
+	sms_my_slot = sms_database_slot(MyDatabaseId);
+	if (sms_my_slot == NULL)
+		proc_exit(0);
 	cancel_timeout = RegisterTimeout(USER_TIMEOUT, cancel_overrunning_call);
 	end_timeout = RegisterTimeout(USER_TIMEOUT, end_persisting_call);
 

@@ -110,11 +110,53 @@ static MemoryContext pump_cxt = NULL;	/* emptied after every exchange */
 static TimestampTz send_due = 0;	/* when queued rows may be due */
 static TimestampTz urgent_due = 0;	/* when urgent queued rows may be due */
 static TimestampTz poll_due = 0;	/* when status polls may be due */
-static TimestampTz next_send_slot = 0;	/* rate limit: earliest next send */
 static TimestampTz next_terminate = 0;
 static TimestampTz retry_after = 0; /* after a failed exchange */
 static int	error_pause_ms = 0;	/* the last pause, 0 after a success */
 static bool unconfigured_checked = false;
+
+/*
+ * Reserves up to want concurrent requests of the server's
+ * smsdispatch.ip2sms_max_connections, which the workers of every database
+ * share; returns how many. This worker holds connections_held of them:
+ * its requests on the wire, and for a moment those it is about to start.
+ */
+static int	connections_held = 0;
+
+static int
+connections_reserve(int want)
+{
+	int			n;
+
+	SpinLockAcquire(&sms_shared->rate_mutex);
+	n = Max(0, Min(want, sms_ip2sms_max_connections - sms_shared->requests_on_wire));
+	sms_shared->requests_on_wire += n;
+	SpinLockRelease(&sms_shared->rate_mutex);
+	connections_held += n;
+	return n;
+}
+
+/* Gives back what this worker holds beyond its requests on the wire. */
+static void
+connections_settle(void)
+{
+	int			n = connections_held - nactive;
+
+	if (n <= 0)
+		return;
+	SpinLockAcquire(&sms_shared->rate_mutex);
+	sms_shared->requests_on_wire -= n;
+	SpinLockRelease(&sms_shared->rate_mutex);
+	connections_held = nactive;
+}
+
+/* At exit: the requests of this worker no longer hold connections. */
+static void
+connections_release_all(int code, Datum arg)
+{
+	nactive = 0;
+	connections_settle();
+}
 
 /*
  * Curl's socket callback: remembers which sockets to wait on, for what. A
@@ -232,6 +274,7 @@ prepare_transport(void)
 		multi = curl_multi_init();
 		if (multi == NULL)
 			curl_setup_failed("curl_multi_init");
+		before_shmem_exit(connections_release_all, (Datum) 0);
 		curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
 		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
 		headers = curl_slist_append(NULL, "Content-Type: text/xml; charset=utf-8");
@@ -418,6 +461,7 @@ release_slot(Slot *slot)
 	nactive--;
 	if (req->urgent)
 		nactive_urgent--;
+	connections_settle();
 	add_finished(req);
 }
 
@@ -662,27 +706,56 @@ ip2sms_reload(void)
 }
 
 /*
- * How many sends the rate limit allows now, at most want. Up to a
- * hundredth of a second's worth may go at once, so that a high rate does
- * not cost a transaction per SMS.
+ * How many sends the rate limit allows now, at most want, and reserves
+ * them. The limit is the server's: the workers of every database spend one
+ * schedule in shared memory, so that two databases at the limit together
+ * send at the limit, not twice it. Up to a hundredth of a second's worth
+ * may go at once, so that a high rate does not cost a transaction per SMS;
+ * sends reserved and not made are given back (rate_refund).
  */
 static int
 rate_allows(TimestampTz now, int want)
 {
 	int64		gap;
 	int			burst;
-	int			n;
+	int			n = 0;
+	TimestampTz next;
 
 	if (sms_ip2sms_max_rate <= 0)
 		return want;
 	gap = USECS_PER_SEC / sms_ip2sms_max_rate;
 	burst = Max(1, sms_ip2sms_max_rate / 100);
+	SpinLockAcquire(&sms_shared->rate_mutex);
 	/* a quiet spell does not save up more than a burst */
-	next_send_slot = Max(next_send_slot, now - (burst - 1) * gap);
-	if (next_send_slot > now)
-		return 0;
-	n = (int) Min((now - next_send_slot) / gap + 1, (int64) burst);
-	return Min(n, want);
+	next = Max(sms_shared->next_send_slot, now - (burst - 1) * gap);
+	if (next <= now)
+		n = (int) Min(Min((now - next) / gap + 1, (int64) burst), (int64) want);
+	sms_shared->next_send_slot = next + n * gap;
+	SpinLockRelease(&sms_shared->rate_mutex);
+	return n;
+}
+
+/* Gives back n sends rate_allows() reserved and that did not leave. */
+static void
+rate_refund(int n)
+{
+	if (sms_ip2sms_max_rate <= 0 || n <= 0)
+		return;
+	SpinLockAcquire(&sms_shared->rate_mutex);
+	sms_shared->next_send_slot -= n * (USECS_PER_SEC / sms_ip2sms_max_rate);
+	SpinLockRelease(&sms_shared->rate_mutex);
+}
+
+/* When the rate limit lets the next send leave. */
+static TimestampTz
+rate_next_slot(void)
+{
+	TimestampTz next;
+
+	SpinLockAcquire(&sms_shared->rate_mutex);
+	next = sms_shared->next_send_slot;
+	SpinLockRelease(&sms_shared->rate_mutex);
+	return next;
 }
 
 /* Sends on the wire. */
@@ -720,7 +793,7 @@ static TimestampTz
 next_send_allowed(void)
 {
 	if (!sms_circuit_open())
-		return sms_ip2sms_max_rate > 0 ? next_send_slot : 0;
+		return sms_ip2sms_max_rate > 0 ? rate_next_slot() : 0;
 	return sends_on_wire() == 0 ? sms_circuit_next_probe() : DT_NOEND;
 }
 
@@ -831,6 +904,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	int			free_slots;
 	int			bulk_slots;
 	int			sends = 0;
+	int			rate_reserved;
 	int			polls = 0;
 	bool		record;
 	TimestampTz record_due;
@@ -859,11 +933,13 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	}
 
 	record_due = finished_due(&nfresh);
-	free_slots = worth_filling(now, record_due) ? nslots - nactive : 0;
+	free_slots = worth_filling(now, record_due) && (can_send || can_poll) ?
+		connections_reserve(nslots - nactive) : 0;
 	/* polls and sends that are not urgent take these only */
 	bulk_slots = Min(free_slots, bulk_free_slots());
 	if (can_send && Min(send_due, urgent_due) <= now && free_slots > 0)
 		sends = rate_allows(now, circuit_allows(now, free_slots));
+	rate_reserved = sends;
 	if (can_poll && poll_due <= now && bulk_slots > 0)
 	{
 		/* a send backlog leaves a quarter of the connections to polls */
@@ -900,8 +976,10 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 			dlist_foreach(it, &finished)
 				nfinished++;
 		}
+		rate_refund(rate_reserved - (ok ? x.nsends : 0));
 		if (!ok)
 		{
+			connections_settle();
 			/* the error is logged; everything kept: try again in a moment */
 			error_pause_ms = error_pause_ms == 0 ? ERROR_PAUSE_FIRST_MS :
 				Min(error_pause_ms * 2, ERROR_PAUSE_MOST_MS);
@@ -925,8 +1003,6 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		}
 		if (x.terminate_polls)
 			next_terminate = TimestampTzPlusMilliseconds(now, TERMINATE_EVERY_MS);
-		if (sms_ip2sms_max_rate > 0)
-			next_send_slot += (int64) x.nsends * (USECS_PER_SEC / sms_ip2sms_max_rate);
 		if (sends > 0 && x.nsends < sends)
 			send_due = x.nsends == 0 && x.send_due <= now ?
 				TimestampTzPlusMilliseconds(now, IDLE_PAUSE_MS) : x.send_due;
@@ -960,6 +1036,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 			reap_finished();
 		}
 	}
+	connections_settle();
 
 	/* when there is something to do again */
 	record_due = finished_due(&nfresh);

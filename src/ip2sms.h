@@ -119,6 +119,7 @@ typedef enum SmsStat
 
 extern void sms_stats_shmem_request(void);
 extern void sms_stats_shmem_startup(void);
+extern void sms_stats_attach(Oid dboid);
 extern void sms_stats_count(SmsStat stat);
 extern void sms_stats_answer(const char *state);
 extern void sms_stats_latency(int64 usec);

@@ -25,6 +25,7 @@ PG_FUNCTION_INFO_V1(sms_max_inbound_length_sql);
 PG_FUNCTION_INFO_V1(sms_redact_after_sql);
 
 char	   *sms_database = NULL;
+int			sms_max_databases = 8;
 int			sms_naptime_ms = 1000;
 int			sms_shutdown_grace_ms = 2000;
 char	   *sms_default_channel = NULL;
@@ -117,6 +118,39 @@ check_channel(char **newval, void **extra, GucSource source)
 		return true;
 	GUC_check_errdetail("Channels are \"ip2sms\" and \"modem\".");
 	return false;
+}
+
+/*
+ * smsdispatch.database is '*' or a comma-separated list of database names,
+ * none empty and none longer than a name can be; a typo here would leave a
+ * database silently unserved.
+ */
+static bool
+check_database_list(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	if (strcmp(p, "*") == 0)
+		return true;
+	for (;;)
+	{
+		const char *end = strchr(p, ',');
+		size_t		len = end ? (size_t) (end - p) : strlen(p);
+
+		while (len > 0 && isspace((unsigned char) *p))
+			p++, len--;
+		while (len > 0 && isspace((unsigned char) p[len - 1]))
+			len--;
+		if (len == 0 || len >= NAMEDATALEN || memchr(p, '*', len) != NULL)
+		{
+			GUC_check_errdetail("smsdispatch.database is \"*\" or a comma-separated list of database names, each of 1 to %d bytes.",
+								NAMEDATALEN - 1);
+			return false;
+		}
+		if (end == NULL)
+			return true;
+		p = end + 1;
+	}
 }
 
 /* A country code is one to three digits, without "+" or "00". */
@@ -233,11 +267,19 @@ sms_define_settings(void)
 	 * as a reloadable setting that nothing reads.
 	 */
 	DefineCustomStringVariable("smsdispatch.database",
-							   "Database the background worker serves.",
-							   NULL, &sms_database, "postgres",
+							   "Databases the background workers serve.",
+							   "One name, a comma-separated list, or * for every database that has the extension.",
+							   &sms_database, "postgres",
 							   process_shared_preload_libraries_in_progress ?
 							   PGC_POSTMASTER : PGC_SIGHUP,
-							   0, NULL, NULL, NULL);
+							   0, check_database_list, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.max_databases",
+							"Most databases served at once, one worker each.",
+							"Each takes a background worker process (max_worker_processes).",
+							&sms_max_databases, 8, 1, 256,
+							process_shared_preload_libraries_in_progress ?
+							PGC_POSTMASTER : PGC_SIGHUP,
+							0, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.naptime",
 							"Longest sleep of the worker when nothing is due.",
 							NULL, &sms_naptime_ms, 1000, 10, 3600 * 1000,

@@ -26,15 +26,25 @@
 PG_FUNCTION_INFO_V1(sms_wake_on_change);
 
 SmsSharedState *sms_shared = NULL;
+/* in a database's worker (and its inbound handler worker): its slot */
+SmsDatabaseSlot *sms_my_slot = NULL;
 
 static bool wake_pending = false;
 static bool xact_callback_registered = false;
+
+/* The size of the shared state with smsdispatch.max_databases slots. */
+static Size
+shared_state_size(void)
+{
+	return add_size(offsetof(SmsSharedState, slots),
+					mul_size(sms_max_databases, sizeof(SmsDatabaseSlot)));
+}
 
 /* Asks the postmaster for our shared memory; from shmem_request_hook. */
 void
 sms_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(SmsSharedState)));
+	RequestAddinShmemSpace(MAXALIGN(shared_state_size()));
 }
 
 /* Attaches to (or creates) the shared state; from shmem_startup_hook. */
@@ -44,31 +54,56 @@ sms_shmem_startup(void)
 	bool		found;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	sms_shared = ShmemInitStruct("smsdispatch", sizeof(SmsSharedState), &found);
+	sms_shared = ShmemInitStruct("smsdispatch", shared_state_size(), &found);
 	if (!found)
 	{
-		memset(sms_shared, 0, sizeof(SmsSharedState));
-		SpinLockInit(&sms_shared->ip2sms.mutex);
+		memset(sms_shared, 0, shared_state_size());
+		pg_atomic_init_u32(&sms_shared->extension_generation, 0);
+		SpinLockInit(&sms_shared->rate_mutex);
+		sms_shared->nslots = sms_max_databases;
+		for (int i = 0; i < sms_shared->nslots; i++)
+			SpinLockInit(&sms_shared->slots[i].ip2sms.mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
 /*
- * Sets the worker's latch, if a worker runs and serves our database: work
+ * The slot of the worker that serves a database, or NULL when none does
+ * (or smsdispatch is not preloaded). Read without a lock: only the launcher
+ * gives out slots, and a slot read while it changes hands is at worst one
+ * wake-up for nothing.
+ */
+SmsDatabaseSlot *
+sms_database_slot(Oid dboid)
+{
+	if (sms_shared == NULL || !OidIsValid(dboid))
+		return NULL;
+	for (int i = 0; i < sms_shared->nslots; i++)
+	{
+		SmsDatabaseSlot *slot = &sms_shared->slots[i];
+
+		if (slot->in_use && slot->dboid == dboid)
+			return slot;
+	}
+	return NULL;
+}
+
+/*
+ * Sets the latch of the worker that serves our database, if one runs: work
  * queued in another database is not its to do, and a wake-up would cost it
  * a pass for nothing.
  */
 void
 sms_wake_worker(void)
 {
+	SmsDatabaseSlot *slot = sms_database_slot(MyDatabaseId);
 	Latch	   *latch;
 
-	if (sms_shared == NULL)
+	if (slot == NULL)
 		return;
-	latch = sms_shared->worker_latch;
+	latch = slot->worker_latch;
 	pg_read_barrier();
-	if (latch != NULL && sms_shared->worker_pid != MyProcPid &&
-		sms_shared->worker_dboid == MyDatabaseId)
+	if (latch != NULL && slot->worker_pid != MyProcPid)
 		SetLatch(latch);
 }
 

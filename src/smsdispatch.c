@@ -48,8 +48,8 @@ smsdispatch_shmem_startup(void)
 
 /*
  * Defines the settings in every process that loads us; when preloaded, also
- * reserves shared memory so backends can wake the worker, and registers the
- * worker. Not while pg_upgrade runs the server (binary upgrade mode): the
+ * reserves shared memory so backends can wake the workers, and registers
+ * the launcher, which starts them. Not while pg_upgrade runs the server (binary upgrade mode): the
  * worker would send from the old cluster or meet the new one half restored.
  */
 void
@@ -66,7 +66,7 @@ _PG_init(void)
 	shmem_startup_hook = smsdispatch_shmem_startup;
 
 	if (!IsBinaryUpgrade)
-		sms_register_worker();
+		sms_register_launcher();
 }
 
 /*

@@ -12,6 +12,7 @@
 #include "pg_compat.h"
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/guc.h"
@@ -20,6 +21,7 @@
 
 /* settings (settings.c); names as in the README */
 extern char *sms_database;
+extern int	sms_max_databases;
 extern int	sms_naptime_ms;
 extern int	sms_shutdown_grace_ms;
 extern char *sms_default_channel;
@@ -131,7 +133,13 @@ extern const char *sms_resolve_channel(const char *channel);
 #define SMS_PRIORITY_URGENT_MAX	3
 extern int	sms_default_priority(const char *type);
 /* worker_database.c: the worker's wait for its database */
-extern void sms_worker_wait_for_database(void);
+extern void sms_worker_wait_for_database(const char *dbname);
+
+/* launcher.c: which databases are served, and the launcher of their workers */
+extern bool sms_serves_every_database(void);
+extern bool sms_database_listed(const char *dbname);
+extern void sms_register_launcher(void);
+extern PGDLLEXPORT void sms_launcher_main(Datum main_arg);
 
 /* phone_plan.c: national number lengths per country code */
 extern bool sms_phone_plan_check(const char *e164, const char **detail);
@@ -180,25 +188,54 @@ extern int	sms_circuit_sends_allowed(TimestampTz now, int want, int sends_on_wir
 extern TimestampTz sms_circuit_next_probe(void);
 extern void sms_circuit_probe_now(void);
 
-/* shmem.c: state shared with the background worker */
-typedef struct SmsSharedState
+/*
+ * shmem.c: state shared with the background workers. One slot per served
+ * database (smsdispatch.max_databases of them), given out by the launcher:
+ * what is per database lives in it; what is per server (the IP2SMS rate
+ * limit and connection count, the launcher) beside the slots.
+ */
+typedef struct SmsDatabaseSlot
 {
-	Latch	   *worker_latch;	/* NULL while no worker runs */
+	bool		in_use;			/* the launcher gave it to a worker */
+	Oid			dboid;			/* the database it serves; InvalidOid while
+								 * its worker waits for dbname to exist */
+	char		dbname[NAMEDATALEN];	/* as smsdispatch.database names it */
+	Latch	   *worker_latch;	/* NULL while its worker does not run */
 	pid_t		worker_pid;
-	Oid			worker_dboid;	/* the database it serves */
-	bool		worker_connecting;	/* still set: its connection failed */
-	SmsChannelHealth ip2sms;	/* written by the worker only */
+	bool		no_extension;	/* its worker ended: the extension is not
+								 * installed there ('*' only) */
+	uint32		seen_generation;	/* extension_generation when it looked */
+	SmsChannelHealth ip2sms;	/* written by its worker only */
 	int64		inbound_abandoned_id;	/* inbox row whose handler went on
 										 * past its cancel and ended its
 										 * worker; 0: none */
+} SmsDatabaseSlot;
+
+#define SMS_LEFT_OUT_SHOWN	64
+
+typedef struct SmsSharedState
+{
+	Latch	   *launcher_latch; /* NULL while no launcher runs */
+	pg_atomic_uint32 extension_generation;	/* a CREATE EXTENSION committed */
+	slock_t		rate_mutex;		/* protects the two below */
+	TimestampTz next_send_slot; /* ip2sms_max_rate: earliest next send */
+	int			requests_on_wire;	/* of all workers, for
+									 * ip2sms_max_connections */
+	/* databases to serve that got no slot (the first SMS_LEFT_OUT_SHOWN) */
+	int			nleft_out;
+	Oid			left_out[SMS_LEFT_OUT_SHOWN];
+	int			nslots;			/* smsdispatch.max_databases */
+	SmsDatabaseSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } SmsSharedState;
 
 /* the LISTEN channel of the modem sidecars */
 #define SMS_MODEM_NOTIFY_CHANNEL "smsdispatch_modem"
 
 extern SmsSharedState *sms_shared;
+extern SmsDatabaseSlot *sms_my_slot;
 extern void sms_shmem_request(void);
 extern void sms_shmem_startup(void);
+extern SmsDatabaseSlot *sms_database_slot(Oid dboid);
 extern void sms_wake_worker(void);
 extern void sms_wake_at_commit(void);
 
@@ -256,7 +293,6 @@ extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
 extern void sms_worker_signals(pqsigfunc on_sigterm);
 extern void sms_worker_stop(void);
 extern void sms_pin_worker_settings(void);
-extern void sms_register_worker(void);
 extern PGDLLEXPORT void sms_worker_main(Datum main_arg);
 
 #endif							/* SMSDISPATCH_H */

@@ -4,9 +4,9 @@
  *	  The smsdispatch background worker, and run_once(), the same database
  *	  duties in the calling session.
  *
- * One worker per cluster serves smsdispatch.database. It starts once
- * recovery has finished (a standby runs none of it) and the postmaster
- * restarts it if it dies. Its loop is an event loop: the IP2SMS channel's
+ * One worker serves each database of smsdispatch.database; the launcher
+ * (launcher.c) starts them once recovery has finished (a standby runs none
+ * of it) and again if one dies. Its loop is an event loop: the IP2SMS channel's
  * requests run on curl's sockets (ip2sms.c), and between I/O events the
  * loop records their results and fills free connections, and runs the
  * database duties that are due: import the spool directory, escalate the
@@ -26,7 +26,8 @@
  * transaction: the loop stops claiming, waits up to
  * smsdispatch.shutdown_grace for the answers of the requests on the wire,
  * records them and exits (sms_worker_stop). While the extension is not
- * installed in the database the worker only rechecks, every naptime.
+ * installed in a listed database the worker only rechecks, every naptime;
+ * with smsdispatch.database = '*' it ends instead.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,31 +58,14 @@
 
 PG_FUNCTION_INFO_V1(sms_run_once);
 
-/* Registers the worker with the postmaster; from _PG_init when preloaded. */
-void
-sms_register_worker(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	strlcpy(worker.bgw_library_name, "smsdispatch", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "sms_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "smsdispatch worker", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "smsdispatch worker", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
-
 /* Tells backends there is no worker to wake any more; at process exit. */
 static void
 worker_detach(int code, Datum arg)
 {
-	if (sms_shared->worker_pid == MyProcPid)
+	if (sms_my_slot->worker_pid == MyProcPid)
 	{
-		sms_shared->worker_latch = NULL;
-		sms_shared->worker_pid = 0;
+		sms_my_slot->worker_latch = NULL;
+		sms_my_slot->worker_pid = 0;
 	}
 }
 
@@ -190,6 +174,24 @@ look_for_extension(void *installed)
 	*(bool *) installed = OidIsValid(get_extension_oid("smsdispatch", true));
 }
 
+/*
+ * With smsdispatch.database = '*', a database without the extension has no
+ * worker: this one ends, and the launcher starts none there until a CREATE
+ * EXTENSION commits after generation (read before the look).
+ */
+static void
+end_without_extension(uint32 generation)
+{
+	ereport(LOG,
+			(errmsg("smsdispatch worker of database \"%s\" ends: the extension is not installed there",
+					sms_my_slot->dbname),
+			 errdetail("With smsdispatch.database = '*', CREATE EXTENSION smsdispatch starts it again.")));
+	ip2sms_stop();
+	sms_my_slot->seen_generation = generation;
+	sms_my_slot->no_extension = true;
+	proc_exit(0);
+}
+
 /* One duty and the pass it belongs to, for run_duty's transaction. */
 typedef struct DutyRun
 {
@@ -289,6 +291,7 @@ worker_loop(void)
 		TimestampTz now;
 		TimestampTz channel_due = DT_NOEND;
 		bool		alarms_changed = false;
+		uint32		generation;
 
 		/* at SIGTERM nothing more is claimed */
 		if (ShutdownRequestPending)
@@ -310,7 +313,10 @@ worker_loop(void)
 			memset(&summary, 0, sizeof(summary));
 			duties_due = TimestampTzPlusMilliseconds(now, sms_naptime_ms);
 			/* a failed look keeps the last answer */
+			generation = pg_atomic_read_u32(&sms_shared->extension_generation);
 			(void) sms_worker_transaction(look_for_extension, &installed);
+			if (!installed && sms_serves_every_database())
+				end_without_extension(generation);
 			if (installed)
 				duties_pass(&summary, &duties_due);
 			else
@@ -452,36 +458,35 @@ sms_worker_signals(pqsigfunc on_sigterm)
 	BackgroundWorkerUnblockSignals();
 }
 
-/* Entry point of the background worker. */
+/*
+ * Entry point of the worker of one database; main_arg is its slot, which
+ * the launcher filled (launcher.c). A database that does not exist yet is
+ * waited for, connected to none (worker_database.c).
+ */
 void
 sms_worker_main(Datum main_arg)
 {
 	sigjmp_buf	local_sigjmp_buf;
 
 	sms_worker_signals(SignalHandlerForShutdownRequest);
+	sms_my_slot = &sms_shared->slots[DatumGetInt32(main_arg)];
+	before_shmem_exit(worker_detach, (Datum) 0);
+	sms_my_slot->worker_pid = MyProcPid;
 
-	/*
-	 * The flag is still set when the last start's connection failed (its
-	 * database did not exist): wait for the database instead of failing
-	 * again.
-	 */
-	if (sms_shared->worker_connecting)
-		sms_worker_wait_for_database();
-	sms_shared->worker_connecting = true;
-	BackgroundWorkerInitializeConnection(sms_database, NULL, 0);
+	if (!OidIsValid(sms_my_slot->dboid))
+		sms_worker_wait_for_database(sms_my_slot->dbname);
+	BackgroundWorkerInitializeConnectionByOid(sms_my_slot->dboid, InvalidOid, 0);
 	sms_pin_worker_settings();
-	sms_shared->worker_connecting = false;
+	sms_stats_attach(MyDatabaseId);
 	pgstat_report_appname("smsdispatch worker");
 
-	before_shmem_exit(worker_detach, (Datum) 0);
-	sms_shared->worker_pid = MyProcPid;
-	sms_shared->worker_dboid = MyDatabaseId;
 	pg_write_barrier();
-	sms_shared->worker_latch = MyLatch;
+	sms_my_slot->worker_latch = MyLatch;
 	sms_channel_publish(SMS_CHANNEL_OK, NULL);
 
 	ereport(LOG,
-			(errmsg("smsdispatch worker started in database \"%s\"", sms_database)));
+			(errmsg("smsdispatch worker started in database \"%s\"",
+					sms_my_slot->dbname)));
 
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 		recover_from_error();

@@ -3,13 +3,12 @@
  * worker_database.c
  *	  The worker's wait for a database that does not exist yet.
  *
- * BackgroundWorkerInitializeConnection() ends the process with a FATAL
- * error when smsdispatch.database does not exist, and the postmaster would
- * start it again every 5 s, for ever. When a start finds that the last
- * connection attempt failed, the worker connects to no database instead
+ * A database named in smsdispatch.database that does not exist gets a
+ * worker all the same (launcher.c): it connects to no database
  * (pg_database is a shared catalog), says once that it waits, and checks
- * every naptime; once the database exists it exits so that the postmaster
- * starts a worker that connects to it.
+ * every naptime; once the database exists it exits so that the launcher
+ * starts a worker that connects to it. Connecting to a database that does
+ * not exist would end it with a FATAL error, again at every start.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,20 +53,18 @@ database_exists(const char *name)
 }
 
 /*
- * Waits, connected to no database, until smsdispatch.database exists; then
- * ends the process so that the postmaster starts a worker that connects to
- * it. Says so once, and checks every naptime. Connecting to a database that
- * does not exist would end the worker with a FATAL error, again at every
- * restart.
+ * Waits, connected to no database, until the database dbname exists; then
+ * ends the process so that the launcher starts a worker that connects to
+ * it. Says so once, and checks every naptime.
  */
 void
-sms_worker_wait_for_database(void)
+sms_worker_wait_for_database(const char *dbname)
 {
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("smsdispatch worker");
 	ereport(LOG,
 			(errmsg("smsdispatch worker is waiting for database \"%s\" to exist",
-					sms_database),
+					dbname),
 			 errhint("Create the database or change smsdispatch.database; it is checked every smsdispatch.naptime.")));
 	for (;;)
 	{
@@ -83,14 +80,13 @@ sms_worker_wait_for_database(void)
 		}
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
-		exists = database_exists(sms_database);
+		exists = database_exists(dbname);
 		CommitTransactionCommand();
 		if (exists)
 		{
 			ereport(LOG,
 					(errmsg("database \"%s\" exists now; the smsdispatch worker restarts to serve it",
-							sms_database)));
-			sms_shared->worker_connecting = false;
+							dbname)));
 			proc_exit(1);
 		}
 		pgstat_report_activity(STATE_IDLE, "smsdispatch: waiting for its database");

@@ -298,6 +298,17 @@ AS 'MODULE_PATHNAME', 'sms_run_once'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- Tells the launcher that this database has the extension now, so that its
+-- worker starts at once (at COMMIT), or warns that no worker serves this
+-- database (smsdispatch.database does not name it): its SMS would stay
+-- queued. Run once below, by CREATE EXTENSION and ALTER EXTENSION UPDATE.
+CREATE FUNCTION smsdispatch.announce_extension()
+RETURNS void
+AS 'MODULE_PATHNAME', 'sms_announce_extension'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+SELECT smsdispatch.announce_extension();
+
 -- Privileges: admins may run a pass of the worker by hand (or from pg_cron)
 -- and see which spool files were taken.
 GRANT EXECUTE ON FUNCTION smsdispatch.run_once() TO smsdispatch_admin;

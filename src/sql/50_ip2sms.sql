@@ -19,9 +19,10 @@ END;
 
 -- Counters of the IP2SMS channel since stats_since() (they outlive a clean
 -- restart; a crash or stats_reset() starts them at zero): requests by kind, answers by state, transport errors by
--- class, retries, request latency.
+-- class, retries, request latency. Those of the calling database's worker
+-- only, and database names it; zeros where no worker counted.
 CREATE FUNCTION smsdispatch.stats()
-RETURNS TABLE (name text, value bigint)
+RETURNS TABLE (name text, value bigint, database text)
 AS 'MODULE_PATHNAME', 'sms_stats'
 LANGUAGE C VOLATILE STRICT;
 
@@ -30,7 +31,8 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'sms_stats_reset'
 LANGUAGE C VOLATILE STRICT;
 
--- When the counters last started from zero; NULL when not preloaded.
+-- When the counters last started from zero (the server's start where no
+-- worker counted yet); NULL when not preloaded.
 CREATE FUNCTION smsdispatch.stats_since()
 RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'sms_stats_since'

@@ -8,7 +8,9 @@
 -- failed for a reason of the channel, the circuit still closed), 'down' (a
 -- run of such failures opened the circuit, or no worker runs), 'auth_failed'
 -- (HTTP 401 or 403, or no usable password file), 'unconfigured' (no send
--- URL); since when, and the last error.
+-- URL), 'unserved' (no worker serves this database: smsdispatch.database
+-- does not name it, or smsdispatch.max_databases others are served);
+-- since when, and the last error.
 CREATE FUNCTION smsdispatch.ip2sms_health(OUT state text, OUT since timestamptz,
 	OUT last_error text)
 RETURNS record
@@ -19,14 +21,16 @@ LANGUAGE C VOLATILE;
 -- modem channel with no sidecar running is 'no_sidecar': a sidecar runs
 -- until it says goodbye (a clean stop) or until it misses three of its
 -- heartbeats (a crash, a hang, a cut connection). Since: when the last one
--- went (NULL when none ever connected).
+-- went (NULL when none ever connected). Database: the database whose
+-- worker and sidecars these are (each database has its own).
 CREATE VIEW smsdispatch.channel_health AS
 	WITH sidecar AS (
 		SELECT m.name, m.started_at, m.last_seen, m.stopped_at,
 			   m.stopped_at IS NULL AND m.last_seen >= now() - 3 * m.heartbeat AS running,
 			   coalesce(m.stopped_at, m.last_seen + 3 * m.heartbeat) AS gone_at
 		  FROM smsdispatch.modem m)
-	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error
+	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error,
+		   current_database()::text AS database
 	  FROM smsdispatch.ip2sms_health() AS h
 	UNION ALL
 	SELECT 'modem'::text,
@@ -38,7 +42,8 @@ CREATE VIEW smsdispatch.channel_health AS
 					format('no sidecar running; the last one, %s, stopped at %s',
 						   latest.name, latest.stopped_at)
 				ELSE format('no sidecar seen within three heartbeats; the last one, %s, was last seen at %s',
-							latest.name, latest.last_seen) END
+							latest.name, latest.last_seen) END,
+		   current_database()::text
 	  FROM (SELECT coalesce(bool_or(c.running), false) AS running,
 				   min(c.started_at) FILTER (WHERE c.running) AS up_since,
 				   max(c.gone_at) AS gone_since
