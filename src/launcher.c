@@ -140,6 +140,7 @@ slot_is_wanted(SmsDatabaseSlot *slot, WantedDatabase *wanted, int nwanted)
 static WantedDatabase *
 read_wanted(int *nwanted)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	WantedDatabase *wanted = palloc0(sizeof(WantedDatabase) * 64);
 	int			cap = 64;
 	Relation	rel;
@@ -175,6 +176,8 @@ read_wanted(int *nwanted)
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* whichever context the commit leaves current (versions differ) */
+	MemoryContextSwitchTo(caller);
 
 	/* listed databases that do not exist (yet) get a worker that waits */
 	if (!every)
@@ -277,6 +280,8 @@ start_worker(int i, const WantedDatabase *db)
 	SmsDatabaseSlot *slot = &sms_shared->slots[i];
 	BackgroundWorker worker;
 	SmsChannelHealth *h = &slot->ip2sms;
+	MemoryContext old;
+	bool		registered;
 
 	slot->dboid = db->oid;
 	strlcpy(slot->dbname, db->name, NAMEDATALEN);
@@ -302,7 +307,11 @@ start_worker(int i, const WantedDatabase *db)
 	strlcpy(worker.bgw_type, "smsdispatch worker", BGW_MAXLEN);
 	worker.bgw_main_arg = Int32GetDatum(i);
 	worker.bgw_notify_pid = MyProcPid;
-	if (RegisterDynamicBackgroundWorker(&worker, &handles[i]))
+	/* the handle lives until the worker is reaped, past this scan */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &handles[i]);
+	MemoryContextSwitchTo(old);
+	if (registered)
 		return true;
 	slot->in_use = false;
 	handles[i] = NULL;
