@@ -67,6 +67,11 @@ deps:
 .PHONY: $(PROJECT_GOALS) deps
 else
 include $(PGXS)
+
+# pgxs tracks no header: every object is rebuilt when one changes (a struct
+# in shared memory laid out twice would be read at the wrong offsets)
+$(OBJS): $(wildcard src/*.h)
+
 PGXS_READ = yes
 
 smsdispatch--$(EXTVERSION).sql: $(sort $(wildcard src/sql/*.sql))

@@ -120,11 +120,17 @@ static bool unconfigured_checked = false;
  * smsdispatch.ip2sms_max_connections, which the workers of every database
  * share; returns how many. This worker holds connections_held of them:
  * its requests on the wire, and for a moment those it is about to start.
+ * When the other workers hold the rest, it looks again CONNECTIONS_RETRY_MS
+ * later (connections_retry_at): their requests end without waking it.
  */
+#define CONNECTIONS_RETRY_MS	2
+
 static int	connections_held = 0;
+static int	bulk_published = 0; /* this worker's share of bulk_on_wire */
+static TimestampTz connections_retry_at = 0;
 
 static int
-connections_reserve(int want)
+connections_reserve(int want, TimestampTz now)
 {
 	int			n;
 
@@ -133,21 +139,29 @@ connections_reserve(int want)
 	sms_shared->requests_on_wire += n;
 	SpinLockRelease(&sms_shared->rate_mutex);
 	connections_held += n;
+	connections_retry_at = n < want ? TimestampTzPlusMilliseconds(now, CONNECTIONS_RETRY_MS) : 0;
 	return n;
 }
 
-/* Gives back what this worker holds beyond its requests on the wire. */
+/*
+ * Gives back what this worker holds beyond its requests on the wire, and
+ * publishes how many of those are not urgent sends (the server's urgent
+ * lane, bulk_free_slots).
+ */
 static void
 connections_settle(void)
 {
-	int			n = connections_held - nactive;
+	int			unused = connections_held - nactive;
+	int			bulk = nactive - nactive_urgent;
 
-	if (n <= 0)
+	if (unused <= 0 && bulk == bulk_published)
 		return;
 	SpinLockAcquire(&sms_shared->rate_mutex);
-	sms_shared->requests_on_wire -= n;
+	sms_shared->requests_on_wire -= Max(unused, 0);
+	sms_shared->bulk_on_wire += bulk - bulk_published;
 	SpinLockRelease(&sms_shared->rate_mutex);
-	connections_held = nactive;
+	connections_held = Min(connections_held, nactive);
+	bulk_published = bulk;
 }
 
 /* At exit: the requests of this worker no longer hold connections. */
@@ -155,6 +169,7 @@ static void
 connections_release_all(int code, Datum arg)
 {
 	nactive = 0;
+	nactive_urgent = 0;
 	connections_settle();
 }
 
@@ -831,15 +846,20 @@ urgent_connections(void)
 
 /*
  * The free connections a request other than an urgent send may take: those
- * beyond the ones kept for urgent sends, less the other requests on the wire.
+ * beyond the ones kept for urgent sends, less the other requests on the
+ * wire of every database's worker (the lane is the server's, as the
+ * connections are).
  */
 static int
 bulk_free_slots(void)
 {
-	int			others_active = nactive - nactive_urgent;
+	int			server_bulk;
 
+	SpinLockAcquire(&sms_shared->rate_mutex);
+	server_bulk = sms_shared->bulk_on_wire - bulk_published + (nactive - nactive_urgent);
+	SpinLockRelease(&sms_shared->rate_mutex);
 	return Max(0, Min(nslots - nactive,
-					  nslots - urgent_connections() - others_active));
+					  nslots - urgent_connections() - server_bulk));
 }
 
 /*
@@ -934,7 +954,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 
 	record_due = finished_due(&nfresh);
 	free_slots = worth_filling(now, record_due) && (can_send || can_poll) ?
-		connections_reserve(nslots - nactive) : 0;
+		connections_reserve(nslots - nactive, now) : 0;
 	/* polls and sends that are not urgent take these only */
 	bulk_slots = Min(free_slots, bulk_free_slots());
 	if (can_send && Min(send_due, urgent_due) <= now && free_slots > 0)
@@ -1044,13 +1064,15 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	if (worth_filling(now, record_due))
 	{
 		if (can_send)
-			lower_due(next_due, Max(send_due, next_send_allowed()));
+			lower_due(next_due, Max(Max(send_due, next_send_allowed()),
+									connections_retry_at));
 		if (can_poll && bulk_free_slots() > 0)
-			lower_due(next_due, poll_due);
+			lower_due(next_due, Max(poll_due, connections_retry_at));
 	}
 	/* an urgent row due later takes a connection kept for it */
 	if (can_send && nslots - nactive > bulk_free_slots())
-		lower_due(next_due, Max(urgent_due, next_send_allowed()));
+		lower_due(next_due, Max(Max(urgent_due, next_send_allowed()),
+								connections_retry_at));
 	if (can_poll)
 		lower_due(next_due, next_terminate);
 }

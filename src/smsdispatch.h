@@ -217,10 +217,12 @@ typedef struct SmsSharedState
 {
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	pg_atomic_uint32 extension_generation;	/* a CREATE EXTENSION committed */
-	slock_t		rate_mutex;		/* protects the two below */
+	slock_t		rate_mutex;		/* protects the three below */
 	TimestampTz next_send_slot; /* ip2sms_max_rate: earliest next send */
 	int			requests_on_wire;	/* of all workers, for
 									 * ip2sms_max_connections */
+	int			bulk_on_wire;	/* of them, not urgent sends
+								 * (ip2sms_urgent_connections) */
 	/* databases to serve that got no slot (the first SMS_LEFT_OUT_SHOWN) */
 	int			nleft_out;
 	Oid			left_out[SMS_LEFT_OUT_SHOWN];
