@@ -88,9 +88,11 @@ cmp_ok($elapsed, '<', 5,
 	sprintf('DROP DATABASE while the worker waits mid-pass: %.2f s', $elapsed));
 
 $start = time();
+my $log_offset = -s $node->logfile;
 $node->stop('fast');
 $elapsed = time() - $start;
-cmp_ok($elapsed, '<', 5, sprintf('pg_ctl stop -m fast mid-pass: %.2f s', $elapsed));
+cmp_ok($elapsed, '<', 5, sprintf('pg_ctl stop -m fast mid-pass: %.2f s', $elapsed))
+  or diag('the server log of the stop: ' . substr(slurp_file($node->logfile), $log_offset));
 $holder->quit;
 
 done_testing();
