@@ -5,7 +5,8 @@
 # and Debian unstable "sid" (PostgreSQL 18). In each root install-deps.sh
 # installs what that release has, as on a machine running it. On trixie also
 # make demo, pg_upgrade from 15 to 17, and the Debian packages (built, then
-# installed into a clean root where make installcheck runs).
+# installed into a clean root where make installcheck runs). The roots run
+# at the same time; the first one's output shows as it runs.
 #
 # Prints each root's "suites: N passed, N failed", and last
 # "matrix: N passed, N failed" over every suite of every root.
@@ -28,12 +29,8 @@ fi
 trap matrix_cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-passed=0
-failed=0
-lines=""
-
 # record SUITE-LINE LABEL: adds a "suites: N passed, N failed" line (or its
-# absence: one failure) to the totals.
+# absence: one failure) to the results of the root being run ($results).
 record() {
 	p=$(echo "$1" | sed -n 's/^suites: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
 	f=$(echo "$1" | sed -n 's/^suites: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
@@ -42,10 +39,7 @@ record() {
 		f=1
 		echo "check-matrix: $2 printed no suite summary: counted as one failure"
 	fi
-	passed=$((passed + p))
-	failed=$((failed + f))
-	lines="$lines
-$2: suites: $p passed, $f failed"
+	echo "$p $f $2" >>"$results"
 }
 
 # one_step LABEL ROOT COMMAND: a command in the root, one suite that
@@ -59,12 +53,17 @@ one_step() {
 	fi
 }
 
-for suite in $matrix; do
+# run_root SUITE: everything the matrix does in the root of one Debian
+# release; its results go to $matrix_cache/SUITE.results.
+run_root() {
+	suite=$1
+	results=$matrix_cache/$suite.results
+	: >"$results"
 	echo "== check-matrix: Debian $suite"
 	if ! root=$(matrix_root "$suite") || ! matrix_mount "$root"; then
 		record "" "$suite"
 		matrix_cleanup
-		continue
+		return
 	fi
 	matrix_copy_tree "$top" "$root"
 	log=$matrix_cache/$suite.check.log
@@ -90,8 +89,48 @@ for suite in $matrix; do
 				s/^suites: [0-9]* passed, [1-9][0-9]* failed$/suites: 0 passed, 1 failed/')" \
 			"$suite: .deb built, installed with dpkg -i, make installcheck"
 	fi
+}
+
+# The roots run at once: the suites mostly wait (on servers, timeouts and
+# mocks; a whole make check uses a quarter of one core), so two of them
+# take little longer than one. The PostgreSQL servers of the tests listen
+# on Unix sockets in each root's own /tmp, so their port numbers never
+# clash across roots. The first root's output shows as it runs; each other
+# root's is shown when it ends.
+mkdir -p "$matrix_cache"
+first=""
+background=""
+for suite in $matrix; do
+	if [ -z "$first" ]; then
+		first=$suite
+		continue
+	fi
+	(
+		trap matrix_cleanup EXIT
+		run_root "$suite"
+	) >"$matrix_cache/$suite.out" 2>&1 &
+	background="$background $!"
+	echo "check-matrix: Debian $suite runs meanwhile; its output follows at the end"
+done
+[ -n "$first" ] && run_root "$first"
+for pid in $background; do
+	wait "$pid"
+done
+for suite in $matrix; do
+	[ "$suite" = "$first" ] || cat "$matrix_cache/$suite.out"
 done
 
+passed=0
+failed=0
+lines=""
+for suite in $matrix; do
+	while read -r p f label; do
+		passed=$((passed + p))
+		failed=$((failed + f))
+		lines="$lines
+$label: suites: $p passed, $f failed"
+	done <"$matrix_cache/$suite.results"
+done
 echo "== check-matrix summary$lines"
 echo "matrix: $passed passed, $failed failed"
 [ "$failed" = 0 ]
