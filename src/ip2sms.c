@@ -889,8 +889,9 @@ lower_due(TimestampTz *due, TimestampTz t)
 }
 
 /*
- * Whether the claim just committed must not be sent: the postmaster died.
- * A claim's commit waits for the synchronous standby, but when the
+ * Whether the claim just committed must not be sent: the postmaster died,
+ * or a stop cut short the commit's wait for the synchronous standbys (after
+ * a cancel, sms_commit_confirmed waits again). A claim's commit waits for the synchronous standby, but when the
  * postmaster dies the wait gives up (SyncRepWaitForLSN sets ProcDiePending
  * and returns), so the commit may be durable on this server only: the
  * walsenders are gone, and the standby Patroni promotes has the rows still
@@ -902,7 +903,7 @@ lower_due(TimestampTz *due, TimestampTz t)
 static bool
 claim_is_unsafe(void)
 {
-	return ProcDiePending || !PostmasterIsAlive();
+	return ProcDiePending || !PostmasterIsAlive() || !sms_commit_confirmed();
 }
 
 /*

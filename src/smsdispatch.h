@@ -290,6 +290,7 @@ extern void sms_bound_lock_waits(void);
 /* what one of the worker's transactions does (sms_worker_transaction) */
 typedef void (*SmsWork) (void *arg);
 extern bool sms_worker_transaction(SmsWork work, void *arg);
+extern bool sms_commit_confirmed(void);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
 extern void sms_worker_signals(pqsigfunc on_sigterm);

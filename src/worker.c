@@ -44,8 +44,10 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "storage/procsignal.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -121,6 +123,94 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
 }
 
 /*
+ * NB: a claim's COMMIT waits for the synchronous standbys (see
+ * pinned_settings), and two things end that wait early, leaving a commit
+ * this server has and the standbys may not: a cancel (pg_cancel_backend),
+ * which PostgreSQL turns into a WARNING, and a stop. A stop is no
+ * interrupt of ours (SIGTERM only sets the loop's flag), so without help
+ * it would not end the wait at all, and a fast stop of a primary cut off
+ * from its standbys would hang. So the worker's own COMMITs are watched:
+ * a SIGTERM during one ends its wait as die() would, and either interrupt
+ * marks the commit unconfirmed (commit_cut_short), which
+ * sms_commit_confirmed() settles before a claimed request may leave.
+ */
+static volatile sig_atomic_t in_commit = false;
+static volatile sig_atomic_t commit_cut_short = false;
+
+/* The worker's SIGTERM: the loop's flag, and the end of a commit's wait. */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	if (in_commit)
+	{
+		commit_cut_short = true;
+		ProcDiePending = true;
+		InterruptPending = true;
+	}
+	SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
+
+/* SIGINT (a cancel): as for every backend, and noted during a commit. */
+static void
+worker_sigint(SIGNAL_ARGS)
+{
+	if (in_commit)
+		commit_cut_short = true;
+	StatementCancelHandler(postgres_signal_arg);
+}
+
+/*
+ * Commits the current transaction as a watched commit. The die() that
+ * worker_sigterm asked for is taken back once the wait is over: the stop
+ * goes on as a graceful one (sms_worker_stop).
+ */
+static void
+commit_watched(void)
+{
+	commit_cut_short = false;
+	in_commit = true;
+	CommitTransactionCommand();
+	in_commit = false;
+	if (commit_cut_short && ShutdownRequestPending && PostmasterIsAlive())
+		ProcDiePending = false;
+}
+
+/*
+ * The work of a transaction whose commit waits for the synchronous
+ * standbys: it must write WAL (an xid alone commits without a wait), so it
+ * writes a message nothing decodes.
+ */
+static void
+write_confirmation(void *arg)
+{
+	if (SPI_execute("SELECT pg_catalog.pg_logical_emit_message(true, 'smsdispatch', 'claim confirmed')",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "smsdispatch: could not write the WAL of a confirmation");
+}
+
+/*
+ * Whether the last of the worker's commits is known to the synchronous
+ * standbys (or there was no wait to cut short). After a cancel it waits
+ * again, through the commit of a transaction of its own: a later commit
+ * confirmed means this one is. False at a stop and when the postmaster
+ * died: then what was claimed must not be sent (claim_is_unsafe in
+ * ip2sms.c).
+ */
+bool
+sms_commit_confirmed(void)
+{
+	while (commit_cut_short)
+	{
+		if (ShutdownRequestPending || ProcDiePending || !PostmasterIsAlive())
+			return false;
+		ereport(LOG,
+				(errmsg("smsdispatch: a cancel ended the wait of a commit for the synchronous standbys; nothing it claimed leaves until they have it")));
+		(void) sms_worker_transaction(write_confirmation, NULL);
+	}
+	return true;
+}
+
+/*
  * Runs work(arg) in a transaction of its own, with lock waits bounded, SPI
  * connected and a snapshot, and commits it; the one guard of every
  * transaction the worker opens (the duties, the IP2SMS channel's exchanges,
@@ -150,7 +240,7 @@ sms_worker_transaction(SmsWork work, void *arg)
 		CHECK_FOR_INTERRUPTS();
 		PopActiveSnapshot();
 		SPI_finish();
-		CommitTransactionCommand();
+		commit_watched();
 		committed = true;
 	}
 	PG_CATCH();
@@ -453,6 +543,7 @@ sms_worker_signals(pqsigfunc on_sigterm)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, on_sigterm);
+	pqsignal(SIGINT, worker_sigint);
 	/* answers procsignal barriers, so DROP DATABASE elsewhere never waits */
 	pqsignal(SIGUSR1, procsignal_sigusr1_handler);
 	BackgroundWorkerUnblockSignals();
@@ -468,7 +559,7 @@ sms_worker_main(Datum main_arg)
 {
 	sigjmp_buf	local_sigjmp_buf;
 
-	sms_worker_signals(SignalHandlerForShutdownRequest);
+	sms_worker_signals(worker_sigterm);
 	sms_my_slot = &sms_shared->slots[DatumGetInt32(main_arg)];
 	before_shmem_exit(worker_detach, (Datum) 0);
 	sms_my_slot->worker_pid = MyProcPid;
