@@ -27,6 +27,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -818,7 +819,9 @@ ip2sms_exchange(Ip2smsExchange *x)
 	x->poll_due = DT_NOBEGIN;
 	x->alarms_changed = false;
 	x->requeued = false;
+	pgstat_report_activity(STATE_RUNNING, "smsdispatch: IP2SMS claims and results");
 	ok = sms_worker_transaction(exchange_work, &run);
+	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (!ok)
 	{

@@ -42,6 +42,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/pmsignal.h"
@@ -130,18 +131,26 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
  * interrupt of ours (SIGTERM only sets the loop's flag), so without help
  * it would not end the wait at all, and a fast stop of a primary cut off
  * from its standbys would hang. So the worker's own COMMITs are watched:
- * a SIGTERM during one ends its wait as die() would, and either interrupt
- * marks the commit unconfirmed (commit_cut_short), which
+ * a SIGTERM while one waits for the standbys ends the wait as die() would,
+ * and either interrupt then marks the commit unconfirmed
+ * (commit_cut_short), which
  * sms_commit_confirmed() settles before a claimed request may leave.
  */
 static volatile sig_atomic_t in_commit = false;
 static volatile sig_atomic_t commit_cut_short = false;
 
+/* Whether the worker is in one of its commits, waiting for the standbys. */
+static inline bool
+waiting_for_standbys(void)
+{
+	return in_commit && MyProc != NULL && MyProc->syncRepState == SYNC_REP_WAITING;
+}
+
 /* The worker's SIGTERM: the loop's flag, and the end of a commit's wait. */
 static void
 worker_sigterm(SIGNAL_ARGS)
 {
-	if (in_commit)
+	if (waiting_for_standbys())
 	{
 		commit_cut_short = true;
 		ProcDiePending = true;
@@ -154,7 +163,7 @@ worker_sigterm(SIGNAL_ARGS)
 static void
 worker_sigint(SIGNAL_ARGS)
 {
-	if (in_commit)
+	if (waiting_for_standbys())
 		commit_cut_short = true;
 	StatementCancelHandler(postgres_signal_arg);
 }
