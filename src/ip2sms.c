@@ -899,7 +899,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	bool		have_password = sms_ip2sms_password_refresh();
 	bool		can_send = have_password && sms_ip2sms_url[0] != '\0';
 	bool		can_poll = have_password && sms_ip2sms_status_url[0] != '\0';
-	Ip2smsExchange x;
+	Ip2smsExchange x = {0};
 	Ip2smsRequest *claimed[IP2SMS_MAX_SLOTS];
 	int			free_slots;
 	int			bulk_slots;
@@ -1066,7 +1066,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 void
 ip2sms_stop(void)
 {
-	Ip2smsExchange x;
+	Ip2smsExchange x = {0};
 	TimestampTz deadline;
 	int			unanswered;
 	dlist_iter	it;

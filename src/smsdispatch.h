@@ -33,6 +33,7 @@ extern char *sms_ip2sms_source;
 extern char *sms_ip2sms_validity;
 extern char *sms_ip2sms_ca_file;
 extern int	sms_ip2sms_timeout_ms;
+extern int	sms_kannel_timeout_ms;
 extern int	sms_ip2sms_max_connections;
 extern int	sms_ip2sms_urgent_connections;
 extern int	sms_ip2sms_max_rate;
@@ -77,6 +78,8 @@ extern bool sms_ip2sms_password_refresh(void);
 extern void sms_ip2sms_password_reloaded(void);
 extern const char *sms_ip2sms_password(void);
 extern const char *sms_ip2sms_password_problem(void);
+extern char *sms_read_secret_file(const char *path, char **problem);
+extern void sms_forget_secret(char *secret);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */
 typedef struct SmsSegments

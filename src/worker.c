@@ -55,6 +55,7 @@
 
 #include "smsdispatch.h"
 #include "ip2sms.h"
+#include "kannel.h"
 
 PG_FUNCTION_INFO_V1(sms_run_once);
 
@@ -187,6 +188,7 @@ end_without_extension(uint32 generation)
 					sms_my_slot->dbname),
 			 errdetail("With smsdispatch.database = '*', CREATE EXTENSION smsdispatch starts it again.")));
 	ip2sms_stop();
+	kannel_stop();
 	sms_my_slot->seen_generation = generation;
 	sms_my_slot->no_extension = true;
 	proc_exit(0);
@@ -265,6 +267,7 @@ void
 sms_worker_stop(void)
 {
 	ip2sms_stop();
+	kannel_stop();
 	ereport(FATAL,
 			(errcode(ERRCODE_ADMIN_SHUTDOWN),
 			 errmsg("terminating background worker \"%s\" due to administrator command",
@@ -327,14 +330,21 @@ worker_loop(void)
 			if (summary.escalated > 0 || summary.repeated > 0 ||
 				summary.spool_imported > 0 || summary.released > 0 ||
 				summary.failed_over > 0 || summary.retried > 0)
+			{
 				ip2sms_wake();
+				kannel_wake();
+			}
 			duties_ran = now;
 		}
 		/* a SIGTERM during the duties: stop before claiming more */
 		if (ShutdownRequestPending)
 			continue;
 		if (installed && !sms_loopback_channel)
+		{
 			ip2sms_pump(&channel_due, &alarms_changed);
+			/* the registered channels: at most smsdispatch.kannel_timeout */
+			kannel_pump(&channel_due);
+		}
 		if (alarms_changed)
 			duties_due = Min(duties_due, TimestampTzPlusMilliseconds(duties_ran,
 																	 DUTIES_MIN_GAP_MS));
@@ -343,6 +353,7 @@ worker_loop(void)
 		{
 			ResetLatch(MyLatch);
 			ip2sms_wake();
+			kannel_wake();
 			duties_due = Min(duties_due, TimestampTzPlusMilliseconds(duties_ran,
 																	 DUTIES_MIN_GAP_MS));
 		}
