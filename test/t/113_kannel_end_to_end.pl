@@ -66,10 +66,12 @@ ok(poll_until(sub { received_by('+380502222222') == 2 }, 30),
 	'the other person paged got a second SMS through Kannel');
 my @second = received_by('+380502222222');
 like($second[1], qr/\+380501111111|taken/i, 'it says who took the alarm');
-is($node->safe_psql('postgres',
+ok( wait_until(
+		$node,
 		"SELECT count(*) FROM verification.sms_log WHERE phone_number = '+380502222222'
-		    AND channel = 'kannel1' AND confirms IS NOT NULL AND send_state = 'submitted'"),
-	'1', 'the confirmation is an SMS of channel kannel1');
+		    AND channel = 'kannel1' AND confirms IS NOT NULL AND send_state = 'submitted'",
+		'1', 30),
+	'the confirmation is an SMS of channel kannel1');
 ok(poll_until(sub { received_by('+380501111111') == 2 }, 30),
 	'the one who acked got the confirmation of the ack through Kannel');
 
