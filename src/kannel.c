@@ -26,7 +26,7 @@
  *                              untouched
  *   no answer after the request was written (timeout, broken connection)
  *                           -> unknown: it may have reached Kannel, never
- *                              sent twice
+ *                              sent twice; the channel is down
  *
  * While a channel is not ok, a pass sends one probe of it. The health is
  * written into the registry when it changes (smsdispatch.channel_health),
@@ -61,6 +61,12 @@
 #define KANNEL_ANSWER_MAX	1024
 /* how often the wait for answers looks at SIGTERM and the postmaster */
 #define KANNEL_POLL_MS		100
+/*
+ * A wake-up (any COMMIT that queued SMS, IP2SMS's too) brings a pass
+ * forward, but not more often than this: each pass reads the registry in a
+ * transaction of its own.
+ */
+#define KANNEL_MIN_GAP_MS	10
 
 /* One registered Kannel channel in a pass. */
 typedef struct KannelChannel
@@ -97,7 +103,17 @@ typedef struct KannelSend
 static dlist_head unrecorded = DLIST_STATIC_INIT(unrecorded);
 static bool woken = true;
 static TimestampTz retry_due = 0;
+static TimestampTz last_pass = 0;
 static bool curl_ready = false;
+
+/* libcurl could not give what a pass needs (it is out of memory). */
+static void
+curl_failed(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("smsdispatch: could not set up libcurl for the Kannel channels: %s", what)));
+}
 
 /* Says that new rows may be due (a COMMIT set the latch). */
 void
@@ -161,7 +177,7 @@ append_param(StringInfo buf, CURL *easy, const char *key, const char *value)
 	char	   *escaped = curl_easy_escape(easy, value, 0);
 
 	if (escaped == NULL)
-		elog(ERROR, "smsdispatch: out of memory encoding a Kannel parameter");
+		curl_failed("curl_easy_escape");
 	appendStringInfo(buf, "&%s=%s", key, escaped);
 	curl_free(escaped);
 }
@@ -275,6 +291,9 @@ classify(KannelSend *s, CURLcode result)
 			snprintf(req->detail, sizeof(req->detail),
 					 "no answer from Kannel after the request was written (%s); it may have been sent: not re-sent",
 					 why);
+			/* and the channel hangs: probes only, until it answers */
+			strlcpy(s->channel->error, req->detail, sizeof(s->channel->error));
+			s->channel->failed++;
 		}
 		else
 		{
@@ -505,18 +524,21 @@ kannel_pump(TimestampTz *next_due)
 	TimestampTz due = DT_NOEND;
 	ListCell   *lc;
 	int			i;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz gap_end = TimestampTzPlusMilliseconds(last_pass, KANNEL_MIN_GAP_MS);
 
-	if (!woken && GetCurrentTimestamp() < retry_due)
+	if (woken ? now < gap_end : now < retry_due)
 	{
-		*next_due = Min(*next_due, retry_due);
+		*next_due = Min(*next_due, woken ? gap_end : retry_due);
 		return;
 	}
 	woken = false;
-	retry_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
+	last_pass = now;
+	retry_due = TimestampTzPlusMilliseconds(now, sms_naptime_ms);
 	if (!curl_ready)
 	{
 		if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
-			elog(ERROR, "smsdispatch: curl_global_init failed");
+			curl_failed("curl_global_init");
 		curl_ready = true;
 	}
 
@@ -533,7 +555,7 @@ kannel_pump(TimestampTz *next_due)
 	sends = palloc0(sizeof(KannelSend) * KANNEL_BATCH * Max(list_length(cl.channels), 1));
 	multi = curl_multi_init();
 	if (multi == NULL)
-		elog(ERROR, "smsdispatch: curl_multi_init failed");
+		curl_failed("curl_multi_init");
 	foreach(lc, cl.channels)
 	{
 		KannelChannel *ch = lfirst(lc);

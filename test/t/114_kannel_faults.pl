@@ -2,7 +2,8 @@
 # queued with their attempts untouched, channel_health says the channel is
 # not ok and a WARNING says so; once smsbox is back they leave, each once.
 # A wrong password (Kannel's 403) makes the channel auth_failed, loudly, and
-# its SMS stay queued with their attempts untouched.
+# its SMS stay queued with their attempts untouched. An SMS Kannel refuses
+# (400) spends its attempts and fails with Kannel's answer.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -11,7 +12,8 @@ use Test::More;
 use KannelTest;
 use SmsWorkerNode;
 
-my $node = worker_node('kannel_faults', conf => "smsdispatch.loopback_channel = off\n");
+my $node = worker_node('kannel_faults',
+	conf => "smsdispatch.loopback_channel = off\nsmsdispatch.max_attempts = 2\n");
 my $kannel = kannel_start();
 
 my $good = "${PostgreSQL::Test::Utils::tmp_check}/kannel1.password";
@@ -80,6 +82,20 @@ like($node->safe_psql('postgres', "SELECT last_error FROM smsdispatch.channel_he
 is(rows('kannel2'), 'queued 0', 'its SMS stays queued, attempts untouched');
 is(health('kannel1'), 'ok', 'the other channel is not affected');
 unlike(slurp_file($node->logfile), qr/not-the-password|kannel-test/, 'no password reached the server log');
+
+# an SMS Kannel refuses: no sender (400)
+$node->safe_psql('postgres', qq{
+	SELECT smsdispatch.channel_add('kannel3', 'kannel', jsonb_build_object(
+		'url', 'http://127.0.0.1:$kannel->{sendsms_port}/cgi-bin/sendsms', 'username', 'tester',
+		'password_file', '$good', 'callback_url', 'http://127.0.0.1:1'))});
+my $refused = $node->safe_psql('postgres', "SELECT sms_send('+380502000002', 'no sender', channel => 'kannel3')");
+ok(wait_until($node, "SELECT send_state || ' ' || attempts FROM verification.sms_log WHERE id = $refused",
+		'failed 2', 30),
+	'an SMS Kannel refuses (400) fails after smsdispatch.max_attempts (2)');
+is($node->safe_psql('postgres', "SELECT last_error FROM verification.sms_log WHERE id = $refused"),
+	'gave up after 2 attempts: Kannel refused the SMS: HTTP 400 Sender missing and no global set, rejected',
+	'with Kannel\'s answer in last_error');
+is(health('kannel3'), 'ok', 'a refused SMS is not the channel\'s failure');
 
 $kannel->stop;
 done_testing();
