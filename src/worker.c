@@ -17,7 +17,9 @@
  * duties run when their earliest deadline comes (at most
  * smsdispatch.naptime apart), when a transaction that queued SMS commits
  * and sets our latch, and soon after an alarm's SMS changed state; none
- * of them ever waits for the network.
+ * of them ever waits for the network. After each exchange of the IP2SMS
+ * channel, the registered Kannel channels get a pass of their own
+ * (kannel.c), which holds the loop for at most smsdispatch.kannel_timeout.
  * Each runs in a short transaction of its own, with lock waits bounded,
  * and no transaction is ever held open across network I/O. An ERROR in
  * any of them (a lock_timeout while another session locks a table) is
