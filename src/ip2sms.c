@@ -889,24 +889,6 @@ lower_due(TimestampTz *due, TimestampTz t)
 }
 
 /*
- * Whether the claim just committed must not be sent: the postmaster died,
- * or a stop cut short the commit's wait for the synchronous standbys (after
- * a cancel, sms_commit_confirmed waits again). A claim's commit waits for the synchronous standby, but when the
- * postmaster dies the wait gives up (SyncRepWaitForLSN sets ProcDiePending
- * and returns), so the commit may be durable on this server only: the
- * walsenders are gone, and the standby Patroni promotes has the rows still
- * queued and sends them. Without a synchronous standby the same holds for
- * WAL the walsenders had not sent yet. So after the postmaster's death no
- * claimed request leaves, and the worker ends as it would at its next wait
- * (test/t/130_patroni_synchronous.pl, kill -9 of the leader's postmaster).
- */
-static bool
-claim_is_unsafe(void)
-{
-	return ProcDiePending || !PostmasterIsAlive() || !sms_commit_confirmed();
-}
-
-/*
  * Records finished requests and fills the free connections; see ip2sms.h.
  * Runs outside any transaction. Lowers *next_due to when it next has
  * something to do; sets *alarms_changed when an alarm's SMS changed state
@@ -920,7 +902,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 	bool		have_password = sms_ip2sms_password_refresh();
 	bool		can_send = have_password && sms_ip2sms_url[0] != '\0';
 	bool		can_poll = have_password && sms_ip2sms_status_url[0] != '\0';
-	Ip2smsExchange x;
+	Ip2smsExchange x = {0};
 	Ip2smsRequest *claimed[IP2SMS_MAX_SLOTS];
 	int			free_slots;
 	int			bulk_slots;
@@ -1040,8 +1022,6 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 		if (record)
 			poll_due = Min(poll_due, TimestampTzPlusMilliseconds(now,
 																 (int64) sms_ip2sms_poll_interval_s * 1000));
-		if (x.nclaimed > 0 && claim_is_unsafe())
-			proc_exit(1);
 		for (i = 0; i < x.nclaimed; i++)
 		{
 			while (slots[next_slot].req != NULL)
@@ -1089,7 +1069,7 @@ ip2sms_pump(TimestampTz *next_due, bool *alarms_changed)
 void
 ip2sms_stop(void)
 {
-	Ip2smsExchange x;
+	Ip2smsExchange x = {0};
 	TimestampTz deadline;
 	int			unanswered;
 	dlist_iter	it;

@@ -47,7 +47,8 @@ typedef enum Ip2smsKind
 
 typedef enum Ip2smsOutcome
 {
-	IP2SMS_IN_FLIGHT,			/* may have reached the gateway, no answer */
+	IP2SMS_IN_FLIGHT,			/* may have reached the gateway, no answer
+								 * (detail says why, when it is not a stop) */
 	IP2SMS_ANSWERED,			/* answer parsed into answer */
 	IP2SMS_CHANNEL_FAILED,		/* the channel's failure (connect, timeout,
 								 * 5xx, garbage, 401/403): the row waits,
@@ -70,6 +71,10 @@ typedef struct Ip2smsRequest
 	char	   *gateway_id;		/* status requests */
 	Ip2smsOutcome outcome;
 	TimestampTz finished_at;
+	bool		status_by_report;	/* sends of a registered channel (Kannel):
+									 * no gateway id, statuses come as
+									 * delivery reports, nothing to poll */
+	char	   *token;			/* with want_tokens: callback_token(id) */
 	bool		held_logged;	/* said once that its row is locked */
 	TimestampTz retry_record_at;	/* held: not tried again before this */
 	char		detail[256];	/* transport error, for last_error */
@@ -79,6 +84,8 @@ typedef struct Ip2smsRequest
 /* what one exchange with the database asks for and brings back */
 typedef struct Ip2smsExchange
 {
+	const char *channel;		/* whose rows to claim: NULL for ip2sms */
+	bool		want_tokens;	/* claimed sends get their callback token */
 	dlist_head *finished;		/* recorded ones are freed and removed */
 	int			want_sends;		/* rows to claim for sending */
 	int			want_bulk_sends;	/* of which at most this many not urgent */

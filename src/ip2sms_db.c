@@ -113,8 +113,9 @@ exec_saved(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 }
 
 /*
- * Rows a crash (or an abrupt stop) left 'sending' may have reached the
- * gateway: they become 'unknown', never re-sent. An operator who knows
+ * Rows of the worker's channels (IP2SMS, the registered ones; a modem's
+ * are its sidecar's, under a lease) that a crash (or an abrupt stop) left
+ * 'sending' may have reached the gateway: they become 'unknown', never re-sent. An operator who knows
  * better re-queues one with UPDATE verification.sms_log SET
  * send_state = 'queued' WHERE id = ...
  */
@@ -127,12 +128,13 @@ recover_sending(void)
 			   "UPDATE verification.sms_log"
 			   "   SET send_state = 'unknown', updated_at = pg_catalog.now(),"
 			   "       last_error = 'the worker stopped while the request was in flight; not re-sent'"
-			   " WHERE channel = 'ip2sms'"
+			   /* the worker's channels: IP2SMS and the registered ones */
+			   " WHERE channel <> 'modem'"
 			   "   AND send_state = 'sending'",
 			   0, NULL, NULL, SPI_OK_UPDATE);
 	if (SPI_processed > 0)
 		ereport(LOG,
-				(errmsg("smsdispatch: %llu IP2SMS messages were in flight when the worker stopped; marked unknown",
+				(errmsg("smsdispatch: %llu messages of the worker's channels were in flight when the worker stopped; marked unknown",
 						(unsigned long long) SPI_processed),
 				 errhint("Re-queue one that surely did not leave with UPDATE verification.sms_log SET send_state = 'queued' WHERE id = ...")));
 }
@@ -204,24 +206,56 @@ take_requests(Ip2smsExchange *x, Ip2smsKind kind)
  * (DT_NOEND for none), for a claim that took every such row due now.
  */
 static TimestampTz
-queued_due(int max_priority)
+queued_due(const char *channel, int max_priority)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(max_priority)};
+	Oid			types[2] = {INT4OID, TEXTOID};
+	Datum		values[2] = {Int32GetDatum(max_priority), CStringGetTextDatum(channel)};
 	bool		isnull;
 	Datum		d;
 
 	exec_saved(&plan,
 			   "SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
 			   "  FROM verification.sms_log"
-			   " WHERE channel = 'ip2sms'"
+			   " WHERE channel OPERATOR(pg_catalog.=) $2::text"
 			   /* rows held for their send window are the duties' (send_window.c) */
 			   "   AND send_state = 'queued' AND held_until IS NULL"
 			   "   AND priority <= $1",
-			   1, types, values, SPI_OK_SELECT);
+			   2, types, values, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+/* The channel whose rows an exchange claims. */
+static inline const char *
+exchange_channel(Ip2smsExchange *x)
+{
+	return x->channel ? x->channel : "ip2sms";
+}
+
+/*
+ * Gives the sends claimed from x->claimed[first] on their callback token
+ * (smsdispatch.callback_token), for the delivery report URL they carry;
+ * in the claim's transaction, so that a row is never claimed without one.
+ */
+static void
+add_tokens(Ip2smsExchange *x, int first)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+	int			i;
+
+	for (i = first; i < x->nclaimed; i++)
+	{
+		Ip2smsRequest *req = x->claimed[i];
+
+		values[0] = Int64GetDatum(req->id);
+		exec_saved(&plan, "SELECT smsdispatch.callback_token($1)",
+				   1, types, values, SPI_OK_SELECT);
+		req->token = MemoryContextStrdup(req->cxt, result_text(0, 1));
+		req->status_by_report = true;
+	}
 }
 
 /* Claims up to n rows to send of priority max_priority or more urgent. */
@@ -229,14 +263,18 @@ static void
 claim_sends_up_to(Ip2smsExchange *x, int n, int max_priority)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		values[2] = {Int32GetDatum(n), Int32GetDatum(max_priority)};
+	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		values[3] = {Int32GetDatum(n), Int32GetDatum(max_priority),
+	CStringGetTextDatum(exchange_channel(x))};
+	int			first = x->nclaimed;
 
 	exec_saved(&plan,
 			   "SELECT id, phone_number, message_id, body, attempts::int8, priority::int8"
-			   "  FROM smsdispatch.claim_sends('ip2sms', $1, max_priority => $2)",
-			   2, types, values, SPI_OK_SELECT);
+			   "  FROM smsdispatch.claim_sends($3, $1, max_priority => $2)",
+			   3, types, values, SPI_OK_SELECT);
 	take_requests(x, IP2SMS_SEND);
+	if (x->want_tokens)
+		add_tokens(x, first);
 }
 
 /*
@@ -254,7 +292,7 @@ claim_sends(Ip2smsExchange *x)
 					  bounded ? SMS_PRIORITY_URGENT_MAX : SMS_PRIORITY_MAX);
 	/* in priority order: unless it ended on an urgent row, it took them all */
 	x->urgent_due = x->nclaimed == x->want_sends && x->claimed[x->nclaimed - 1]->urgent ?
-		0 : queued_due(SMS_PRIORITY_URGENT_MAX);
+		0 : queued_due(exchange_channel(x), SMS_PRIORITY_URGENT_MAX);
 	if (bounded && x->want_bulk_sends > 0 && x->nclaimed < x->want_sends)
 		claim_sends_up_to(x, Min(x->want_bulk_sends, x->want_sends - x->nclaimed),
 						  SMS_PRIORITY_MAX);
@@ -348,7 +386,19 @@ put_text(RecordArrays *ra, int col, const char *s)
 	ra->v[col][ra->n] = s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
-/* Adds the row for one send request: its new state and why. */
+/* Counts a retry among the IP2SMS channel's (smsdispatch.stats()). */
+static void
+count_retry(Ip2smsRequest *r)
+{
+	if (!r->status_by_report)
+		sms_stats_count(SMS_STAT_RETRIES);
+}
+
+/*
+ * Adds the row for one send request: its new state and why. A send whose
+ * status comes by delivery report leaves gateway_status to the reports,
+ * which may have come in before this.
+ */
 static void
 add_send(RecordArrays *ra, Ip2smsRequest *r)
 {
@@ -364,7 +414,8 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 	{
 		case IP2SMS_IN_FLIGHT:
 			send_state = "unknown";
-			error = "the worker stopped while the request was in flight; not re-sent";
+			error = r->detail[0] ? r->detail :
+				"the worker stopped while the request was in flight; not re-sent";
 			break;
 		case IP2SMS_CHANNEL_FAILED:
 
@@ -377,7 +428,7 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 			delta = -1;
 			error = r->detail;
 			retry = true;
-			sms_stats_count(SMS_STAT_RETRIES);
+			count_retry(r);
 			break;
 		case IP2SMS_REQUEST_FAILED:
 			if (r->attempts >= sms_max_attempts)
@@ -390,7 +441,7 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 				send_state = "queued";
 				error = r->detail;
 				retry = true;
-				sms_stats_count(SMS_STAT_RETRIES);
+				count_retry(r);
 			}
 			break;
 		case IP2SMS_ANSWERED:
@@ -402,7 +453,9 @@ add_send(RecordArrays *ra, Ip2smsRequest *r)
 			else
 			{
 				send_state = "submitted";
-				if (a->id[0] == '\0')
+				if (r->status_by_report)
+					answered = false;	/* the reports bring the status */
+				else if (a->id[0] == '\0')
 					error = "the gateway accepted the SMS without an id: its status cannot be polled";
 				else if (ip2sms_state_pollable(a->state))
 					poll = POLL_SCHEDULE;
@@ -738,7 +791,7 @@ next_due(Ip2smsExchange *x, bool sends_short, bool polls_short)
 	bool		isnull;
 
 	if (sends_short)
-		x->send_due = queued_due(SMS_PRIORITY_MAX);
+		x->send_due = queued_due(exchange_channel(x), SMS_PRIORITY_MAX);
 	if (!polls_short)
 		return;
 	/* the first in the index's order, not a scan of every polled row */
@@ -822,6 +875,8 @@ ip2sms_exchange(Ip2smsExchange *x)
 	pgstat_report_activity(STATE_RUNNING, "smsdispatch: IP2SMS claims and results");
 	ok = sms_worker_transaction(exchange_work, &run);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	if (ok && x->nclaimed > 0)
+		sms_claim_fence();
 
 	if (!ok)
 	{

@@ -102,17 +102,53 @@ check_priority(int priority)
 						 SMS_PRIORITY_MIN, SMS_PRIORITY_MAX)));
 }
 
-/* The channel a call asked for, or smsdispatch.default_channel. */
+/* Whether channel is registered in this database (smsdispatch.channel_registry). */
+static bool
+channel_registered(const char *channel)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(channel)};
+	const char *sql = "SELECT 1 FROM smsdispatch.channel_registry r WHERE r.name OPERATOR(pg_catalog.=) $1::text";
+	int			ret;
+	bool		found;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "smsdispatch: SPI_connect failed");
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, 1, types);
+
+		if (p == NULL)
+			elog(ERROR, "smsdispatch: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(p) != 0)
+			elog(ERROR, "smsdispatch: could not keep the plan of \"%s\"", sql);
+		plan = p;
+	}
+	ret = SPI_execute_plan(plan, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "smsdispatch: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
+	found = SPI_processed > 0;
+	SPI_finish();
+	return found;
+}
+
+/*
+ * The channel a call asked for, or smsdispatch.default_channel: ip2sms,
+ * modem or a registered channel of this database.
+ */
 const char *
 sms_resolve_channel(const char *channel)
 {
 	if (channel == NULL)
 		return sms_default_channel;
-	if (strcmp(channel, "ip2sms") != 0 && strcmp(channel, "modem") != 0)
+	if (strcmp(channel, "ip2sms") != 0 && strcmp(channel, "modem") != 0 &&
+		!channel_registered(channel))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown channel \"%s\"", channel),
-				 errhint("Channels are ip2sms and modem.")));
+				 errhint("Channels are ip2sms, modem and those smsdispatch.channels lists (smsdispatch.channel_add adds one).")));
 	return channel;
 }
 

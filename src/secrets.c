@@ -128,21 +128,17 @@ sms_check_password_file(char **newval, void **extra, GucSource src)
 static void
 forget_password(void)
 {
-	if (password != NULL)
-	{
-		explicit_bzero(password, strlen(password));
-		pfree(password);
-		password = NULL;
-	}
+	sms_forget_secret(password);
+	password = NULL;
 }
 
 /*
- * Reads the first line of the open file fd into password, at most
+ * Reads the first line of the open file fd into *out (in TopMemoryContext), at most
  * PASSWORD_FILE_MAX bytes of it (the file may have grown since its size
  * was checked); a problem, or NULL.
  */
 static char *
-read_password(int fd)
+read_password(int fd, char **out)
 {
 	char		buf[PASSWORD_FILE_MAX + 1];
 	size_t		len = 0;
@@ -172,7 +168,7 @@ read_password(int fd)
 		if (buf[0] == '\0')
 			problem = pstrdup("its first line is empty");
 		else
-			password = MemoryContextStrdup(TopMemoryContext, buf);
+			*out = MemoryContextStrdup(TopMemoryContext, buf);
 	}
 	explicit_bzero(buf, sizeof(buf));
 	return problem;
@@ -229,7 +225,7 @@ sms_ip2sms_password_refresh(void)
 	forget_password();
 	if (problem == NULL)
 	{
-		problem = read_password(fd);
+		problem = read_password(fd, &password);
 		close(fd);
 	}
 	if (source.path != NULL)
@@ -275,4 +271,37 @@ const char *
 sms_ip2sms_password(void)
 {
 	return password != NULL ? password : "";
+}
+
+/*
+ * The password in the file at path, checked by the rules of
+ * smsdispatch.ip2sms_password_file, in TopMemoryContext (the caller frees
+ * it with sms_forget_secret); NULL with *problem saying why the file cannot
+ * be used (never what it holds). For the registered channels' password_file
+ * options, read by the worker before each pass that sends.
+ */
+char *
+sms_read_secret_file(const char *path, char **problem)
+{
+	struct stat st;
+	char	   *secret = NULL;
+	int			fd;
+
+	*problem = open_password_file(path, &fd, &st);
+	if (*problem == NULL)
+	{
+		*problem = read_password(fd, &secret);
+		close(fd);
+	}
+	return secret;
+}
+
+/* Overwrites and frees a secret of sms_read_secret_file. */
+void
+sms_forget_secret(char *secret)
+{
+	if (secret == NULL)
+		return;
+	explicit_bzero(secret, strlen(secret));
+	pfree(secret);
 }

@@ -37,6 +37,7 @@ char	   *sms_ip2sms_source = NULL;
 char	   *sms_ip2sms_validity = NULL;
 char	   *sms_ip2sms_ca_file = NULL;
 int			sms_ip2sms_timeout_ms = 10000;
+int			sms_kannel_timeout_ms = 5000;
 int			sms_ip2sms_max_connections = 16;
 int			sms_ip2sms_urgent_connections = 2;
 int			sms_ip2sms_max_rate = 0;
@@ -326,6 +327,10 @@ sms_define_settings(void)
 	DefineCustomIntVariable("smsdispatch.ip2sms_timeout",
 							"Total time of one IP2SMS request; connecting may take a third of it.",
 							NULL, &sms_ip2sms_timeout_ms, 10000, 100, 300 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("smsdispatch.kannel_timeout",
+							"Total time of one request to a registered Kannel channel, and the longest a pass of those channels holds the worker; connecting may take a third of it.",
+							NULL, &sms_kannel_timeout_ms, 5000, 100, 60 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.ip2sms_max_connections",
 							"Concurrent IP2SMS requests.",

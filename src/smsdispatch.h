@@ -33,6 +33,7 @@ extern char *sms_ip2sms_source;
 extern char *sms_ip2sms_validity;
 extern char *sms_ip2sms_ca_file;
 extern int	sms_ip2sms_timeout_ms;
+extern int	sms_kannel_timeout_ms;
 extern int	sms_ip2sms_max_connections;
 extern int	sms_ip2sms_urgent_connections;
 extern int	sms_ip2sms_max_rate;
@@ -77,6 +78,8 @@ extern bool sms_ip2sms_password_refresh(void);
 extern void sms_ip2sms_password_reloaded(void);
 extern const char *sms_ip2sms_password(void);
 extern const char *sms_ip2sms_password_problem(void);
+extern char *sms_read_secret_file(const char *path, char **problem);
+extern void sms_forget_secret(char *secret);
 
 /* gsm_text.c: how a text is encoded and how many SMS parts it takes */
 typedef struct SmsSegments
@@ -290,7 +293,7 @@ extern void sms_bound_lock_waits(void);
 /* what one of the worker's transactions does (sms_worker_transaction) */
 typedef void (*SmsWork) (void *arg);
 extern bool sms_worker_transaction(SmsWork work, void *arg);
-extern bool sms_commit_confirmed(void);
+extern void sms_claim_fence(void);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
 extern void sms_worker_signals(pqsigfunc on_sigterm);

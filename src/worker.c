@@ -17,7 +17,9 @@
  * duties run when their earliest deadline comes (at most
  * smsdispatch.naptime apart), when a transaction that queued SMS commits
  * and sets our latch, and soon after an alarm's SMS changed state; none
- * of them ever waits for the network.
+ * of them ever waits for the network. After each exchange of the IP2SMS
+ * channel, the registered Kannel channels get a pass of their own
+ * (kannel.c), which holds the loop for at most smsdispatch.kannel_timeout.
  * Each runs in a short transaction of its own, with lock waits bounded,
  * and no transaction is ever held open across network I/O. An ERROR in
  * any of them (a lock_timeout while another session locks a table) is
@@ -58,6 +60,7 @@
 
 #include "smsdispatch.h"
 #include "ip2sms.h"
+#include "kannel.h"
 
 PG_FUNCTION_INFO_V1(sms_run_once);
 
@@ -134,7 +137,7 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
  * a SIGTERM while one waits for the standbys ends the wait as die() would,
  * and either interrupt then marks the commit unconfirmed
  * (commit_cut_short), which
- * sms_commit_confirmed() settles before a claimed request may leave.
+ * sms_claim_fence() settles before a claimed request may leave.
  */
 static volatile sig_atomic_t in_commit = false;
 static volatile sig_atomic_t commit_cut_short = false;
@@ -202,11 +205,10 @@ write_confirmation(void *arg)
  * standbys (or there was no wait to cut short). After a cancel it waits
  * again, through the commit of a transaction of its own: a later commit
  * confirmed means this one is. False at a stop and when the postmaster
- * died: then what was claimed must not be sent (claim_is_unsafe in
- * ip2sms.c).
+ * died: then what was claimed must not be sent (sms_claim_fence).
  */
-bool
-sms_commit_confirmed(void)
+static bool
+commit_confirmed(void)
 {
 	while (commit_cut_short)
 	{
@@ -217,6 +219,27 @@ sms_commit_confirmed(void)
 		(void) sms_worker_transaction(write_confirmation, NULL);
 	}
 	return true;
+}
+
+/*
+ * Called once a claim committed, before any claimed request leaves (by
+ * ip2sms_exchange, for every channel the worker sends): ends the worker
+ * when what it claimed must not be sent. That is when the postmaster died,
+ * or a stop cut short the commit's wait for the synchronous standbys (after
+ * a cancel, commit_confirmed waits again). When the postmaster dies the
+ * wait gives up too (SyncRepWaitForLSN sets ProcDiePending and returns), so
+ * the commit may be durable on this server only: the walsenders are gone,
+ * and the standby Patroni promotes has the rows still queued and sends
+ * them. Without a synchronous standby the same holds for WAL the
+ * walsenders had not sent yet. The rows claimed here are unknown at the
+ * next start on this server, never sent again by themselves
+ * (test/t/121_sync_wait_cut_short.pl, test/t/130_patroni_synchronous.pl).
+ */
+void
+sms_claim_fence(void)
+{
+	if (ProcDiePending || !PostmasterIsAlive() || !commit_confirmed())
+		proc_exit(1);
 }
 
 /*
@@ -286,6 +309,7 @@ end_without_extension(uint32 generation)
 					sms_my_slot->dbname),
 			 errdetail("With smsdispatch.database = '*', CREATE EXTENSION smsdispatch starts it again.")));
 	ip2sms_stop();
+	kannel_stop();
 	sms_my_slot->seen_generation = generation;
 	sms_my_slot->no_extension = true;
 	proc_exit(0);
@@ -364,6 +388,7 @@ void
 sms_worker_stop(void)
 {
 	ip2sms_stop();
+	kannel_stop();
 	ereport(FATAL,
 			(errcode(ERRCODE_ADMIN_SHUTDOWN),
 			 errmsg("terminating background worker \"%s\" due to administrator command",
@@ -426,14 +451,21 @@ worker_loop(void)
 			if (summary.escalated > 0 || summary.repeated > 0 ||
 				summary.spool_imported > 0 || summary.released > 0 ||
 				summary.failed_over > 0 || summary.retried > 0)
+			{
 				ip2sms_wake();
+				kannel_wake();
+			}
 			duties_ran = now;
 		}
 		/* a SIGTERM during the duties: stop before claiming more */
 		if (ShutdownRequestPending)
 			continue;
 		if (installed && !sms_loopback_channel)
+		{
 			ip2sms_pump(&channel_due, &alarms_changed);
+			/* the registered channels: at most smsdispatch.kannel_timeout */
+			kannel_pump(&channel_due);
+		}
 		if (alarms_changed)
 			duties_due = Min(duties_due, TimestampTzPlusMilliseconds(duties_ran,
 																	 DUTIES_MIN_GAP_MS));
@@ -442,6 +474,7 @@ worker_loop(void)
 		{
 			ResetLatch(MyLatch);
 			ip2sms_wake();
+			kannel_wake();
 			duties_due = Min(duties_due, TimestampTzPlusMilliseconds(duties_ran,
 																	 DUTIES_MIN_GAP_MS));
 		}
@@ -480,7 +513,7 @@ worker_loop(void)
  * primary, which marks it unknown instead of sending it again
  * (test/t/130_patroni_synchronous.pl). One wait does end early: when the
  * postmaster dies, the commit returns unconfirmed, and the IP2SMS channel
- * then starts none of the claimed requests (claim_is_unsafe in ip2sms.c).
+ * then starts none of the claimed requests (sms_claim_fence).
  * Without a synchronous standby the cluster has no such fence: a claim the
  * standby had not received may be sent again after a failover
  * (docs/operations.md, "High availability").

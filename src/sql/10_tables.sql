@@ -26,8 +26,11 @@ $$;
 -- a domain's CHECK is parsed once per session and cached.
 CREATE DOMAIN smsdispatch.sms_type AS text
 	CHECK (VALUE IN ('verification', 'medication_request', 'text', '2FA'));
+-- A channel: ip2sms, modem, or the name of a registered one
+-- (smsdispatch.channel_registry); smsdispatch.resolve_channel refuses a
+-- name that is none of them, which a domain's CHECK cannot look up.
 CREATE DOMAIN smsdispatch.channel AS text
-	CHECK (VALUE IN ('ip2sms', 'modem'));
+	CONSTRAINT channel_check CHECK (VALUE ~ '^[a-z][a-z0-9_]{0,31}$');
 CREATE DOMAIN smsdispatch.send_state AS text
 	CHECK (VALUE IN ('queued', 'sending', 'submitted', 'failed', 'unknown'));
 -- The gateway's state words and their class, written once in C

@@ -21,8 +21,10 @@ LANGUAGE C VOLATILE;
 -- modem channel with no sidecar running is 'no_sidecar': a sidecar runs
 -- until it says goodbye (a clean stop) or until it misses three of its
 -- heartbeats (a crash, a hang, a cut connection). Since: when the last one
--- went (NULL when none ever connected). Database: the database whose
--- worker and sidecars these are (each database has its own).
+-- went (NULL when none ever connected). A registered channel
+-- (smsdispatch.channel_registry) is as its worker's sends last found it.
+-- Database: the database whose worker and sidecars these are (each
+-- database has its own).
 CREATE VIEW smsdispatch.channel_health AS
 	WITH sidecar AS (
 		SELECT m.name, m.started_at, m.last_seen, m.stopped_at,
@@ -32,6 +34,9 @@ CREATE VIEW smsdispatch.channel_health AS
 	SELECT 'ip2sms'::text AS channel, h.state, h.since, h.last_error,
 		   current_database()::text AS database
 	  FROM smsdispatch.ip2sms_health() AS h
+	UNION ALL
+	SELECT r.name::text, r.state, r.state_since, r.last_error, current_database()::text
+	  FROM smsdispatch.channel_registry r
 	UNION ALL
 	SELECT 'modem'::text,
 		   CASE WHEN s.running THEN 'ok' ELSE 'no_sidecar' END,
@@ -101,6 +106,8 @@ AS $$
 			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
 					   WHERE f.channel = c.channel) AS failed_over
 		  FROM smsdispatch.channel_health c
+		 -- registered channels (smsdispatch.channel_registry) do not fail over
+		 WHERE c.channel IN ('ip2sms', 'modem')
 	)
 	SELECT coalesce(array_agg(h.channel), '{}')
 	  FROM h
@@ -190,7 +197,8 @@ BEGIN
 					 THEN 'back, for less than smsdispatch.failback_after,'
 					 ELSE h.state END)
 	  INTO hc, hs, hsince, herr, hsaid
-	  FROM smsdispatch.channel_health h;
+	  FROM smsdispatch.channel_health h
+	 WHERE h.channel IN ('ip2sms', 'modem');
 
 	-- a channel not ok for failover_after fails over; one ok again for
 	-- failback_after takes its SMS back, one never seen before at once
