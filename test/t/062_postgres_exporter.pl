@@ -88,6 +88,12 @@ for my $e (@expected)
 	ok(defined $got && $got == $value, "$metric {$label} = $value")
 	  or diag('got: ' . ($line // 'no such metric'));
 }
+# each figure names the database it belongs to, so that one exporter with a
+# connection string per database keeps the databases apart
+my @smsdispatch_lines = grep { /^smsdispatch_/ } split /\n/, $body;
+is(scalar(grep { !/database="reports"/ } @smsdispatch_lines), 0,
+	'every smsdispatch series has the label database="reports" (of ' . @smsdispatch_lines . ')');
+
 # smsdispatch_channel_health{channel, state} of a page: channel => state => value
 sub channel_health
 {
