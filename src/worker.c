@@ -216,7 +216,10 @@ commit_confirmed(void)
 			return false;
 		ereport(LOG,
 				(errmsg("smsdispatch: a cancel ended the wait of a commit for the synchronous standbys; nothing it claimed leaves until they have it")));
+		pgstat_report_activity(STATE_RUNNING,
+							   "smsdispatch: waiting for the synchronous standbys to have a claim");
 		(void) sms_worker_transaction(write_confirmation, NULL);
+		pgstat_report_activity(STATE_IDLE, NULL);
 	}
 	return true;
 }

@@ -86,7 +86,11 @@ ok(poll_until(sub { received_by('+380504444444') == 3 }, 30), 'it reached the SM
 my @parts = received_by('+380504444444');
 is(scalar(grep { m{ udh %05%00%03%[0-9A-F]{2}%03%0[123] data %} } @parts), 3,
 	'as one concatenated SMS of 3 parts (UDH: 3 parts), as Kannel\'s max-messages = 3 allows');
-like($parts[0], qr/%04%1A%04%3E%044/, 'in UCS-2: the first part starts with "Код"');
+# fakesmsc escapes what is not printable ASCII, in either case of hex
+my ($first) = grep { m{ udh %05%00%03%[0-9A-Fa-f]{2}%03%01 } } @parts;
+like($first // '', qr/ data %04%1A%04%3E%04(?:4|%34)/i,
+	'in UCS-2: the first part starts with "Код"')
+  or diag(join("\n", @parts));
 
 is($node->safe_psql('postgres', "SELECT state FROM smsdispatch.channel_health WHERE channel = 'kannel1'"),
 	'ok', 'channel_health shows kannel1 ok');
