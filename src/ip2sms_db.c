@@ -96,17 +96,7 @@ exec_saved(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types,
 {
 	int			rc;
 
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
-
-		if (p == NULL)
-			elog(ERROR, "ip2sms: could not prepare \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "ip2sms: could not keep the plan of \"%s\"", sql);
-		*plan = p;
-	}
+	sms_keep_plan(plan, sql, nargs, types);
 	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
 	if (rc != expected)
 		elog(ERROR, "ip2sms: \"%s\" failed: %s", sql, SPI_result_code_string(rc));

@@ -48,6 +48,27 @@ PG_FUNCTION_INFO_V1(sms_default_priority_sql);
 PG_FUNCTION_INFO_V1(sms_reserve_number);
 
 /*
+ * Prepares sql once per session and keeps its plan in *plan: the SPI
+ * statements of the hot paths (sms_send, the IP2SMS exchange) are planned
+ * once, not at every call.
+ */
+void
+sms_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p;
+
+	if (*plan != NULL)
+		return;
+	p = SPI_prepare(sql, nargs, types);
+	if (p == NULL)
+		elog(ERROR, "smsdispatch: could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "smsdispatch: could not keep the plan of \"%s\"", sql);
+	*plan = p;
+}
+
+/*
  * The extension's private locks: advisory lock tags in class "SMSD" whose
  * last field, the kind, is neither 1 nor 2. pg_advisory_lock() and friends
  * always set that field to 1 (int8 key) or 2 (int4 pair), so no role, with
@@ -115,17 +136,7 @@ channel_registered(const char *channel)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "smsdispatch: SPI_connect failed");
-	if (plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, 1, types);
-
-		if (p == NULL)
-			elog(ERROR, "smsdispatch: could not prepare \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "smsdispatch: could not keep the plan of \"%s\"", sql);
-		plan = p;
-	}
+	sms_keep_plan(&plan, sql, 1, types);
 	ret = SPI_execute_plan(plan, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "smsdispatch: \"%s\" failed: %s", sql, SPI_result_code_string(ret));
@@ -398,17 +409,7 @@ alarm_number_in_use(Datum candidate, Datum quarantine)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "smsdispatch: SPI_connect failed");
-	if (plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, 2, types);
-
-		if (p == NULL)
-			elog(ERROR, "smsdispatch: could not prepare \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p) != 0)
-			elog(ERROR, "smsdispatch: could not keep the plan of \"%s\"", sql);
-		plan = p;
-	}
+	sms_keep_plan(&plan, sql, 2, types);
 	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
 							   InvalidSnapshot, true, false, 1);
 	if (ret != SPI_OK_SELECT)

@@ -11,6 +11,7 @@
 #include "postgres.h"
 #include "pg_compat.h"
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -293,6 +294,7 @@ extern void sms_bound_lock_waits(void);
 /* what one of the worker's transactions does (sms_worker_transaction) */
 typedef void (*SmsWork) (void *arg);
 extern bool sms_worker_transaction(SmsWork work, void *arg);
+extern void sms_keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types);
 extern void sms_claim_fence(void);
 extern void sms_subxact_release(MemoryContext cxt, ResourceOwner owner);
 extern ErrorData *sms_subxact_abort(MemoryContext cxt, ResourceOwner owner);
