@@ -35,6 +35,9 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+#include <time.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/extension.h"
@@ -133,14 +136,21 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
  * which PostgreSQL turns into a WARNING, and a stop. A stop is no
  * interrupt of ours (SIGTERM only sets the loop's flag), so without help
  * it would not end the wait at all, and a fast stop of a primary cut off
- * from its standbys would hang. So the worker's own COMMITs are watched:
- * a SIGTERM while one waits for the standbys ends the wait as die() would,
- * and either interrupt then marks the commit unconfirmed
- * (commit_cut_short), which
- * sms_claim_fence() settles before a claimed request may leave.
+ * from its standbys would hang. So the worker's own COMMITs are watched.
+ * A stop lets the wait go on for smsdispatch.shutdown_grace: in a
+ * switchover the walsenders stream until the server is down, so the
+ * standby confirms within milliseconds and the claim leaves and is
+ * answered as usual. From the grace on, a stop watch ticks, and a wait
+ * still unconfirmed then (or begun since) is ended as die() would end it. Either interrupt then marks the commit
+ * unconfirmed (commit_cut_short), which sms_claim_fence() settles before a
+ * claimed request may leave.
  */
 static volatile sig_atomic_t in_commit = false;
 static volatile sig_atomic_t commit_cut_short = false;
+/* SIGUSR2 every tick once a stop's grace is over (stop_watch_start) */
+static timer_t stop_watch;
+static bool stop_watch_armed = false;
+#define STOP_WATCH_TICK_MS	100
 
 /* Whether the worker is in one of its commits, waiting for the standbys. */
 static inline bool
@@ -149,17 +159,63 @@ waiting_for_standbys(void)
 	return in_commit && MyProc != NULL && MyProc->syncRepState == SYNC_REP_WAITING;
 }
 
-/* The worker's SIGTERM: the loop's flag, and the end of a commit's wait. */
+/*
+ * The stop watch's tick (SIGUSR2, from the grace on): ends a commit's wait
+ * for the standbys as die() would.
+ */
 static void
-worker_sigterm(SIGNAL_ARGS)
+stop_watch_tick(SIGNAL_ARGS)
 {
 	if (waiting_for_standbys())
 	{
 		commit_cut_short = true;
 		ProcDiePending = true;
 		InterruptPending = true;
+		SetLatch(MyLatch);
 	}
+}
+
+/*
+ * Starts the stop watch: ticks from smsdispatch.shutdown_grace after now.
+ * timer_settime is async-signal-safe, so the SIGTERM handler calls this.
+ */
+static void
+stop_watch_start(void)
+{
+	struct itimerspec when = {{0, STOP_WATCH_TICK_MS * 1000000L}, {0, 0}};
+
+	when.it_value.tv_sec = sms_shutdown_grace_ms / 1000;
+	when.it_value.tv_nsec = (sms_shutdown_grace_ms % 1000) * 1000000L + 1;
+	(void) timer_settime(stop_watch, 0, &when, NULL);
+}
+
+/* The worker's SIGTERM: the loop's flag, and the stop watch. */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	if (stop_watch_armed && !ShutdownRequestPending)
+		stop_watch_start();
 	SignalHandlerForShutdownRequest(postgres_signal_arg);
+}
+
+/*
+ * Makes the stop watch, once per worker: a timer of its own rather than
+ * one of timeout.c, which a signal handler may not arm, and which would
+ * wake the loop after every commit.
+ */
+static void
+stop_watch_create(void)
+{
+	struct sigevent ev = {0};
+
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = SIGUSR2;
+	pqsignal(SIGUSR2, stop_watch_tick);
+	if (timer_create(CLOCK_MONOTONIC, &ev, &stop_watch) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("smsdispatch: could not create the worker's stop timer: %m")));
+	stop_watch_armed = true;
 }
 
 /* SIGINT (a cancel): as for every backend, and noted during a commit. */
@@ -172,9 +228,9 @@ worker_sigint(SIGNAL_ARGS)
 }
 
 /*
- * Commits the current transaction as a watched commit. The die() that
- * worker_sigterm asked for is taken back once the wait is over: the stop
- * goes on as a graceful one (sms_worker_stop).
+ * Commits the current transaction as a watched commit. The die() that a
+ * tick of the stop watch asked for is taken back once the wait is over:
+ * the stop goes on as a graceful one (sms_worker_stop).
  */
 static void
 commit_watched(void)
@@ -228,7 +284,7 @@ commit_confirmed(void)
  * Called once a claim committed, before any claimed request leaves (by
  * ip2sms_exchange, for every channel the worker sends): ends the worker
  * when what it claimed must not be sent. That is when the postmaster died,
- * or a stop cut short the commit's wait for the synchronous standbys (after
+ * or the grace of a stop ended the commit's wait for the synchronous standbys (after
  * a cancel, commit_confirmed waits again). When the postmaster dies the
  * wait gives up too (SyncRepWaitForLSN sets ProcDiePending and returns), so
  * the commit may be durable on this server only: the walsenders are gone,
@@ -613,6 +669,7 @@ sms_worker_main(Datum main_arg)
 		sms_worker_wait_for_database(sms_my_slot->dbname);
 	BackgroundWorkerInitializeConnectionByOid(sms_my_slot->dboid, InvalidOid, 0);
 	sms_pin_worker_settings();
+	stop_watch_create();
 	sms_stats_attach(MyDatabaseId);
 	pgstat_report_appname("smsdispatch worker");
 

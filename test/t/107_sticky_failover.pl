@@ -91,7 +91,9 @@ is($node->safe_psql('postgres', q{SELECT string_agg(channel, ', ') FROM smsdispa
 my $number3 = $node->safe_psql('postgres', q{SELECT sms_enqueue('gate 2 open', 'yard', channel => 'modem')});
 is(wait_for_value($node, q{SELECT string_agg(channel || ' ' || send_state, ', ' ORDER BY id)
 	FROM verification.sms_log WHERE phone_number = '+380505561007'}, 'modem failed, ip2sms submitted', 20),
-	'modem failed, ip2sms submitted', 'within failback_after an alarm on the modem goes out on IP2SMS');
+	'modem failed, ip2sms submitted', 'within failback_after an alarm on the modem goes out on IP2SMS')
+  or diag($node->safe_psql('postgres', q{SELECT channel, state, since, last_error FROM smsdispatch.channel_health;
+	SELECT * FROM smsdispatch.channel_failover; SELECT smsdispatch.failing_over_channels()}));
 like($node->safe_psql('postgres', q{SELECT last_error FROM verification.sms_log
 	WHERE phone_number = '+380505561007' AND channel = 'modem'}),
 	qr/^failed over to ip2sms as sms_log \d+: channel modem is back, for less than smsdispatch.failback_after,$/,

@@ -57,10 +57,16 @@ is(error_of(q{SELECT smsdispatch.channel_add('kannel1', 'kannel', jsonb_build_ob
     'url', 'http://127.0.0.1:13013/cgi-bin/sendsms', 'username', 'smsd',
     'password_file', '/etc/postgresql/kannel1.password', 'from', '+380990000000',
     'callback_url', 'http://127.0.0.1:8089'));}), 'no error', 'an admin adds kannel1');
-is($node->safe_psql('postgres', 'SELECT name, dialect, url, username, password_file, sender, callback_url, state FROM smsdispatch.channels',
+is($node->safe_psql('postgres', 'SELECT name, dialect, url, username, password_file, sender, callback_url FROM smsdispatch.channels',
 		extra_params => [ '-U', 'reg_reader' ]),
-	'kannel1|kannel|http://127.0.0.1:13013/cgi-bin/sendsms|smsd|/etc/postgresql/kannel1.password|+380990000000|http://127.0.0.1:8089|ok',
+	'kannel1|kannel|http://127.0.0.1:13013/cgi-bin/sendsms|smsd|/etc/postgresql/kannel1.password|+380990000000|http://127.0.0.1:8089',
 	'a reader sees it in smsdispatch.channels');
+ok(wait_until($node, "SELECT state FROM smsdispatch.channels WHERE name = 'kannel1'", 'auth_failed', 10),
+	'once the worker has read the registry, the missing password file makes it auth_failed');
+like($node->safe_psql('postgres', "SELECT last_error FROM smsdispatch.channels WHERE name = 'kannel1'",
+		extra_params => [ '-U', 'reg_reader' ]),
+	qr{^cannot use password file "/etc/postgresql/kannel1.password": },
+	'and the reader is told why');
 is($node->safe_psql('postgres', q{SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
 		WHERE attrelid = 'smsdispatch.channels'::regclass AND attnum > 0}),
 	'name,dialect,url,username,password_file,sender,callback_url,created_at,altered_at,state,state_since,last_error',

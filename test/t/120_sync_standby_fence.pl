@@ -2,6 +2,9 @@
 # the cluster, the database and the role set synchronous_commit = off for
 # the applications: the worker's claim waits for the standby before a
 # request leaves. Once the standby is back, every queued SMS leaves once.
+# A fast stop (a switchover) while a claim waits for a standby that lags
+# lets the wait go on for smsdispatch.shutdown_grace: the claim confirmed
+# then leaves once and is recorded submitted, not left in doubt.
 use strict;
 use warnings;
 use FindBin;
@@ -9,7 +12,7 @@ use lib "$FindBin::RealBin/../mock";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(time usleep);
 use Ip2smsMock;
 use SmsWorkerNode;
 
@@ -61,6 +64,29 @@ my %seen;
 @sent = grep { $_->{kind} eq 'send' } $mock->log_entries;
 is(scalar @sent, 5, 'the mock received the five SMS');
 is(scalar(grep { $seen{ $_->{text} }++ } @sent), 0, 'none of them twice');
+
+# a fast stop (a switchover) while the claim waits for a standby that
+# lags: the standby confirms within smsdispatch.shutdown_grace (2 s), so
+# the claim leaves and its answer is recorded before the server is down
+my $walreceiver = $standby->safe_psql('postgres', 'SELECT pid FROM pg_stat_wal_receiver');
+kill 'STOP', $walreceiver;
+$primary->safe_psql('postgres', "SELECT sms_send('+380501000021', 'lagging standby')");
+ok(wait_until($primary, q{SELECT wait_event FROM pg_stat_activity
+		WHERE backend_type = 'smsdispatch worker' AND query = 'smsdispatch: IP2SMS claims and results'},
+	'SyncRep', 10), "the worker's claim waits for the lagging standby");
+system_or_bail('pg_ctl', '-D', $primary->data_dir, '-m', 'fast', '-W', 'stop');
+usleep(500_000);
+kill 'CONT', $walreceiver;
+my $until = time() + 20;
+usleep(100_000) while -e $primary->data_dir . '/postmaster.pid' && time() < $until;
+ok(!-e $primary->data_dir . '/postmaster.pid', 'the primary stopped');
+$primary->_update_pid(0);
+is(scalar(grep { $_->{kind} eq 'send' && $_->{text} eq 'lagging standby' } $mock->log_entries),
+	1, 'the claim confirmed during the grace left once');
+$primary->start;
+is($primary->safe_psql('postgres',
+	"SELECT send_state FROM verification.sms_log WHERE body = 'lagging standby'"),
+	'submitted', 'and it is submitted, not in doubt');
 
 $standby->stop;
 $primary->stop;
