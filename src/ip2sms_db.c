@@ -204,13 +204,21 @@ queued_due(const char *channel, int max_priority)
 	bool		isnull;
 	Datum		d;
 
+	/*
+	 * The first row of each priority in sms_log_queued_idx's order, not a
+	 * scan of every queued row: a backlog of bulk rows made this query the
+	 * exchange's most costly one, 1.4 ms at 20,000 queued.
+	 */
 	exec_saved(&plan,
-			   "SELECT pg_catalog.min(coalesce(next_attempt_at, '-infinity'))"
-			   "  FROM verification.sms_log"
-			   " WHERE channel OPERATOR(pg_catalog.=) $2::text"
+			   "SELECT pg_catalog.min(coalesce(d.next_attempt_at, '-infinity'))"
+			   "  FROM pg_catalog.generate_series(1, $1) AS p(priority)"
+			   " CROSS JOIN LATERAL"
+			   "       (SELECT l.next_attempt_at FROM verification.sms_log l"
+			   "         WHERE l.channel OPERATOR(pg_catalog.=) $2::text"
+			   "           AND l.priority OPERATOR(pg_catalog.=) p.priority"
 			   /* rows held for their send window are the duties' (send_window.c) */
-			   "   AND send_state = 'queued' AND held_until IS NULL"
-			   "   AND priority <= $1",
+			   "           AND l.send_state = 'queued' AND l.held_until IS NULL"
+			   "         ORDER BY l.next_attempt_at NULLS FIRST LIMIT 1) AS d",
 			   2, types, values, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
@@ -270,19 +278,27 @@ claim_sends_up_to(Ip2smsExchange *x, int n, int max_priority)
 /*
  * Claims up to x->want_sends rows to send, most urgent first, of which at
  * most x->want_bulk_sends are not urgent: when that bounds the claim, the
- * urgent rows first, then the others for the connections they may take.
- * Says when urgent rows may be due next (x->urgent_due).
+ * urgent rows first (unless a look at the queue's index finds none due),
+ * then the others for the connections they may take. Says when urgent rows
+ * may be due next (x->urgent_due).
  */
 static void
 claim_sends(Ip2smsExchange *x)
 {
 	bool		bounded = x->want_bulk_sends < x->want_sends;
+	TimestampTz urgent_due = DT_NOBEGIN;
 
-	claim_sends_up_to(x, x->want_sends,
-					  bounded ? SMS_PRIORITY_URGENT_MAX : SMS_PRIORITY_MAX);
-	/* in priority order: unless it ended on an urgent row, it took them all */
-	x->urgent_due = x->nclaimed == x->want_sends && x->claimed[x->nclaimed - 1]->urgent ?
-		0 : queued_due(exchange_channel(x), SMS_PRIORITY_URGENT_MAX);
+	if (bounded)
+		urgent_due = queued_due(exchange_channel(x), SMS_PRIORITY_URGENT_MAX);
+	if (urgent_due <= GetCurrentTransactionStartTimestamp())
+	{
+		claim_sends_up_to(x, x->want_sends,
+						  bounded ? SMS_PRIORITY_URGENT_MAX : SMS_PRIORITY_MAX);
+		/* in priority order: unless it ended on an urgent row, it took them all */
+		urgent_due = x->nclaimed == x->want_sends && x->claimed[x->nclaimed - 1]->urgent ?
+			0 : queued_due(exchange_channel(x), SMS_PRIORITY_URGENT_MAX);
+	}
+	x->urgent_due = urgent_due;
 	if (bounded && x->want_bulk_sends > 0 && x->nclaimed < x->want_sends)
 		claim_sends_up_to(x, Min(x->want_bulk_sends, x->want_sends - x->nclaimed),
 						  SMS_PRIORITY_MAX);
