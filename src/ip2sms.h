@@ -100,7 +100,8 @@ typedef struct Ip2smsExchange
 	int			nsends;			/* out: of which sends (first) */
 	TimestampTz urgent_due;		/* out when sends were asked: when urgent
 								 * rows may be due next (0: now) */
-	TimestampTz send_due;		/* out when fewer sends than asked, or requeued */
+	TimestampTz send_due;		/* out when the claim found fewer rows than it
+								 * asked for, or requeued */
 	TimestampTz poll_due;		/* out when fewer polls than asked */
 	bool		alarms_changed; /* out: an alarm's SMS changed state */
 	bool		requeued;		/* out: a send went back to the queue */

@@ -256,8 +256,11 @@ add_tokens(Ip2smsExchange *x, int first)
 	}
 }
 
-/* Claims up to n rows to send of priority max_priority or more urgent. */
-static void
+/*
+ * Claims up to n rows to send of priority max_priority or more urgent.
+ * Returns whether it found fewer: then no other such row is due now.
+ */
+static bool
 claim_sends_up_to(Ip2smsExchange *x, int n, int max_priority)
 {
 	static SPIPlanPtr plan = NULL;
@@ -273,6 +276,7 @@ claim_sends_up_to(Ip2smsExchange *x, int n, int max_priority)
 	take_requests(x, IP2SMS_SEND);
 	if (x->want_tokens)
 		add_tokens(x, first);
+	return x->nclaimed - first < n;
 }
 
 /*
@@ -280,29 +284,33 @@ claim_sends_up_to(Ip2smsExchange *x, int n, int max_priority)
  * most x->want_bulk_sends are not urgent: when that bounds the claim, the
  * urgent rows first (unless a look at the queue's index finds none due),
  * then the others for the connections they may take. Says when urgent rows
- * may be due next (x->urgent_due).
+ * may be due next (x->urgent_due). Returns whether the last claim found
+ * fewer rows than it asked for, so that when the next row is due must be
+ * looked up (a claim bounded by the connections leaves due rows queued).
  */
-static void
+static bool
 claim_sends(Ip2smsExchange *x)
 {
 	bool		bounded = x->want_bulk_sends < x->want_sends;
+	bool		short_of_rows = true;
 	TimestampTz urgent_due = DT_NOBEGIN;
 
 	if (bounded)
 		urgent_due = queued_due(exchange_channel(x), SMS_PRIORITY_URGENT_MAX);
 	if (urgent_due <= GetCurrentTransactionStartTimestamp())
 	{
-		claim_sends_up_to(x, x->want_sends,
-						  bounded ? SMS_PRIORITY_URGENT_MAX : SMS_PRIORITY_MAX);
+		short_of_rows = claim_sends_up_to(x, x->want_sends,
+										  bounded ? SMS_PRIORITY_URGENT_MAX : SMS_PRIORITY_MAX);
 		/* in priority order: unless it ended on an urgent row, it took them all */
 		urgent_due = x->nclaimed == x->want_sends && x->claimed[x->nclaimed - 1]->urgent ?
 			0 : queued_due(exchange_channel(x), SMS_PRIORITY_URGENT_MAX);
 	}
 	x->urgent_due = urgent_due;
 	if (bounded && x->want_bulk_sends > 0 && x->nclaimed < x->want_sends)
-		claim_sends_up_to(x, Min(x->want_bulk_sends, x->want_sends - x->nclaimed),
-						  SMS_PRIORITY_MAX);
+		short_of_rows = claim_sends_up_to(x, Min(x->want_bulk_sends, x->want_sends - x->nclaimed),
+										  SMS_PRIORITY_MAX);
 	x->nsends = x->nclaimed;
+	return short_of_rows;
 }
 
 /*
@@ -829,6 +837,7 @@ exchange_work(void *arg)
 {
 	ExchangeRun *run = arg;
 	Ip2smsExchange *x = run->x;
+	bool		short_of_rows = false;
 	List	   *ready;
 	List	   *dropped = NIL;
 	MemoryContext old;
@@ -845,11 +854,11 @@ exchange_work(void *arg)
 	if (x->check_unconfigured)
 		x->queued_unconfigured = queued_unconfigured();
 	if (x->want_sends > 0)
-		claim_sends(x);
+		short_of_rows = claim_sends(x);
 	if (x->want_polls > 0)
 		claim_polls(x);
 	if (x->want_sends > 0 || x->want_polls > 0 || x->requeued)
-		next_due(x, x->nsends < x->want_sends || x->requeued,
+		next_due(x, short_of_rows || x->requeued,
 				 x->nclaimed - x->nsends < x->want_polls);
 	/* a dropped result leaves the list like a recorded one */
 	old = MemoryContextSwitchTo(run->keep_cxt);

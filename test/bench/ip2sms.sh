@@ -32,6 +32,9 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 reps=${1:-3}
 n=20000
 conc=${BENCH_CONNECTIONS:-16}
+# the urgent lane's connections (its default), beside the conc the bulk
+# drains on as the load generator does: the bulk never takes them
+urgent=2
 
 if [ "$(id -u)" = 0 ]; then
 	work=$(mktemp -d)
@@ -84,7 +87,8 @@ smsdispatch.ip2sms_url = '$send_url'
 smsdispatch.ip2sms_status_url = '$status_url'
 smsdispatch.ip2sms_login = 'user'
 smsdispatch.ip2sms_password_file = '$work/ip2sms.password'
-smsdispatch.ip2sms_max_connections = $conc
+smsdispatch.ip2sms_max_connections = $((conc + urgent))
+smsdispatch.ip2sms_urgent_connections = $urgent
 smsdispatch.ip2sms_poll_interval = '1h'
 smsdispatch.max_per_phone_per_hour = 0
 CONF
@@ -161,7 +165,7 @@ worker_mem() {
 	awk '/^VmRSS|^RssAnon/ {printf "%s %s ", $1, $2} END {print ""}' "/proc/$pid/status"
 }
 
-echo "IP2SMS benchmark: $n messages, $conc connections, $reps repetitions, nginx at $send_url"
+echo "IP2SMS benchmark: $n messages, $conc connections (and $urgent more kept for urgent SMS), $reps repetitions, nginx at $send_url"
 cc -O2 -o "$work/loadgen" "$top/test/bench/loadgen.c" -lcurl
 body='<message><service id="single" source="Bench"/><to>380500000001</to><body content-type="text/plain">Benchmark message 1</body></message>'
 ref=""; send=""; poll=""; cpu_worker=""; cpu_loadgen=""; core_loadgen=""; nginx_worker=""; nginx_loadgen=""
