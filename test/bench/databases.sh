@@ -20,6 +20,8 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 reps=${1:-3}
 n=${BENCH_SMS:-20000}
 conc=16
+# beside the bulk's conc, the urgent lane's connections (its default), as in ip2sms.sh
+urgent=2
 
 if [ "$(id -u)" = 0 ]; then
 	work=$(mktemp -d)
@@ -56,7 +58,8 @@ smsdispatch.ip2sms_url = '$BENCH_SEND_URL'
 smsdispatch.ip2sms_status_url = '$BENCH_STATUS_URL'
 smsdispatch.ip2sms_login = 'user'
 smsdispatch.ip2sms_password_file = '$work/ip2sms.password'
-smsdispatch.ip2sms_max_connections = $conc
+smsdispatch.ip2sms_max_connections = $((conc + urgent))
+smsdispatch.ip2sms_urgent_connections = $urgent
 smsdispatch.ip2sms_poll_interval = '1h'
 smsdispatch.max_per_phone_per_hour = 0
 CONF
