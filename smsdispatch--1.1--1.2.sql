@@ -58,6 +58,10 @@ GRANT SELECT ON smsdispatch.sms_log_readable, smsdispatch.message_readable, smsd
 -- the path of a file only the worker reads (src/secrets.c), so the view
 -- below shows every option. The worker writes the channel's health here
 -- (state, state_since, last_error), shown by smsdispatch.channel_health.
+-- The option failover_to names the channel its alarms' SMS (and, with
+-- smsdispatch.failover_verification, its codes) leave on once it has not
+-- been ok for smsdispatch.failover_after (smsdispatch.failover); without
+-- it the channel's SMS wait for the channel itself.
 CREATE TABLE smsdispatch.channel_registry (
 	name		smsdispatch.channel PRIMARY KEY,
 	dialect		text NOT NULL CHECK (dialect IN ('kannel')),
@@ -71,16 +75,18 @@ CREATE TABLE smsdispatch.channel_registry (
 );
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.channel_registry', '');
 
--- Refuses options that a channel of dialect cannot be run with, naming the
--- option and its value: unknown keys, missing ones, a URL that is not
--- http(s) or carries credentials, a relative password file.
-CREATE FUNCTION smsdispatch.channel_check_options(dialect text, options jsonb)
+-- Refuses options that channel name of dialect cannot be run with, naming
+-- the option and its value: unknown keys, missing ones, a URL that is not
+-- http(s) or carries credentials, a relative password file, a failover_to
+-- that is the channel itself or no channel.
+CREATE FUNCTION smsdispatch.channel_check_options(name text, dialect text, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	known text[] := ARRAY['url', 'username', 'password_file', 'from', 'callback_url'];
+	known text[] := ARRAY['url', 'username', 'password_file', 'from', 'callback_url',
+						  'failover_to'];
 	required text[] := ARRAY['url', 'username', 'password_file', 'callback_url'];
 	k text;
 	v jsonb;
@@ -125,6 +131,19 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Give the full path of a file of the server''s user with mode 0600 holding the password on its first line.';
 	END IF;
+	IF options ->> 'failover_to' = name THEN
+		RAISE EXCEPTION 'option "failover_to" of channel "%" names the channel itself', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the channel its SMS should leave on while it is not ok, such as ip2sms.';
+	END IF;
+	IF options ->> 'failover_to' NOT IN ('ip2sms', 'modem')
+	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_registry r
+					   WHERE r.name = channel_check_options.options ->> 'failover_to') THEN
+		RAISE EXCEPTION 'option "failover_to" of channel "%" names no channel: "%"',
+			name, options ->> 'failover_to'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give ip2sms, modem or a registered channel (SELECT name FROM smsdispatch.channels).';
+	END IF;
 END;
 $$;
 
@@ -152,7 +171,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The dialect of a registered channel is kannel.';
 	END IF;
-	PERFORM smsdispatch.channel_check_options(dialect, options);
+	PERFORM smsdispatch.channel_check_options(name, dialect, options);
 	INSERT INTO smsdispatch.channel_registry (name, dialect, options)
 		VALUES (channel_add.name, channel_add.dialect, channel_add.options)
 		ON CONFLICT DO NOTHING;
@@ -203,7 +222,7 @@ BEGIN
 				  HINT = 'Pass the keys to change, such as jsonb_build_object(''url'', ...).';
 	END IF;
 	merged := jsonb_strip_nulls(c.options || options);
-	PERFORM smsdispatch.channel_check_options(c.dialect, merged);
+	PERFORM smsdispatch.channel_check_options(c.name, c.dialect, merged);
 	UPDATE smsdispatch.channel_registry r
 	   SET options = merged, altered_at = now()
 	 WHERE r.name = c.name;
@@ -211,7 +230,8 @@ END;
 $$;
 
 -- Removes a registered channel, refused while SMS are queued on it or on
--- the wire (they would never leave): cancel or move them first.
+-- the wire (they would never leave): cancel or move them first; and while
+-- another channel fails over to it: alter that one first.
 CREATE FUNCTION smsdispatch.channel_drop(name text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
@@ -220,6 +240,7 @@ AS $$
 DECLARE
 	c smsdispatch.channel_registry := smsdispatch.channel_lock(name);
 	waiting bigint;
+	used_by text;
 BEGIN
 	SELECT count(*) INTO waiting FROM verification.sms_log l
 	 WHERE l.channel = c.name AND l.send_state IN ('queued', 'sending');
@@ -228,6 +249,14 @@ BEGIN
 			USING ERRCODE = 'object_in_use',
 				  HINT = format('Wait until they leave, or move them: UPDATE verification.sms_log SET channel = ''ip2sms'' WHERE channel = %L AND send_state = ''queued''.',
 								c.name);
+	END IF;
+	SELECT string_agg(r.name, ', ' ORDER BY r.name) INTO used_by
+	  FROM smsdispatch.channel_registry r WHERE r.options ->> 'failover_to' = c.name;
+	IF used_by IS NOT NULL THEN
+		RAISE EXCEPTION 'channel "%" is the failover_to of channel %', c.name, used_by
+			USING ERRCODE = 'object_in_use',
+				  HINT = format('Change that first: SELECT smsdispatch.channel_alter(%L, jsonb_build_object(''failover_to'', NULL)).',
+								split_part(used_by, ', ', 1));
 	END IF;
 	DELETE FROM smsdispatch.channel_registry r WHERE r.name = c.name;
 END;
@@ -241,6 +270,7 @@ CREATE VIEW smsdispatch.channels AS
 		   r.options ->> 'password_file' AS password_file,
 		   r.options ->> 'from' AS sender,
 		   r.options ->> 'callback_url' AS callback_url,
+		   r.options ->> 'failover_to' AS failover_to,
 		   r.created_at, r.altered_at, r.state, r.state_since, r.last_error
 	  FROM smsdispatch.channel_registry r;
 
@@ -248,7 +278,7 @@ CREATE VIEW smsdispatch.channels AS
 -- DEFINER: nobody else writes the table, and each change is checked); readers
 -- (and admins) see the view.
 REVOKE ALL ON smsdispatch.channel_registry FROM PUBLIC;
-REVOKE ALL ON FUNCTION smsdispatch.channel_check_options(text, jsonb),
+REVOKE ALL ON FUNCTION smsdispatch.channel_check_options(text, text, jsonb),
 	smsdispatch.channel_add(text, text, jsonb), smsdispatch.channel_lock(text),
 	smsdispatch.channel_alter(text, jsonb), smsdispatch.channel_drop(text)
 	FROM PUBLIC;
@@ -1190,7 +1220,8 @@ GRANT SELECT ON smsdispatch.channel_health TO smsdispatch_admin, smsdispatch_rea
 -- The channels that failed over, since when: a channel not 'ok' for
 -- smsdispatch.failover_after enters (smsdispatch.failover), and leaves once
 -- it has been 'ok' again for smsdispatch.failback_after. Meanwhile every SMS
--- queued on it that may fail over goes out on the other channel at once,
+-- queued on it that may fail over goes out on its failover target
+-- (smsdispatch.failover_target) at once,
 -- each new alarm and each escalation level included, instead of waiting
 -- failover_after again. A channel never seen before it entered (a modem
 -- whose sidecar has not started yet, a gateway not configured yet) has not
@@ -1204,29 +1235,42 @@ REVOKE ALL ON smsdispatch.channel_failover FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smsdispatch.channel_failover TO smsdispatch_admin;
 GRANT SELECT ON smsdispatch.channel_failover TO smsdispatch_reader;
 
--- The channels whose SMS that may fail over leave on another channel now:
--- each one that failed over while another is ok, except that a channel ok
--- again hands its SMS to none that failed over too, so that two recovering
--- channels never hand SMS back and forth. The failover duty sends those SMS
--- on, and the claims (smsdispatch.claim_sends) leave them to it.
+-- The channel the SMS of channel leave on while it has failed over: ip2sms
+-- and modem each other's, a registered channel the one its failover_to
+-- option names (none without it).
+CREATE FUNCTION smsdispatch.failover_target(channel text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE channel WHEN 'ip2sms' THEN 'modem' WHEN 'modem' THEN 'ip2sms'
+		   ELSE (SELECT r.options ->> 'failover_to' FROM smsdispatch.channel_registry r
+				  WHERE r.name = channel) END
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.failover_target(text) FROM PUBLIC;
+
+-- The channels whose SMS that may fail over leave on their failover target
+-- now: each one that failed over while its target is ok, except that a
+-- channel ok again hands its SMS to none that failed over too, so that two
+-- recovering channels never hand SMS back and forth. The failover duty
+-- sends those SMS on, and the claims (smsdispatch.claim_sends) leave them
+-- to it.
 CREATE FUNCTION smsdispatch.failing_over_channels()
 RETURNS text[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH h AS MATERIALIZED (
-		SELECT c.channel, c.state,
+		SELECT c.channel, c.state, smsdispatch.failover_target(c.channel) AS target,
 			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
 					   WHERE f.channel = c.channel) AS failed_over
 		  FROM smsdispatch.channel_health c
-		 -- registered channels (smsdispatch.channel_registry) do not fail over
-		 WHERE c.channel IN ('ip2sms', 'modem')
 	)
 	SELECT coalesce(array_agg(h.channel), '{}')
 	  FROM h
 	 WHERE h.failed_over
 	   AND EXISTS (SELECT 1 FROM h AS o
-				   WHERE o.channel <> h.channel AND o.state = 'ok'
+				   WHERE o.channel = h.target AND o.state = 'ok'
 					 AND (h.state <> 'ok' OR NOT o.failed_over))
 $$;
 REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
@@ -1236,9 +1280,10 @@ REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
 -- whose SMS has not left, at most batch of them a pass (checked counts
 -- those acted on; SMS that can only wait are not held locked):
 -- - queued on a channel that failed over (smsdispatch.channel_failover),
---   when the other channel is ok and, unless this one is not ok, has not
---   failed over itself: the SMS goes at once
---   out on the other channel: a new sms_log row with the alarm's
+--   when its failover target (the other channel, smsdispatch.failover_target)
+--   is ok and, unless this one is not ok, has not failed over itself: the
+--   SMS goes at once out on the other channel: a new sms_log row with the
+--   alarm's
 --   message_id, event 'failover', the old row failed "failed over"; the
 --   recipient's deadline counts from the new row's submission;
 -- - failed for good for a transport reason: the same on the other channel
@@ -1246,7 +1291,8 @@ REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
 --   smsdispatch.retry_delay (event 'retried'): a level nobody could be sent
 --   does not count as tried.
 -- An alarm of which nobody on the current level holds the SMS and every
--- recipient waiting for it is stuck with no other channel to take it is
+-- recipient waiting for it is stuck with no other channel to take it (none
+-- ok, or none to fail over to) is
 -- undeliverable: event 'undeliverable', a WARNING and NOTIFY
 -- smsdispatch_alarm (smsdispatch.alarm_alert), once per level; it stays
 -- open. With smsdispatch.failover_verification on, queued verification and
@@ -1275,6 +1321,7 @@ DECLARE
 	hsince timestamptz[];
 	herr text[];
 	hsaid text[];
+	ht text[];
 	leaving text[];
 	c record;
 	v record;
@@ -1297,23 +1344,25 @@ BEGIN
 	retried := 0;
 	undeliverable := 0;
 
-	-- the channels' health, read once; hsaid is the state as the failover
-	-- messages name it: an ok channel that still fails over is back
+	-- the channels' health and failover targets, read once; hsaid is the
+	-- state as the failover messages name it: an ok channel that still
+	-- fails over is back
 	SELECT array_agg(h.channel), array_agg(h.state),
 		   array_agg(coalesce(h.since, '-infinity')), array_agg(h.last_error),
 		   array_agg(CASE WHEN h.state = 'ok'
 					 THEN 'back, for less than smsdispatch.failback_after,'
-					 ELSE h.state END)
-	  INTO hc, hs, hsince, herr, hsaid
-	  FROM smsdispatch.channel_health h
-	 WHERE h.channel IN ('ip2sms', 'modem');
+					 ELSE h.state END),
+		   array_agg(smsdispatch.failover_target(h.channel))
+	  INTO hc, hs, hsince, herr, hsaid, ht
+	  FROM smsdispatch.channel_health h;
 
-	-- a channel not ok for failover_after fails over; one ok again for
-	-- failback_after takes its SMS back, one never seen before at once
+	-- a channel with a failover target not ok for failover_after fails
+	-- over; one ok again for failback_after takes its SMS back, one never
+	-- seen before at once
 	INSERT INTO smsdispatch.channel_failover (channel, never_seen)
 	SELECT h.channel, h.since = '-infinity'
-	  FROM unnest(hc, hs, hsince) AS h(channel, state, since)
-	 WHERE h.state <> 'ok' AND h.since <= now() - after
+	  FROM unnest(hc, hs, hsince, ht) AS h(channel, state, since, target)
+	 WHERE h.state <> 'ok' AND h.since <= now() - after AND h.target IS NOT NULL
 	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover f WHERE f.channel = h.channel)
 	ON CONFLICT (channel) DO NOTHING;
 	DELETE FROM smsdispatch.channel_failover f
@@ -1329,15 +1378,15 @@ BEGIN
 			   l.type::text AS type, l.body, l.priority, l.last_error,
 			   h.said AS ch_state, h.since AS ch_since,
 			   o.channel AS other, o.state AS other_state,
-			   o.state = 'ok' AS other_ok
+			   coalesce(o.state = 'ok', false) AS other_ok
 		  FROM smsdispatch.message_recipient r
 		  JOIN smsdispatch.message m
 			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
 		 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
 							  WHERE s.id = r.sms_log_id OFFSET 0) l
-		  JOIN unnest(hc, hs, hsince, hsaid) AS h(channel, state, since, said)
+		  JOIN unnest(hc, hs, hsince, hsaid, ht) AS h(channel, state, since, said, target)
 			ON h.channel = l.channel::text
-		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+		  LEFT JOIN unnest(hc, hs) AS o(channel, state) ON o.channel = h.target
 		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
 		   AND ((l.send_state = 'queued' AND h.channel = ANY (leaving))
 				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
@@ -1396,28 +1445,34 @@ BEGIN
 		retried := retried + 1;
 		stuck := stuck || c.rid;
 		alarms := alarms || c.message_id;
-		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
-							 c.phone, c.channel, c.last_error, c.other, c.other_state);
+		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; %s',
+							 c.phone, c.channel, c.last_error,
+							 CASE WHEN c.other IS NULL
+								  THEN format('channel %s fails over to no other', c.channel)
+								  ELSE format('no other channel is ok (%s is %s)', c.other,
+											  coalesce(c.other_state, 'not a channel')) END);
 	END LOOP;
 
 	-- SMS that can only wait, queued on a channel that is not ok: for its
 	-- channel's failover_after (next_check), or with no other channel ok at
 	-- all (stuck)
 	SELECT min(h.since + after) FILTER (WHERE o.state = 'ok' AND h.channel <> ALL (leaving)),
-		   array_agg(r.id) FILTER (WHERE o.state <> 'ok'),
-		   array_agg(r.message_id) FILTER (WHERE o.state <> 'ok'),
-		   array_agg(format('channel %s is %s%s (%s), and no other channel is ok',
-							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error))
-			   FILTER (WHERE o.state <> 'ok')
+		   array_agg(r.id) FILTER (WHERE o.state IS DISTINCT FROM 'ok'),
+		   array_agg(r.message_id) FILTER (WHERE o.state IS DISTINCT FROM 'ok'),
+		   array_agg(format('channel %s is %s%s (%s), and %s',
+							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error,
+							CASE WHEN h.target IS NULL THEN 'it fails over to no other'
+								 ELSE 'no other channel is ok' END))
+			   FILTER (WHERE o.state IS DISTINCT FROM 'ok')
 	  INTO next_check, w_rids, w_alarms, w_why
 	  FROM smsdispatch.message_recipient r
 	  JOIN smsdispatch.message m
 		ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
 	 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
 						  WHERE s.id = r.sms_log_id OFFSET 0) l
-	  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+	  JOIN unnest(hc, hs, hsince, herr, ht) AS h(channel, state, since, last_error, target)
 		ON h.channel = l.channel::text
-	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+	  LEFT JOIN unnest(hc, hs) AS o(channel, state) ON o.channel = h.target
 	 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
 	   AND l.send_state = 'queued' AND h.state <> 'ok';
 	stuck := stuck || coalesce(w_rids, '{}');
@@ -1454,9 +1509,8 @@ BEGIN
 	   AND smsdispatch.setting('smsdispatch.failover_verification')::boolean THEN
 		FOR v IN
 			SELECT l.id, l.phone_number, l.type::text AS type, l.body, l.priority,
-				   l.verification_id, l.channel::text AS channel, h.said, o.channel AS other
-			  FROM unnest(hc, hsaid) AS h(channel, said)
-			  JOIN unnest(hc) AS o(channel) ON o.channel <> h.channel
+				   l.verification_id, l.channel::text AS channel, h.said, h.target AS other
+			  FROM unnest(hc, hsaid, ht) AS h(channel, said, target)
 			  JOIN verification.sms_log l
 				ON l.channel = h.channel::smsdispatch.channel AND l.send_state = 'queued'
 			 WHERE h.channel = ANY (leaving)

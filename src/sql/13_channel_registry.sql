@@ -6,6 +6,10 @@
 -- the path of a file only the worker reads (src/secrets.c), so the view
 -- below shows every option. The worker writes the channel's health here
 -- (state, state_since, last_error), shown by smsdispatch.channel_health.
+-- The option failover_to names the channel its alarms' SMS (and, with
+-- smsdispatch.failover_verification, its codes) leave on once it has not
+-- been ok for smsdispatch.failover_after (smsdispatch.failover); without
+-- it the channel's SMS wait for the channel itself.
 CREATE TABLE smsdispatch.channel_registry (
 	name		smsdispatch.channel PRIMARY KEY,
 	dialect		text NOT NULL CHECK (dialect IN ('kannel')),
@@ -19,16 +23,18 @@ CREATE TABLE smsdispatch.channel_registry (
 );
 SELECT pg_catalog.pg_extension_config_dump('smsdispatch.channel_registry', '');
 
--- Refuses options that a channel of dialect cannot be run with, naming the
--- option and its value: unknown keys, missing ones, a URL that is not
--- http(s) or carries credentials, a relative password file.
-CREATE FUNCTION smsdispatch.channel_check_options(dialect text, options jsonb)
+-- Refuses options that channel name of dialect cannot be run with, naming
+-- the option and its value: unknown keys, missing ones, a URL that is not
+-- http(s) or carries credentials, a relative password file, a failover_to
+-- that is the channel itself or no channel.
+CREATE FUNCTION smsdispatch.channel_check_options(name text, dialect text, options jsonb)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	known text[] := ARRAY['url', 'username', 'password_file', 'from', 'callback_url'];
+	known text[] := ARRAY['url', 'username', 'password_file', 'from', 'callback_url',
+						  'failover_to'];
 	required text[] := ARRAY['url', 'username', 'password_file', 'callback_url'];
 	k text;
 	v jsonb;
@@ -73,6 +79,19 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Give the full path of a file of the server''s user with mode 0600 holding the password on its first line.';
 	END IF;
+	IF options ->> 'failover_to' = name THEN
+		RAISE EXCEPTION 'option "failover_to" of channel "%" names the channel itself', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Name the channel its SMS should leave on while it is not ok, such as ip2sms.';
+	END IF;
+	IF options ->> 'failover_to' NOT IN ('ip2sms', 'modem')
+	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_registry r
+					   WHERE r.name = channel_check_options.options ->> 'failover_to') THEN
+		RAISE EXCEPTION 'option "failover_to" of channel "%" names no channel: "%"',
+			name, options ->> 'failover_to'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give ip2sms, modem or a registered channel (SELECT name FROM smsdispatch.channels).';
+	END IF;
 END;
 $$;
 
@@ -100,7 +119,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The dialect of a registered channel is kannel.';
 	END IF;
-	PERFORM smsdispatch.channel_check_options(dialect, options);
+	PERFORM smsdispatch.channel_check_options(name, dialect, options);
 	INSERT INTO smsdispatch.channel_registry (name, dialect, options)
 		VALUES (channel_add.name, channel_add.dialect, channel_add.options)
 		ON CONFLICT DO NOTHING;
@@ -151,7 +170,7 @@ BEGIN
 				  HINT = 'Pass the keys to change, such as jsonb_build_object(''url'', ...).';
 	END IF;
 	merged := jsonb_strip_nulls(c.options || options);
-	PERFORM smsdispatch.channel_check_options(c.dialect, merged);
+	PERFORM smsdispatch.channel_check_options(c.name, c.dialect, merged);
 	UPDATE smsdispatch.channel_registry r
 	   SET options = merged, altered_at = now()
 	 WHERE r.name = c.name;
@@ -159,7 +178,8 @@ END;
 $$;
 
 -- Removes a registered channel, refused while SMS are queued on it or on
--- the wire (they would never leave): cancel or move them first.
+-- the wire (they would never leave): cancel or move them first; and while
+-- another channel fails over to it: alter that one first.
 CREATE FUNCTION smsdispatch.channel_drop(name text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
@@ -168,6 +188,7 @@ AS $$
 DECLARE
 	c smsdispatch.channel_registry := smsdispatch.channel_lock(name);
 	waiting bigint;
+	used_by text;
 BEGIN
 	SELECT count(*) INTO waiting FROM verification.sms_log l
 	 WHERE l.channel = c.name AND l.send_state IN ('queued', 'sending');
@@ -176,6 +197,14 @@ BEGIN
 			USING ERRCODE = 'object_in_use',
 				  HINT = format('Wait until they leave, or move them: UPDATE verification.sms_log SET channel = ''ip2sms'' WHERE channel = %L AND send_state = ''queued''.',
 								c.name);
+	END IF;
+	SELECT string_agg(r.name, ', ' ORDER BY r.name) INTO used_by
+	  FROM smsdispatch.channel_registry r WHERE r.options ->> 'failover_to' = c.name;
+	IF used_by IS NOT NULL THEN
+		RAISE EXCEPTION 'channel "%" is the failover_to of channel %', c.name, used_by
+			USING ERRCODE = 'object_in_use',
+				  HINT = format('Change that first: SELECT smsdispatch.channel_alter(%L, jsonb_build_object(''failover_to'', NULL)).',
+								split_part(used_by, ', ', 1));
 	END IF;
 	DELETE FROM smsdispatch.channel_registry r WHERE r.name = c.name;
 END;
@@ -189,6 +218,7 @@ CREATE VIEW smsdispatch.channels AS
 		   r.options ->> 'password_file' AS password_file,
 		   r.options ->> 'from' AS sender,
 		   r.options ->> 'callback_url' AS callback_url,
+		   r.options ->> 'failover_to' AS failover_to,
 		   r.created_at, r.altered_at, r.state, r.state_since, r.last_error
 	  FROM smsdispatch.channel_registry r;
 
@@ -196,7 +226,7 @@ CREATE VIEW smsdispatch.channels AS
 -- DEFINER: nobody else writes the table, and each change is checked); readers
 -- (and admins) see the view.
 REVOKE ALL ON smsdispatch.channel_registry FROM PUBLIC;
-REVOKE ALL ON FUNCTION smsdispatch.channel_check_options(text, jsonb),
+REVOKE ALL ON FUNCTION smsdispatch.channel_check_options(text, text, jsonb),
 	smsdispatch.channel_add(text, text, jsonb), smsdispatch.channel_lock(text),
 	smsdispatch.channel_alter(text, jsonb), smsdispatch.channel_drop(text)
 	FROM PUBLIC;

@@ -80,7 +80,8 @@ END;
 -- The channels that failed over, since when: a channel not 'ok' for
 -- smsdispatch.failover_after enters (smsdispatch.failover), and leaves once
 -- it has been 'ok' again for smsdispatch.failback_after. Meanwhile every SMS
--- queued on it that may fail over goes out on the other channel at once,
+-- queued on it that may fail over goes out on its failover target
+-- (smsdispatch.failover_target) at once,
 -- each new alarm and each escalation level included, instead of waiting
 -- failover_after again. A channel never seen before it entered (a modem
 -- whose sidecar has not started yet, a gateway not configured yet) has not
@@ -91,29 +92,42 @@ CREATE TABLE smsdispatch.channel_failover (
 	never_seen boolean NOT NULL DEFAULT false
 );
 
--- The channels whose SMS that may fail over leave on another channel now:
--- each one that failed over while another is ok, except that a channel ok
--- again hands its SMS to none that failed over too, so that two recovering
--- channels never hand SMS back and forth. The failover duty sends those SMS
--- on, and the claims (smsdispatch.claim_sends) leave them to it.
+-- The channel the SMS of channel leave on while it has failed over: ip2sms
+-- and modem each other's, a registered channel the one its failover_to
+-- option names (none without it).
+CREATE FUNCTION smsdispatch.failover_target(channel text)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE channel WHEN 'ip2sms' THEN 'modem' WHEN 'modem' THEN 'ip2sms'
+		   ELSE (SELECT r.options ->> 'failover_to' FROM smsdispatch.channel_registry r
+				  WHERE r.name = channel) END
+$$;
+REVOKE ALL ON FUNCTION smsdispatch.failover_target(text) FROM PUBLIC;
+
+-- The channels whose SMS that may fail over leave on their failover target
+-- now: each one that failed over while its target is ok, except that a
+-- channel ok again hands its SMS to none that failed over too, so that two
+-- recovering channels never hand SMS back and forth. The failover duty
+-- sends those SMS on, and the claims (smsdispatch.claim_sends) leave them
+-- to it.
 CREATE FUNCTION smsdispatch.failing_over_channels()
 RETURNS text[]
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH h AS MATERIALIZED (
-		SELECT c.channel, c.state,
+		SELECT c.channel, c.state, smsdispatch.failover_target(c.channel) AS target,
 			   EXISTS (SELECT 1 FROM smsdispatch.channel_failover f
 					   WHERE f.channel = c.channel) AS failed_over
 		  FROM smsdispatch.channel_health c
-		 -- registered channels (smsdispatch.channel_registry) do not fail over
-		 WHERE c.channel IN ('ip2sms', 'modem')
 	)
 	SELECT coalesce(array_agg(h.channel), '{}')
 	  FROM h
 	 WHERE h.failed_over
 	   AND EXISTS (SELECT 1 FROM h AS o
-				   WHERE o.channel <> h.channel AND o.state = 'ok'
+				   WHERE o.channel = h.target AND o.state = 'ok'
 					 AND (h.state <> 'ok' OR NOT o.failed_over))
 $$;
 REVOKE ALL ON FUNCTION smsdispatch.failing_over_channels() FROM PUBLIC;
@@ -128,9 +142,10 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 -- whose SMS has not left, at most batch of them a pass (checked counts
 -- those acted on; SMS that can only wait are not held locked):
 -- - queued on a channel that failed over (smsdispatch.channel_failover),
---   when the other channel is ok and, unless this one is not ok, has not
---   failed over itself: the SMS goes at once
---   out on the other channel: a new sms_log row with the alarm's
+--   when its failover target (the other channel, smsdispatch.failover_target)
+--   is ok and, unless this one is not ok, has not failed over itself: the
+--   SMS goes at once out on the other channel: a new sms_log row with the
+--   alarm's
 --   message_id, event 'failover', the old row failed "failed over"; the
 --   recipient's deadline counts from the new row's submission;
 -- - failed for good for a transport reason: the same on the other channel
@@ -138,7 +153,8 @@ CREATE INDEX message_recipient_unsent_idx ON smsdispatch.message_recipient (mess
 --   smsdispatch.retry_delay (event 'retried'): a level nobody could be sent
 --   does not count as tried.
 -- An alarm of which nobody on the current level holds the SMS and every
--- recipient waiting for it is stuck with no other channel to take it is
+-- recipient waiting for it is stuck with no other channel to take it (none
+-- ok, or none to fail over to) is
 -- undeliverable: event 'undeliverable', a WARNING and NOTIFY
 -- smsdispatch_alarm (smsdispatch.alarm_alert), once per level; it stays
 -- open. With smsdispatch.failover_verification on, queued verification and
@@ -167,6 +183,7 @@ DECLARE
 	hsince timestamptz[];
 	herr text[];
 	hsaid text[];
+	ht text[];
 	leaving text[];
 	c record;
 	v record;
@@ -189,23 +206,25 @@ BEGIN
 	retried := 0;
 	undeliverable := 0;
 
-	-- the channels' health, read once; hsaid is the state as the failover
-	-- messages name it: an ok channel that still fails over is back
+	-- the channels' health and failover targets, read once; hsaid is the
+	-- state as the failover messages name it: an ok channel that still
+	-- fails over is back
 	SELECT array_agg(h.channel), array_agg(h.state),
 		   array_agg(coalesce(h.since, '-infinity')), array_agg(h.last_error),
 		   array_agg(CASE WHEN h.state = 'ok'
 					 THEN 'back, for less than smsdispatch.failback_after,'
-					 ELSE h.state END)
-	  INTO hc, hs, hsince, herr, hsaid
-	  FROM smsdispatch.channel_health h
-	 WHERE h.channel IN ('ip2sms', 'modem');
+					 ELSE h.state END),
+		   array_agg(smsdispatch.failover_target(h.channel))
+	  INTO hc, hs, hsince, herr, hsaid, ht
+	  FROM smsdispatch.channel_health h;
 
-	-- a channel not ok for failover_after fails over; one ok again for
-	-- failback_after takes its SMS back, one never seen before at once
+	-- a channel with a failover target not ok for failover_after fails
+	-- over; one ok again for failback_after takes its SMS back, one never
+	-- seen before at once
 	INSERT INTO smsdispatch.channel_failover (channel, never_seen)
 	SELECT h.channel, h.since = '-infinity'
-	  FROM unnest(hc, hs, hsince) AS h(channel, state, since)
-	 WHERE h.state <> 'ok' AND h.since <= now() - after
+	  FROM unnest(hc, hs, hsince, ht) AS h(channel, state, since, target)
+	 WHERE h.state <> 'ok' AND h.since <= now() - after AND h.target IS NOT NULL
 	   AND NOT EXISTS (SELECT 1 FROM smsdispatch.channel_failover f WHERE f.channel = h.channel)
 	ON CONFLICT (channel) DO NOTHING;
 	DELETE FROM smsdispatch.channel_failover f
@@ -221,15 +240,15 @@ BEGIN
 			   l.type::text AS type, l.body, l.priority, l.last_error,
 			   h.said AS ch_state, h.since AS ch_since,
 			   o.channel AS other, o.state AS other_state,
-			   o.state = 'ok' AS other_ok
+			   coalesce(o.state = 'ok', false) AS other_ok
 		  FROM smsdispatch.message_recipient r
 		  JOIN smsdispatch.message m
 			ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
 		 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
 							  WHERE s.id = r.sms_log_id OFFSET 0) l
-		  JOIN unnest(hc, hs, hsince, hsaid) AS h(channel, state, since, said)
+		  JOIN unnest(hc, hs, hsince, hsaid, ht) AS h(channel, state, since, said, target)
 			ON h.channel = l.channel::text
-		  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+		  LEFT JOIN unnest(hc, hs) AS o(channel, state) ON o.channel = h.target
 		 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
 		   AND ((l.send_state = 'queued' AND h.channel = ANY (leaving))
 				OR (l.send_state = 'failed' AND l.gateway_status IS NULL
@@ -288,28 +307,34 @@ BEGIN
 		retried := retried + 1;
 		stuck := stuck || c.rid;
 		alarms := alarms || c.message_id;
-		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; no other channel is ok (%s is %s)',
-							 c.phone, c.channel, c.last_error, c.other, c.other_state);
+		why := why || format('its SMS to %s failed on channel %s (%s) and is retried; %s',
+							 c.phone, c.channel, c.last_error,
+							 CASE WHEN c.other IS NULL
+								  THEN format('channel %s fails over to no other', c.channel)
+								  ELSE format('no other channel is ok (%s is %s)', c.other,
+											  coalesce(c.other_state, 'not a channel')) END);
 	END LOOP;
 
 	-- SMS that can only wait, queued on a channel that is not ok: for its
 	-- channel's failover_after (next_check), or with no other channel ok at
 	-- all (stuck)
 	SELECT min(h.since + after) FILTER (WHERE o.state = 'ok' AND h.channel <> ALL (leaving)),
-		   array_agg(r.id) FILTER (WHERE o.state <> 'ok'),
-		   array_agg(r.message_id) FILTER (WHERE o.state <> 'ok'),
-		   array_agg(format('channel %s is %s%s (%s), and no other channel is ok',
-							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error))
-			   FILTER (WHERE o.state <> 'ok')
+		   array_agg(r.id) FILTER (WHERE o.state IS DISTINCT FROM 'ok'),
+		   array_agg(r.message_id) FILTER (WHERE o.state IS DISTINCT FROM 'ok'),
+		   array_agg(format('channel %s is %s%s (%s), and %s',
+							l.channel, h.state, smsdispatch.since_text(h.since), h.last_error,
+							CASE WHEN h.target IS NULL THEN 'it fails over to no other'
+								 ELSE 'no other channel is ok' END))
+			   FILTER (WHERE o.state IS DISTINCT FROM 'ok')
 	  INTO next_check, w_rids, w_alarms, w_why
 	  FROM smsdispatch.message_recipient r
 	  JOIN smsdispatch.message m
 		ON m.id = r.message_id AND m.state = 'open' AND m.level = r.level
 	 CROSS JOIN LATERAL (SELECT * FROM verification.sms_log s
 						  WHERE s.id = r.sms_log_id OFFSET 0) l
-	  JOIN unnest(hc, hs, hsince, herr) AS h(channel, state, since, last_error)
+	  JOIN unnest(hc, hs, hsince, herr, ht) AS h(channel, state, since, last_error, target)
 		ON h.channel = l.channel::text
-	  JOIN unnest(hc, hs) AS o(channel, state) ON o.channel <> l.channel::text
+	  LEFT JOIN unnest(hc, hs) AS o(channel, state) ON o.channel = h.target
 	 WHERE r.status = 'NOT_SENT' AND r.sms_log_id IS NOT NULL
 	   AND l.send_state = 'queued' AND h.state <> 'ok';
 	stuck := stuck || coalesce(w_rids, '{}');
@@ -346,9 +371,8 @@ BEGIN
 	   AND smsdispatch.setting('smsdispatch.failover_verification')::boolean THEN
 		FOR v IN
 			SELECT l.id, l.phone_number, l.type::text AS type, l.body, l.priority,
-				   l.verification_id, l.channel::text AS channel, h.said, o.channel AS other
-			  FROM unnest(hc, hsaid) AS h(channel, said)
-			  JOIN unnest(hc) AS o(channel) ON o.channel <> h.channel
+				   l.verification_id, l.channel::text AS channel, h.said, h.target AS other
+			  FROM unnest(hc, hsaid, ht) AS h(channel, said, target)
 			  JOIN verification.sms_log l
 				ON l.channel = h.channel::smsdispatch.channel AND l.send_state = 'queued'
 			 WHERE h.channel = ANY (leaving)

@@ -69,7 +69,7 @@ like($node->safe_psql('postgres', "SELECT last_error FROM smsdispatch.channels W
 	'and the reader is told why');
 is($node->safe_psql('postgres', q{SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
 		WHERE attrelid = 'smsdispatch.channels'::regclass AND attnum > 0}),
-	'name,dialect,url,username,password_file,sender,callback_url,created_at,altered_at,state,state_since,last_error',
+	'name,dialect,url,username,password_file,sender,callback_url,failover_to,created_at,altered_at,state,state_since,last_error',
 	'the view has no column that could hold a secret');
 
 make_list($node, 'noc', 0, [ '+380501111111', 1, '1 hour' ]);
@@ -114,6 +114,12 @@ my @bad = (
 		'22023: option "url" of a kannel channel is not an http or https URL: "gopher://x"', 'altering to a bad url' ],
 	[ "SELECT smsdispatch.channel_alter('kannel1', '{\"username\": null}')",
 		'22023: option "username" of a kannel channel is missing', 'altering a required option away' ],
+	[ add('kannel2', 'kannel', options(failover_to => 'kannel2')),
+		'22023: option "failover_to" of channel "kannel2" names the channel itself', 'a channel failing over to itself' ],
+	[ add('kannel2', 'kannel', options(failover_to => 'kannel9')),
+		'22023: option "failover_to" of channel "kannel2" names no channel: "kannel9"', 'failing over to no channel' ],
+	[ "SELECT smsdispatch.channel_alter('kannel1', '{\"failover_to\": \"kannel1\"}')",
+		'22023: option "failover_to" of channel "kannel1" names the channel itself', 'altering to fail over to itself' ],
 	[ "SELECT smsdispatch.channel_drop('kannel9')", '42704: channel "kannel9" is not registered', 'dropping an unknown channel' ],
 	[ "SELECT smsdispatch.channel_drop('kannel1')", '55006: channel "kannel1" still has 2 queued or sending SMS', 'dropping a channel with queued SMS' ],
 );
@@ -143,8 +149,24 @@ for my $user ('reg_reader', 'reg_sender')
 		'42501: permission denied for table channel_registry', "$user cannot read the table");
 }
 
-# once its SMS are gone the channel drops, and its name is unknown again
+# failover_to: ip2sms, modem or another registered channel, shown in the
+# view; a channel another fails over to is not dropped
+is(error_of("SELECT smsdispatch.channel_alter('kannel1', '{\"failover_to\": \"ip2sms\"}')"),
+	'no error', 'kannel1 fails over to ip2sms');
+is(error_of(add('kannel2', 'kannel', options(failover_to => 'kannel1'))), 'no error',
+	'kannel2 fails over to kannel1');
+is($node->safe_psql('postgres', q{SELECT string_agg(name || ' ' || failover_to, ', ' ORDER BY name) FROM smsdispatch.channels},
+		extra_params => [ '-U', 'reg_reader' ]),
+	'kannel1 ip2sms, kannel2 kannel1', 'readers see where each fails over to');
 $node->safe_psql('postgres', "UPDATE verification.sms_log SET send_state = 'failed' WHERE channel = 'kannel1'");
+is(error_of("SELECT smsdispatch.channel_drop('kannel1')"),
+	'55006: channel "kannel1" is the failover_to of channel kannel2', 'a failover target is not dropped');
+like((($node->psql('postgres', "SELECT smsdispatch.channel_drop('kannel1')"))[2]),
+	qr/HINT:  Change that first: SELECT smsdispatch.channel_alter\('kannel2', jsonb_build_object\('failover_to', NULL\)\)/,
+	'the refused drop says what to change');
+is(error_of("SELECT smsdispatch.channel_drop('kannel2')"), 'no error', 'an admin drops kannel2');
+
+# once its SMS are gone the channel drops, and its name is unknown again
 is(error_of("SELECT smsdispatch.channel_drop('kannel1')"), 'no error', 'an admin drops kannel1');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM smsdispatch.channels'), '0', 'it is gone');
 is(error_of("SELECT sms_send('+380501111112', 'x', channel => 'kannel1')", 'reg_sender'),
