@@ -141,15 +141,15 @@ sms_subxact_abort(MemoryContext cxt, ResourceOwner owner)
  * switchover the walsenders stream until the server is down, so the
  * standby confirms within milliseconds and the claim leaves and is
  * answered as usual. From the grace on, a stop watch ticks, and a wait
- * still unconfirmed then (or begun since) is ended as die() would end it. Either interrupt then marks the commit
- * unconfirmed (commit_cut_short), which sms_claim_fence() settles before a
- * claimed request may leave.
+ * still unconfirmed then (or begun since) is ended as die() would end it.
+ * Either interrupt then marks the commit unconfirmed (commit_cut_short),
+ * which sms_claim_fence() settles before a claimed request may leave.
  */
 static volatile sig_atomic_t in_commit = false;
 static volatile sig_atomic_t commit_cut_short = false;
 /* SIGUSR2 every tick once a stop's grace is over (stop_watch_start) */
 static timer_t stop_watch;
-static bool stop_watch_armed = false;
+static bool stop_watch_made = false;
 #define STOP_WATCH_TICK_MS	100
 
 /* Whether the worker is in one of its commits, waiting for the standbys. */
@@ -193,7 +193,7 @@ stop_watch_start(void)
 static void
 worker_sigterm(SIGNAL_ARGS)
 {
-	if (stop_watch_armed && !ShutdownRequestPending)
+	if (stop_watch_made && !ShutdownRequestPending)
 		stop_watch_start();
 	SignalHandlerForShutdownRequest(postgres_signal_arg);
 }
@@ -215,7 +215,7 @@ stop_watch_create(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 				 errmsg("smsdispatch: could not create the worker's stop timer: %m")));
-	stop_watch_armed = true;
+	stop_watch_made = true;
 }
 
 /* SIGINT (a cancel): as for every backend, and noted during a commit. */
