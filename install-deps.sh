@@ -97,8 +97,8 @@ case "$major" in
 esac
 
 # Every package, with what needs it: runtime (building the extension and the
-# sidecar, running them) or test (make check, make demo, the fuzzer, the
-# benchmarks). NN is the PostgreSQL major. clang and libclang-rt-dev are
+# sidecars, running them), demo (make demo, and the tests too) or test (make
+# check, the fuzzer, the benchmarks). NN is the PostgreSQL major. clang and libclang-rt-dev are
 # Debian's default LLVM pair (libFuzzer needs the compiler-rt of the same
 # major as clang).
 package_table() {
@@ -118,13 +118,13 @@ libipc-run-perl					test	the TAP tests
 clang							test	the fuzzer
 libclang-rt-dev					test	the fuzzer
 nginx-light						test	the benchmarks
-python3							test	the mock gateway, the modem simulator
+python3							demo	the mock gateway, the modem simulator
 procps							test
 chromium						test	rendering the HTML report
 fonts-dejavu-core				test	rendering the HTML report
 prometheus-postgres-exporter	test	the exporter's queries
-kannel							test	bearerbox and smsbox of the Kannel tests
-kannel-extras					test	fakesmsc of the Kannel tests
+kannel							demo	bearerbox and smsbox of the demo's Kannel step and the Kannel tests
+kannel-extras					demo	fakesmsc (a fake SMSC) of the demo's Kannel step and the Kannel tests
 patroni							test	the high-availability tests (switchover, failover)
 etcd-server						test	Patroni's DCS in the high-availability tests
 python3-etcd					test	Patroni's etcd client (Patroni 4 no longer depends on it)

@@ -23,15 +23,190 @@ export PGHOST="$dir/socket" PGPORT=5432 PGDATABASE=postgres
 
 mock=
 sidecar=
+# the Kannel step's processes, stopped in this order
+kannel_pids=
 cleanup() {
-	[ -z "$sidecar" ] || kill "$sidecar" 2>/dev/null || true
+	stop_kannel
+	[ -z "$sidecar" ] || stop_pid "$sidecar"
 	pg_ctl -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
-	[ -z "$mock" ] || kill "$mock" 2>/dev/null || true
+	[ -z "$mock" ] || stop_pid "$mock"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# a demo stopped midway stops what it started too (the EXIT trap)
+trap 'exit 1' INT TERM
 
 step() {
 	printf '\n== %s\n' "$1"
+}
+
+# poll WHAT COMMAND...: runs COMMAND until it succeeds, at most 20 s
+poll() {
+	what=$1
+	shift
+	n=0
+	until "$@"; do
+		n=$((n + 1))
+		[ $n -lt 100 ] || { echo "timed out waiting for: $what" >&2; return 1; }
+		sleep 0.2
+	done
+}
+
+# sql_true SQL: whether the query returns true
+sql_true() {
+	[ "$(psql -XAt -c "$1")" = t ]
+}
+
+# running PID: whether the child PID has not exited (a zombie has)
+running() {
+	[ -e "/proc/$1" ] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 2>/dev/null
+}
+
+# stop_pid PID: SIGTERM, SIGKILL if it is still there after 20 s; reaps it
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null || return 0
+	n=0
+	while running "$1" && [ $n -lt 100 ]; do
+		n=$((n + 1))
+		sleep 0.2
+	done
+	! running "$1" || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# stop_kannel: stops smsdispatch-http, fakesmsc, smsbox and bearerbox, by
+# the pids the Kannel step started
+stop_kannel() {
+	exec 3>&- || true
+	for pid in $kannel_pids; do
+		stop_pid "$pid"
+	done
+	kannel_pids=
+}
+
+# http_get URL: prints the HTTP status (0: no connection) and the body
+http_get() {
+	python3 -c '
+import sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+        print(r.status)
+        sys.stdout.write(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code)
+except OSError:
+    print(0)' "$1"
+}
+
+# kannel_says PATTERN: whether bearerbox's status page matches PATTERN
+kannel_says() {
+	http_get "http://127.0.0.1:$admin_port/status.txt?password=kannel-test" | grep -q "$1"
+}
+
+# answers PORT: whether smsdispatch-http answers on PORT (404 for /)
+answers() {
+	[ "$(http_get "http://127.0.0.1:$1/" | head -n 1)" = 404 ]
+}
+
+# fakesmsc_got PHONE COUNT: whether fakesmsc received COUNT SMS for PHONE
+fakesmsc_got() {
+	[ "$(grep -c "Got message [0-9]*: <+380990000000 $1 " "$kannel/fakesmsc.out")" -ge "$2" ]
+}
+
+# The Kannel step: Kannel (bearerbox, smsbox, the fake SMSC fakesmsc) with
+# test/kannel/kannel.conf.in, the kannel.conf of the Kannel tests, plus the
+# sms-service group of docs/channels.md; smsdispatch-http; a channel kannel1
+# registered with channel_add; an alarm out and a reply back through them.
+kannel_demo() {
+	mkdir -p "$kannel/spool"
+	# five free ports on 127.0.0.1, held together so that they differ
+	set -- $(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
+	admin_port=$1 smsbox_port=$2 smsc_port=$3 sendsms_port=$4 http_port=$5
+	sed -e "s|@dir@|$kannel|g" -e "s|@admin_port@|$admin_port|g" \
+		-e "s|@smsbox_port@|$smsbox_port|g" -e "s|@smsc_port@|$smsc_port|g" \
+		-e "s|@sendsms_port@|$sendsms_port|g" "$top/test/kannel/kannel.conf.in" >"$kannel/kannel.conf"
+	echo >>"$kannel/kannel.conf"
+	sed -n '/^    group = sms-service$/,/^$/s/^    //p' "$top/docs/channels.md" |
+		sed "s/127\.0\.0\.1:8089/127.0.0.1:$http_port/" >>"$kannel/kannel.conf"
+	if grep -q '@[a-z_]*@' "$kannel/kannel.conf" || ! grep -q '^group = sms-service$' "$kannel/kannel.conf"; then
+		echo "kannel.conf was not filled in: $kannel/kannel.conf" >&2
+		return 1
+	fi
+
+	/usr/sbin/bearerbox "$kannel/kannel.conf" >"$kannel/bearerbox.out" 2>&1 &
+	kannel_pids="$! $kannel_pids"
+	poll "bearerbox's admin port" kannel_says 'Kannel bearerbox version'
+	/usr/sbin/smsbox "$kannel/kannel.conf" >"$kannel/smsbox.out" 2>&1 &
+	kannel_pids="$! $kannel_pids"
+	poll "smsbox connecting to bearerbox" kannel_says '^ *smsbox:'
+	# fakesmsc reads the SMS typed at the SMSC from a FIFO; fd 3, kept open
+	# (read-write, so opening it waits for no reader), is the keyboard
+	mkfifo "$kannel/mo.fifo"
+	exec 3<>"$kannel/mo.fifo"
+	"$fakesmsc" -H 127.0.0.1 -r "$smsc_port" -i 0.1 -v 0 <"$kannel/mo.fifo" >"$kannel/fakesmsc.out" 2>&1 &
+	kannel_pids="$! $kannel_pids"
+	poll "fakesmsc connecting to bearerbox" kannel_says 'fake\[fake\].*(online'
+	psql -X -q -v ON_ERROR_STOP=1 -c 'CREATE ROLE kannel_http LOGIN IN ROLE smsdispatch_admin'
+	smsdispatch-http --listen "127.0.0.1:$http_port" \
+		--db "host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=kannel_http" >"$kannel/http.log" 2>&1 &
+	kannel_pids="$! $kannel_pids"
+	poll "smsdispatch-http on port $http_port" answers "$http_port"
+	echo "-- bearerbox, smsbox and fakesmsc (a fake SMSC) on 127.0.0.1; Kannel's sendsms on port"
+	echo "-- $sendsms_port; smsdispatch-http on port $http_port takes Kannel's delivery reports and"
+	echo "-- the SMS the SMSC receives (kannel.conf: $kannel/kannel.conf)"
+
+	(umask 077 && echo kannel-test >"$kannel/kannel1.password")
+	psql -X -q -v ON_ERROR_STOP=1 <<SQL
+\\echo '-- a Kannel channel, registered in the database'
+\\o /dev/null
+SELECT smsdispatch.channel_add('kannel1', 'kannel', jsonb_build_object(
+	'url', 'http://127.0.0.1:$sendsms_port/cgi-bin/sendsms', 'username', 'tester',
+	'password_file', '$kannel/kannel1.password', 'from', '+380990000000',
+	'callback_url', 'http://127.0.0.1:$http_port'));
+SELECT sms_list_create('noc', 'Network on-call, paged through Kannel');
+SELECT sms_list_add('noc', '+380503330001', 1, '1 hour', 'Gina');
+SELECT sms_list_add('noc', '+380503330005', 1, '1 hour', 'Hal');
+SELECT sms_list_add('noc', '+380503330006', 2, '1 hour', 'Ivan');
+\\o
+SELECT name, dialect, url, sender, callback_url, state FROM smsdispatch.channels;
+SQL
+	noc=$(psql -XAt -c "SELECT sms_enqueue('Core router down', 'noc', 'kannel1')")
+	echo "-- alarm $noc on list noc through kannel1: Gina and Hal are on level 1"
+	poll "Gina's alarm at fakesmsc" fakesmsc_got +380503330001 1
+	poll "Hal's alarm at fakesmsc" fakesmsc_got +380503330005 1
+	echo "-- what the SMSC received (fakesmsc's log: sender, recipient, text):"
+	grep 'Got message' "$kannel/fakesmsc.out"
+	echo "-- Kannel's delivery reports, through smsdispatch-http, make the rows Delivered"
+	wait_for "SELECT count(*) = 2 AND bool_and(gateway_status = 'Delivered') FROM verification.sms_log l
+	            JOIN smsdispatch.message m ON m.id = l.message_id WHERE m.number = '$noc'"
+	psql -X -c "SELECT l.id, l.phone_number, r.name, l.channel, l.send_state, l.gateway_status
+	              FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.message_id
+	              JOIN smsdispatch.message_recipient r ON r.message_id = m.id AND r.phone = l.phone_number
+	             WHERE m.number = '$noc' ORDER BY l.id"
+
+	echo "-- Gina replies \"OK $noc on my way\" from her phone: typed into fakesmsc"
+	echo "+380503330001 +380990000000 text OK $noc on my way" >&3
+	wait_for "SELECT state = 'acked' FROM smsdispatch.message WHERE number = '$noc'"
+	psql -X -c "SELECT number, state, acked_by FROM smsdispatch.message WHERE number = '$noc'" \
+		-c "SELECT sender, body, outcome FROM smsdispatch.inbox ORDER BY id DESC LIMIT 1" \
+		-c "SELECT r.level, r.name, r.status FROM smsdispatch.message_recipient r
+		      JOIN smsdispatch.message m ON m.id = r.message_id WHERE m.number = '$noc' ORDER BY r.level, r.name"
+	echo "-- the confirmations go out through Kannel too: Gina's ack, and Hal told who took it"
+	wait_for "SELECT count(*) = 2 AND bool_and(l.send_state = 'submitted') FROM verification.sms_log l
+	            JOIN smsdispatch.message m ON m.id = l.confirms WHERE m.number = '$noc'"
+	poll "Gina's confirmation at fakesmsc" fakesmsc_got +380503330001 2
+	poll "Hal's confirmation at fakesmsc" fakesmsc_got +380503330005 2
+	psql -X -c "SELECT l.phone_number, r.name, l.body, l.channel, l.send_state
+	              FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.confirms
+	              JOIN smsdispatch.message_recipient r ON r.message_id = m.id AND r.phone = l.phone_number
+	             WHERE m.number = '$noc' ORDER BY l.id"
+	grep 'Got message' "$kannel/fakesmsc.out" | tail -n +3
+	stop_kannel
+	echo "-- Kannel and smsdispatch-http stopped"
 }
 
 # true once the worker has handed every IP2SMS row to the gateway and
@@ -41,12 +216,7 @@ ip2sms_settled="SELECT count(*) = 0 FROM verification.sms_log
 
 # wait_for SQL: polls until the query returns true, at most 20 s
 wait_for() {
-	n=0
-	until [ "$(psql -XAt -c "$1")" = t ]; do
-		n=$((n + 1))
-		[ $n -lt 100 ] || { echo "timed out waiting for: $1" >&2; return 1; }
-		sleep 0.2
-	done
+	poll "$1" sql_true "$1"
 }
 
 step "smsdispatch is installed in the PostgreSQL that pg_config names"
@@ -59,12 +229,7 @@ step "A mock IP2SMS gateway on 127.0.0.1 and a throwaway cluster in $dir, smsdis
 python3 "$top/test/mock/ip2sms_mock.py" --port-file "$dir/mock.port" --log "$dir/mock.log" \
 	--login demo --password demo-secret &
 mock=$!
-n=0
-until [ -s "$dir/mock.port" ]; do
-	n=$((n + 1))
-	[ $n -lt 100 ] || { echo "the mock gateway did not start" >&2; exit 1; }
-	sleep 0.1
-done
+poll "the mock gateway's port file" test -s "$dir/mock.port"
 gw="http://127.0.0.1:$(cat "$dir/mock.port")"
 echo "mock gateway: $gw"
 initdb -D "$dir/data" --encoding=UTF8 --locale=C -A trust >/dev/null
@@ -171,8 +336,7 @@ wait_for "SELECT state = 'acked' FROM smsdispatch.message WHERE list = 'radio'"
 psql -X -c "SELECT number, state, acked_by FROM smsdispatch.message WHERE list = 'radio'" \
 	-c "SELECT sender, body, outcome FROM smsdispatch.inbox ORDER BY id DESC LIMIT 1" \
 	-c "SELECT name, imei, signal_percent, last_seen IS NOT NULL AS heartbeat FROM smsdispatch.modem"
-kill -TERM $sidecar
-wait $sidecar || true
+stop_pid "$sidecar"
 sidecar=
 
 step "Live escalation: levels of 3 s, nobody answers level 1, Bob on level 2 does"
@@ -225,6 +389,16 @@ psql -X -c "SELECT l.phone_number, r.name, l.body, l.priority, l.send_state
               FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.confirms
               JOIN smsdispatch.message_recipient r ON r.message_id = m.id AND r.phone = l.phone_number
              WHERE m.list = 'ward' ORDER BY l.id"
+
+step "Kannel: an alarm out through Kannel, acknowledged by a reply through Kannel"
+kannel=$dir/kannel
+fakesmsc=/usr/lib/kannel/test/fakesmsc
+if [ -x /usr/sbin/bearerbox ] && [ -x /usr/sbin/smsbox ] && [ -x "$fakesmsc" ]; then
+	kannel_demo
+else
+	echo "-- Kannel is not installed here (bearerbox and smsbox: Debian kannel; fakesmsc:"
+	echo "-- kannel-extras), so this step is skipped; ./install-deps.sh as root installs them"
+fi
 
 step "On-call rotation: Ann hands off to Ben in 3 s; an alarm pages whoever is on duty"
 # a daily rotation whose hand-off is 3 s from now (UTC): yesterday's turn,

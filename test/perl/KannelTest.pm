@@ -115,6 +115,16 @@ sub channels_doc
 	return slurp_file(dirname(__FILE__) . '/../../docs/channels.md');
 }
 
+# test/kannel/kannel.conf.in (the demo's too) with each @key@ replaced by
+# $self's key: the directory and the ports.
+sub kannel_conf
+{
+	my ($self) = @_;
+	my $template = slurp_file(dirname(__FILE__) . '/../kannel/kannel.conf.in');
+	$template =~ s{\@(\w+)\@}{$self->{$1} // die "kannel.conf.in: no value for \@$1\@"}ge;
+	return $template;
+}
+
 # Starts Kannel: bearerbox, smsbox and fakesmsc, each on a free loopback
 # port. %opt: service (kannel.conf groups to add, such as an sms-service).
 # Returns the suite: a hash with the ports and the methods below.
@@ -134,46 +144,7 @@ sub kannel_start
 	mkdir("$dir/spool") or die "$dir/spool: $!";
 
 	my $service = defined $opt{service} ? "\n$opt{service}" : '';
-	PostgreSQL::Test::Utils::append_to_file($self->{conf}, <<"EOF" . $service);
-group = core
-admin-port = $self->{admin_port}
-admin-interface = 127.0.0.1
-admin-password = kannel-test
-admin-allow-ip = "127.0.0.1"
-admin-deny-ip = "*.*.*.*"
-smsbox-port = $self->{smsbox_port}
-smsbox-interface = 127.0.0.1
-box-allow-ip = "127.0.0.1"
-box-deny-ip = "*.*.*.*"
-store-type = spool
-store-location = "$dir/spool"
-dlr-storage = internal
-log-file = "$dir/bearerbox.log"
-log-level = 0
-
-group = smsc
-smsc = fake
-smsc-id = fake
-port = $self->{smsc_port}
-connect-allow-ip = 127.0.0.1
-
-group = smsbox
-bearerbox-host = 127.0.0.1
-bearerbox-port = $self->{smsbox_port}
-sendsms-port = $self->{sendsms_port}
-sendsms-interface = 127.0.0.1
-http-request-retry = 40
-http-queue-delay = 1
-log-file = "$dir/smsbox.log"
-log-level = 0
-
-group = sendsms-user
-username = tester
-password = kannel-test
-max-messages = 3
-concatenation = true
-
-EOF
+	PostgreSQL::Test::Utils::append_to_file($self->{conf}, kannel_conf($self) . $service);
 
 	$self->{bearerbox} = spawn("$dir/bearerbox.out", undef, '/usr/sbin/bearerbox', $self->{conf});
 	poll_until(sub { ($self->admin('status'))[0] == 200 }, 20)

@@ -1,11 +1,17 @@
 # What a newcomer runs first: make check and make demo print no make warning,
-# and the demo shows the effect of each of its steps and leaves nothing open.
+# and the demo shows the effect of each of its steps and leaves nothing open
+# or running, also when it is stopped midway. Where Kannel is installed, the
+# demo shows an alarm out through Kannel (the SMS fakesmsc received, the
+# delivery reports making the rows Delivered) acknowledged by a reply typed
+# into fakesmsc, with the confirmations through Kannel too; where it is not,
+# it says so and shows the rest.
 use strict;
 use warnings;
 use File::Basename;
 use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use KannelTest;
 
 my $top = dirname(dirname(dirname(__FILE__)));
 $top = '.' if $top eq '';
@@ -72,5 +78,65 @@ my $report = slurp_file("$dir/report.html");
 like($report,
 	qr{<caption>Open alarms now</caption><thead>.*?</thead><tbody><tr><td colspan="\d+" class="empty">no rows</td>},
 	'the report shows the final state: no open alarm');
+
+if (-x '/usr/sbin/bearerbox' && -x '/usr/sbin/smsbox' && -x '/usr/lib/kannel/test/fakesmsc')
+{
+	my ($kannel) = $out =~ /\n(== Kannel: .*?)\n== /s;
+	$kannel //= '';
+	my ($number) = $kannel =~ /Got message \d+: <\+380990000000 \+380503330001 text \[(\d{4})\] Core router down>/;
+	ok(defined $number, "the demo prints the alarm as fakesmsc logged it, to Gina") or diag($kannel);
+	$number //= 'none';
+	like($kannel, qr/Got message \d+: <\+380990000000 \+380503330005 text \[$number\] Core router down>/,
+		'and to Hal, the other one on level 1');
+	like($kannel, qr/\+380503330001 \| Gina \| kannel1 \| submitted\s+\| Delivered\n.*\+380503330005 \| Hal\s+\| kannel1 \| submitted\s+\| Delivered\n/s,
+		"Kannel's delivery reports made both rows Delivered");
+	like($kannel, qr/$number\s+\| acked \| \+380503330001\n/,
+		"the reply typed into fakesmsc acknowledged the alarm, as Gina");
+	like($kannel, qr/\+380503330001 \| OK $number on my way \| ack\n/, 'the inbox shows her reply');
+	like($kannel, qr/\+380503330005 \| Hal\s+\| \[$number\] taken by Gina \| kannel1 \| submitted\n/,
+		'Hal is told who took it, through kannel1');
+	like($kannel, qr/Got message \d+: <\+380990000000 \+380503330005 text \[$number\] taken by Gina>/,
+		'and fakesmsc received it');
+}
+else
+{
+	like($out, qr/Kannel is not installed here .* this step is skipped; \.\/install-deps\.sh as root installs them/s,
+		'without Kannel the demo says so and goes on');
+}
+
+# the pids of the processes of this user whose command line or open files
+# name $d: the demo's cluster, mock gateway, Kannel and sidecars
+sub processes_in
+{
+	my ($d) = @_;
+	my @found;
+	for my $proc (glob('/proc/[0-9]*'))
+	{
+		my ($pid) = $proc =~ m{(\d+)$};
+		next if $pid == $$;
+		my $cmdline = eval { slurp_file("$proc/cmdline") } // next;
+		my @files = map { readlink($_) // '' } glob("$proc/fd/*");
+		push @found, "$pid: $cmdline" =~ s/\0/ /gr if grep { index($_, $d) >= 0 } $cmdline, @files;
+	}
+	return @found;
+}
+is(join("\n", processes_in($dir)), '', 'the demo left no process running');
+
+# the demo again, stopped by SIGTERM once Kannel is up: it stops everything
+# it started on its way out
+my $stopped = PostgreSQL::Test::Utils::tempdir();
+{
+	local $ENV{SMSDISPATCH_DEMO_DIR} = $stopped;
+	local $ENV{PG_CONFIG} = $pg_config;
+	my $h = IPC::Run::start([ 'sh', "$top/test/demo.sh" ], '<', \undef,
+		'>', "$stopped.out", '2>', "$stopped.err", IPC::Run::timeout(300));
+	my $marker = -x '/usr/sbin/bearerbox' ? "-- Kannel's delivery reports" : '== On-call rotation';
+	ok(poll_until(sub { -e "$stopped.out" && index(slurp_file("$stopped.out"), $marker) >= 0 }, 120),
+		"the second demo reached \"$marker\"");
+	$h->signal('TERM');
+	$h->finish;
+	isnt($h->result, 0, 'the demo stopped by SIGTERM exits non-zero');
+}
+is(join("\n", processes_in($stopped)), '', 'the demo stopped midway left no process running');
 
 done_testing();

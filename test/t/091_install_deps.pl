@@ -81,6 +81,13 @@ for my $tool ('valgrind', 'clang', 'libclang-rt-dev', 'libipc-run-perl', 'python
 {
 	ok((grep { $_ eq $tool } @all), "the full selection has $tool");
 }
+# make demo (whose deps is the full selection) runs Kannel: bearerbox and
+# smsbox, and fakesmsc of kannel-extras; a database server needs neither
+for my $kannel ('kannel', 'kannel-extras')
+{
+	ok((grep { $_ eq $kannel } @all), "the full selection, make demo's, has $kannel");
+	ok(!(grep { $_ eq $kannel } @runtime), "the runtime selection has no $kannel");
+}
 
 # without PG_MAJOR and without apt lists (apt-cache answers nothing), the
 # major is the newest of /usr/lib/postgresql
