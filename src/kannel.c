@@ -743,7 +743,8 @@ kannel_pump(TimestampTz *next_due)
 	if (now >= claims_due && !ShutdownRequestPending)
 	{
 		claim_for_idle_channels();
-		/* requests curl refused at once, as finished */
+		/* the requests leave now; those refused at once are recorded now */
+		drive_sends();
 		record_unrecorded();
 		settle_channels();
 		claims_due = retry_due;
