@@ -20,7 +20,8 @@
  * Kannel holds only its own requests, never the loop, the IP2SMS channel
  * or the duties. The outcome words are IP2SMS's. Kannel's sendsms answers
  * carry no id: the row's own id, in the dlr-url, is the correlation, and
- * statuses come as delivery reports (smsdispatch-http).
+ * statuses come as delivery reports (smsdispatch-http). A request's URL
+ * and the meaning of its answer are in kannel_request.c:
  *
  *   202 "0: Accepted for delivery", "3: Queued for later delivery"
  *                           -> submitted
@@ -53,7 +54,6 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
@@ -66,11 +66,10 @@
 #include "smsdispatch.h"
 #include "ip2sms.h"
 #include "kannel.h"
+#include "kannel_request.h"
 
 /* rows a channel claims at once while it is ok */
 #define KANNEL_BATCH		16
-/* Kannel's sendsms answers are one short line */
-#define KANNEL_ANSWER_MAX	1024
 /* how soon the loop comes back while requests are on the wire */
 #define KANNEL_POLL_MS		10
 /* how often the stop's wait for answers looks at the postmaster */
@@ -81,49 +80,6 @@
  * transaction of its own.
  */
 #define KANNEL_MIN_GAP_MS	10
-
-/* A channel's options as the registry has them. */
-typedef struct KannelOptions
-{
-	char	   *url;
-	char	   *username;
-	char	   *password_file;
-	char	   *from;
-	char	   *callback_url;
-	char	   *state;
-	char	   *last_error;
-} KannelOptions;
-
-/* One registered Kannel channel, in kannel_cxt (see the file header). */
-typedef struct KannelChannel
-{
-	dlist_node	node;			/* in channels */
-	char	   *name;			/* the key */
-	MemoryContext options_cxt;	/* holds opts' strings and problem */
-	KannelOptions opts;
-	bool		listed;			/* in the registry at its last read */
-	char	   *problem;		/* why the password file is refused */
-	/* its batch: claimed, not all finished or not published yet */
-	bool		batch_open;
-	int			on_wire;		/* of its requests */
-	TimestampTz claim_again;	/* when its next rows are due */
-	int			answered;		/* requests Kannel answered (the channel works) */
-	int			failed;			/* requests that failed on the channel */
-	bool		auth_failed;	/* a 403 */
-	char		error[SMS_CHANNEL_ERROR_LEN];	/* the last channel failure */
-} KannelChannel;
-
-/* One sendsms request on the wire, in its request's memory context. */
-typedef struct KannelSend
-{
-	dlist_node	node;			/* in on_wire */
-	KannelChannel *channel;
-	Ip2smsRequest *req;
-	CURL	   *easy;
-	char		answer[KANNEL_ANSWER_MAX + 1];
-	size_t		answer_len;
-	char		errbuf[CURL_ERROR_SIZE];
-} KannelSend;
 
 static MemoryContext kannel_cxt = NULL;
 static MemoryContext turn_cxt = NULL;	/* emptied at the end of each turn */
@@ -136,15 +92,6 @@ static TimestampTz record_retry_at = 0;
 static bool woken = true;
 static TimestampTz retry_due = 0;
 static TimestampTz last_claims = 0;
-
-/* libcurl could not give what the driver needs (it is out of memory). */
-static void
-curl_failed(const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_OUT_OF_MEMORY),
-			 errmsg("smsdispatch: could not set up libcurl for the Kannel channels: %s", what)));
-}
 
 /* Says that new rows may be due (a COMMIT set the latch). */
 void
@@ -160,14 +107,14 @@ prepare_driver(void)
 	if (multi != NULL)
 		return;
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
-		curl_failed("curl_global_init");
+		kannel_curl_failed("curl_global_init");
 	kannel_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch kannel",
 									   ALLOCSET_SMALL_SIZES);
 	turn_cxt = AllocSetContextCreate(kannel_cxt, "smsdispatch kannel turn",
 									 ALLOCSET_DEFAULT_SIZES);
 	multi = curl_multi_init();
 	if (multi == NULL)
-		curl_failed("curl_multi_init");
+		kannel_curl_failed("curl_multi_init");
 }
 
 /* One row of the registry, for list_channels' transaction. */
@@ -276,77 +223,6 @@ refresh_channels(List *rows)
 	}
 }
 
-/* Appends &key=value to buf, value URL-encoded. */
-static void
-append_param(StringInfo buf, CURL *easy, const char *key, const char *value)
-{
-	char	   *escaped = curl_easy_escape(easy, value, 0);
-
-	if (escaped == NULL)
-		curl_failed("curl_easy_escape");
-	appendStringInfo(buf, "&%s=%s", key, escaped);
-	curl_free(escaped);
-}
-
-/*
- * The sendsms URL of one SMS: who, what, in UTF-8 (UCS-2 where GSM-7
- * cannot carry the text), every delivery report to its row's callback URL
- * with its token. It holds the password.
- */
-static char *
-sendsms_url(KannelChannel *ch, const char *password, Ip2smsRequest *req, CURL *easy)
-{
-	StringInfoData buf;
-	StringInfoData dlr;
-	SmsSegments seg = sms_count_segments(req->body, strlen(req->body));
-	int			base_len = strlen(ch->opts.callback_url);
-
-	while (base_len > 0 && ch->opts.callback_url[base_len - 1] == '/')
-		base_len--;
-	initStringInfo(&dlr);
-	appendStringInfo(&dlr, "%.*s/kannel/dlr?id=%lld&token=%s&status=%%d&answer=%%A&at=%%T",
-					 base_len, ch->opts.callback_url, (long long) req->id, req->token);
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "%s%c", ch->opts.url, strchr(ch->opts.url, '?') ? '&' : '?');
-	appendStringInfoString(&buf, "charset=UTF-8&dlr-mask=31");
-	if (!seg.gsm7)
-		appendStringInfoString(&buf, "&coding=2");
-	append_param(&buf, easy, "username", ch->opts.username);
-	append_param(&buf, easy, "password", password);
-	append_param(&buf, easy, "to", req->phone);
-	if (ch->opts.from != NULL)
-		append_param(&buf, easy, "from", ch->opts.from);
-	append_param(&buf, easy, "text", req->body);
-	append_param(&buf, easy, "dlr-url", dlr.data);
-	pfree(dlr.data);
-	return buf.data;
-}
-
-/* curl's write callback: keeps the first KANNEL_ANSWER_MAX bytes. */
-static size_t
-on_answer(char *data, size_t size, size_t nmemb, void *arg)
-{
-	KannelSend *s = arg;
-	size_t		n = size * nmemb;
-	size_t		room = KANNEL_ANSWER_MAX - s->answer_len;
-
-	memcpy(s->answer + s->answer_len, data, Min(n, room));
-	s->answer_len += Min(n, room);
-	s->answer[s->answer_len] = '\0';
-	return n;
-}
-
-/* Records a failure of the channel on this request and on its channel. */
-static void
-channel_failed(KannelSend *s, const char *detail)
-{
-	s->req->outcome = IP2SMS_CHANNEL_FAILED;
-	strlcpy(s->req->detail, detail, sizeof(s->req->detail));
-	strlcpy(s->channel->error, detail, sizeof(s->channel->error));
-	s->channel->failed++;
-}
-
 /*
  * Puts one claimed send on the wire. Curl keeps its own copy of the URL,
  * so ours, which holds the password, is overwritten at once. When curl
@@ -364,12 +240,12 @@ start_send(KannelChannel *ch, const char *password, Ip2smsRequest *req)
 	s->easy = curl_easy_init();
 	if (s->easy != NULL)
 	{
-		url = sendsms_url(ch, password, req, s->easy);
+		url = kannel_sendsms_url(ch, password, req, s->easy);
 		curl_easy_setopt(s->easy, CURLOPT_URL, url);
 		explicit_bzero(url, strlen(url));
 		pfree(url);
 		curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-		curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_answer);
+		curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, kannel_on_answer);
 		curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
 		curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
 		curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
@@ -385,74 +261,8 @@ start_send(KannelChannel *ch, const char *password, Ip2smsRequest *req)
 		}
 		curl_easy_cleanup(s->easy);
 	}
-	channel_failed(s, "the request could not be started");
+	kannel_channel_failed(s, "the request could not be started");
 	dlist_push_tail(&unrecorded, &req->node);
-}
-
-/*
- * Turns what came of one request into its outcome (see the file header).
- * result is curl's.
- */
-static void
-classify(KannelSend *s, CURLcode result)
-{
-	Ip2smsRequest *req = s->req;
-	long		http = 0;
-	long		written = 0;
-	char		detail[sizeof(req->detail)];
-
-	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &http);
-	curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &written);
-	s->answer[strcspn(s->answer, "\r\n")] = '\0';
-
-	if (result != CURLE_OK)
-	{
-		const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(result);
-
-		if (written > 0)
-		{
-			/* the SMS may be at Kannel: never sent again */
-			req->outcome = IP2SMS_IN_FLIGHT;
-			snprintf(req->detail, sizeof(req->detail),
-					 "no answer from Kannel after the request was written (%s); it may have been sent: not re-sent",
-					 why);
-			/* and the channel hangs: probes only, until it answers */
-			strlcpy(s->channel->error, req->detail, sizeof(s->channel->error));
-			s->channel->failed++;
-		}
-		else
-		{
-			snprintf(detail, sizeof(detail), "Kannel cannot be reached: %s", why);
-			channel_failed(s, detail);
-		}
-		return;
-	}
-	if (http == 403)
-	{
-		snprintf(detail, sizeof(detail),
-				 "HTTP 403 from Kannel (%s): check the username and password_file of channel %s",
-				 s->answer, s->channel->name);
-		channel_failed(s, detail);
-		s->channel->auth_failed = true;
-		return;
-	}
-	if (http >= 500)
-	{
-		snprintf(detail, sizeof(detail), "HTTP %ld from Kannel: %s", http, s->answer);
-		channel_failed(s, detail);
-		return;
-	}
-	s->channel->answered++;
-	if (http >= 200 && http < 300 &&
-		(strncmp(s->answer, "0:", 2) == 0 || strncmp(s->answer, "3:", 2) == 0))
-	{
-		req->outcome = IP2SMS_ANSWERED;
-		req->answer.state = "Accepted";
-		return;
-	}
-	req->outcome = IP2SMS_REQUEST_FAILED;
-	snprintf(req->detail, sizeof(req->detail), "Kannel refused the SMS: HTTP %ld %s",
-			 http, s->answer);
 }
 
 /*
@@ -490,7 +300,7 @@ drive_sends(void)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &s);
-		classify(s, msg->data.result);
+		kannel_classify(s, msg->data.result);
 		finish_send(s);
 	}
 }
@@ -815,7 +625,7 @@ kannel_stop(TimestampTz deadline)
 		curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &written);
 		/* in flight with no detail: the worker stopped while it was */
 		if (written == 0)
-			channel_failed(s, "the worker stopped before the request reached Kannel");
+			kannel_channel_failed(s, "the worker stopped before the request reached Kannel");
 		else
 			unanswered++;
 		finish_send(s);
