@@ -4,16 +4,24 @@
  *	  The worker's driver of the registered Kannel channels
  *	  (smsdispatch.channel_registry, dialect 'kannel').
  *
- * A pass, run by the worker's loop when it was woken or a retry is due:
- * the channels are read in a short transaction; each claims its due rows
- * (smsdispatch.claim_sends, with each row's callback token) in a short
- * transaction of its own through the IP2SMS channel's exchange
- * (ip2sms_db.c), committed before any request leaves; then every request
- * goes out at once through one curl multi handle, outside any transaction,
- * bounded by smsdispatch.kannel_timeout; then the results are recorded by
- * the same exchange, with the same outcome words as IP2SMS. Kannel's
- * sendsms answers carry no id: the row's own id, in the dlr-url, is the
- * correlation, and statuses come as delivery reports (smsdispatch-http).
+ * The worker's loop calls kannel_pump() at each turn, and it never waits
+ * for the network: it drives the requests on the wire of its curl multi
+ * handle without blocking, classifies those that finished, records them
+ * through the IP2SMS channel's exchange (ip2sms_db.c) in a short
+ * transaction, and publishes a channel's health once every request of its
+ * batch has finished. When woken (a COMMIT queued SMS) or a retry is due,
+ * it reads the channels in a short transaction, and each that has nothing
+ * on the wire claims its due rows (smsdispatch.claim_sends, with each
+ * row's callback token) in a short transaction of its own, committed (and
+ * past sms_claim_fence) before any request leaves; then those requests go
+ * on the wire, outside any transaction, each bounded by curl's timeout,
+ * smsdispatch.kannel_timeout. Requests stay on the wire across turns of
+ * the loop, which comes back every KANNEL_POLL_MS while any is: a hanging
+ * Kannel holds only its own requests, never the loop, the IP2SMS channel
+ * or the duties. The outcome words are IP2SMS's. Kannel's sendsms answers
+ * carry no id: the row's own id, in the dlr-url, is the correlation, and
+ * statuses come as delivery reports (smsdispatch-http). A request's URL
+ * and the meaning of its answer are in kannel_request.c:
  *
  *   202 "0: Accepted for delivery", "3: Queued for later delivery"
  *                           -> submitted
@@ -28,11 +36,14 @@
  *                           -> unknown: it may have reached Kannel, never
  *                              sent twice; the channel is down
  *
- * While a channel is not ok, a pass sends one probe of it. The health is
- * written into the registry when it changes (smsdispatch.channel_health),
- * with a WARNING when it turns bad. A pass blocks the worker's loop for at
- * most smsdispatch.kannel_timeout, so a hanging Kannel holds the other
- * channels' alarms no longer than that.
+ * While a channel is not ok, it sends one probe at a time, else batches of
+ * up to KANNEL_BATCH. The health is written into the registry when it
+ * changes (smsdispatch.channel_health), with a WARNING when it turns bad.
+ * The channels live in kannel_cxt from the first read that finds them
+ * until they are gone from the registry and have nothing on the wire; each
+ * read refreshes their options. At a stop (kannel_stop) the answers on the
+ * wire are awaited until smsdispatch.shutdown_grace is over; what is still
+ * unanswered then becomes unknown, never sent again.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,8 +53,9 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/pmsignal.h"
@@ -54,66 +66,32 @@
 #include "smsdispatch.h"
 #include "ip2sms.h"
 #include "kannel.h"
+#include "kannel_request.h"
 
-/* rows a channel claims in a pass while it is ok */
+/* rows a channel claims at once while it is ok */
 #define KANNEL_BATCH		16
-/* Kannel's sendsms answers are one short line */
-#define KANNEL_ANSWER_MAX	1024
-/* how often the wait for answers looks at SIGTERM and the postmaster */
-#define KANNEL_POLL_MS		100
+/* how soon the loop comes back while requests are on the wire */
+#define KANNEL_POLL_MS		10
+/* how often the stop's wait for answers looks at the postmaster */
+#define KANNEL_STOP_POLL_MS 100
 /*
- * A wake-up (any COMMIT that queued SMS, IP2SMS's too) brings a pass
- * forward, but not more often than this: each pass reads the registry in a
+ * A wake-up (any COMMIT that queued SMS, IP2SMS's too) brings a claim
+ * forward, but not more often than this: each reads the registry in a
  * transaction of its own.
  */
 #define KANNEL_MIN_GAP_MS	10
 
-/* One registered Kannel channel in a pass. */
-typedef struct KannelChannel
-{
-	char	   *name;
-	char	   *url;
-	char	   *username;
-	char	   *password_file;
-	char	   *from;
-	char	   *callback_url;
-	char	   *state;			/* as the registry has it */
-	char	   *last_error;
-	char	   *password;		/* TopMemoryContext, forgotten after the pass */
-	char	   *problem;		/* why the password file is refused */
-	int			answered;		/* requests Kannel answered (the channel works) */
-	int			failed;			/* requests that failed on the channel */
-	bool		auth_failed;	/* a 403 */
-	char		error[SMS_CHANNEL_ERROR_LEN];	/* the last channel failure */
-} KannelChannel;
-
-/* One sendsms request on the wire. */
-typedef struct KannelSend
-{
-	KannelChannel *channel;
-	Ip2smsRequest *req;
-	CURL	   *easy;
-	char	   *url;			/* holds the password: overwritten after */
-	char		answer[KANNEL_ANSWER_MAX + 1];
-	size_t		answer_len;
-	char		errbuf[CURL_ERROR_SIZE];
-} KannelSend;
-
+static MemoryContext kannel_cxt = NULL;
+static MemoryContext turn_cxt = NULL;	/* emptied at the end of each turn */
+static CURLM *multi = NULL;
+static dlist_head channels = DLIST_STATIC_INIT(channels);
+static dlist_head on_wire = DLIST_STATIC_INIT(on_wire);
 /* finished requests not recorded yet (a failed exchange keeps them) */
 static dlist_head unrecorded = DLIST_STATIC_INIT(unrecorded);
+static TimestampTz record_retry_at = 0;
 static bool woken = true;
 static TimestampTz retry_due = 0;
-static TimestampTz last_pass = 0;
-static bool curl_ready = false;
-
-/* libcurl could not give what a pass needs (it is out of memory). */
-static void
-curl_failed(const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_OUT_OF_MEMORY),
-			 errmsg("smsdispatch: could not set up libcurl for the Kannel channels: %s", what)));
-}
+static TimestampTz last_claims = 0;
 
 /* Says that new rows may be due (a COMMIT set the latch). */
 void
@@ -122,26 +100,42 @@ kannel_wake(void)
 	woken = true;
 }
 
-/* The registered Kannel channels, for list_channels' transaction. */
-typedef struct ChannelList
+/* Sets up, once per worker, libcurl and the driver's memory. */
+static void
+prepare_driver(void)
 {
-	MemoryContext cxt;
-	List	   *channels;
-} ChannelList;
-
-/* Copies column col of SPI row i into the list's context (NULL stays NULL). */
-static char *
-column_copy(ChannelList *cl, int i, int col)
-{
-	char	   *v = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col);
-
-	return v ? MemoryContextStrdup(cl->cxt, v) : NULL;
+	if (multi != NULL)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		kannel_curl_failed("curl_global_init");
+	kannel_cxt = AllocSetContextCreate(TopMemoryContext, "smsdispatch kannel",
+									   ALLOCSET_SMALL_SIZES);
+	turn_cxt = AllocSetContextCreate(kannel_cxt, "smsdispatch kannel turn",
+									 ALLOCSET_DEFAULT_SIZES);
+	multi = curl_multi_init();
+	if (multi == NULL)
+		kannel_curl_failed("curl_multi_init");
 }
 
+/* One row of the registry, for list_channels' transaction. */
+typedef struct ListedChannel
+{
+	char	   *name;
+	KannelOptions opts;
+} ListedChannel;
+
+/* Column col of SPI row i, in the current context (NULL stays NULL). */
+static char *
+column_text(int i, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col);
+}
+
+/* Reads the registered Kannel channels into *(List **) arg, in turn_cxt. */
 static void
 list_channels(void *arg)
 {
-	ChannelList *cl = arg;
+	List	  **rows = arg;
 	MemoryContext old;
 	int			i;
 
@@ -152,216 +146,153 @@ list_channels(void *arg)
 					" WHERE r.dialect = 'kannel' ORDER BY r.name",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "smsdispatch: could not read smsdispatch.channel_registry");
+	old = MemoryContextSwitchTo(turn_cxt);
 	for (i = 0; i < SPI_processed; i++)
 	{
-		KannelChannel *ch = MemoryContextAllocZero(cl->cxt, sizeof(KannelChannel));
+		ListedChannel *row = palloc0(sizeof(ListedChannel));
 
-		ch->name = column_copy(cl, i, 1);
-		ch->url = column_copy(cl, i, 2);
-		ch->username = column_copy(cl, i, 3);
-		ch->password_file = column_copy(cl, i, 4);
-		ch->from = column_copy(cl, i, 5);
-		ch->callback_url = column_copy(cl, i, 6);
-		ch->state = column_copy(cl, i, 7);
-		ch->last_error = column_copy(cl, i, 8);
-		old = MemoryContextSwitchTo(cl->cxt);
-		cl->channels = lappend(cl->channels, ch);
-		MemoryContextSwitchTo(old);
+		row->name = column_text(i, 1);
+		row->opts.url = column_text(i, 2);
+		row->opts.username = column_text(i, 3);
+		row->opts.password_file = column_text(i, 4);
+		row->opts.from = column_text(i, 5);
+		row->opts.callback_url = column_text(i, 6);
+		row->opts.state = column_text(i, 7);
+		row->opts.last_error = column_text(i, 8);
+		*rows = lappend(*rows, row);
 	}
+	MemoryContextSwitchTo(old);
 }
 
-/* Appends &key=value to buf, value URL-encoded. */
-static void
-append_param(StringInfo buf, CURL *easy, const char *key, const char *value)
-{
-	char	   *escaped = curl_easy_escape(easy, value, 0);
-
-	if (escaped == NULL)
-		curl_failed("curl_easy_escape");
-	appendStringInfo(buf, "&%s=%s", key, escaped);
-	curl_free(escaped);
-}
-
-/*
- * The sendsms URL of one SMS: who, what, in UTF-8 (UCS-2 where GSM-7
- * cannot carry the text), every delivery report to its row's callback URL
- * with its token.
- */
+/* A copy of s in the channel's options context (NULL stays NULL). */
 static char *
-sendsms_url(KannelChannel *ch, Ip2smsRequest *req, CURL *easy)
+option_copy(KannelChannel *ch, const char *s)
 {
-	StringInfoData buf;
-	StringInfoData dlr;
-	SmsSegments seg = sms_count_segments(req->body, strlen(req->body));
-	int			base_len = strlen(ch->callback_url);
-
-	while (base_len > 0 && ch->callback_url[base_len - 1] == '/')
-		base_len--;
-	initStringInfo(&dlr);
-	appendStringInfo(&dlr, "%.*s/kannel/dlr?id=%lld&token=%s&status=%%d&answer=%%A&at=%%T",
-					 base_len, ch->callback_url, (long long) req->id, req->token);
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "%s%c", ch->url, strchr(ch->url, '?') ? '&' : '?');
-	appendStringInfoString(&buf, "charset=UTF-8&dlr-mask=31");
-	if (!seg.gsm7)
-		appendStringInfoString(&buf, "&coding=2");
-	append_param(&buf, easy, "username", ch->username);
-	append_param(&buf, easy, "password", ch->password);
-	append_param(&buf, easy, "to", req->phone);
-	if (ch->from != NULL)
-		append_param(&buf, easy, "from", ch->from);
-	append_param(&buf, easy, "text", req->body);
-	append_param(&buf, easy, "dlr-url", dlr.data);
-	pfree(dlr.data);
-	return buf.data;
+	return s ? MemoryContextStrdup(ch->options_cxt, s) : NULL;
 }
 
-/* curl's write callback: keeps the first KANNEL_ANSWER_MAX bytes. */
-static size_t
-on_answer(char *data, size_t size, size_t nmemb, void *arg)
+/* The channel named name, made (not listed yet) when there is none. */
+static KannelChannel *
+channel_named(const char *name)
 {
-	KannelSend *s = arg;
-	size_t		n = size * nmemb;
-	size_t		room = KANNEL_ANSWER_MAX - s->answer_len;
+	dlist_iter	it;
+	KannelChannel *ch;
 
-	memcpy(s->answer + s->answer_len, data, Min(n, room));
-	s->answer_len += Min(n, room);
-	s->answer[s->answer_len] = '\0';
-	return n;
+	dlist_foreach(it, &channels)
+	{
+		ch = dlist_container(KannelChannel, node, it.cur);
+		if (strcmp(ch->name, name) == 0)
+			return ch;
+	}
+	ch = MemoryContextAllocZero(kannel_cxt, sizeof(KannelChannel));
+	ch->name = MemoryContextStrdup(kannel_cxt, name);
+	ch->options_cxt = AllocSetContextCreate(kannel_cxt, "smsdispatch kannel channel",
+											ALLOCSET_SMALL_SIZES);
+	dlist_push_tail(&channels, &ch->node);
+	return ch;
 }
 
-/* Puts one claimed send on the wire; false when curl refused it. */
-static bool
-start_send(CURLM *multi, KannelSend *s)
+/*
+ * Brings the channels in line with a read of the registry: new ones are
+ * made, the options of each refreshed, those gone marked unlisted (they
+ * are freed once nothing of theirs is on the wire, settle_channels).
+ */
+static void
+refresh_channels(List *rows)
 {
+	dlist_iter	it;
+	ListCell   *lc;
+
+	dlist_foreach(it, &channels)
+		dlist_container(KannelChannel, node, it.cur)->listed = false;
+	foreach(lc, rows)
+	{
+		ListedChannel *row = lfirst(lc);
+		KannelChannel *ch = channel_named(row->name);
+
+		MemoryContextReset(ch->options_cxt);
+		ch->problem = NULL;
+		ch->opts.url = option_copy(ch, row->opts.url);
+		ch->opts.username = option_copy(ch, row->opts.username);
+		ch->opts.password_file = option_copy(ch, row->opts.password_file);
+		ch->opts.from = option_copy(ch, row->opts.from);
+		ch->opts.callback_url = option_copy(ch, row->opts.callback_url);
+		ch->opts.state = option_copy(ch, row->opts.state);
+		ch->opts.last_error = option_copy(ch, row->opts.last_error);
+		ch->listed = true;
+	}
+}
+
+/*
+ * Puts one claimed send on the wire. Curl keeps its own copy of the URL,
+ * so ours, which holds the password, is overwritten at once. When curl
+ * refuses the request, it is finished (the channel's failure) instead.
+ */
+static void
+start_send(KannelChannel *ch, const char *password, Ip2smsRequest *req)
+{
+	KannelSend *s = MemoryContextAllocZero(req->cxt, sizeof(KannelSend));
 	long		timeout = sms_kannel_timeout_ms;
+	char	   *url;
 
+	s->channel = ch;
+	s->req = req;
 	s->easy = curl_easy_init();
-	if (s->easy == NULL)
-		return false;
-	s->url = sendsms_url(s->channel, s->req, s->easy);
-	curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
-	curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-	curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, on_answer);
-	curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
-	curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
-	curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, timeout);
-	curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, Max(timeout / 3, 1L));
-	curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "smsdispatch/" SMS_MODULE_VERSION);
-	return curl_multi_add_handle(multi, s->easy) == CURLM_OK;
-}
-
-/* Records a failure of the channel on this request and on its channel. */
-static void
-channel_failed(KannelSend *s, const char *detail)
-{
-	s->req->outcome = IP2SMS_CHANNEL_FAILED;
-	strlcpy(s->req->detail, detail, sizeof(s->req->detail));
-	strlcpy(s->channel->error, detail, sizeof(s->channel->error));
-	s->channel->failed++;
+	if (s->easy != NULL)
+	{
+		url = kannel_sendsms_url(ch, password, req, s->easy);
+		curl_easy_setopt(s->easy, CURLOPT_URL, url);
+		explicit_bzero(url, strlen(url));
+		pfree(url);
+		curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
+		curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, kannel_on_answer);
+		curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+		curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
+		curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, timeout);
+		curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, Max(timeout / 3, 1L));
+		curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "smsdispatch/" SMS_MODULE_VERSION);
+		if (curl_multi_add_handle(multi, s->easy) == CURLM_OK)
+		{
+			dlist_push_tail(&on_wire, &s->node);
+			ch->on_wire++;
+			return;
+		}
+		curl_easy_cleanup(s->easy);
+	}
+	kannel_channel_failed(s, "the request could not be started");
+	dlist_push_tail(&unrecorded, &req->node);
 }
 
 /*
- * Turns what came of one request into its outcome (see the file header).
- * result is curl's; a request the pass gave up on has CURLE_OPERATION_TIMEDOUT.
+ * Takes a request off the wire, once classified: its easy handle is
+ * ended, and the request waits to be recorded.
  */
 static void
-classify(KannelSend *s, CURLcode result)
+finish_send(KannelSend *s)
 {
-	Ip2smsRequest *req = s->req;
-	long		http = 0;
-	long		written = 0;
-	char		detail[sizeof(req->detail)];
-
-	curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &http);
-	curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &written);
-	s->answer[strcspn(s->answer, "\r\n")] = '\0';
-
-	if (result != CURLE_OK)
-	{
-		const char *why = s->errbuf[0] ? s->errbuf : curl_easy_strerror(result);
-
-		if (written > 0)
-		{
-			/* the SMS may be at Kannel: never sent again */
-			req->outcome = IP2SMS_IN_FLIGHT;
-			snprintf(req->detail, sizeof(req->detail),
-					 "no answer from Kannel after the request was written (%s); it may have been sent: not re-sent",
-					 why);
-			/* and the channel hangs: probes only, until it answers */
-			strlcpy(s->channel->error, req->detail, sizeof(s->channel->error));
-			s->channel->failed++;
-		}
-		else
-		{
-			snprintf(detail, sizeof(detail), "Kannel cannot be reached: %s", why);
-			channel_failed(s, detail);
-		}
-		return;
-	}
-	if (http == 403)
-	{
-		snprintf(detail, sizeof(detail),
-				 "HTTP 403 from Kannel (%s): check the username and password_file of channel %s",
-				 s->answer, s->channel->name);
-		channel_failed(s, detail);
-		s->channel->auth_failed = true;
-		return;
-	}
-	if (http >= 500)
-	{
-		snprintf(detail, sizeof(detail), "HTTP %ld from Kannel: %s", http, s->answer);
-		channel_failed(s, detail);
-		return;
-	}
-	s->channel->answered++;
-	if (http >= 200 && http < 300 &&
-		(strncmp(s->answer, "0:", 2) == 0 || strncmp(s->answer, "3:", 2) == 0))
-	{
-		req->outcome = IP2SMS_ANSWERED;
-		req->answer.state = "Accepted";
-		return;
-	}
-	req->outcome = IP2SMS_REQUEST_FAILED;
-	snprintf(req->detail, sizeof(req->detail), "Kannel refused the SMS: HTTP %ld %s",
-			 http, s->answer);
+	curl_multi_remove_handle(multi, s->easy);
+	curl_easy_cleanup(s->easy);
+	dlist_delete(&s->node);
+	s->channel->on_wire--;
+	dlist_push_tail(&unrecorded, &s->req->node);
 }
 
 /*
- * Runs the requests until each has finished, smsdispatch.kannel_timeout
- * has passed, or (after a SIGTERM) smsdispatch.shutdown_grace has; then
- * classifies each. Ends the worker if the postmaster died: nothing more
- * is recorded, the rows left 'sending' become 'unknown' at the next start.
+ * Drives the requests on the wire as far as they go without waiting, and
+ * finishes those that ended (curl's timeout included).
  */
 static void
-run_requests(CURLM *multi, KannelSend *sends, int n)
+drive_sends(void)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   sms_kannel_timeout_ms + KANNEL_POLL_MS);
-	bool		stopping = false;
-	int			running = n;
 	CURLMsg    *msg;
+	int			running;
 	int			left;
-	int			i;
 
-	while (running > 0 && GetCurrentTimestamp() < deadline)
-	{
-		if (!PostmasterIsAlive())
-			proc_exit(1);
-		if (ShutdownRequestPending && !stopping)
-		{
-			stopping = true;
-			deadline = Min(deadline, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																 sms_shutdown_grace_ms));
-		}
-		if (curl_multi_perform(multi, &running) != CURLM_OK)
-			break;
-		if (running > 0)
-			(void) curl_multi_poll(multi, NULL, 0, KANNEL_POLL_MS, NULL);
-	}
+	if (dlist_is_empty(&on_wire))
+		return;
+	(void) curl_multi_perform(multi, &running);
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		KannelSend *s;
@@ -369,23 +300,41 @@ run_requests(CURLM *multi, KannelSend *sends, int n)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &s);
-		classify(s, msg->data.result);
+		kannel_classify(s, msg->data.result);
+		finish_send(s);
 	}
-	/* those still unfinished were given up on */
-	for (i = 0; i < n; i++)
-		if (sends[i].req->outcome == IP2SMS_IN_FLIGHT && sends[i].req->detail[0] == '\0')
-			classify(&sends[i], CURLE_OPERATION_TIMEDOUT);
 }
 
 /*
- * Claims the due rows of one channel: one probe while it is not ok, else a
- * batch. Lowers *next_due to when its next rows are due.
+ * Records the finished requests; what cannot be recorded now (a failed
+ * exchange, a row another session holds) is tried again a naptime later.
  */
-static Ip2smsRequest **
-claim(KannelChannel *ch, int *nclaimed, TimestampTz *next_due)
+static void
+record_unrecorded(void)
 {
 	Ip2smsExchange x;
-	int			want = strcmp(ch->state, "ok") == 0 ? KANNEL_BATCH : 1;
+
+	if (dlist_is_empty(&unrecorded))
+		return;
+	memset(&x, 0, sizeof(x));
+	x.finished = &unrecorded;
+	(void) ip2sms_exchange(&x);
+	if (!dlist_is_empty(&unrecorded))
+		record_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
+}
+
+/*
+ * Claims the due rows of one channel, one probe while it is not ok, else
+ * a batch, and puts them on the wire. The claim's exchange records what
+ * finished too. Lowers *due to when its next rows are due when it found
+ * none; else the channel's batch says when, once it has finished.
+ */
+static void
+claim_batch(KannelChannel *ch, const char *password, TimestampTz *due)
+{
+	Ip2smsExchange x;
+	int			want = strcmp(ch->opts.state, "ok") == 0 ? KANNEL_BATCH : 1;
+	int			i;
 
 	memset(&x, 0, sizeof(x));
 	x.channel = ch->name;
@@ -396,40 +345,37 @@ claim(KannelChannel *ch, int *nclaimed, TimestampTz *next_due)
 	x.claimed = palloc0(sizeof(Ip2smsRequest *) * want);
 	if (!ip2sms_exchange(&x))
 	{
-		*nclaimed = 0;
-		retry_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
-		return NULL;
-	}
-	*nclaimed = x.nclaimed;
-	if (x.nclaimed == want)
-		*next_due = 0;
-	else if (x.send_due != DT_NOEND)
-		*next_due = Min(*next_due, Max(x.send_due, GetCurrentTimestamp()));
-	return x.claimed;
-}
-
-/* Records the finished requests; a failure keeps them for the next pass. */
-static void
-record_unrecorded(void)
-{
-	Ip2smsExchange x;
-
-	if (dlist_is_empty(&unrecorded))
+		*due = Min(*due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms));
 		return;
-	memset(&x, 0, sizeof(x));
-	x.finished = &unrecorded;
-	if (!ip2sms_exchange(&x))
-		retry_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
+	}
+	if (x.nclaimed == want)
+		ch->claim_again = 0;
+	else if (x.send_due != DT_NOEND)
+		ch->claim_again = Max(x.send_due, GetCurrentTimestamp());
+	else
+		ch->claim_again = DT_NOEND;
+	if (x.nclaimed == 0)
+	{
+		*due = Min(*due, ch->claim_again);
+		return;
+	}
+	ch->batch_open = true;
+	ch->answered = 0;
+	ch->failed = 0;
+	ch->auth_failed = false;
+	ch->error[0] = '\0';
+	for (i = 0; i < x.nclaimed; i++)
+		start_send(ch, password, x.claimed[i]);
 }
 
-/* The channel's state after a pass, and why it is not ok. */
+/* The channel's state after a batch, and why it is not ok. */
 static const char *
 new_state(KannelChannel *ch, const char **error)
 {
 	*error = NULL;
 	if (ch->problem != NULL)
 	{
-		*error = psprintf("cannot use password file \"%s\": %s", ch->password_file,
+		*error = psprintf("cannot use password file \"%s\": %s", ch->opts.password_file,
 						  ch->problem);
 		return "auth_failed";
 	}
@@ -446,8 +392,8 @@ new_state(KannelChannel *ch, const char **error)
 	if (ch->answered > 0)
 		return "ok";
 	/* nothing was sent: as it was */
-	*error = ch->last_error;
-	return ch->state;
+	*error = ch->opts.last_error;
+	return ch->opts.state;
 }
 
 /* The arguments of save_health's transaction. */
@@ -458,6 +404,7 @@ typedef struct HealthChange
 	const char *error;
 } HealthChange;
 
+/* Writes a channel's new health into the registry. */
 static void
 save_health(void *arg)
 {
@@ -479,8 +426,9 @@ save_health(void *arg)
 }
 
 /*
- * Writes a channel's health when the pass changed it: loudly when it turns
- * bad, in the log when it is ok again.
+ * Writes a channel's health when its batch (or its password file) changed
+ * it: loudly when it turns bad, in the log when it is ok again. The
+ * channel then holds what it wrote, until the registry is read again.
  */
 static void
 publish_health(KannelChannel *ch)
@@ -489,125 +437,208 @@ publish_health(KannelChannel *ch)
 	const char *state = new_state(ch, &error);
 	HealthChange h = {ch->name, state, error};
 
-	if (strcmp(state, ch->state) == 0 &&
-		(error == NULL ? ch->last_error == NULL :
-		 ch->last_error != NULL && strcmp(error, ch->last_error) == 0))
+	if (strcmp(state, ch->opts.state) == 0 &&
+		(error == NULL ? ch->opts.last_error == NULL :
+		 ch->opts.last_error != NULL && strcmp(error, ch->opts.last_error) == 0))
 		return;
 	if (!sms_worker_transaction(save_health, &h))
 		return;
 	if (strcmp(state, "ok") == 0)
 		ereport(LOG,
 				(errmsg("smsdispatch: channel %s is ok again", ch->name)));
-	else if (strcmp(state, ch->state) != 0)
+	else if (strcmp(state, ch->opts.state) != 0)
 		ereport(WARNING,
 				(errmsg("smsdispatch: channel %s is %s: %s; its SMS stay queued",
 						ch->name, state, error),
 				 strcmp(state, "auth_failed") == 0 ?
 				 errhint("Correct the channel's username or password_file with smsdispatch.channel_alter, or the file itself (mode 0600, the password on its first line).") :
-				 errhint("Check that Kannel's smsbox answers at %s; one probe SMS is sent a pass until it does.",
-						 ch->url)));
+				 errhint("Check that Kannel's smsbox answers at %s; one probe SMS is sent at a time until it does.",
+						 ch->opts.url)));
+	ch->opts.state = option_copy(ch, state);
+	ch->opts.last_error = option_copy(ch, error);
 }
 
 /*
- * One pass (see the file header). Runs when woken or when a retry is due;
- * lowers *next_due.
+ * Settles the channels whose batch has finished: publishes their health
+ * and says when they claim again. Frees those gone from the registry
+ * that have nothing on the wire any more.
+ */
+static void
+settle_channels(void)
+{
+	dlist_mutable_iter it;
+
+	dlist_foreach_modify(it, &channels)
+	{
+		KannelChannel *ch = dlist_container(KannelChannel, node, it.cur);
+
+		if (ch->batch_open && ch->on_wire == 0)
+		{
+			ch->batch_open = false;
+			if (ch->listed)
+				publish_health(ch);
+			retry_due = Min(retry_due, ch->claim_again);
+		}
+		if (!ch->listed && !ch->batch_open)
+		{
+			dlist_delete(&ch->node);
+			MemoryContextDelete(ch->options_cxt);
+			pfree(ch->name);
+			pfree(ch);
+		}
+	}
+}
+
+/*
+ * Reads the registry and lets each channel with nothing on the wire claim
+ * its due rows and send them. A channel whose password file cannot be
+ * used claims nothing and is auth_failed.
+ */
+static void
+claim_for_idle_channels(void)
+{
+	List	   *rows = NIL;
+	TimestampTz due = DT_NOEND;
+	dlist_iter	it;
+
+	woken = false;
+	last_claims = GetCurrentTimestamp();
+	retry_due = TimestampTzPlusMilliseconds(last_claims, sms_naptime_ms);
+	if (!sms_worker_transaction(list_channels, &rows))
+		return;
+	refresh_channels(rows);
+	dlist_foreach(it, &channels)
+	{
+		KannelChannel *ch = dlist_container(KannelChannel, node, it.cur);
+		char	   *password;
+		MemoryContext old;
+
+		if (!ch->listed || ch->batch_open)
+			continue;
+		old = MemoryContextSwitchTo(ch->options_cxt);
+		password = sms_read_secret_file(ch->opts.password_file, &ch->problem);
+		MemoryContextSwitchTo(old);
+		if (password == NULL)
+		{
+			publish_health(ch);
+			continue;
+		}
+		claim_batch(ch, password, &due);
+		sms_forget_secret(password);
+	}
+	retry_due = Min(retry_due, due);
+}
+
+/*
+ * One turn of the driver (see the file header); never waits for the
+ * network. Lowers *next_due to when it wants the next turn.
  */
 void
 kannel_pump(TimestampTz *next_due)
 {
-	MemoryContext pass_cxt;
+	TimestampTz now;
+	TimestampTz claims_due;
 	MemoryContext old;
-	ChannelList cl;
-	CURLM	   *multi;
-	KannelSend *sends;
-	int			nsends = 0;
-	TimestampTz due = DT_NOEND;
-	ListCell   *lc;
-	int			i;
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz gap_end = TimestampTzPlusMilliseconds(last_pass, KANNEL_MIN_GAP_MS);
 
-	if (woken ? now < gap_end : now < retry_due)
+	prepare_driver();
+	old = MemoryContextSwitchTo(turn_cxt);
+	drive_sends();
+	if (!dlist_is_empty(&unrecorded) && GetCurrentTimestamp() >= record_retry_at)
+		record_unrecorded();
+	settle_channels();
+
+	now = GetCurrentTimestamp();
+	claims_due = woken ? TimestampTzPlusMilliseconds(last_claims, KANNEL_MIN_GAP_MS) :
+		retry_due;
+	if (now >= claims_due && !ShutdownRequestPending)
 	{
-		*next_due = Min(*next_due, woken ? gap_end : retry_due);
-		return;
-	}
-	woken = false;
-	last_pass = now;
-	retry_due = TimestampTzPlusMilliseconds(now, sms_naptime_ms);
-	if (!curl_ready)
-	{
-		if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
-			curl_failed("curl_global_init");
-		curl_ready = true;
-	}
-
-	pass_cxt = AllocSetContextCreate(CurrentMemoryContext, "smsdispatch kannel pass",
-									 ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(pass_cxt);
-	cl.cxt = pass_cxt;
-	cl.channels = NIL;
-	if (!sms_worker_transaction(list_channels, &cl))
-		cl.channels = NIL;
-	MemoryContextSwitchTo(pass_cxt);
-	record_unrecorded();
-
-	sends = palloc0(sizeof(KannelSend) * KANNEL_BATCH * Max(list_length(cl.channels), 1));
-	multi = curl_multi_init();
-	if (multi == NULL)
-		curl_failed("curl_multi_init");
-	foreach(lc, cl.channels)
-	{
-		KannelChannel *ch = lfirst(lc);
-		Ip2smsRequest **claimed;
-		int			nclaimed;
-
-		ch->password = sms_read_secret_file(ch->password_file, &ch->problem);
-		if (ch->password == NULL)
-			continue;
-		claimed = claim(ch, &nclaimed, &due);
-		MemoryContextSwitchTo(pass_cxt);
-		for (i = 0; i < nclaimed; i++)
-		{
-			KannelSend *s = &sends[nsends++];
-
-			s->channel = ch;
-			s->req = claimed[i];
-			if (!start_send(multi, s))
-				channel_failed(s, "the request could not be started");
-		}
-	}
-	run_requests(multi, sends, nsends);
-	for (i = 0; i < nsends; i++)
-	{
-		dlist_push_tail(&unrecorded, &sends[i].req->node);
-		if (sends[i].easy != NULL)
-		{
-			curl_multi_remove_handle(multi, sends[i].easy);
-			curl_easy_cleanup(sends[i].easy);
-		}
-		if (sends[i].url != NULL)
-			explicit_bzero(sends[i].url, strlen(sends[i].url));
-	}
-	curl_multi_cleanup(multi);
-	record_unrecorded();
-	foreach(lc, cl.channels)
-	{
-		KannelChannel *ch = lfirst(lc);
-
-		sms_forget_secret(ch->password);
-		publish_health(ch);
+		claim_for_idle_channels();
+		/* the requests leave now; those refused at once are recorded now */
+		drive_sends();
+		record_unrecorded();
+		settle_channels();
+		claims_due = retry_due;
 	}
 	MemoryContextSwitchTo(old);
-	MemoryContextDelete(pass_cxt);
-	if (due < retry_due)
-		retry_due = due;
-	*next_due = Min(*next_due, retry_due);
+	MemoryContextReset(turn_cxt);
+
+	*next_due = Min(*next_due, claims_due);
+	if (!dlist_is_empty(&unrecorded))
+		*next_due = Min(*next_due, record_retry_at);
+	if (!dlist_is_empty(&on_wire))
+		*next_due = Min(*next_due,
+						TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KANNEL_POLL_MS));
 }
 
-/* At exit: one last try to record what a pass could not. */
+/*
+ * Between the worker's duties: drives the requests on the wire without
+ * waiting, so that an answer that came during a long duty is read before
+ * curl's timeout would end its request.
+ */
 void
-kannel_stop(void)
+kannel_read_ready(void)
 {
+	if (multi == NULL)
+		return;
+	drive_sends();
+}
+
+/*
+ * At a stop, once nothing more is claimed: waits until deadline for the
+ * answers of the requests on the wire, then records every result. What is
+ * still unanswered may have reached Kannel and becomes 'unknown', never
+ * sent again (one that never got written goes back to the queue). The
+ * wait ends at once when the postmaster dies.
+ */
+void
+kannel_stop(TimestampTz deadline)
+{
+	dlist_mutable_iter mit;
+	dlist_iter	it;
+	int			unanswered = 0;
+
+	if (multi == NULL)
+		return;
+	if (!dlist_is_empty(&on_wire))
+		pgstat_report_activity(STATE_RUNNING, "smsdispatch: stopping, awaiting Kannel answers");
+	for (;;)
+	{
+		TimestampTz now;
+		long		secs;
+		int			usecs;
+
+		drive_sends();
+		now = GetCurrentTimestamp();
+		if (dlist_is_empty(&on_wire) || now >= deadline)
+			break;
+		if (!PostmasterIsAlive())
+			proc_exit(1);
+		TimestampDifference(now, deadline, &secs, &usecs);
+		(void) curl_multi_poll(multi, NULL, 0,
+							   Min(secs * 1000 + usecs / 1000 + 1, KANNEL_STOP_POLL_MS), NULL);
+	}
+	dlist_foreach_modify(mit, &on_wire)
+	{
+		KannelSend *s = dlist_container(KannelSend, node, mit.cur);
+		long		written = 0;
+
+		curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &written);
+		/* in flight with no detail: the worker stopped while it was */
+		if (written == 0)
+			kannel_channel_failed(s, "the worker stopped before the request reached Kannel");
+		else
+			unanswered++;
+		finish_send(s);
+	}
+	if (unanswered > 0)
+		ereport(LOG,
+				(errmsg("smsdispatch: %d Kannel requests were still unanswered after smsdispatch.shutdown_grace (%d ms); their rows become unknown",
+						unanswered, sms_shutdown_grace_ms)));
+	/* the last chance: results held by another session are tried too */
+	dlist_foreach(it, &unrecorded)
+		dlist_container(Ip2smsRequest, node, it.cur)->retry_record_at = 0;
 	record_unrecorded();
+	if (!dlist_is_empty(&unrecorded))
+		ereport(WARNING,
+				(errmsg("smsdispatch: Kannel results could not be recorded at shutdown; their rows become unknown at the next start")));
 }

@@ -329,7 +329,7 @@ sms_define_settings(void)
 							NULL, &sms_ip2sms_timeout_ms, 10000, 100, 300 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.kannel_timeout",
-							"Total time of one request to a registered Kannel channel, and the longest a pass of those channels holds the worker; connecting may take a third of it.",
+							"Total time of one request to a registered Kannel channel; connecting may take a third of it.",
 							NULL, &sms_kannel_timeout_ms, 5000, 100, 60 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("smsdispatch.ip2sms_max_connections",

@@ -18,8 +18,10 @@
  * smsdispatch.naptime apart), when a transaction that queued SMS commits
  * and sets our latch, and soon after an alarm's SMS changed state; none
  * of them ever waits for the network. After each exchange of the IP2SMS
- * channel, the registered Kannel channels get a pass of their own
- * (kannel.c), which holds the loop for at most smsdispatch.kannel_timeout.
+ * channel, the registered Kannel channels get a turn of their own
+ * (kannel.c), which never waits for the network either: their requests
+ * stay on the wire across turns, and the loop comes back every few
+ * milliseconds while any is.
  * Each runs in a short transaction of its own, with lock waits bounded,
  * and no transaction is ever held open across network I/O. An ERROR in
  * any of them (a lock_timeout while another session locks a table) is
@@ -348,6 +350,20 @@ sms_worker_transaction(SmsWork work, void *arg)
 	return committed;
 }
 
+/*
+ * Waits for the answers on the wire of the IP2SMS and the Kannel channels,
+ * together at most smsdispatch.shutdown_grace, and records them.
+ */
+static void
+channels_stop(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   sms_shutdown_grace_ms);
+
+	ip2sms_stop();
+	kannel_stop(deadline);
+}
+
 /* Whether the extension is installed in our database (it may come and go). */
 static void
 look_for_extension(void *installed)
@@ -367,8 +383,7 @@ end_without_extension(uint32 generation)
 			(errmsg("smsdispatch worker of database \"%s\" ends: the extension is not installed there",
 					sms_my_slot->dbname),
 			 errdetail("With smsdispatch.database = '*', CREATE EXTENSION smsdispatch starts it again.")));
-	ip2sms_stop();
-	kannel_stop();
+	channels_stop();
 	sms_my_slot->seen_generation = generation;
 	sms_my_slot->no_extension = true;
 	proc_exit(0);
@@ -395,7 +410,8 @@ duty_work(void *arg)
  * failed duty counts for nothing in the pass's summary (its "more" would
  * run it again at once, a spin on an error), and is tried again at the next
  * pass, at most smsdispatch.naptime later; the other duties go on. After
- * each, the IP2SMS channel reads what its gateway answered meanwhile.
+ * each, the IP2SMS and the Kannel channels read what their gateways
+ * answered meanwhile.
  * After a SIGTERM no duty starts: the worker is stopping.
  */
 static void
@@ -412,6 +428,7 @@ run_duty(const char *activity, SmsDuty duty, SmsPassSummary *summary,
 		*summary = before;
 	pgstat_report_activity(STATE_IDLE, NULL);
 	ip2sms_read_ready();
+	kannel_read_ready();
 }
 
 /* One pass of the database duties; lowers *next_due. */
@@ -439,15 +456,15 @@ duties_pass(SmsPassSummary *summary, TimestampTz *next_due)
  * Ends the worker at SIGTERM (a fast or smart shutdown, a restart,
  * pg_terminate_backend): the IP2SMS channel waits up to
  * smsdispatch.shutdown_grace for the answers of the requests on the wire and
- * records them (ip2sms_stop), then the worker ends as die() would have
+ * records them (ip2sms_stop), the Kannel channels for what is left of that
+ * grace (kannel_stop), then the worker ends as die() would have
  * ended it, with its message and exit code: the postmaster restarts it
  * unless the server is stopping.
  */
 void
 sms_worker_stop(void)
 {
-	ip2sms_stop();
-	kannel_stop();
+	channels_stop();
 	ereport(FATAL,
 			(errcode(ERRCODE_ADMIN_SHUTDOWN),
 			 errmsg("terminating background worker \"%s\" due to administrator command",
@@ -522,7 +539,7 @@ worker_loop(void)
 		if (installed && !sms_loopback_channel)
 		{
 			ip2sms_pump(&channel_due, &alarms_changed);
-			/* the registered channels: at most smsdispatch.kannel_timeout */
+			/* the registered channels: never waits for the network */
 			kannel_pump(&channel_due);
 		}
 		if (alarms_changed)

@@ -13,13 +13,14 @@ use Exporter 'import';
 use File::Basename qw(dirname);
 use HTTP::Tiny;
 use IO::Handle;
+use IO::Socket::INET;
 use POSIX qw(:sys_wait_h mkfifo);
 use Time::HiRes qw(usleep time);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
 our @EXPORT = qw(kannel_start start_http stop_http http_get poll_until uri_escape
-	channels_doc);
+	channels_doc hanging_gateway);
 
 my $FAKESMSC = '/usr/lib/kannel/test/fakesmsc';
 
@@ -88,6 +89,46 @@ sub poll_until
 		usleep(50_000);
 	}
 	return $cond->() ? 1 : 0;
+}
+
+# A gateway that hangs: on a free loopback port, it accepts each
+# connection, reads the request and never answers. Returns its port and a
+# sub that gives the texts (the text parameter, '' for none) of the
+# requests it read, in order. Stopped by pid when the test ends.
+sub hanging_gateway
+{
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $log = "${PostgreSQL::Test::Utils::tmp_check}/hang-$port.log";
+	my $listener = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+		Listen => 16, ReuseAddr => 1) or die "listen on $port: $!";
+	append_to_file($log, '');
+	my $pid = fork();
+	die "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		my @held;
+		while (my $c = $listener->accept)
+		{
+			push @held, $c;
+			my $request = '';
+			sysread($c, $request, 65536);
+			my ($text) = $request =~ /^GET \S*[?&]text=([^&\s]*)/;
+			append_to_file($log, (defined $text ? uri_unescape($text) : '') . "\n");
+		}
+		POSIX::_exit(0);
+	}
+	close($listener);
+	$children{$pid} = 1;
+	return ($port, sub { split /\n/, slurp_file($log) });
+}
+
+# Undoes uri_escape (and a + for a space).
+sub uri_unescape
+{
+	my ($s) = @_;
+	$s =~ tr/+/ /;
+	$s =~ s/%([0-9A-Fa-f]{2})/chr(hex($1))/ge;
+	return $s;
 }
 
 # Percent-encodes a query parameter's value.
