@@ -1,8 +1,9 @@
 #!/bin/sh
 # Benchmark of a registered Kannel channel against a real Kannel (bearerbox,
 # smsbox and the fake SMSC fakesmsc, on free 127.0.0.1 ports, its store a
-# spool as docs/channels.md advises) and the smsdispatch-http sidecar taking
-# its delivery reports:
+# spool as docs/channels.md advises; test/perl/kannel.conf.in, the tests'
+# configuration) and the smsdispatch-http sidecar taking its delivery
+# reports:
 #   reference  the curl-multi load generator (test/bench/loadgen.c) sending
 #              20,000 GETs of smsbox's sendsms at the worker's concurrency
 #              (a pass of src/kannel.c sends 16 at once), with the
@@ -82,8 +83,12 @@ wait_for() {
 	done
 }
 admin_status() {
-	curl -s "http://127.0.0.1:$admin_port/status.txt?password=kannel-bench"
+	curl -s "http://127.0.0.1:$admin_port/status.txt?password=kannel-test"
 }
+# bearerbox's status has a line matching $1
+admin_status_has() { admin_status | grep -q "$1"; }
+# the sidecar answers (404 for /)
+http_answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/")" = 404 ]; }
 # Percent-encodes $1 as curl_easy_escape does (all but A-Z a-z 0-9 - _ . ~).
 uri_escape() {
 	printf '%s' "$1" | perl -pe 's/([^A-Za-z0-9\-_.~])/sprintf("%%%02X", ord($1))/ge'
@@ -95,68 +100,35 @@ smsc_port=$(bench_free_port)
 sendsms_port=$(bench_free_port)
 http_port=$(bench_free_port)
 mkdir "$work/spool"
-cat > "$work/kannel.conf" <<CONF
-group = core
-admin-port = $admin_port
-admin-interface = 127.0.0.1
-admin-password = kannel-bench
-admin-allow-ip = "127.0.0.1"
-admin-deny-ip = "*.*.*.*"
-smsbox-port = $smsbox_port
-smsbox-interface = 127.0.0.1
-box-allow-ip = "127.0.0.1"
-box-deny-ip = "*.*.*.*"
-store-type = spool
-store-location = "$work/spool"
-dlr-storage = internal
-log-file = "$work/bearerbox.log"
-log-level = 2
-
-group = smsc
-smsc = fake
-smsc-id = fake
-port = $smsc_port
-connect-allow-ip = 127.0.0.1
-
-group = smsbox
-bearerbox-host = 127.0.0.1
-bearerbox-port = $smsbox_port
-sendsms-port = $sendsms_port
-sendsms-interface = 127.0.0.1
-http-request-retry = 40
-http-queue-delay = 1
-log-file = "$work/smsbox.log"
-log-level = 2
-
-group = sendsms-user
-username = bench
-password = kannel-bench
-max-messages = 10
-concatenation = true
-CONF
+# the tests' kannel.conf, quieter, with room for max_parts
+sed -e "s|@DIR@|$work|g" -e "s/@ADMIN_PORT@/$admin_port/" -e "s/@SMSBOX_PORT@/$smsbox_port/g" \
+	-e "s/@SMSC_PORT@/$smsc_port/" -e "s/@SENDSMS_PORT@/$sendsms_port/" \
+	-e "s/@LOG_LEVEL@/2/g" -e "s/@MAX_MESSAGES@/10/" \
+	"$top/test/perl/kannel.conf.in" > "$work/kannel.conf"
+! grep -n '@[A-Z_]*@' "$work/kannel.conf" || { echo "kannel.sh: kannel.conf.in has a name not filled in" >&2; exit 1; }
 spawn "$work/bearerbox.out" /usr/sbin/bearerbox "$work/kannel.conf"
 wait_for "bearerbox does not answer on its admin port (see bearerbox.log)" admin_status >/dev/null
 spawn "$work/smsbox.out" /usr/sbin/smsbox "$work/kannel.conf"
-wait_for "smsbox did not connect to bearerbox" sh -c "curl -s 'http://127.0.0.1:$admin_port/status.txt?password=kannel-bench' | grep -q '^ *smsbox:'"
+wait_for "smsbox did not connect to bearerbox" admin_status_has '^ *smsbox:'
 # fakesmsc reads MOs from its stdin: a FIFO it holds open for writing
 # itself never ends
 mkfifo "$work/mo.fifo"
 spawn "$work/fakesmsc.out" sh -c 'exec "$1" -H 127.0.0.1 -r "$2" -i 0.1 -v 1 <>"$3"' \
 	fakesmsc "$fakesmsc" "$smsc_port" "$work/mo.fifo"
-wait_for "fakesmsc did not connect to bearerbox" sh -c "curl -s 'http://127.0.0.1:$admin_port/status.txt?password=kannel-bench' | grep -q 'fake\[fake\].*(online'"
+wait_for "fakesmsc did not connect to bearerbox" admin_status_has 'fake\[fake\].*(online'
 
 # PostgreSQL with the worker; the channel and the sidecar's role
 bench_pg_start "smsdispatch.max_per_phone_per_hour = 0"
 q -c "CREATE EXTENSION smsdispatch"
-(umask 077 && echo kannel-bench > "$work/kannel1.password")
+(umask 077 && echo kannel-test > "$work/kannel1.password")
 q -c "CREATE ROLE kannel_http LOGIN IN ROLE smsdispatch_admin" \
 	-c "SELECT smsdispatch.channel_add('kannel1', 'kannel', jsonb_build_object(
-		'url', 'http://127.0.0.1:$sendsms_port/cgi-bin/sendsms', 'username', 'bench',
+		'url', 'http://127.0.0.1:$sendsms_port/cgi-bin/sendsms', 'username', 'tester',
 		'password_file', '$work/kannel1.password', 'from', '+380990000000',
 		'callback_url', 'http://127.0.0.1:$http_port'))" >/dev/null
 spawn "$work/http.log" "$bindir/smsdispatch-http" --listen "127.0.0.1:$http_port" \
 	--db "host=$work port=$pg_port dbname=postgres user=kannel_http"
-wait_for "smsdispatch-http does not answer" sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$http_port/)\" = 404 ]"
+wait_for "smsdispatch-http does not answer" http_answers
 
 # the delivery reports the sidecar took so far
 reports() { grep -c '^.*delivery report for sms_log id' "$work/http.log" || true; }
@@ -167,14 +139,14 @@ sent_to_smsc() { admin_status | sed -n 's/^SMS: received [0-9]* ([0-9]* queued),
 reports_reach() { [ "$(reports)" -ge "$1" ]; }
 settle() {
 	timeout=600
-	wait_for "only $(reports) of $1 delivery reports reached the sidecar" reports_reach "$1"
+	wait_for "fewer than $1 delivery reports reached the sidecar" reports_reach "$1"
 	timeout=60
 }
 
 # the reference's sendsms URL: the worker's parameters (sendsms_url() of
 # src/kannel.c), its reports for row 0, which no row has, with its token
 token0=$(q -c "SELECT smsdispatch.callback_token(0)")
-ref_url="http://127.0.0.1:$sendsms_port/cgi-bin/sendsms?charset=UTF-8&dlr-mask=31&username=bench&password=kannel-bench&to=$(uri_escape +380500000001)&from=$(uri_escape +380990000000)&text=$(uri_escape 'Benchmark message 1')&dlr-url=$(uri_escape "http://127.0.0.1:$http_port/kannel/dlr?id=0&token=$token0&status=%d&answer=%A&at=%T")"
+ref_url="http://127.0.0.1:$sendsms_port/cgi-bin/sendsms?charset=UTF-8&dlr-mask=31&username=tester&password=kannel-test&to=$(uri_escape +380500000001)&from=$(uri_escape +380990000000)&text=$(uri_escape 'Benchmark message 1')&dlr-url=$(uri_escape "http://127.0.0.1:$http_port/kannel/dlr?id=0&token=$token0&status=%d&answer=%A&at=%T")"
 
 # the machine's TCP listen queue overflows so far
 listen_overflows() {
@@ -185,7 +157,8 @@ listen_overflows() {
 reference() {
 	r0=$(reports)
 	o0=$(listen_overflows)
-	set -- $("$work/loadgen" "$ref_url" - "$n" "$conc")
+	"$work/loadgen" "$ref_url" - "$n" "$conc" > "$work/loadgen.out"
+	set -- $(cat "$work/loadgen.out")
 	echo "$1 $(($(listen_overflows) - o0))"
 	settle $((r0 + per_sms * n))
 }
@@ -196,6 +169,10 @@ drained() {
 			WHERE channel = 'kannel1' AND send_state = 'queued')
 		AND NOT EXISTS (SELECT 1 FROM verification.sms_log
 			WHERE channel = 'kannel1' AND send_state = 'sending')")" = t ]
+}
+# the rows of the channel submitted so far
+submitted() {
+	q -c "SELECT count(*) FROM verification.sms_log WHERE channel = 'kannel1' AND send_state = 'submitted'"
 }
 # every row Delivered?
 all_delivered() {
@@ -212,13 +189,18 @@ drain() {
 	t0=$(q -c "INSERT INTO verification.sms_log (phone_number, body, channel)
 		SELECT '+38050' || lpad(g::text, 7, '0'), 'Benchmark message ' || g, 'kannel1'
 		  FROM generate_series(1, $n) AS g" -c "SELECT extract(epoch FROM clock_timestamp())")
-	timeout=3600
-	wait_for "SMS still queued or sending" drained
+	# until nothing is queued or sending, or no row was submitted for 60 s
+	ok=0; still=0
+	until drained || [ $still -ge 60 ]; do
+		sleep 1
+		before=$ok
+		ok=$(submitted)
+		if [ "$ok" = "$before" ]; then still=$((still + 1)); else still=0; fi
+	done
 	o1=$(listen_overflows)
-	ok=$(q -c "SELECT count(*) FROM verification.sms_log WHERE channel = 'kannel1' AND send_state = 'submitted'")
+	ok=$(submitted)
 	[ "$ok" = "$n" ] || { echo "kannel.sh: only $ok of $n SMS submitted" >&2; exit 1; }
 	wait_for "not every SMS was Delivered" all_delivered
-	timeout=60
 	set -- $(q -F ' ' -c "SELECT extract(epoch FROM max(submitted_at)), extract(epoch FROM max(updated_at))
 		  FROM verification.sms_log WHERE channel = 'kannel1'")
 	settle $((r0 + per_sms * n))
@@ -235,10 +217,13 @@ sleep 2
 per_sms=$(reports)
 
 ref=""; send=""; dlr=""; lag=""; ref_over=""; send_over=""
+# (each part writes its figures to a file: a failure in it ends the script)
 for i in $(seq "$reps"); do
-	set -- $(reference)
+	reference > "$work/part.out"
+	set -- $(cat "$work/part.out")
 	ref="$ref $1"; ref_over="$ref_over $2"
-	set -- $(drain)
+	drain > "$work/part.out"
+	set -- $(cat "$work/part.out")
 	send="$send $1"; dlr="$dlr $2"; lag="$lag $3"; send_over="$send_over $4"
 done
 got=$(sent_to_smsc)

@@ -116,7 +116,8 @@ sub channels_doc
 }
 
 # Starts Kannel: bearerbox, smsbox and fakesmsc, each on a free loopback
-# port. %opt: service (kannel.conf groups to add, such as an sms-service).
+# port, configured by kannel.conf.in beside this file. %opt: service
+# (kannel.conf groups to add, such as an sms-service).
 # Returns the suite: a hash with the ports and the methods below.
 sub kannel_start
 {
@@ -134,46 +135,17 @@ sub kannel_start
 	mkdir("$dir/spool") or die "$dir/spool: $!";
 
 	my $service = defined $opt{service} ? "\n$opt{service}" : '';
-	PostgreSQL::Test::Utils::append_to_file($self->{conf}, <<"EOF" . $service);
-group = core
-admin-port = $self->{admin_port}
-admin-interface = 127.0.0.1
-admin-password = kannel-test
-admin-allow-ip = "127.0.0.1"
-admin-deny-ip = "*.*.*.*"
-smsbox-port = $self->{smsbox_port}
-smsbox-interface = 127.0.0.1
-box-allow-ip = "127.0.0.1"
-box-deny-ip = "*.*.*.*"
-store-type = spool
-store-location = "$dir/spool"
-dlr-storage = internal
-log-file = "$dir/bearerbox.log"
-log-level = 0
-
-group = smsc
-smsc = fake
-smsc-id = fake
-port = $self->{smsc_port}
-connect-allow-ip = 127.0.0.1
-
-group = smsbox
-bearerbox-host = 127.0.0.1
-bearerbox-port = $self->{smsbox_port}
-sendsms-port = $self->{sendsms_port}
-sendsms-interface = 127.0.0.1
-http-request-retry = 40
-http-queue-delay = 1
-log-file = "$dir/smsbox.log"
-log-level = 0
-
-group = sendsms-user
-username = tester
-password = kannel-test
-max-messages = 3
-concatenation = true
-
-EOF
+	my %fill = (
+		DIR => $dir,
+		ADMIN_PORT => $self->{admin_port},
+		SMSBOX_PORT => $self->{smsbox_port},
+		SMSC_PORT => $self->{smsc_port},
+		SENDSMS_PORT => $self->{sendsms_port},
+		LOG_LEVEL => 0,
+		MAX_MESSAGES => 3);
+	(my $conf = slurp_file(dirname(__FILE__) . '/kannel.conf.in')) =~
+	  s{@(\w+)@}{$fill{$1} // die "kannel.conf.in: no value for \@$1\@"}ge;
+	PostgreSQL::Test::Utils::append_to_file($self->{conf}, $conf . $service);
 
 	$self->{bearerbox} = spawn("$dir/bearerbox.out", undef, '/usr/sbin/bearerbox', $self->{conf});
 	poll_until(sub { ($self->admin('status'))[0] == 200 }, 20)
