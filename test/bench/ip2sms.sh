@@ -36,25 +36,19 @@ conc=${BENCH_CONNECTIONS:-16}
 # drains on as the load generator does: the bulk never takes them
 urgent=2
 
-if [ "$(id -u)" = 0 ]; then
-	work=$(mktemp -d)
-	chown "${SMSDISPATCH_TEST_USER:-postgres}" "$work"
-	exec runuser -u "${SMSDISPATCH_TEST_USER:-postgres}" -- env BENCH_WORK="$work" \
-		PATH="$PATH" PG_CONFIG="${PG_CONFIG:-pg_config}" BENCH_CONNECTIONS="$conc" "$0" "$@"
-fi
+. "$top/test/bench/common.sh"
+bench_unprivileged BENCH_CONNECTIONS="$conc" "$0" "$@"
 work=${BENCH_WORK:-$(mktemp -d)}
 PG_CONFIG=${PG_CONFIG:-pg_config}
 bindir=$($PG_CONFIG --bindir)
 . "$top/test/bench/nginx.sh"
 
 cleanup() {
-	[ -f "$work/data/postmaster.pid" ] && "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1
+	bench_pg_stop
 	bench_nginx_stop "$work"
 	rm -rf "$work"
 }
 trap cleanup EXIT HUP INT PIPE TERM
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # CPU clock ticks (user + system) process $1 has used, with its children
 # when $2 is "children"; a stat line's fields count after the command
@@ -75,25 +69,15 @@ send_url=$BENCH_SEND_URL
 status_url=$BENCH_STATUS_URL
 
 # PostgreSQL with the worker pointed at nginx
-pg_port=$(bench_free_port)
-"$bindir/initdb" -D "$work/data" --encoding=UTF8 --locale=C -A trust >/dev/null
 (umask 077 && echo secret > "$work/ip2sms.password")
-cat >> "$work/data/postgresql.conf" <<CONF
-port = $pg_port
-listen_addresses = ''
-unix_socket_directories = '$work'
-shared_preload_libraries = 'smsdispatch'
-smsdispatch.ip2sms_url = '$send_url'
+bench_pg_start "smsdispatch.ip2sms_url = '$send_url'
 smsdispatch.ip2sms_status_url = '$status_url'
 smsdispatch.ip2sms_login = 'user'
 smsdispatch.ip2sms_password_file = '$work/ip2sms.password'
 smsdispatch.ip2sms_max_connections = $((conc + urgent))
 smsdispatch.ip2sms_urgent_connections = $urgent
 smsdispatch.ip2sms_poll_interval = '1h'
-smsdispatch.max_per_phone_per_hour = 0
-CONF
-"$bindir/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null
-q() { "$bindir/psql" -h "$work" -p "$pg_port" -d postgres -XAtq "$@"; }
+smsdispatch.max_per_phone_per_hour = 0"
 q -c "CREATE EXTENSION smsdispatch"
 
 # waits until the channel has nothing due; prints the last update time. The
@@ -178,7 +162,6 @@ for i in $(seq "$reps"); do
 	send="$send $1"; cpu_worker="$cpu_worker $2"; nginx_worker="$nginx_worker $3"
 	poll="$poll $(drain_poll)"
 done
-med() { echo $1 | tr ' ' '\n' | median; }
 ref_med=$(med "$ref")
 send_med=$(med "$send")
 poll_med=$(med "$poll")

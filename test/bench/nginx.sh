@@ -5,10 +5,8 @@
 #   bench_nginx_start DIR    # sets $BENCH_SEND_URL and $BENCH_STATUS_URL
 #   bench_nginx_stop DIR
 BENCH_NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-
-bench_free_port() {
-	perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0")->sockport, "\n"'
-}
+# bench_free_port
+. "$(dirname "$0")/common.sh"
 
 bench_nginx_start() {
 	nginx_dir=$1
