@@ -236,5 +236,5 @@ dlr_med=$(med "$dlr")
 echo "reference curl-multi to sendsms: runs$ref req/s, median $ref_med req/s"
 echo "send, COMMIT to the last 0: Accepted: runs$send SMS/s, median $send_med SMS/s, ratio to reference $(echo "$send_med $ref_med" | awk '{printf "%.2f", $1/$2}') (Kannel the bottleneck: close to 1)"
 echo "delivery reports through smsdispatch-http, COMMIT to every row Delivered: runs$dlr rows/s, median $dlr_med rows/s ($per_sms reports per SMS, $(echo "$dlr_med $per_sms" | awk '{printf "%.0f", $1 * $2}') reports/s); the last report $(med "$lag") s after the last submit (median)"
-echo "TCP listen queue overflows on this machine: runs$send_over during the sends, runs$ref_over during the reference (the worker opens new connections each pass; the load generator keeps its $conc)"
+echo "TCP listen queue overflows on this machine: runs$send_over during the sends, runs$ref_over during the reference (the worker keeps its connections, as the load generator keeps its $conc)"
 echo "$send_med $ref_med" | awk '$1 < 0.8 * $2 {print "warning: the worker sent at less than 0.8 of the reference: Kannel was not the bottleneck"}'
