@@ -11,7 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(worker_node make_list worker_pid wait_until repeated_sends);
+our @EXPORT = qw(worker_node make_list worker_pid crash_worker wait_until repeated_sends);
 
 # A started cluster with the worker (unless preload => 0) and, unless
 # no_extension => 1, the extension created in postgres. conf adds lines;
@@ -54,6 +54,20 @@ sub worker_pid
 	my ($node) = @_;
 	return $node->safe_psql('postgres',
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'");
+}
+
+# Kills the worker (by default the running one) with SIGKILL, as a crash
+# would, and returns once the postmaster has reinitialized and accepts
+# connections again: until then a query may still reach the old server, or
+# be refused while it recovers. Needs restart_after_crash = on.
+sub crash_worker
+{
+	my ($node, $pid) = @_;
+	$pid //= worker_pid($node);
+	my $offset = -s $node->logfile;
+	kill('KILL', $pid) or die "kill -9 of the worker $pid: $!";
+	$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
+	return $pid;
 }
 
 # Polls a query until it returns $expected or $timeout seconds pass;

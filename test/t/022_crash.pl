@@ -49,7 +49,7 @@ for my $duty ('escalating', 'loopback', 'escalating')
 {
 	my $pid = worker_busy_in($duty);
 	next unless $pid;
-	ok(kill('KILL', $pid), "kill -9 of the worker while $duty");
+	crash_worker($node, $pid);
 	$kills++;
 	$node->poll_query_until('postgres',
 		"SELECT count(*) FROM pg_stat_activity

@@ -10,6 +10,7 @@ use lib "$FindBin::RealBin/../mock";
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Ip2smsMock;
+use SmsWorkerNode qw(crash_worker);
 
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
 my $node = $mock->node('crash',
@@ -31,10 +32,8 @@ ok($pid =~ /^\d+$/, 'found the worker');
 my $before = $node->safe_psql('postgres',
 	"SELECT count(*) FROM verification.sms_log WHERE send_state = 'sending'");
 ok($before > 0, "$before rows were being sent when the worker was killed");
-kill 'KILL', $pid;
-
 # the postmaster restarts after the crash; the worker comes back
-$node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
+crash_worker($node, $pid);
 $mock->control(mode => 'normal');
 ok($node->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM verification.sms_log WHERE send_state IN ('queued', 'sending')"),

@@ -10,6 +10,7 @@ use lib "$FindBin::RealBin/../mock";
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Ip2smsMock;
+use SmsWorkerNode qw(crash_worker);
 
 my $mock = Ip2smsMock->new(dir => PostgreSQL::Test::Utils::tempdir());
 my $node = $mock->node('counters',
@@ -61,11 +62,7 @@ is(scalar(@sends), 6, 'the gateway received as many send requests');
 # snapshot's is a reset, not a loss
 send_sms(2);
 $node->safe_psql('postgres', 'SELECT smsdispatch.snapshot_counters()');
-my $worker = $node->safe_psql('postgres',
-	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'");
-kill 'KILL', $worker;
-$node->poll_query_until('postgres', 'SELECT smsdispatch.stats_since() IS NOT NULL')
-  or die 'the server did not come back';
+crash_worker($node);
 isnt($node->safe_psql('postgres', 'SELECT smsdispatch.stats_since()'), $since,
 	'after a crash the counters count from a new start');
 send_sms(1);

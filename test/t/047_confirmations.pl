@@ -115,7 +115,7 @@ ok( wait_until(
 		'1', 15),
 	'the worker is inside the exhaustion, queueing its confirmations');
 my $pid = worker_pid($node);
-ok(kill('KILL', $pid), 'kill -9 of the worker');
+crash_worker($node, $pid);
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'")
   or die 'the worker did not come back';

@@ -17,6 +17,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Ip2smsMock;
+use SmsWorkerNode qw(worker_pid);
 
 my $hold_s = 6;
 
@@ -33,12 +34,6 @@ $node->safe_psql('postgres', q{
 	SELECT sms_list_create('due');
 	SELECT sms_list_add('due', '+380507780101', 1, '3 s');
 	SELECT sms_list_add('due', '+380507780201', 2, '1 h')});
-
-sub worker_pid
-{
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'");
-}
 
 # how many times the server log has a line matching re past offset
 sub log_count
@@ -65,7 +60,7 @@ sub hold_sms_log
 	return $released;
 }
 
-my $pid = worker_pid();
+my $pid = worker_pid($node);
 ok($pid =~ /^\d+$/, 'the worker runs');
 
 # 16 sends on the wire, the gateway answering after 2 s
@@ -79,7 +74,7 @@ ok($node->poll_query_until('postgres',
 my $offset = -s $node->logfile;
 my $released = hold_sms_log();
 
-is(worker_pid(), $pid, 'the worker lived through the lock');
+is(worker_pid($node), $pid, 'the worker lived through the lock');
 cmp_ok(log_count($offset, qr/ERROR:  canceling statement due to lock timeout/), '>=', 2,
 	'its lock waits timed out and were tried again during the lock');
 like(slurp_file($node->logfile, $offset),
@@ -105,7 +100,7 @@ $seen{ $_->{text} }++
   for grep { $_->{kind} eq 'send' && $_->{text} =~ /^on the wire / } $mock->log_entries;
 is(scalar(keys %seen), 16, 'the gateway received each of the 16');
 is(scalar(grep { $_ != 1 } values %seen), 0, 'and none of them twice');
-is(worker_pid(), $pid, 'the same worker sent them');
+is(worker_pid($node), $pid, 'the same worker sent them');
 
 # an alarm's level 1 times out during the lock
 my $alarm = $node->safe_psql('postgres', "SELECT sms_enqueue('due during the lock', 'due')");
@@ -125,7 +120,7 @@ cmp_ok($node->safe_psql('postgres', qq{SELECT extract(epoch FROM e.at) - $releas
 	FROM smsdispatch.event e JOIN smsdispatch.message m ON m.id = e.message_id
 	WHERE m.number = '$alarm' AND e.kind = 'escalated'}),
 	'<', 5, 'within seconds of the release');
-is(worker_pid(), $pid, 'the worker lived through the lock during the escalation');
+is(worker_pid($node), $pid, 'the worker lived through the lock during the escalation');
 is(scalar(grep { $_->{kind} eq 'send' && ($_->{to} // '') eq '380507780201' } $mock->log_entries),
 	1, 'the level 2 SMS reached the gateway once');
 
@@ -143,7 +138,7 @@ $mock->control(mode => 'slow', delay_ms => 1500, count => 1000, kind => 'status'
 $offset = -s $node->logfile;
 $released = hold_sms_log();
 my $polls_then = $polls->($gid);
-is(worker_pid(), $pid, 'the worker lived through the lock during polling');
+is(worker_pid($node), $pid, 'the worker lived through the lock during polling');
 ok($node->poll_query_until('postgres',
 	"SELECT updated_at > to_timestamp($released) FROM verification.sms_log WHERE id = $polled"),
 	'the row\'s poll is recorded once the lock goes');
@@ -151,7 +146,7 @@ $mock->control(mode => 'normal');
 my $end = time() + 60;
 sleep 0.2 while $polls->($gid) <= $polls_then && time() < $end;
 cmp_ok($polls->($gid), '>', $polls_then, 'and polling goes on');
-is(worker_pid(), $pid, 'still the same worker');
+is(worker_pid($node), $pid, 'still the same worker');
 
 $node->stop;
 $mock->stop;

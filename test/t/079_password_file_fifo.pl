@@ -19,6 +19,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use Ip2smsMock;
+use SmsWorkerNode qw(worker_pid);
 
 my $race_s = 5;
 
@@ -29,12 +30,6 @@ my $file = $mock->password_file;
 my $node = $mock->node('fifo', "smsdispatch.ip2sms_poll_interval = '1h'\n");
 my $fifo = "$dir/password.fifo";
 mkfifo($fifo, 0600) or die "mkfifo $fifo: $!";
-
-sub worker_pid
-{
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'smsdispatch worker'");
-}
 
 # how the mock saw the SMS to $phone: 'right' or 'wrong' password, or 'none'
 sub auth_of
@@ -97,7 +92,7 @@ sub fifo_link
 
 $node->safe_psql('postgres', "SELECT sms_send('+380504100001', 'before')");
 is(wait_auth('380504100001'), 'right', 'an SMS goes out with the password from the file');
-my $pid = worker_pid();
+my $pid = worker_pid($node);
 
 # a symbolic link to a FIFO
 my $offset = -s $node->logfile;
@@ -118,7 +113,7 @@ is($node->safe_psql('postgres',
 	"SELECT send_state FROM verification.sms_log WHERE phone_number = '+380504100011'"),
 	'queued', 'the SMS stays queued');
 is(auth_of('380504100011'), 'none', 'and nothing was sent');
-is(worker_pid(), $pid, 'the worker runs on');
+is(worker_pid($node), $pid, 'the worker runs on');
 good_file();
 is(wait_auth('380504100011'), 'right',
 	'once a regular file is back the SMS leaves, without a reload');
@@ -135,7 +130,7 @@ ok(log_has($offset,
 ok($node->poll_query_until('postgres',
 	"SELECT last_error LIKE '%it is not a regular file' FROM smsdispatch.channel_health WHERE channel = 'ip2sms'"),
 	'channel_health says so');
-is(worker_pid(), $pid, 'the worker runs on');
+is(worker_pid($node), $pid, 'the worker runs on');
 good_file();
 is(wait_auth('380504100021'), 'right', 'and sends once the file is back');
 
@@ -172,7 +167,7 @@ waitpid($swapper, 0);
 is($?, 0, "the name was swapped for $race_s s while the worker got $sighups SIGHUPs");
 $node->safe_psql('postgres', "SELECT sms_send('+380504100031', 'after the race')");
 is(wait_auth('380504100031'), 'right', 'after the race the worker still sends: it never blocked on the FIFO');
-is(worker_pid(), $pid, 'the same worker');
+is(worker_pid($node), $pid, 'the same worker');
 
 # a worker stuck in open() (the old code) is freed before the server stops
 if (sysopen(my $w, $fifo, O_WRONLY | O_NONBLOCK))
