@@ -181,7 +181,9 @@ SQL
 	echo "-- what the SMSC received (fakesmsc's log: sender, recipient, text):"
 	grep 'Got message' "$kannel/fakesmsc.out"
 	echo "-- Kannel's delivery reports, through smsdispatch-http, make the rows Delivered"
-	wait_for "SELECT count(*) = 2 AND bool_and(gateway_status = 'Delivered') FROM verification.sms_log l
+	# a report may come before the worker has recorded Kannel's answer
+	wait_for "SELECT count(*) = 2 AND bool_and(gateway_status = 'Delivered' AND send_state = 'submitted')
+	            FROM verification.sms_log l
 	            JOIN smsdispatch.message m ON m.id = l.message_id WHERE m.number = '$noc'"
 	psql -X -c "SELECT l.id, l.phone_number, r.name, l.channel, l.send_state, l.gateway_status
 	              FROM verification.sms_log l JOIN smsdispatch.message m ON m.id = l.message_id
