@@ -140,11 +140,56 @@ sms_wake_at_commit(void)
 	wake_pending = true;
 }
 
+/* The text of a column of a row, NULL when the column is null. */
+static text *
+column_text_or_null(HeapTuple row, TupleDesc tupdesc, int att)
+{
+	bool		isnull;
+	Datum		value = heap_getattr(row, att, tupdesc, &isnull);
+
+	return isnull ? NULL : DatumGetTextPP(value);
+}
+
+/* Whether two texts (either NULL) are equal. */
+static bool
+texts_equal(text *a, text *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return VARSIZE_ANY_EXHDR(a) == VARSIZE_ANY_EXHDR(b) &&
+		memcmp(VARDATA_ANY(a), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(a)) == 0;
+}
+
+/*
+ * Whether an UPDATE of a row leaves it as the worker last knew it: a
+ * text SMS (no alarm) whose send_state and channel stay, and that is not
+ * queued. That is a delivery report's status on a submitted SMS, two of
+ * which come for every SMS through Kannel; waking the worker for them
+ * would run its duties hundreds of times a second for nothing. An alarm's
+ * status always wakes it (the escalation reads it).
+ */
+static bool
+status_only_change(HeapTuple old, HeapTuple new, TupleDesc tupdesc,
+				   int channel_att, int state_att)
+{
+	int			message_att = SPI_fnumber(tupdesc, "message_id");
+	bool		isnull;
+	text	   *state = column_text_or_null(new, tupdesc, state_att);
+
+	if (message_att <= 0)
+		return false;
+	(void) heap_getattr(new, message_att, tupdesc, &isnull);
+	return isnull && state != NULL && !sms_text_equals(PointerGetDatum(state), "queued") &&
+		texts_equal(state, column_text_or_null(old, tupdesc, state_att)) &&
+		texts_equal(column_text_or_null(new, tupdesc, channel_att),
+					column_text_or_null(old, tupdesc, channel_att));
+}
+
 /*
  * BEFORE INSERT OR UPDATE OF send_state row trigger on verification.sms_log:
  * at COMMIT the worker wakes for any such change (new work, or a status the
- * escalation must see), and modem sidecars, by NOTIFY, for a row queued on
- * the modem. One C trigger instead of a WHEN qualification and statement
+ * escalation must see) but a text SMS's new status (status_only_change),
+ * and modem sidecars, by NOTIFY, for a row queued on the modem. One C trigger instead of a WHEN qualification and statement
  * triggers, because a WHEN clause is read back from its text on every
  * statement, and the log is written on the application's hot path.
  */
@@ -178,7 +223,9 @@ sms_wake_on_change(PG_FUNCTION_ARGS)
 	row = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 
-	sms_wake_at_commit();
+	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
+		!status_only_change(trigdata->tg_trigtuple, row, tupdesc, channel_att, state_att))
+		sms_wake_at_commit();
 
 	channel = heap_getattr(row, channel_att, tupdesc, &isnull);
 	if (isnull || !sms_text_equals(channel, "modem"))
