@@ -8,10 +8,10 @@
  * for the network: it drives the requests on the wire of its curl multi
  * handle without blocking, classifies those that finished, records them
  * through the IP2SMS channel's exchange (ip2sms_db.c) in a short
- * transaction, and publishes a channel's health once every request of its
- * batch has finished. When woken (a COMMIT queued SMS) or a retry is due,
- * it reads the channels in a short transaction, and each that has nothing
- * on the wire claims its due rows (smsdispatch.claim_sends, with each
+ * transaction, and publishes a channel's health from the outcomes of its
+ * last KANNEL_WINDOW requests. When woken (a COMMIT queued SMS) or a retry
+ * is due, it reads the channels in a short transaction, and each that has
+ * room on the wire claims its due rows (smsdispatch.claim_sends, with each
  * row's callback token) in a short transaction of its own, committed (and
  * past sms_claim_fence) before any request leaves; then those requests go
  * on the wire, outside any transaction, each bounded by curl's timeout,
@@ -36,8 +36,10 @@
  *                           -> unknown: it may have reached Kannel, never
  *                              sent twice; the channel is down
  *
- * While a channel is not ok, it sends one probe at a time, else batches of
- * up to KANNEL_BATCH. The health is written into the registry when it
+ * While a channel is not ok, it sends one probe at a time, else it keeps up
+ * to KANNEL_WINDOW requests on the wire, claiming more as soon as half of
+ * them have been answered (not once all of them have: Kannel then always
+ * has work, and a claim's transaction serves several rows). The health is written into the registry when it
  * changes (smsdispatch.channel_health), with a WARNING when it turns bad.
  * The channels live in kannel_cxt from the first read that finds them
  * until they are gone from the registry and have nothing on the wire; each
@@ -68,8 +70,8 @@
 #include "kannel.h"
 #include "kannel_request.h"
 
-/* rows a channel claims at once while it is ok */
-#define KANNEL_BATCH		16
+/* the requests a channel keeps on the wire while it is ok */
+#define KANNEL_WINDOW		16
 /* how soon the loop comes back while requests are on the wire */
 #define KANNEL_POLL_MS		10
 /* how often the stop's wait for answers looks at the postmaster */
@@ -323,17 +325,34 @@ record_unrecorded(void)
 		record_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sms_naptime_ms);
 }
 
+/* How many requests a channel may have on the wire: one probe unless ok. */
+static int
+channel_window(KannelChannel *ch)
+{
+	return strcmp(ch->opts.state, "ok") == 0 ? KANNEL_WINDOW : 1;
+}
+
 /*
- * Claims the due rows of one channel, one probe while it is not ok, else
- * a batch, and puts them on the wire. The claim's exchange records what
- * finished too. Lowers *due to when its next rows are due when it found
- * none; else the channel's batch says when, once it has finished.
+ * Whether a channel claims now if rows are due: when at most half of its
+ * window is on the wire (a probe only once the last one finished).
+ */
+static bool
+channel_has_room(KannelChannel *ch)
+{
+	return ch->on_wire <= channel_window(ch) / 2;
+}
+
+/*
+ * Claims the due rows of one channel, as many as its window has room for,
+ * and puts them on the wire. The claim's exchange records what finished
+ * too. Lowers *due to when its next rows are due when it found none; else
+ * the channel claims again when it has room.
  */
 static void
-claim_batch(KannelChannel *ch, const char *password, TimestampTz *due)
+claim_more(KannelChannel *ch, const char *password, TimestampTz *due)
 {
 	Ip2smsExchange x;
-	int			want = strcmp(ch->opts.state, "ok") == 0 ? KANNEL_BATCH : 1;
+	int			want = channel_window(ch) - ch->on_wire;
 	int			i;
 
 	memset(&x, 0, sizeof(x));
@@ -359,16 +378,12 @@ claim_batch(KannelChannel *ch, const char *password, TimestampTz *due)
 		*due = Min(*due, ch->claim_again);
 		return;
 	}
-	ch->batch_open = true;
-	ch->answered = 0;
-	ch->failed = 0;
-	ch->auth_failed = false;
-	ch->error[0] = '\0';
+	ch->unpublished = true;
 	for (i = 0; i < x.nclaimed; i++)
 		start_send(ch, password, x.claimed[i]);
 }
 
-/* The channel's state after a batch, and why it is not ok. */
+/* The channel's state after its last outcomes, and why it is not ok. */
 static const char *
 new_state(KannelChannel *ch, const char **error)
 {
@@ -426,8 +441,8 @@ save_health(void *arg)
 }
 
 /*
- * Writes a channel's health when its batch (or its password file) changed
- * it: loudly when it turns bad, in the log when it is ok again. The
+ * Writes a channel's health when its last outcomes (or its password file)
+ * changed it: loudly when it turns bad, in the log when it is ok again. The
  * channel then holds what it wrote, until the registry is read again.
  */
 static void
@@ -459,9 +474,10 @@ publish_health(KannelChannel *ch)
 }
 
 /*
- * Settles the channels whose batch has finished: publishes their health
- * and says when they claim again. Frees those gone from the registry
- * that have nothing on the wire any more.
+ * Settles the channels: publishes the health of those with nothing on the
+ * wire any more or a window's worth of outcomes, and says when those with
+ * room claim again. Frees those gone from the registry that have nothing
+ * on the wire any more.
  */
 static void
 settle_channels(void)
@@ -472,14 +488,20 @@ settle_channels(void)
 	{
 		KannelChannel *ch = dlist_container(KannelChannel, node, it.cur);
 
-		if (ch->batch_open && ch->on_wire == 0)
+		if (ch->unpublished &&
+			(ch->on_wire == 0 || ch->answered + ch->failed >= KANNEL_WINDOW))
 		{
-			ch->batch_open = false;
 			if (ch->listed)
 				publish_health(ch);
-			retry_due = Min(retry_due, ch->claim_again);
+			ch->unpublished = ch->on_wire > 0;
+			ch->answered = 0;
+			ch->failed = 0;
+			ch->auth_failed = false;
+			ch->error[0] = '\0';
 		}
-		if (!ch->listed && !ch->batch_open)
+		if (channel_has_room(ch))
+			retry_due = Min(retry_due, ch->claim_again);
+		if (!ch->listed && !ch->unpublished)
 		{
 			dlist_delete(&ch->node);
 			MemoryContextDelete(ch->options_cxt);
@@ -490,12 +512,12 @@ settle_channels(void)
 }
 
 /*
- * Reads the registry and lets each channel with nothing on the wire claim
+ * Reads the registry and lets each channel with room on the wire claim
  * its due rows and send them. A channel whose password file cannot be
  * used claims nothing and is auth_failed.
  */
 static void
-claim_for_idle_channels(void)
+claim_for_channels(void)
 {
 	List	   *rows = NIL;
 	TimestampTz due = DT_NOEND;
@@ -513,7 +535,7 @@ claim_for_idle_channels(void)
 		char	   *password;
 		MemoryContext old;
 
-		if (!ch->listed || ch->batch_open)
+		if (!ch->listed || !channel_has_room(ch))
 			continue;
 		old = MemoryContextSwitchTo(ch->options_cxt);
 		password = sms_read_secret_file(ch->opts.password_file, &ch->problem);
@@ -523,7 +545,7 @@ claim_for_idle_channels(void)
 			publish_health(ch);
 			continue;
 		}
-		claim_batch(ch, password, &due);
+		claim_more(ch, password, &due);
 		sms_forget_secret(password);
 	}
 	retry_due = Min(retry_due, due);
@@ -552,7 +574,7 @@ kannel_pump(TimestampTz *next_due)
 		retry_due;
 	if (now >= claims_due && !ShutdownRequestPending)
 	{
-		claim_for_idle_channels();
+		claim_for_channels();
 		/* the requests leave now; those refused at once are recorded now */
 		drive_sends();
 		record_unrecorded();

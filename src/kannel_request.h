@@ -43,8 +43,8 @@ typedef struct KannelChannel
 	KannelOptions opts;
 	bool		listed;			/* in the registry at its last read */
 	char	   *problem;		/* why the password file is refused */
-	/* its batch: claimed, not all finished or not published yet */
-	bool		batch_open;
+	/* requests claimed whose outcomes are not in its published health */
+	bool		unpublished;
 	int			on_wire;		/* of its requests */
 	TimestampTz claim_again;	/* when its next rows are due */
 	int			answered;		/* requests Kannel answered (the channel works) */

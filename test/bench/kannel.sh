@@ -6,7 +6,7 @@
 # reports:
 #   reference  the curl-multi load generator (test/bench/loadgen.c) sending
 #              20,000 GETs of smsbox's sendsms at the worker's concurrency
-#              (a pass of src/kannel.c sends 16 at once), with the
+#              (a channel of src/kannel.c keeps 16 on the wire), with the
 #              parameters the worker sends (charset, dlr-mask=31, the
 #              sendsms-user, to, from, text, a dlr-url to the sidecar),
 #              timed to the last "0: Accepted"; its reports go to the
@@ -30,7 +30,7 @@ set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 reps=${1:-3}
 n=20000
-# KANNEL_BATCH of src/kannel.c: the requests of one pass
+# KANNEL_WINDOW of src/kannel.c: the requests a channel keeps on the wire
 conc=16
 
 . "$top/test/bench/common.sh"
@@ -210,7 +210,7 @@ drain() {
 }
 
 cc -O2 -o "$work/loadgen" "$top/test/bench/loadgen.c" -lcurl
-echo "Kannel benchmark: $n messages, $conc concurrent sendsms requests (the worker's pass), $reps repetitions, Kannel $(dpkg-query -W -f '${Version}' kannel 2>/dev/null || echo '?') with fakesmsc on 127.0.0.1:$sendsms_port"
+echo "Kannel benchmark: $n messages, $conc concurrent sendsms requests (the worker's window), $reps repetitions, Kannel $(dpkg-query -W -f '${Version}' kannel 2>/dev/null || echo '?') with fakesmsc on 127.0.0.1:$sendsms_port"
 
 # how many reports Kannel makes of one SMS to fakesmsc (dlr-mask 31)
 "$work/loadgen" "$ref_url" - 1 1 >/dev/null
